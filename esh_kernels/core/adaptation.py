@@ -1,0 +1,186 @@
+"""Warmup adaptation primitives shared by every kernel (``esh_math.md`` §7, §8).
+
+All are pure functions on small tuples of arrays, so JAX can ``jit``/``vmap`` them and
+torch can call them eagerly. The window schedule is plain Python (it depends only on the
+number of warmup iterations).
+"""
+
+import math
+from typing import Any, NamedTuple
+
+from esh_kernels.core.backend import namespace
+
+
+# ---------------------------------------------------------------------------------------
+# Dual averaging (Nesterov 2009; Hoffman & Gelman 2014, the NUTS/Stan step-size rule)
+
+
+class DualAveragingState(NamedTuple):
+    log_step: Any  # current iterate x_t = log step size
+    log_step_avg: Any  # averaged iterate (used once adaptation ends)
+    error_avg: Any  # running average of (target - statistic)
+    count: Any  # number of updates t
+    center: Any  # shrinkage point mu, usually log(10 * eps0)
+
+
+def dual_averaging_init(log_step, center):
+    """Start dual averaging at ``log_step`` shrinking towards ``center``."""
+    xp = namespace(log_step, center)
+    zero = log_step * 0.0
+    return DualAveragingState(log_step, log_step, zero, zero, center + zero)
+
+
+def dual_averaging_update(state, error, t0=10.0, gamma=0.05, kappa=0.75):
+    """One update with ``error = target - statistic`` (e.g. target acceptance minus the
+    observed one): a positive error shrinks the step size."""
+    xp = namespace(state.log_step, error)
+    t = state.count + 1.0
+    w = 1.0 / (t + t0)
+    error_avg = (1.0 - w) * state.error_avg + w * error
+    log_step = state.center - xp.sqrt(t) / gamma * error_avg
+    eta = t ** (-kappa)
+    log_step_avg = eta * log_step + (1.0 - eta) * state.log_step_avg
+    return DualAveragingState(log_step, log_step_avg, error_avg, t, state.center)
+
+
+# ---------------------------------------------------------------------------------------
+# Welford mean and (co)variance
+
+
+class WelfordState(NamedTuple):
+    count: Any
+    mean: Any  # (d,)
+    m2: Any  # (d,) sums of squared deviations, or (d, d) for a dense estimate
+
+
+def welford_init(x, dense=False):
+    """Empty accumulator shaped like the vector ``x`` (a template, its values unused)."""
+    xp = namespace(x)
+    zero = x * 0.0
+    m2 = zero[..., :, None] * zero[..., None, :] if dense else zero
+    return WelfordState(xp.sum(zero, axis=-1), zero, m2)
+
+
+def welford_update(state, x, weight=1.0):
+    """Add ``x`` with ``weight`` in ``{0, 1}`` (0 leaves the state unchanged, so jitted code
+    can gate updates without branching). ``weight`` may be batched like ``state.count``."""
+    xp = namespace(x)
+    w = state.count * 0.0 + weight
+    count = state.count + w
+    step = (w / xp.where(count > 0, count, 1.0))[..., None]
+    delta = x - state.mean
+    mean = state.mean + step * delta
+    delta2 = x - mean
+    if state.m2.ndim == state.mean.ndim + 1:
+        m2 = state.m2 + w[..., None, None] * delta[..., :, None] * delta2[..., None, :]
+    else:
+        m2 = state.m2 + w[..., None] * delta * delta2
+    return WelfordState(count, mean, m2)
+
+
+def welford_covariance(state, regularize=True):
+    """Sample (co)variance; with ``regularize`` Stan's shrinkage towards ``1e-3 I``:
+    ``n/(n+5) cov + 1e-3 * 5/(n+5)`` (keeps the estimate positive definite)."""
+    xp = namespace(state.m2)
+    n = state.count
+    cov = state.m2 / xp.maximum(n - 1.0, 1.0)[(...,) + (None,) * (state.m2.ndim - n.ndim)]
+    if not regularize:
+        return cov
+    shrink = (n / (n + 5.0))[(...,) + (None,) * (cov.ndim - n.ndim)]
+    jitter = (1e-3 * 5.0 / (n + 5.0))[(...,) + (None,) * (cov.ndim - n.ndim)]
+    if cov.ndim == state.mean.ndim + 1:
+        eye = xp.eye(cov.shape[-1], dtype=cov.dtype)
+        return shrink * cov + jitter * eye
+    return shrink * cov + jitter
+
+
+# ---------------------------------------------------------------------------------------
+# Stan-style warmup windows
+
+
+def window_schedule(num_warmup, init_buffer=75, term_buffer=50, base_window=25):
+    """Ends (inclusive iteration indices) of the slow metric-adaptation windows, and the
+    first iteration of the final fast buffer, Stan's schedule (window lengths doubling).
+
+    Returns ``(window_ends, metric_start, metric_stop)``: the metric is estimated from
+    iterations ``metric_start <= i < metric_stop`` and re-estimated (its accumulator reset)
+    after each ``i`` in ``window_ends``. With fewer than 20 warmup iterations no metric is
+    adapted.
+    """
+    if num_warmup < 20:
+        return [], num_warmup, num_warmup
+    if init_buffer + term_buffer + base_window > num_warmup:
+        init_buffer = int(0.15 * num_warmup)
+        term_buffer = int(0.1 * num_warmup)
+        base_window = num_warmup - init_buffer - term_buffer
+    stop = num_warmup - term_buffer
+    ends, start, size = [], init_buffer, base_window
+    while start < stop:
+        if 3 * size > stop - start:  # the last window absorbs what is left
+            size = stop - start
+        ends.append(start + size - 1)
+        start, size = start + size, 2 * size
+    return ends, init_buffer, stop
+
+
+# ---------------------------------------------------------------------------------------
+# Step size from the energy-error variance (unadjusted kernels, §7.1)
+
+
+class StepSizePredictorState(NamedTuple):
+    weighted_sum: Any  # X: decayed sum of w * xi / eps^6
+    weight_sum: Any  # W: decayed sum of w
+    max_step: Any  # cap lowered after a divergence
+
+
+def step_size_predictor_init(step_size):
+    """Empty predictor (no cap)."""
+    zero = step_size * 0.0
+    return StepSizePredictorState(zero, zero, zero + float("inf"))
+
+
+def step_size_predictor_update(
+    state,
+    step_size,
+    energy_error_sq_per_dim,
+    diverged,
+    desired_energy_var=5e-4,
+    trust_in_estimate=1.5,
+    num_effective_samples=150.0,
+):
+    """One update of the ``Var[dH]/d`` step-size rule (§7.1); returns ``(state, step)``.
+
+    ``xi = dH^2 / (d * desired_energy_var)`` measures the energy error of a step of size
+    ``eps`` against the target; for a second-order integrator ``Var[dH] ∝ eps^6`` (per
+    step, before averaging), so each observation predicts ``eps * xi^(-1/6)``. Observations
+    far from the target are down-weighted (they extrapolate badly), and old ones decay with
+    ``gamma = (n_eff - 1)/(n_eff + 1)``. A divergence lowers the cap to ``0.8 eps`` and
+    contributes nothing else.
+    """
+    xp = namespace(step_size, energy_error_sq_per_dim)
+    gamma = (num_effective_samples - 1.0) / (num_effective_samples + 1.0)
+    ok = xp.logical_not(diverged) & xp.isfinite(energy_error_sq_per_dim)
+    xi = xp.where(ok, energy_error_sq_per_dim, 0.0) / desired_energy_var + 1e-8
+    w = xp.exp(-0.5 * (xp.log(xi) / (6.0 * trust_in_estimate)) ** 2)
+    w = xp.where(ok, w, 0.0)
+    weighted_sum = gamma * state.weighted_sum + w * xi / step_size**6
+    weight_sum = gamma * state.weight_sum + w
+    max_step = xp.where(ok, state.max_step, 0.8 * step_size)
+    has_info = weight_sum > 0
+    predicted = (weighted_sum / xp.where(has_info, weight_sum, 1.0)) ** (-1.0 / 6.0)
+    new_step = xp.where(has_info, predicted, step_size)
+    new_step = xp.minimum(xp.where(ok, new_step, 0.8 * step_size), max_step)
+    return StepSizePredictorState(weighted_sum, weight_sum, max_step), new_step
+
+
+# ---------------------------------------------------------------------------------------
+# Trajectory lengths
+
+
+def jittered_num_steps(uniform, trajectory_length, step_size, max_steps):
+    """Number of steps for one proposal: ``ceil(U * 2 L / eps)``, ``U ~ Uniform(0, 1]``,
+    clipped to ``[1, max_steps]``. The mean is about ``L / eps`` steps; jitter avoids the
+    resonances of a fixed length (Neal 2011; MAMS §6.4 uses the same idea)."""
+    xp = namespace(uniform, trajectory_length, step_size)
+    n = xp.ceil(uniform * 2.0 * trajectory_length / step_size)
+    return xp.clip(n, 1.0, max_steps)

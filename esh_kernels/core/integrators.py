@@ -1,0 +1,60 @@
+"""One-gradient-per-step leapfrogs (``esh_math.md`` §3.4, §6.1).
+
+Both integrators take a ``value_and_grad(x) -> (E, dE/dx)`` callable from the backend
+(``jax.value_and_grad`` of the potential, or torch autograd) and reuse the gradient cached
+in the state, so one step costs exactly one gradient evaluation.
+"""
+
+from typing import Any, NamedTuple
+
+from esh_kernels.core.dynamics import ur_half_step
+from esh_kernels.core.backend import namespace
+from esh_kernels.core.preconditioning import precond_adjoint, precond_forward
+
+
+class IntegratorState(NamedTuple):
+    """Position ``x``, velocity (unit ``u`` with log speed ``r``, or momentum ``u`` with
+    ``r`` unused), potential ``energy`` and its gradient ``grad`` at ``x``."""
+
+    x: Any
+    u: Any
+    r: Any
+    energy: Any
+    grad: Any
+
+
+def esh_leapfrog(state, step_size, value_and_grad, D, scale=None, with_time=False):
+    """Scaled-time ESH leapfrog: half u,r step, full x step, half u,r step (§3.4).
+
+    ``D = d`` is the paper's ESH step, ``D = d - 1`` the isokinetic (MCLMC) step. With a
+    preconditioner ``scale`` the velocity lives in the whitened frame (§6.1).
+
+    Returns ``(new_state, delta_r)`` where ``delta_r`` is the total change of ``r`` (the
+    energy error of the step is ``dE + D delta_r``), plus ``log_dt``, the log physical time
+    the step spans (both half-steps, §3.5), when ``with_time``.
+    """
+    x, u, r, _, grad = state
+    half = 0.5 * step_size
+    first = ur_half_step(u, r, precond_adjoint(scale, grad), half, D, with_time)
+    u, r = first[0], first[1]
+    x = x + step_size * precond_forward(scale, u)
+    energy, grad = value_and_grad(x)
+    second = ur_half_step(u, r, precond_adjoint(scale, grad), half, D, with_time)
+    new_state = IntegratorState(x, second[0], second[1], energy, grad)
+    delta_r = first[2] + second[2]
+    if not with_time:
+        return new_state, delta_r
+    xp = namespace(first[3], second[3])
+    return new_state, delta_r, xp.logaddexp(first[3], second[3])
+
+
+def euclidean_leapfrog(state, step_size, value_and_grad, scale=None):
+    """Velocity-Verlet for ``H = E(x) + |p|^2/2`` with the momentum ``p`` (in ``state.u``)
+    in the whitened frame: ``p -= (eps/2) L^T g; x += eps L p; p -= (eps/2) L^T g``."""
+    x, p, r, _, grad = state
+    half = 0.5 * step_size
+    p = p - half * precond_adjoint(scale, grad)
+    x = x + step_size * precond_forward(scale, p)
+    energy, grad = value_and_grad(x)
+    p = p - half * precond_adjoint(scale, grad)
+    return IntegratorState(x, p, r, energy, grad)

@@ -1,0 +1,16 @@
+"""Weighted reservoir sampling with O(1) memory (``esh_math.md`` §4.3, paper Alg. 3)."""
+
+from esh_kernels.core.backend import namespace
+
+
+def reservoir_take(log_total, log_weight, log_uniform):
+    """Offer a new item of weight ``w`` to a one-item reservoir of total weight ``W``.
+
+    Returns ``(log_total_new, take)``: the new item replaces the kept one with probability
+    ``w / (W + w)``, so after any number of offers the kept item is item ``k`` with
+    probability ``w_k / sum_m w_m``. Start from ``log_total = -inf`` (the first offer is
+    always taken). ``log_uniform`` is ``log U`` with ``U ~ Uniform(0, 1)``.
+    """
+    xp = namespace(log_total, log_weight, log_uniform)
+    new_total = xp.logaddexp(log_total, log_weight)
+    return new_total, log_uniform < log_weight - new_total
