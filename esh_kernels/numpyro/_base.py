@@ -1,0 +1,240 @@
+"""What every NumPyro kernel of this package shares: argument checks, model/potential
+set-up through NumPyro's ``initialize_model``, flat-vector potentials, the batched
+(``chain_method="vectorized"``) plumbing and pickling (``docs/api_notes.md`` §1).
+
+A subclass implements two pure functions on ONE chain:
+
+* ``_init_chain(x, energy, grad, rng_key, num_warmup) -> state`` (a namedtuple with fields
+  ``i``, ``z``, ``rng_key``, ``diverging``, ...), and
+* ``_sample_chain(state, value_and_grad) -> state``, where ``value_and_grad(x)`` returns the
+  potential energy and its gradient at a flat position vector ``x``.
+
+The base class vmaps them over chains when NumPyro hands ``init`` a batch of keys, and
+rebuilds the potential from ``model_args`` inside ``sample`` so that
+``MCMC(jit_model_args=True)`` sees new data (api_notes Gotcha #2).
+"""
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import random, vmap
+from jax.flatten_util import ravel_pytree
+from numpyro.handlers import seed, trace
+from numpyro.infer.hmc_util import _value_and_grad
+from numpyro.infer.initialization import init_to_uniform
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.infer.util import ParamInfo, initialize_model
+from numpyro.util import identity, is_prng_key
+
+
+def check_positive(name, value, allow_none=True, allow_inf=False):
+    """``ValueError`` unless ``value`` is a positive number (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (v > 0) or (math.isinf(v) and not allow_inf) or math.isnan(v):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_probability(name, value):
+    """``ValueError`` unless ``0 < value < 1``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return v
+
+
+def check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class FlatKernel(MCMCKernel):
+    """Base class: see the module docstring."""
+
+    #: smallest dimension the dynamics support (ESH is singular in 1-D)
+    min_dim = 1
+    sample_field = "z"
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        dense_mass=False,
+        init_strategy=init_to_uniform,
+        forward_mode_differentiation=False,
+    ):
+        if (model is None) == (potential_fn is None):
+            raise ValueError("Pass exactly one of `model=` or `potential_fn=`.")
+        if model is not None and not callable(model):
+            raise ValueError(f"`model` must be a callable NumPyro model, got {model!r}")
+        if potential_fn is not None and not callable(potential_fn):
+            raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
+        if not isinstance(dense_mass, (bool, np.bool_)):
+            raise ValueError(
+                f"`dense_mass` must be True or False, got {dense_mass!r} "
+                "(block-structured mass matrices are not supported)"
+            )
+        if not callable(init_strategy):
+            raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")
+        self._model = model
+        self._potential_fn = potential_fn
+        self._dense_mass = bool(dense_mass)
+        self._init_strategy = init_strategy
+        self._forward_mode_differentiation = bool(forward_mode_differentiation)
+        self._potential_fn_gen = None
+        self._postprocess_fn = None
+        self._sample_fn = None
+        self._unravel = None
+        self._dim = None
+        self._num_warmup = 0
+
+    # -- MCMCKernel API ------------------------------------------------------------------
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def default_fields(self):
+        return ("z", "diverging")
+
+    def postprocess_fn(self, model_args, model_kwargs):
+        if self._postprocess_fn is None:
+            return identity
+        return self._postprocess_fn(*model_args, **model_kwargs)
+
+    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
+        num_warmup = check_int("num_warmup", num_warmup, 0)
+        batched = not is_prng_key(rng_key)
+        if batched:
+            rng_key, key_init = jnp.swapaxes(vmap(random.split)(rng_key), 0, 1)
+        else:
+            rng_key, key_init = random.split(rng_key)
+        z0 = self._initial_params(key_init, batched, init_params, model_args, model_kwargs)
+        one = jax.tree.map(lambda a: a[0], z0) if batched else z0
+        flat, self._unravel = ravel_pytree(one)
+        self._dim = int(flat.shape[0])
+        self._check_dim(self._dim)
+        self._num_warmup = num_warmup
+        value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
+
+        def init_one(z, key):
+            x = ravel_pytree(z)[0]
+            energy, grad = value_and_grad(x)
+            return self._init_chain(x, energy, grad, key, num_warmup)
+
+        state = vmap(init_one)(z0, rng_key) if batched else init_one(z0, rng_key)
+        self._check_finite_start(state)
+        sample_one = self._sample_chain
+        if batched:
+            self._sample_fn = lambda s, vg: vmap(lambda c: sample_one(c, vg))(s)
+        else:
+            self._sample_fn = sample_one
+        return state
+
+    def sample(self, state, model_args, model_kwargs):
+        assert self._sample_fn is not None, "`init` must be called before `sample`."
+        return self._sample_fn(state, self._flat_value_and_grad(model_args, model_kwargs))
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_sample_fn"] = None
+        return state
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _check_dim(self, d):
+        if d < self.min_dim:
+            raise ValueError(
+                f"{type(self).__name__} needs at least {self.min_dim} unconstrained "
+                f"dimensions, the model has {d}. ESH dynamics are singular in one "
+                "dimension (the velocity can never change sign); use "
+                "esh_kernels.numpyro.TunedHMC or numpyro.infer.NUTS for 1-D targets."
+            )
+
+    def _initial_params(self, key_init, batched, init_params, model_args, model_kwargs):
+        if self._model is None:
+            if init_params is None:
+                raise ValueError("Valid value of `init_params` must be provided with `potential_fn`.")
+            return init_params.z if isinstance(init_params, ParamInfo) else init_params
+        self._check_discrete_sites(key_init[0] if batched else key_init, model_args, model_kwargs)
+        info = initialize_model(
+            key_init,
+            self._model,
+            dynamic_args=True,
+            init_strategy=self._init_strategy,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+            forward_mode_differentiation=self._forward_mode_differentiation,
+        )
+        self._potential_fn_gen = info.potential_fn
+        self._postprocess_fn = info.postprocess_fn
+        if init_params is None:
+            return info.param_info.z
+        return init_params.z if isinstance(init_params, ParamInfo) else init_params
+
+    def _check_discrete_sites(self, key, model_args, model_kwargs):
+        tr = trace(seed(self._model, key)).get_trace(*model_args, **model_kwargs)
+        for name, site in tr.items():
+            if (
+                site["type"] == "sample"
+                and not site["is_observed"]
+                and getattr(site["fn"], "is_discrete", False)
+            ):
+                raise ValueError(
+                    f"{type(self).__name__} samples continuous latent variables only, but "
+                    f"site '{name}' is discrete ({type(site['fn']).__name__}). Marginalise "
+                    "it out in the model, or sample it with numpyro.infer.DiscreteHMCGibbs "
+                    "/ MixedHMC."
+                )
+
+    def _flat_value_and_grad(self, model_args, model_kwargs):
+        if self._model is not None:
+            pe = self._potential_fn_gen(*model_args, **model_kwargs)
+        else:
+            pe = self._potential_fn
+        unravel = self._unravel
+        return partial(
+            _value_and_grad,
+            lambda x: pe(unravel(x)),
+            forward_mode_differentiation=self._forward_mode_differentiation,
+        )
+
+    def _check_finite_start(self, state):
+        try:
+            energy = np.asarray(state.potential_energy)
+            grad = np.asarray(state.integrator.grad)
+        except jax.errors.ConcretizationTypeError:  # inside pmap: nothing concrete to check
+            return
+        except jax.errors.TracerArrayConversionError:
+            return
+        if not np.all(np.isfinite(energy)):
+            raise ValueError(
+                "The potential energy at the initial parameters is not finite "
+                f"({energy}). Check the model, or pick another `init_strategy` "
+                f"(now {getattr(self._init_strategy, '__name__', self._init_strategy)}) "
+                "or `init_params`."
+            )
+        if not np.all(np.isfinite(grad)):
+            raise ValueError(
+                "The gradient of the potential energy at the initial parameters is not "
+                "finite. Check the model, or pick another `init_strategy` "
+                f"(now {getattr(self._init_strategy, '__name__', self._init_strategy)}) "
+                "or `init_params`."
+            )
+
+    def _to_z(self, x):
+        return self._unravel(x)

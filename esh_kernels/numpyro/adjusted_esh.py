@@ -1,0 +1,206 @@
+"""``AdjustedESH``: exact (Metropolis-adjusted) isokinetic ESH dynamics for NumPyro.
+
+Per transition (``esh_math.md`` §6.4): a fresh unit velocity, a jittered number of
+isokinetic leapfrog steps (``D = d - 1``, so ``p(x) Unif(S^{d-1})`` is invariant without
+weights, §2.2), and a Metropolis test on the energy error ``dE + (d - 1) sum(dr)``.
+Warmup tunes the step size (dual averaging), a windowed diagonal or dense preconditioner
+and the trajectory length.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax, random
+
+from esh_kernels.core.adaptation import jittered_num_steps, welford_init
+from esh_kernels.core.dynamics import kinetic_energy_change
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.sphere import unit_vector
+from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive, check_probability
+from esh_kernels.numpyro._warmup import (
+    MetricSchedule,
+    dual_averaging_restart,
+    dual_averaging_step,
+    initial_scale,
+    metric_update,
+)
+
+
+class AdjustedESHAdaptState(NamedTuple):
+    step_size: Any
+    trajectory_length: Any
+    scale: Any  # preconditioner L (vector, or lower-triangular matrix if dense_mass)
+    dual: Any  # DualAveragingState
+    welford: Any  # WelfordState of the current metric window
+
+
+class AdjustedESHState(NamedTuple):
+    """State of one chain. ``z`` is the draw (unconstrained pytree); ``integrator`` holds
+    the flat position with its cached potential energy and gradient."""
+
+    i: Any
+    z: Any
+    potential_energy: Any
+    integrator: IntegratorState
+    diverging: Any
+    accept_prob: Any
+    mean_accept_prob: Any
+    n_steps: Any  # gradient evaluations spent on this draw
+    energy_error: Any
+    adapt_state: AdjustedESHAdaptState
+    rng_key: Any
+
+
+class AdjustedESH(FlatKernel):
+    """Metropolis-adjusted isokinetic ESH (microcanonical) sampler. Exact for any step size.
+
+    :param model: a NumPyro model (give this or ``potential_fn``).
+    :param potential_fn: a potential energy ``E(z) = -log p(z)`` on an unconstrained pytree;
+        needs ``init_params``.
+    :param step_size: fixed step size (in the preconditioned frame). Given: no step-size
+        adaptation. Default: tuned by dual averaging.
+    :param trajectory_length: fixed mean trajectory length (distance travelled per
+        proposal, preconditioned frame). Given: not tuned. Default: tuned in warmup.
+    :param target_accept_prob: acceptance rate that warmup aims for. The default 0.9 was
+        chosen by measurement (``docs/benchmarks.md``): isokinetic proposals lose little
+        by taking smaller steps, and higher acceptance keeps long trajectories from
+        being thrown away; 0.65-0.8 gave lower ESS per gradient on our targets.
+    :param dense_mass: estimate a dense (Cholesky) preconditioner instead of a diagonal one.
+    :param adapt_mass_matrix: whether warmup estimates the preconditioner (default True).
+    :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
+    :param trajectory_factor: tuned trajectory length in units of ``sqrt(d)`` (whitened).
+    :param init_strategy: NumPyro init strategy (default ``init_to_uniform``).
+    :param forward_mode_differentiation: use forward-mode AD (e.g. for ``lax.while_loop``
+        inside the model).
+    """
+
+    min_dim = 2
+    divergence_threshold = 1000.0
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        step_size=None,
+        trajectory_length=None,
+        target_accept_prob=0.9,
+        dense_mass=False,
+        adapt_mass_matrix=True,
+        max_steps=1024,
+        trajectory_factor=1.0,
+        init_strategy=None,
+        forward_mode_differentiation=False,
+    ):
+        kw = {} if init_strategy is None else {"init_strategy": init_strategy}
+        super().__init__(model, potential_fn, dense_mass=dense_mass,
+                         forward_mode_differentiation=forward_mode_differentiation, **kw)
+        self._step_size = check_positive("step_size", step_size)
+        self._trajectory_length = check_positive("trajectory_length", trajectory_length)
+        self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
+        self._adapt_mass_matrix = bool(adapt_mass_matrix)
+        self._max_steps = check_int("max_steps", max_steps, 1)
+        self._trajectory_factor = check_positive("trajectory_factor", trajectory_factor, allow_none=False)
+
+    def get_diagnostics_str(self, state):
+        return "{} steps of size {:.2e}. acc. prob={:.2f}".format(
+            int(state.n_steps), float(state.adapt_state.step_size), float(state.mean_accept_prob)
+        )
+
+    # -- one chain -----------------------------------------------------------------------
+
+    def _init_chain(self, x, energy, grad, rng_key, num_warmup):
+        d = x.shape[0]
+        step = self._step_size if self._step_size is not None else 0.5 * math.sqrt(d)
+        step = jnp.asarray(step, dtype=x.dtype)
+        length = self._trajectory_length if self._trajectory_length is not None else 4.0 * step
+        adapt = AdjustedESHAdaptState(
+            step,
+            jnp.asarray(length, dtype=x.dtype),
+            initial_scale(x, self._dense_mass),
+            dual_averaging_restart(step),
+            welford_init(x, dense=self._dense_mass),
+        )
+        zero = jnp.zeros((), x.dtype)
+        integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
+        return AdjustedESHState(
+            jnp.array(0, jnp.int32), self._to_z(x), energy, integ, jnp.array(False),
+            zero, zero, jnp.array(0, jnp.int32), zero, adapt, rng_key,
+        )
+
+    def _sample_chain(self, state, value_and_grad):
+        key, k_u, k_n, k_acc = random.split(state.rng_key, 4)
+        adapt = state.adapt_state
+        start = state.integrator
+        x0 = start.x
+        d = x0.shape[0]
+        dtype = x0.dtype
+        u0 = unit_vector(random.normal(k_u, x0.shape, dtype))
+        uniform = 1.0 - random.uniform(k_n, (), dtype)  # in (0, 1]
+        n = jittered_num_steps(uniform, adapt.trajectory_length, adapt.step_size, self._max_steps)
+        n = n.astype(jnp.int32)
+
+        def finite(integ):
+            return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad))
+
+        def cond(c):
+            k, integ, _ = c
+            return (k < n) & finite(integ)
+
+        def body(c):
+            k, integ, dr = c
+            integ, step_dr = esh_leapfrog(integ, adapt.step_size, value_and_grad, d - 1, adapt.scale)
+            return k + 1, integ, dr + step_dr
+
+        zero = jnp.zeros((), dtype)
+        k, end, sum_dr = lax.while_loop(cond, body, (jnp.array(0, jnp.int32), start._replace(u=u0, r=zero), zero))
+        energy_error = end.energy - start.energy + kinetic_energy_change(sum_dr, d - 1)
+        energy_error = jnp.where(finite(end) & jnp.all(jnp.isfinite(end.x)), energy_error, jnp.inf)
+        log_alpha = log_accept_prob(energy_error)
+        accept_prob = jnp.exp(log_alpha)
+        accept = jnp.log(random.uniform(k_acc, (), dtype)) < log_alpha
+        diverging = energy_error > self.divergence_threshold
+        new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), end, start)
+
+        i = state.i
+        adapt = lax.cond(
+            i < self._num_warmup,
+            lambda a: self._adapt(a, i, new.x, accept_prob),
+            lambda a: a,
+            adapt,
+        )
+        boundary = i == self._num_warmup
+        mean_accept = jnp.where(boundary, 0.0, state.mean_accept_prob)
+        count = jnp.where(i < self._num_warmup, i, i - self._num_warmup) + 1
+        mean_accept = mean_accept + (accept_prob - mean_accept) / count
+        return AdjustedESHState(
+            i + 1, self._to_z(new.x), new.energy, new, diverging, accept_prob,
+            mean_accept, k, energy_error, adapt, key,
+        )
+
+    def _adapt(self, adapt, i, x, accept_prob):
+        d = x.shape[0]
+        schedule = MetricSchedule.build(self._num_warmup)
+        step, dual = adapt.step_size, adapt.dual
+        if self._step_size is None:
+            dual = dual_averaging_step(dual, accept_prob, self._target_accept_prob)
+            step = jnp.exp(dual.log_step)
+        welford, scale, ended = adapt.welford, adapt.scale, jnp.array(False)
+        if self._adapt_mass_matrix:
+            welford, scale, ended = metric_update(schedule, i, welford, scale, x)
+        if self._step_size is None:
+            restarted = dual_averaging_restart(step)
+            dual = jax.tree.map(lambda r, o: jnp.where(ended, r, o), restarted, dual)
+            last = i == self._num_warmup - 1
+            step = jnp.where(last, jnp.exp(dual.log_step_avg), step)
+        length = adapt.trajectory_length
+        if self._trajectory_length is None:
+            tuned = jnp.asarray(self._trajectory_factor * math.sqrt(d), x.dtype)
+            had_window = jnp.asarray(schedule.window_ends.size > 0) & (
+                i > (schedule.window_ends[0] if schedule.window_ends.size else -1)
+            ) | ended
+            length = jnp.where(had_window, tuned, 4.0 * step)
+        return AdjustedESHAdaptState(step, length, scale, dual, welford)
