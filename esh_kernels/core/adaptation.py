@@ -184,3 +184,168 @@ def jittered_num_steps(uniform, trajectory_length, step_size, max_steps):
     xp = namespace(uniform, trajectory_length, step_size)
     n = xp.ceil(uniform * 2.0 * trajectory_length / step_size)
     return xp.clip(n, 1.0, max_steps)
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling Welford accumulators (cross-chain metric estimates)
+
+
+def welford_pool(state):
+    """Merge a batch of Welford accumulators along their leading (chain) axis into one
+    (Chan et al.'s parallel update): ``n = sum n_c``, ``mean = sum n_c mean_c / n``,
+    ``m2 = sum m2_c + sum n_c (mean_c - mean)(mean_c - mean)^T`` (diagonal: squares).
+
+    The result is the accumulator one chain would hold had it seen every chain's draws,
+    so :func:`welford_covariance` of it is the pooled (co)variance estimate.
+    """
+    xp = namespace(state.mean)
+    count = xp.sum(state.count, axis=0)
+    safe = xp.where(count > 0, count, 1.0)
+    mean = xp.sum(state.count[..., None] * state.mean, axis=0) / safe
+    delta = state.mean - mean
+    if state.m2.ndim == state.mean.ndim + 1:
+        spread = state.count[..., None, None] * delta[..., :, None] * delta[..., None, :]
+    else:
+        spread = state.count[..., None] * delta * delta
+    m2 = xp.sum(state.m2, axis=0) + xp.sum(spread, axis=0)
+    return WelfordState(count, mean, m2)
+
+
+# ---------------------------------------------------------------------------------------
+# Quasi-random jitter and the ChEES trajectory-length criterion (esh_math.md §8)
+
+
+def halton(index, max_bits=24):
+    """Base-2 Halton (van der Corput) number ``(index + 1)`` in ``(0, 1)``, BlackJAX's
+    ``halton_sequence``: reverses the bits of ``index + 1`` behind the binary point.
+
+    ``index`` is an integer array (or Python int). The first values are 1/2, 1/4, 3/4,
+    1/8, 5/8, ...: every block of ``2^k`` consecutive values covers ``(0, 1)`` evenly,
+    so jittered trajectory lengths average out much faster than with uniform noise.
+    Only the lowest ``max_bits`` bits are used (the sequence repeats after
+    ``2^max_bits`` values; 24 bits keep ``index // 2^b`` inside int32).
+    """
+    k = index + 1
+    out = 0.0
+    for b in range(max_bits):
+        out = out + ((k // (2**b)) % 2) * (0.5 / 2**b)
+    return out
+
+
+def chees_gradient(
+    x_start,
+    x_proposal,
+    velocity,
+    duration,
+    accept_prob,
+    valid,
+    center_start=None,
+    center_proposal=None,
+    normalize=True,
+):
+    """Estimate of ``d ChEES / d log T`` (Hoffman, Radul & Sountsov 2021), ``esh_math.md`` §8.
+
+    ``ChEES(T) = 1/4 E[(|x' - E x'|^2 - |x - E x|^2)^2]``, with ``x'`` the (pre-MH)
+    proposal of a trajectory of length ``h T`` started at ``x``. Per proposal ``c``::
+
+        g_c = t_c (|x'_c - m'|^2 - |x_c - m|^2) <x'_c - m', v'_c>
+
+    where ``t_c = h_c T`` is the integration time actually used (the chain rule factor of
+    ``d/d log T``) and ``v'_c = dx'/dt`` the velocity at the end of the trajectory. This
+    is the ASCENT direction: positive means longer trajectories increase ChEES. (BlackJAX
+    flips the momentum at the end of the trajectory and so gets the negative.)
+
+    Arguments (leading axis = proposals/chains, ``C >= 1``; all in the whitened frame,
+    where the metric is the identity, so that ``v' = p'``):
+
+    :param x_start: ``(C, d)`` positions at the start of the trajectories.
+    :param x_proposal: ``(C, d)`` proposals (before the accept/reject step).
+    :param velocity: ``(C, d)`` velocities (whitened momenta) at the proposals.
+    :param duration: ``(C,)`` integration times ``n_c * eps``.
+    :param accept_prob: ``(C,)`` Metropolis acceptance probabilities (the weights).
+    :param valid: ``(C,)`` bool; False (divergent or non-finite) drops a proposal.
+    :param center_start: estimate of ``E x`` (``(d,)`` or ``(C, d)``). Default: the mean
+        of ``x_start`` over the batch (the cross-chain ensemble estimate).
+    :param center_proposal: estimate of ``E x'``. Default: the acceptance-weighted mean
+        of the valid proposals. A single chain passes its running mean for both.
+    :param normalize: True: return ``sum_c a_c g_c / sum_c a_c`` (the ensemble average,
+        BlackJAX). False: return ``sum_c a_c g_c`` (a single chain averaged over time by
+        the optimizer, where each iteration's weight is its acceptance probability).
+    :returns: a scalar (0 where no proposal carries weight).
+    """
+    xp = namespace(x_start, x_proposal, velocity)
+    ok = valid & xp.isfinite(accept_prob) & xp.all(xp.isfinite(x_proposal), axis=-1)
+    ok = ok & xp.all(xp.isfinite(velocity), axis=-1)
+    weight = xp.where(ok, accept_prob, 0.0)
+    x1 = xp.where(ok[..., None], x_proposal, 0.0)
+    v1 = xp.where(ok[..., None], velocity, 0.0)
+    if center_start is None:
+        center_start = xp.sum(x_start, axis=0) / x_start.shape[0]
+    if center_proposal is None:
+        total = xp.sum(weight, axis=0)
+        center_proposal = xp.sum(weight[..., None] * x1, axis=0) / xp.where(
+            total > 0, total, 1.0
+        )
+    d1 = x1 - center_proposal
+    d0 = x_start - center_start
+    change = xp.sum(d1 * d1, axis=-1) - xp.sum(d0 * d0, axis=-1)
+    g = duration * change * xp.sum(d1 * v1, axis=-1)
+    g = xp.where(ok, g, 0.0)
+    num = xp.sum(weight * g, axis=0)
+    if not normalize:
+        return num
+    den = xp.sum(weight, axis=0)
+    return xp.where(den > 0, num / xp.where(den > 0, den, 1.0), 0.0)
+
+
+class ChEESState(NamedTuple):
+    log_length: Any  # Adam iterate: log trajectory length
+    log_length_avg: Any  # moving average of log_length (the length used)
+    moment1: Any  # Adam first moment of the gradient
+    moment2: Any  # Adam second moment
+    count: Any  # number of updates
+
+
+def chees_init(trajectory_length):
+    """Trajectory-length optimiser started at ``trajectory_length``."""
+    xp = namespace(trajectory_length)
+    log_t = xp.log(trajectory_length)
+    zero = log_t * 0.0
+    return ChEESState(log_t, log_t, zero, zero, zero)
+
+
+def chees_update(
+    state,
+    gradient,
+    learning_rate=0.025,
+    beta1=0.0,
+    beta2=0.95,
+    decay_rate=0.5,
+    max_update=0.35,
+    epsilon=1e-8,
+):
+    """One ascent step of Adam on ``log T`` with the ChEES gradient, then the moving
+    average used by BlackJAX/TFP (``esh_math.md`` §8).
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2`` (bias-corrected), the step
+    ``lr m / (sqrt(v) + epsilon)`` is clipped to ``+-max_update`` and a non-finite step is
+    skipped. The length to use is ``exp(log_length_avg)``, with
+    ``avg <- (1 - w) avg + w log T`` and ``w = t^(-decay_rate)`` (t = update count).
+    """
+    xp = namespace(state.log_length, gradient)
+    t = state.count + 1.0
+    finite = xp.isfinite(gradient)
+    g = xp.where(finite, gradient, 0.0)
+    m1 = beta1 * state.moment1 + (1.0 - beta1) * g
+    m2 = beta2 * state.moment2 + (1.0 - beta2) * g * g
+    m1_hat = m1 / (1.0 - beta1**t)
+    m2_hat = m2 / (1.0 - beta2**t)
+    step = learning_rate * m1_hat / (xp.sqrt(m2_hat) + epsilon)
+    step = xp.where(finite & xp.isfinite(step), step, 0.0)
+    step = xp.clip(step, -max_update, max_update)
+    log_length = state.log_length + step
+    w = t ** (-decay_rate)
+    log_length_avg = (1.0 - w) * state.log_length_avg + w * log_length
+    m1 = xp.where(finite, m1, state.moment1)
+    m2 = xp.where(finite, m2, state.moment2)
+    return ChEESState(log_length, log_length_avg, m1, m2, t)

@@ -8,7 +8,6 @@ in the state, so one step costs exactly one gradient evaluation.
 from typing import Any, NamedTuple
 
 from esh_kernels.core.dynamics import ur_half_step
-from esh_kernels.core.backend import namespace
 from esh_kernels.core.preconditioning import precond_adjoint, precond_forward
 
 
@@ -30,8 +29,11 @@ def esh_leapfrog(state, step_size, value_and_grad, D, scale=None, with_time=Fals
     preconditioner ``scale`` the velocity lives in the whitened frame (§6.1).
 
     Returns ``(new_state, delta_r)`` where ``delta_r`` is the total change of ``r`` (the
-    energy error of the step is ``dE + D delta_r``), plus ``log_dt``, the log physical time
-    the step spans (both half-steps, §3.5), when ``with_time``.
+    energy error of the step is ``dE + D delta_r``). With ``with_time`` it also returns
+    ``(log_dt_old, log_dt_new)``: the log physical time (§3.5) of the first half-step,
+    spent at the old position, and of the second, spent at the new one. Crediting each
+    half to the position where it was spent is the exact time accounting of the split
+    flow (the total is ``logaddexp`` of the two).
     """
     x, u, r, _, grad = state
     half = 0.5 * step_size
@@ -44,8 +46,7 @@ def esh_leapfrog(state, step_size, value_and_grad, D, scale=None, with_time=Fals
     delta_r = first[2] + second[2]
     if not with_time:
         return new_state, delta_r
-    xp = namespace(first[3], second[3])
-    return new_state, delta_r, xp.logaddexp(first[3], second[3])
+    return new_state, delta_r, (first[3], second[3])
 
 
 def euclidean_leapfrog(state, step_size, value_and_grad, scale=None):

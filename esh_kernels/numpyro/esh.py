@@ -1,0 +1,297 @@
+"""``ESH``: the paper's Energy Sampling Hamiltonian sampler for NumPyro (``esh_math.md`` §2-4).
+
+ESH dynamics with ``D = d`` and the time-scaled leapfrog. Points of the scaled-time
+trajectory are NOT distributed as ``p``: each carries the physical time it spans (weight
+``e^r``); unweighted they follow ``p^((d-1)/d)`` (``p^(1/2)`` in 2-D). ``MCMC`` and ArviZ
+treat draws as equally weighted, so each draw here is one point picked, with probability
+proportional to physical time (weighted reservoir, paper Alg. 3), from an interval of
+exactly ``trajectory_length`` physical time. Consecutive draws tile the physical-time axis
+(a step that straddles two draws gives each its share), so the draws average to the
+physical-time average of the trajectory: exact as the step size goes to zero, with no
+Metropolis correction (the step size is tuned to a small energy error per dimension).
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax, random
+
+from esh_kernels.core.adaptation import (
+    step_size_predictor_init,
+    step_size_predictor_update,
+    welford_init,
+)
+from esh_kernels.core.dynamics import kinetic_energy_change
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.reservoir import reservoir_take
+from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
+from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive
+from esh_kernels.numpyro._warmup import MetricSchedule, initial_scale, metric_update
+
+
+class ESHAdaptState(NamedTuple):
+    step_size: Any
+    trajectory_length: Any  # physical time per draw
+    refresh_length: Any  # decoherence length of the velocity refresh (inf: none)
+    scale: Any
+    predictor: Any  # StepSizePredictorState
+    welford: Any
+    time_sum: Any  # physical time of the steps in the final warmup buffer
+    step_count: Any  # number of those steps
+
+
+class ESHState(NamedTuple):
+    """One chain. ``z``/``potential_energy`` are the draw; ``integrator`` is where the
+    dynamics are now; ``x_prev`` the position before the last step; ``time_prev`` and
+    ``time_cur`` the physical time of ``x_prev`` and ``integrator.x`` not yet credited to
+    a draw (it belongs to the next one)."""
+
+    i: Any
+    z: Any
+    potential_energy: Any
+    integrator: IntegratorState
+    x_prev: Any
+    energy_prev: Any
+    time_prev: Any
+    time_cur: Any
+    diverging: Any
+    n_steps: Any  # gradient evaluations spent on this draw
+    energy_error: Any  # change of H = E + d r over the draw
+    adapt_state: ESHAdaptState
+    rng_key: Any
+
+
+class _Carry(NamedTuple):
+    k: Any
+    integ: Any
+    x_prev: Any
+    energy_prev: Any
+    time_prev: Any
+    time_cur: Any
+    remaining: Any
+    pick_x: Any
+    pick_energy: Any
+    log_total: Any
+    sum_dh: Any
+    sum_dh2: Any
+    step_time: Any
+    ok: Any
+    key: Any
+
+
+class ESH(FlatKernel):
+    """Energy Sampling Hamiltonian dynamics with equally weighted draws of the physical-time
+    average (Ver Steeg & Galstyan, 2021).
+
+    :param model: a NumPyro model (give this or ``potential_fn``).
+    :param potential_fn: potential energy ``E(z)`` on an unconstrained pytree; needs
+        ``init_params``.
+    :param step_size: fixed scaled-time step size (preconditioned frame); tuned if None.
+    :param trajectory_length: physical time per draw, in units of scaled time at the
+        reference energy (the chain's energy at the start of sampling); tuned if None so
+        that a draw takes ``steps_per_draw`` steps on average.
+    :param steps_per_draw: mean leapfrog steps per draw that tuning aims for. The default 2
+        gave the most effective samples per gradient on the benchmark Gaussians (1: 83,
+        2: 247, 4: 199, 8: 117 per 1000 gradients on the 100-D ill-conditioned one): one
+        step per draw repeats points, many steps per draw discard all but one point.
+    :param refresh_rate: partial velocity refresh rate per unit scaled time (whitened
+        frame). ``0`` is the paper's deterministic dynamics, which are not ergodic on
+        symmetric targets (an isotropic Gaussian, which every Gaussian becomes after
+        preconditioning, conserves angular momentum). ``None`` (default) uses
+        ``1/sqrt(d)``, chosen by measurement (``docs/benchmarks.md``).
+    :param desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning (§7.1);
+        smaller means less discretisation bias and more gradients.
+    :param dense_mass: dense preconditioner instead of diagonal.
+    :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
+    :param max_steps: cap on steps per draw (a draw stopped by the cap covers less
+        physical time; raise it for targets with very uneven density in low dimension).
+    :param init_strategy: NumPyro init strategy.
+    :param forward_mode_differentiation: use forward-mode AD.
+    """
+
+    min_dim = 2
+    divergence_threshold = 1000.0
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        step_size=None,
+        trajectory_length=None,
+        steps_per_draw=2,
+        refresh_rate=None,
+        desired_energy_var=5e-4,
+        dense_mass=False,
+        adapt_mass_matrix=True,
+        max_steps=1024,
+        init_strategy=None,
+        forward_mode_differentiation=False,
+    ):
+        kw = {} if init_strategy is None else {"init_strategy": init_strategy}
+        super().__init__(model, potential_fn, dense_mass=dense_mass,
+                         forward_mode_differentiation=forward_mode_differentiation, **kw)
+        self._step_size = check_positive("step_size", step_size)
+        self._trajectory_length = check_positive("trajectory_length", trajectory_length)
+        self._steps_per_draw = check_positive("steps_per_draw", steps_per_draw, allow_none=False)
+        if refresh_rate is not None:
+            try:
+                rate = float(refresh_rate)
+            except (TypeError, ValueError):
+                raise ValueError(f"refresh_rate must be a number >= 0 or None, got {refresh_rate!r}") from None
+            if not (rate >= 0) or math.isinf(rate):
+                raise ValueError(f"refresh_rate must be a finite number >= 0, got {refresh_rate!r}")
+            refresh_rate = rate
+        self._refresh_rate = refresh_rate
+        self._desired_energy_var = check_positive("desired_energy_var", desired_energy_var, allow_none=False)
+        self._adapt_mass_matrix = bool(adapt_mass_matrix)
+        self._max_steps = check_int("max_steps", max_steps, 1)
+
+    def get_diagnostics_str(self, state):
+        return "{} steps of size {:.2e}. diverging={}".format(
+            int(state.n_steps), float(state.adapt_state.step_size), bool(state.diverging)
+        )
+
+    # -- one chain -----------------------------------------------------------------------
+
+    def _init_chain(self, x, energy, grad, rng_key, num_warmup):
+        d = x.shape[0]
+        rng_key, k_u = random.split(rng_key)
+        step = self._step_size if self._step_size is not None else 0.25 * math.sqrt(d)
+        step = jnp.asarray(step, x.dtype)
+        rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(d)
+        length = self._trajectory_length or self._steps_per_draw * step
+        zero = jnp.zeros((), x.dtype)
+        adapt = ESHAdaptState(
+            step,
+            jnp.asarray(length, x.dtype),
+            jnp.asarray(1.0 / rate if rate > 0 else jnp.inf, x.dtype),
+            initial_scale(x, self._dense_mass),
+            step_size_predictor_init(step),
+            welford_init(x, dense=self._dense_mass),
+            zero,
+            zero,
+        )
+        u = unit_vector(random.normal(k_u, x.shape, x.dtype))
+        integ = IntegratorState(x, u, zero, energy, grad)
+        return ESHState(
+            jnp.array(0, jnp.int32), self._to_z(x), energy, integ, x, energy, zero, zero,
+            jnp.array(False), jnp.array(0, jnp.int32), zero, adapt, rng_key,
+        )
+
+    def _sample_chain(self, state, value_and_grad):
+        key, k_draw, k_u = random.split(state.rng_key, 3)
+        adapt = state.adapt_state
+        d = state.integrator.x.shape[0]
+        dtype = state.integrator.x.dtype
+        warm = state.i < self._num_warmup
+        # In warmup the physical clock restarts at each draw (r = 0 at the draw start, no
+        # time carried over), so step size and time per draw are tuned in units of the
+        # current energy level and transients cannot overflow e^r. From the first sampling
+        # draw on the clock runs on untouched and draws tile the physical-time axis.
+        integ0 = state.integrator._replace(r=jnp.where(warm, 0.0, state.integrator.r))
+        time_prev = jnp.where(warm, 0.0, state.time_prev)
+        time_cur = jnp.where(warm, 0.0, state.time_cur)
+        length = jnp.where(warm, self._steps_per_draw * adapt.step_size, adapt.trajectory_length)
+        if self._trajectory_length is not None:
+            length = adapt.trajectory_length
+
+        def offer(c, x, energy, time, key):
+            spent = jnp.minimum(time, c.remaining)
+            log_total, take = reservoir_take(c.log_total, jnp.log(spent), jnp.log(random.uniform(key, (), dtype)))
+            return c._replace(
+                remaining=c.remaining - spent,
+                log_total=log_total,
+                pick_x=jnp.where(take, x, c.pick_x),
+                pick_energy=jnp.where(take, energy, c.pick_energy),
+            ), time - spent
+
+        def offer_pending(c, key):
+            k1, k2 = random.split(key)
+            c, t_prev = offer(c, c.x_prev, c.energy_prev, c.time_prev, k1)
+            c, t_cur = offer(c, c.integ.x, c.integ.energy, c.time_cur, k2)
+            return c._replace(time_prev=t_prev, time_cur=t_cur)
+
+        def cond(c):
+            return (c.remaining > 0) & (c.k < self._max_steps) & c.ok
+
+        def body(c):
+            key, k_ref, k_offer = random.split(c.key, 3)
+            integ = c.integ
+            nu = refresh_noise_scale(adapt.step_size, adapt.refresh_length, d)
+            u = partial_refresh(integ.u, random.normal(k_ref, (d,), dtype), nu)
+            new, dr, (log_dt_old, log_dt_new) = esh_leapfrog(
+                integ._replace(u=u), adapt.step_size, value_and_grad, d, adapt.scale, with_time=True
+            )
+            dh = new.energy - integ.energy + kinetic_energy_change(dr, d)
+            ok = (
+                jnp.isfinite(dh) & jnp.all(jnp.isfinite(new.grad)) & jnp.all(jnp.isfinite(new.x))
+                & (jnp.abs(dh) < self.divergence_threshold)
+            )
+            dt_old, dt_new = jnp.exp(log_dt_old), jnp.exp(log_dt_new)
+            c = c._replace(
+                k=c.k + 1, integ=new, x_prev=integ.x, energy_prev=integ.energy,
+                time_prev=dt_old, time_cur=dt_new, sum_dh=c.sum_dh + dh,
+                sum_dh2=c.sum_dh2 + dh * dh, step_time=c.step_time + dt_old + dt_new, ok=ok, key=key,
+            )
+            return offer_pending(c, k_offer)
+
+        zero = jnp.zeros((), dtype)
+        k_pre, k_loop = random.split(k_draw)
+        carry = _Carry(
+            jnp.array(0, jnp.int32), integ0, state.x_prev, state.energy_prev,
+            time_prev, time_cur, length,
+            state.integrator.x, state.potential_energy, jnp.asarray(-jnp.inf, dtype),
+            zero, zero, zero, jnp.array(True), k_loop,
+        )
+        carry = lax.while_loop(cond, body, offer_pending(carry, k_pre))
+
+        diverging = jnp.logical_not(carry.ok)
+        # A divergent draw is dropped: restart from where it began with a fresh direction.
+        restart = integ0._replace(u=unit_vector(random.normal(k_u, (d,), dtype)))
+        integ = jax.tree.map(lambda a, b: jnp.where(diverging, a, b), restart, carry.integ)
+        pick_x = jnp.where(diverging, state.integrator.x, carry.pick_x)
+        pick_energy = jnp.where(diverging, state.integrator.energy, carry.pick_energy)
+        x_prev = jnp.where(diverging, integ0.x, carry.x_prev)
+        energy_prev = jnp.where(diverging, integ0.energy, carry.energy_prev)
+        time_prev = jnp.where(diverging, 0.0, carry.time_prev)
+        time_cur = jnp.where(diverging, 0.0, carry.time_cur)
+
+        i = state.i
+        adapt = lax.cond(
+            warm,
+            lambda a: self._adapt(a, i, pick_x, carry, diverging, d),
+            lambda a: a,
+            adapt,
+        )
+        return ESHState(
+            i + 1, self._to_z(pick_x), pick_energy, integ, x_prev, energy_prev, time_prev,
+            time_cur, diverging, carry.k, carry.sum_dh, adapt, key,
+        )
+
+    def _adapt(self, adapt, i, x, carry, diverging, d):
+        schedule = MetricSchedule.build(self._num_warmup)
+        step, predictor = adapt.step_size, adapt.predictor
+        if self._step_size is None:
+            xi = carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d)
+            predictor, step = step_size_predictor_update(
+                predictor, step, xi, diverging, desired_energy_var=self._desired_energy_var
+            )
+        welford, scale, ended = adapt.welford, adapt.scale, jnp.array(False)
+        if self._adapt_mass_matrix:
+            welford, scale, ended = metric_update(schedule, i, welford, scale, x)
+            # new geometry: forget the energy errors measured in the old frame
+            fresh = step_size_predictor_init(step)
+            predictor = jax.tree.map(lambda f, p: jnp.where(ended, f, p), fresh, predictor)
+        in_final_buffer = (i >= schedule.stop) | (schedule.stop >= self._num_warmup)
+        good = in_final_buffer & jnp.logical_not(diverging)
+        time_sum = adapt.time_sum + jnp.where(good, carry.step_time, 0.0)
+        step_count = adapt.step_count + jnp.where(good, carry.k, 0).astype(time_sum.dtype)
+        length = adapt.trajectory_length
+        if self._trajectory_length is None:
+            per_step = jnp.where(step_count > 0, time_sum / jnp.maximum(step_count, 1.0), step)
+            last = i == self._num_warmup - 1
+            length = jnp.where(last, self._steps_per_draw * per_step, length)
+        return ESHAdaptState(step, length, adapt.refresh_length, scale, predictor, welford, time_sum, step_count)
