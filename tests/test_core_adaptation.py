@@ -1,0 +1,245 @@
+"""Tests of the warmup adaptation primitives (``esh_kernels.core.adaptation``)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from esh_kernels.core.adaptation import (
+    DualAveragingState,
+    dual_averaging_init,
+    dual_averaging_update,
+    jittered_num_steps,
+    step_size_predictor_init,
+    step_size_predictor_update,
+    welford_covariance,
+    welford_init,
+    welford_update,
+    window_schedule,
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Dual averaging
+
+
+def _run_dual_averaging(accept, target, eps0, n, rng=None):
+    state = dual_averaging_init(np.float64(math.log(eps0)), np.float64(math.log(10 * eps0)))
+    for _ in range(n):
+        a = accept(math.exp(state.log_step))
+        if rng is not None:
+            a = float(rng.uniform() < a)  # a noisy 0/1 observation of the acceptance
+        state = dual_averaging_update(state, target - a)
+    return state
+
+
+@pytest.mark.parametrize("target", [0.65, 0.8, 0.9])
+@pytest.mark.parametrize("eps0", [0.01, 1.0, 5.0])
+def test_dual_averaging_hits_target_acceptance(target, eps0):
+    accept = lambda eps: math.exp(-eps * eps)  # noqa: E731
+    eps_star = math.sqrt(-math.log(target))
+    state = _run_dual_averaging(accept, target, eps0, 2000)
+    assert state.count == 2000
+    eps_avg = math.exp(state.log_step_avg)
+    assert abs(eps_avg / eps_star - 1) < 0.02
+    assert abs(accept(eps_avg) - target) < 0.01
+    # the error average goes to zero at the fixed point
+    assert abs(state.error_avg) < 0.01
+
+
+def test_dual_averaging_noisy_acceptance():
+    rng = np.random.default_rng(3)
+    target = 0.8
+    eps_star = math.sqrt(-math.log(target))
+    state = _run_dual_averaging(lambda e: math.exp(-e * e), target, 1.0, 5000, rng)
+    assert abs(math.exp(state.log_step_avg) / eps_star - 1) < 0.1
+
+
+def test_dual_averaging_first_updates_match_formula():
+    """Hand-computed NUTS (Hoffman & Gelman 2014, Alg. 5) updates."""
+    mu, t0, gamma, kappa = math.log(10 * 0.5), 10.0, 0.05, 0.75
+    state = dual_averaging_init(np.float64(math.log(0.5)), np.float64(mu))
+    hbar, xbar = 0.0, math.log(0.5)
+    for t, err in enumerate([0.3, -0.1, 0.2, 0.05], start=1):
+        state = dual_averaging_update(state, np.float64(err))
+        hbar = (1 - 1 / (t + t0)) * hbar + err / (t + t0)
+        x = mu - math.sqrt(t) / gamma * hbar
+        xbar = t**-kappa * x + (1 - t**-kappa) * xbar
+        assert state.error_avg == pytest.approx(hbar, abs=1e-14)
+        assert state.log_step == pytest.approx(x, abs=1e-12)
+        assert state.log_step_avg == pytest.approx(xbar, abs=1e-12)
+    assert isinstance(state, DualAveragingState)
+    # a positive error (acceptance below target) lowers the step size
+    s0 = dual_averaging_init(np.float64(0.0), np.float64(0.0))
+    assert dual_averaging_update(s0, np.float64(0.2)).log_step < 0.0
+    assert dual_averaging_update(s0, np.float64(-0.2)).log_step > 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# Welford
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_welford_matches_numpy(dense):
+    rng = np.random.default_rng(4)
+    n, d = 300, 5
+    x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + rng.normal(size=d) * 10
+    weights = (rng.uniform(size=n) < 0.7).astype(np.float64)
+    state = welford_init(x[0], dense=dense)
+    for xi, wi in zip(x, weights):
+        state = welford_update(state, xi, wi)
+    kept = x[weights == 1]
+    m = len(kept)
+    assert state.count == m
+    np.testing.assert_allclose(state.mean, kept.mean(axis=0), rtol=0, atol=1e-10)
+    cov = np.cov(kept, rowvar=False)
+    expected = cov if dense else np.diag(cov)
+    cov_est = welford_covariance(state, regularize=False)
+    np.testing.assert_allclose(cov_est, expected, rtol=0, atol=1e-10)
+    reg = welford_covariance(state, regularize=True)
+    jitter = 1e-3 * 5 / (m + 5)
+    expected_reg = m / (m + 5) * expected + (jitter * np.eye(d) if dense else jitter)
+    np.testing.assert_allclose(reg, expected_reg, rtol=0, atol=1e-10)
+    if dense:
+        np.testing.assert_allclose(reg, reg.T, rtol=0, atol=1e-14)
+        assert np.all(np.linalg.eigvalsh(reg) > 0)
+
+
+def test_welford_weight_zero_is_a_no_op():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(5, 3))
+    for dense in (False, True):
+        state = welford_init(x[0], dense=dense)
+        empty = welford_update(state, x[0] * 1e6, 0.0)
+        for a, b in zip(empty, state):
+            np.testing.assert_array_equal(a, b)
+        for xi in x:
+            state = welford_update(state, xi)
+        skipped = welford_update(state, np.full(3, 1e9), 0.0)
+        for a, b in zip(skipped, state):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_welford_batched_weights():
+    """Several chains at once with per-chain weights (count shaped (chains,))."""
+    rng = np.random.default_rng(6)
+    chains, n, d = 3, 50, 4
+    x = rng.normal(size=(n, chains, d))
+    w = (rng.uniform(size=(n, chains)) < 0.6).astype(np.float64)
+    for dense in (False, True):
+        state = welford_init(x[0], dense=dense)
+        assert state.count.shape == (chains,)
+        for xi, wi in zip(x, w):
+            state = welford_update(state, xi, wi)
+        cov = welford_covariance(state, regularize=False)
+        for c in range(chains):
+            kept = x[w[:, c] == 1, c]
+            np.testing.assert_allclose(state.mean[c], kept.mean(axis=0), atol=1e-10)
+            ref = np.cov(kept, rowvar=False)
+            np.testing.assert_allclose(cov[c], ref if dense else np.diag(ref), atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------
+# Window schedule
+
+
+@pytest.mark.parametrize("num_warmup", [20, 100, 150, 500, 1000, 2000, 5000])
+def test_window_schedule_matches_numpyro(num_warmup):
+    hmc_util = pytest.importorskip("numpyro.infer.hmc_util")
+    ref = hmc_util.build_adaptation_schedule(num_warmup)
+    ends, start, stop = window_schedule(num_warmup)
+    assert ends == [w.end for w in ref[1:-1]]
+    assert start == ref[0].end + 1 == ref[1].start
+    assert stop == ref[-1].start
+    # windows are contiguous and their lengths never shrink (except the absorbing last)
+    lengths = np.diff([start - 1] + ends)
+    assert np.all(lengths[:-1][1:] >= lengths[:-1][:-1])
+    assert ends[-1] == stop - 1
+
+
+def test_window_schedule_short_warmup():
+    assert window_schedule(10) == ([], 10, 10)
+    assert window_schedule(19) == ([], 19, 19)
+
+
+# ---------------------------------------------------------------------------------------
+# Step-size predictor (Var[dH]/d rule)
+
+
+@pytest.mark.parametrize("c", [1.0, 1e-3, 50.0])
+@pytest.mark.parametrize("eps0", [0.05, 1.0, 3.0])
+def test_step_size_predictor_converges(c, eps0):
+    desired = 5e-4
+    eps_star = (desired / c) ** (1 / 6)
+    eps = np.float64(eps0)
+    state = step_size_predictor_init(eps)
+    for _ in range(100):
+        state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+    assert abs(eps / eps_star - 1) < 1e-3
+    assert np.isinf(state.max_step)
+
+
+def test_step_size_predictor_divergence_caps_step():
+    desired = 5e-4
+    c = 1.0
+    eps = np.float64(0.2)
+    state = step_size_predictor_init(eps)
+    for _ in range(5):
+        state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+    before = eps
+    state_div, eps_div = step_size_predictor_update(
+        state, eps, np.float64(np.nan), np.bool_(True), desired
+    )
+    assert eps_div == pytest.approx(0.8 * before, rel=1e-14)
+    assert state_div.max_step == pytest.approx(0.8 * before, rel=1e-14)
+    # the divergent observation adds nothing to the running sums
+    assert state_div.weight_sum == pytest.approx(state.weight_sum * 149 / 151, rel=1e-14)
+    # afterwards, tiny energy errors (which predict a larger step) cannot exceed the cap
+    state, eps = state_div, eps_div
+    for _ in range(50):
+        state, eps = step_size_predictor_update(
+            state, eps, np.float64(1e-12), np.bool_(False), desired
+        )
+        assert eps <= 0.8 * before * (1 + 1e-14)
+    assert eps == pytest.approx(0.8 * before, rel=1e-12)
+    # a non-finite error without the divergence flag is also treated as a divergence
+    _, eps_nan = step_size_predictor_update(
+        state, eps, np.float64(np.inf), np.bool_(False), desired
+    )
+    assert eps_nan == pytest.approx(0.8 * eps, rel=1e-14)
+
+
+def test_step_size_predictor_single_update_formula():
+    desired, trust, n_eff = 5e-4, 1.5, 150.0
+    eps, err = np.float64(0.3), np.float64(2e-3)
+    state = step_size_predictor_init(eps)
+    state, new = step_size_predictor_update(state, eps, err, np.bool_(False), desired, trust, n_eff)
+    xi = err / desired + 1e-8
+    w = math.exp(-0.5 * (math.log(xi) / (6 * trust)) ** 2)
+    assert state.weight_sum == pytest.approx(w, rel=1e-14)
+    assert state.weighted_sum == pytest.approx(w * xi / eps**6, rel=1e-14)
+    assert new == pytest.approx(eps * xi ** (-1 / 6), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Jittered number of steps
+
+
+@pytest.mark.parametrize("length, eps", [(3.0, 0.1), (1.0, 0.25), (0.05, 0.2)])
+def test_jittered_num_steps(length, eps):
+    rng = np.random.default_rng(7)
+    u = 1.0 - rng.uniform(size=200_000)  # Uniform(0, 1]
+    n = jittered_num_steps(u, length, eps, 1000)
+    assert np.all(n >= 1) and np.all(n <= 1000)
+    assert np.all(n == np.round(n))
+    mean_target = length / eps
+    if mean_target >= 2:
+        # ceil adds 1/2 on average
+        assert abs(n.mean() - mean_target) < 0.5 + 0.05
+    capped = jittered_num_steps(u, length, eps, 7)
+    assert capped.max() <= 7 and capped.min() >= 1
+    if mean_target > 7:
+        assert np.mean(capped == 7) > 0.4
+    # U = 1 gives the longest trajectory, ceil(2 L / eps)
+    longest = jittered_num_steps(np.float64(1.0), length, eps, 1000)
+    assert longest == max(1, math.ceil(2 * length / eps - 1e-12))
