@@ -25,7 +25,6 @@ class DualAveragingState(NamedTuple):
 
 def dual_averaging_init(log_step, center):
     """Start dual averaging at ``log_step`` shrinking towards ``center``."""
-    xp = namespace(log_step, center)
     zero = log_step * 0.0
     return DualAveragingState(log_step, log_step, zero, zero, center + zero)
 
@@ -83,7 +82,7 @@ def welford_covariance(state, regularize=True):
     ``n/(n+5) cov + 1e-3 * 5/(n+5)`` (keeps the estimate positive definite)."""
     xp = namespace(state.m2)
     n = state.count
-    cov = state.m2 / xp.maximum(n - 1.0, 1.0)[(...,) + (None,) * (state.m2.ndim - n.ndim)]
+    cov = state.m2 / xp.where(n > 2.0, n - 1.0, 1.0)[(...,) + (None,) * (state.m2.ndim - n.ndim)]
     if not regularize:
         return cov
     shrink = (n / (n + 5.0))[(...,) + (None,) * (cov.ndim - n.ndim)]

@@ -16,9 +16,11 @@ point, which is what breaks ``log`` in float32, BlackJAX #1038):
     u_new ∝ (1 - zeta)(S+ + zeta S-) e + 2 zeta u                      (renormalised)
     dr    = delta - log 2 + log(S+ + zeta^2 S-)                         (log-add-exp form)
 
-The log-add-exp form needs no branch on the sign of ``h``: it is exact for ``zeta > 1``
-too (negative sub-step coefficients) and for ``u = -e`` with ``zeta^2`` underflowing
-(``dr = -delta`` exactly). A zero gradient leaves ``u`` and ``r`` unchanged (``S+- = 1``;
+The log-add-exp form stays exact for ``u = -e`` with ``zeta^2`` underflowing
+(``dr = -delta`` exactly). A negative duration (a negative sub-step coefficient, or
+running the flow backwards) uses the symmetry of the sub-flow: running ``u`` back for
+``|h|`` is running ``-u`` forward for ``|h|`` and negating the result, with the same
+``dr``; so ``zeta <= 1`` always and nothing overflows. A zero gradient leaves ``u`` and ``r`` unchanged (``S+- = 1``;
 the single-norm shortcut would give ``dr = -log 2`` there). If the unnormalised ``u_new``
 is exactly zero (``u = -e`` and ``zeta`` underflowed) the true answer is ``u`` itself.
 """
@@ -56,12 +58,16 @@ def ur_half_step(u, r, g, h, D, with_time=False):
       ``(u_new, r_new, delta_r)``, plus ``log_dt`` (:func:`log_physical_time`) when
       ``with_time``. ``delta_r = r_new - r`` is computed directly (no cancellation).
     """
+    sign = (h >= 0) * 2.0 - 1.0  # works for Python floats and arrays alike
+    if hasattr(sign, "ndim") and sign.ndim:
+        sign = sign[..., None]
+    u = sign * u
     xp, e, gnorm, s_plus, s_minus = _geometry(u, g)
-    delta = h * gnorm / D
+    delta = (h * ((h >= 0) * 2.0 - 1.0)) * gnorm / D
     zeta = xp.exp(-delta)
     u_raw = ((1.0 - zeta) * (s_plus + zeta * s_minus))[..., None] * e + (2.0 * zeta)[..., None] * u
     u_norm = norm(xp, u_raw)
-    u_new = xp.where(u_norm > 0, u_raw / xp.where(u_norm > 0, u_norm, 1.0), u)
+    u_new = sign * xp.where(u_norm > 0, u_raw / xp.where(u_norm > 0, u_norm, 1.0), u)
     delta_r = delta - _LOG2 + xp.logaddexp(xp.log(s_plus), xp.log(s_minus) - 2.0 * delta)
     if not with_time:
         return u_new, r + delta_r, delta_r

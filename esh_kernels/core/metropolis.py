@@ -12,4 +12,4 @@ def log_accept_prob(energy_error):
     xp = namespace(energy_error)
     finite = xp.isfinite(energy_error)
     safe = xp.where(finite, energy_error, 0.0)
-    return xp.where(finite, xp.minimum(-safe, 0.0), -float("inf"))
+    return xp.where(finite, xp.where(safe > 0, -safe, 0.0 * safe), -float("inf"))
