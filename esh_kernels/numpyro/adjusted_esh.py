@@ -14,27 +14,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax, random
 
-from esh_kernels.core.adaptation import jittered_num_steps, welford_init
+from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
 from esh_kernels.core.metropolis import log_accept_prob
 from esh_kernels.core.sphere import unit_vector
 from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive, check_probability
-from esh_kernels.numpyro._warmup import (
-    MetricSchedule,
-    dual_averaging_restart,
-    dual_averaging_step,
-    initial_scale,
-    metric_update,
+from esh_kernels.core.warmup import (
+    AdjustedESHAdaptState,
+    AdjustedWarmupConfig,
+    adjusted_warmup_init,
+    adjusted_warmup_update,
 )
-
-
-class AdjustedESHAdaptState(NamedTuple):
-    step_size: Any
-    trajectory_length: Any
-    scale: Any  # preconditioner L (vector, or lower-triangular matrix if dense_mass)
-    dual: Any  # DualAveragingState
-    welford: Any  # WelfordState of the current metric window
 
 
 class AdjustedESHState(NamedTuple):
@@ -119,14 +110,8 @@ class AdjustedESH(FlatKernel):
         d = x.shape[0]
         step = self._step_size if self._step_size is not None else 0.5 * math.sqrt(d)
         step = jnp.asarray(step, dtype=x.dtype)
-        length = self._trajectory_length if self._trajectory_length is not None else 4.0 * step
-        adapt = AdjustedESHAdaptState(
-            step,
-            jnp.asarray(length, dtype=x.dtype),
-            initial_scale(x, self._dense_mass),
-            dual_averaging_restart(step),
-            welford_init(x, dense=self._dense_mass),
-        )
+        length = self._trajectory_length or self._warmup_config(num_warmup).steps_before_metric * step
+        adapt = adjusted_warmup_init(x, step, jnp.asarray(length, dtype=x.dtype), self._dense_mass)
         zero = jnp.zeros((), x.dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(
@@ -171,7 +156,7 @@ class AdjustedESH(FlatKernel):
         i = state.i
         adapt = lax.cond(
             i < self._num_warmup,
-            lambda a: self._adapt(a, i, new.x, accept_prob),
+            lambda a: adjusted_warmup_update(a, i, new.x, accept_prob, self._warmup_config(self._num_warmup)),
             lambda a: a,
             adapt,
         )
@@ -184,26 +169,12 @@ class AdjustedESH(FlatKernel):
             mean_accept, k, energy_error, adapt, key,
         )
 
-    def _adapt(self, adapt, i, x, accept_prob):
-        d = x.shape[0]
-        schedule = MetricSchedule.build(self._num_warmup)
-        step, dual = adapt.step_size, adapt.dual
-        if self._step_size is None:
-            dual = dual_averaging_step(dual, accept_prob, self._target_accept_prob)
-            step = jnp.exp(dual.log_step)
-        welford, scale, ended = adapt.welford, adapt.scale, jnp.array(False)
-        if self._adapt_mass_matrix:
-            welford, scale, ended = metric_update(schedule, i, welford, scale, x)
-        if self._step_size is None:
-            restarted = dual_averaging_restart(step)
-            dual = jax.tree.map(lambda r, o: jnp.where(ended, r, o), restarted, dual)
-            last = i == self._num_warmup - 1
-            step = jnp.where(last, jnp.exp(dual.log_step_avg), step)
-        length = adapt.trajectory_length
-        if self._trajectory_length is None:
-            tuned = jnp.asarray(self._trajectory_factor * math.sqrt(d), x.dtype)
-            had_window = jnp.asarray(schedule.window_ends.size > 0) & (
-                i > (schedule.window_ends[0] if schedule.window_ends.size else -1)
-            ) | ended
-            length = jnp.where(had_window, tuned, 4.0 * step)
-        return AdjustedESHAdaptState(step, length, scale, dual, welford)
+    def _warmup_config(self, num_warmup):
+        return AdjustedWarmupConfig(
+            num_warmup=num_warmup,
+            target_accept_prob=self._target_accept_prob,
+            tune_step_size=self._step_size is None,
+            tune_metric=self._adapt_mass_matrix,
+            tune_trajectory=self._trajectory_length is None,
+            trajectory_factor=self._trajectory_factor,
+        )

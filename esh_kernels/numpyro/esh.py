@@ -18,28 +18,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax, random
 
-from esh_kernels.core.adaptation import (
-    step_size_predictor_init,
-    step_size_predictor_update,
-    welford_init,
-)
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
 from esh_kernels.core.reservoir import reservoir_take
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
 from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive
-from esh_kernels.numpyro._warmup import MetricSchedule, initial_scale, metric_update
-
-
-class ESHAdaptState(NamedTuple):
-    step_size: Any
-    trajectory_length: Any  # physical time per draw
-    refresh_length: Any  # decoherence length of the velocity refresh (inf: none)
-    scale: Any
-    predictor: Any  # StepSizePredictorState
-    welford: Any
-    time_sum: Any  # physical time of the steps in the final warmup buffer
-    step_count: Any  # number of those steps
+from esh_kernels.core.warmup import ESHAdaptState, ESHWarmupConfig, esh_warmup_init, esh_warmup_update
 
 
 class ESHState(NamedTuple):
@@ -164,15 +148,9 @@ class ESH(FlatKernel):
         rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(d)
         length = self._trajectory_length or self._steps_per_draw * step
         zero = jnp.zeros((), x.dtype)
-        adapt = ESHAdaptState(
-            step,
-            jnp.asarray(length, x.dtype),
-            jnp.asarray(1.0 / rate if rate > 0 else jnp.inf, x.dtype),
-            initial_scale(x, self._dense_mass),
-            step_size_predictor_init(step),
-            welford_init(x, dense=self._dense_mass),
-            zero,
-            zero,
+        adapt = esh_warmup_init(
+            x, step, jnp.asarray(length, x.dtype),
+            jnp.asarray(1.0 / rate if rate > 0 else jnp.inf, x.dtype), self._dense_mass,
         )
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))
         integ = IntegratorState(x, u, zero, energy, grad)
@@ -262,7 +240,10 @@ class ESH(FlatKernel):
         i = state.i
         adapt = lax.cond(
             warm,
-            lambda a: self._adapt(a, i, pick_x, carry, diverging, d),
+            lambda a: esh_warmup_update(
+                a, i, pick_x, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
+                carry.k, carry.step_time, diverging, self._warmup_config(),
+            ),
             lambda a: a,
             adapt,
         )
@@ -271,27 +252,12 @@ class ESH(FlatKernel):
             time_cur, diverging, carry.k, carry.sum_dh, adapt, key,
         )
 
-    def _adapt(self, adapt, i, x, carry, diverging, d):
-        schedule = MetricSchedule.build(self._num_warmup)
-        step, predictor = adapt.step_size, adapt.predictor
-        if self._step_size is None:
-            xi = carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d)
-            predictor, step = step_size_predictor_update(
-                predictor, step, xi, diverging, desired_energy_var=self._desired_energy_var
-            )
-        welford, scale, ended = adapt.welford, adapt.scale, jnp.array(False)
-        if self._adapt_mass_matrix:
-            welford, scale, ended = metric_update(schedule, i, welford, scale, x)
-            # new geometry: forget the energy errors measured in the old frame
-            fresh = step_size_predictor_init(step)
-            predictor = jax.tree.map(lambda f, p: jnp.where(ended, f, p), fresh, predictor)
-        in_final_buffer = (i >= schedule.stop) | (schedule.stop >= self._num_warmup)
-        good = in_final_buffer & jnp.logical_not(diverging)
-        time_sum = adapt.time_sum + jnp.where(good, carry.step_time, 0.0)
-        step_count = adapt.step_count + jnp.where(good, carry.k, 0).astype(time_sum.dtype)
-        length = adapt.trajectory_length
-        if self._trajectory_length is None:
-            per_step = jnp.where(step_count > 0, time_sum / jnp.maximum(step_count, 1.0), step)
-            last = i == self._num_warmup - 1
-            length = jnp.where(last, self._steps_per_draw * per_step, length)
-        return ESHAdaptState(step, length, adapt.refresh_length, scale, predictor, welford, time_sum, step_count)
+    def _warmup_config(self):
+        return ESHWarmupConfig(
+            num_warmup=self._num_warmup,
+            desired_energy_var=self._desired_energy_var,
+            steps_per_draw=self._steps_per_draw,
+            tune_step_size=self._step_size is None,
+            tune_metric=self._adapt_mass_matrix,
+            tune_trajectory=self._trajectory_length is None,
+        )

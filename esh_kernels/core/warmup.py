@@ -1,0 +1,229 @@
+"""Warmup control shared by the kernels of both backends: Stan-style metric windows,
+dual-averaging restarts, and the whole per-iteration adaptation update of ``ESH`` and
+``AdjustedESH`` (``esh_math.md`` §7).
+
+Written against :func:`esh_kernels.core.backend.namespace` like the rest of the core: the
+iteration ``i`` may be a Python int (torch kernels) or a traced JAX integer (NumPyro
+kernels, where these run inside ``lax.cond``). A PPL never tells a kernel that warmup
+ended (``docs/api_notes.md`` §1.3, §2.1), so each kernel counts iterations itself.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+from esh_kernels.core.adaptation import (
+    dual_averaging_init,
+    dual_averaging_update,
+    step_size_predictor_init,
+    step_size_predictor_update,
+    welford_covariance,
+    welford_init,
+    welford_update,
+    window_schedule,
+)
+from esh_kernels.core.backend import namespace
+from esh_kernels.core.preconditioning import scale_from_covariance
+
+
+def select(cond, a, b):
+    """Elementwise ``a if cond else b`` for arrays or namedtuples of arrays; a Python
+    ``bool`` condition picks without computing anything."""
+    if isinstance(cond, bool):
+        return a if cond else b
+    if isinstance(a, tuple):
+        return type(a)(*[select(cond, x, y) for x, y in zip(a, b)])
+    xp = namespace(cond, a, b)
+    return xp.where(cond, a, b)
+
+
+class MetricSchedule(NamedTuple):
+    """The metric windows for ``num_warmup`` iterations (see ``window_schedule``)."""
+
+    window_ends: tuple
+    start: int
+    stop: int
+
+    @classmethod
+    def build(cls, num_warmup):
+        ends, start, stop = window_schedule(num_warmup)
+        return cls(tuple(ends), start, stop)
+
+    def collecting(self, i):
+        """True while iteration ``i`` feeds the metric estimate."""
+        return (i >= self.start) & (i < self.stop)
+
+    def window_end(self, i):
+        """True at the last iteration of a metric window."""
+        if isinstance(i, int):
+            return i in self.window_ends
+        xp = namespace(i)
+        hit = i < 0  # an all-False array like i
+        for end in self.window_ends:
+            hit = hit | (i == end)
+        return hit
+
+    def after_first_window(self, i):
+        """True once the first metric window has ended (a preconditioner exists)."""
+        if not self.window_ends:
+            return i < 0 if not isinstance(i, int) else False
+        return i >= self.window_ends[0]
+
+
+def initial_scale(x, dense):
+    """Identity preconditioner for vectors like ``x``: ones, or the identity matrix."""
+    xp = namespace(x)
+    ones = xp.ones_like(x)
+    return xp.diag(ones) if dense else ones
+
+
+def metric_update(schedule, i, welford, scale, x):
+    """Feed the draw ``x`` to the window estimate; at a window end replace the scale by
+    the Cholesky factor (or square root) of the regularised covariance and restart the
+    estimate. Returns ``(welford, scale, window_ended)``."""
+    collecting = schedule.collecting(i)
+    weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
+    welford = welford_update(welford, x, weight)
+    ended = schedule.window_end(i)
+    if ended is False:
+        return welford, scale, ended
+    new_scale = scale_from_covariance(welford_covariance(welford, regularize=True))
+    empty = welford_init(x, dense=welford.m2.ndim == welford.mean.ndim + 1)
+    return select(ended, empty, welford), select(ended, new_scale, scale), ended
+
+
+def dual_averaging_restart(step_size):
+    """Dual averaging started at ``step_size``, shrinking towards ``10 * step_size``
+    (NumPyro/Stan convention: early iterates explore larger steps)."""
+    xp = namespace(step_size)
+    log_step = xp.log(step_size)
+    return dual_averaging_init(log_step, log_step + math.log(10.0))
+
+
+# ---------------------------------------------------------------------------------------
+# AdjustedESH
+
+
+class AdjustedESHAdaptState(NamedTuple):
+    step_size: Any
+    trajectory_length: Any
+    scale: Any  # preconditioner L (vector, or lower-triangular matrix if dense)
+    dual: Any  # DualAveragingState
+    welford: Any  # WelfordState of the current metric window
+
+
+class AdjustedWarmupConfig(NamedTuple):
+    num_warmup: int
+    target_accept_prob: float
+    tune_step_size: bool
+    tune_metric: bool
+    tune_trajectory: bool
+    trajectory_factor: float
+    steps_before_metric: float = 4.0  # trajectory = this many steps until a metric exists
+
+
+def adjusted_warmup_init(x, step_size, trajectory_length, dense):
+    """Initial tuning state: identity metric, dual averaging started at ``step_size``."""
+    return AdjustedESHAdaptState(
+        step_size, trajectory_length, initial_scale(x, dense),
+        dual_averaging_restart(step_size), welford_init(x, dense=dense),
+    )
+
+
+def adjusted_warmup_update(adapt, i, x, accept_prob, config):
+    """One warmup iteration of ``AdjustedESH`` after a transition that ended at ``x`` with
+    Metropolis acceptance probability ``accept_prob``:
+
+    * step size: dual averaging to ``target_accept_prob``, restarted at each metric window
+      end, its averaged iterate used from the last warmup iteration on;
+    * metric: Stan windows (:func:`metric_update`);
+    * trajectory length: ``trajectory_factor * sqrt(d)`` in the whitened frame (the size of
+      the typical set of a whitened target) once a metric has been estimated, and
+      ``steps_before_metric`` steps before that (short, cheap trajectories while the chain
+      is still converging and the scale of the target unknown).
+    """
+    d = x.shape[-1]
+    schedule = MetricSchedule.build(config.num_warmup)
+    step, dual = adapt.step_size, adapt.dual
+    if config.tune_step_size:
+        dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
+        step = namespace(dual.log_step).exp(dual.log_step)
+    welford, scale, ended = adapt.welford, adapt.scale, False
+    if config.tune_metric:
+        welford, scale, ended = metric_update(schedule, i, welford, scale, x)
+    if config.tune_step_size:
+        dual = select(ended, dual_averaging_restart(step), dual)
+        xp = namespace(dual.log_step_avg)
+        step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
+    length = adapt.trajectory_length
+    if config.tune_trajectory:
+        have_metric = schedule.after_first_window(i) if config.tune_metric else True
+        length = select(have_metric, step * 0.0 + config.trajectory_factor * math.sqrt(d),
+                        config.steps_before_metric * step)
+    return AdjustedESHAdaptState(step, length, scale, dual, welford)
+
+
+# ---------------------------------------------------------------------------------------
+# ESH
+
+
+class ESHAdaptState(NamedTuple):
+    step_size: Any
+    trajectory_length: Any  # physical time per draw
+    refresh_length: Any  # decoherence length of the velocity refresh (inf: none)
+    scale: Any
+    predictor: Any  # StepSizePredictorState
+    welford: Any
+    time_sum: Any  # physical time of the steps in the final warmup buffer
+    step_count: Any  # number of those steps
+
+
+class ESHWarmupConfig(NamedTuple):
+    num_warmup: int
+    desired_energy_var: float
+    steps_per_draw: float
+    tune_step_size: bool
+    tune_metric: bool
+    tune_trajectory: bool
+
+
+def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense):
+    zero = step_size * 0.0
+    return ESHAdaptState(
+        step_size, trajectory_length, refresh_length, initial_scale(x, dense),
+        step_size_predictor_init(step_size), welford_init(x, dense=dense), zero, zero,
+    )
+
+
+def esh_warmup_update(adapt, i, x, energy_error_sq_per_dim, num_steps, step_time, diverging, config):
+    """One warmup iteration of ``ESH`` after a draw ``x`` that took ``num_steps`` steps
+    spanning ``step_time`` physical time with mean squared energy error per step and
+    dimension ``energy_error_sq_per_dim``:
+
+    * step size: the energy-error predictor (§7.1), restarted after each metric change
+      (errors measured in the old frame say little about the new one);
+    * metric: Stan windows (:func:`metric_update`);
+    * time per draw: ``steps_per_draw`` times the mean physical time of a step over the
+      final warmup buffer, fixed at the last warmup iteration.
+    """
+    schedule = MetricSchedule.build(config.num_warmup)
+    step, predictor = adapt.step_size, adapt.predictor
+    if config.tune_step_size:
+        predictor, step = step_size_predictor_update(
+            predictor, step, energy_error_sq_per_dim, diverging,
+            desired_energy_var=config.desired_energy_var,
+        )
+    welford, scale, ended = adapt.welford, adapt.scale, False
+    if config.tune_metric:
+        welford, scale, ended = metric_update(schedule, i, welford, scale, x)
+        predictor = select(ended, step_size_predictor_init(step), predictor)
+    final_buffer = (i >= schedule.stop) | (schedule.stop >= config.num_warmup)
+    good = final_buffer & ~diverging if not isinstance(diverging, bool) else final_buffer and not diverging
+    time_sum = adapt.time_sum + select(good, step_time, 0.0)
+    step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
+    length = adapt.trajectory_length
+    if config.tune_trajectory:
+        xp = namespace(time_sum)
+        has = step_count > 0
+        per_step = select(has, time_sum / xp.where(has, step_count, 1.0), step)
+        length = select(i == config.num_warmup - 1, config.steps_per_draw * per_step, length)
+    return ESHAdaptState(step, length, adapt.refresh_length, scale, predictor, welford, time_sum, step_count)
