@@ -310,6 +310,8 @@ def refresh_velocity(u, z, step_size, refresh_rate, d):
     direction decorrelates at ``refresh_rate`` per unit of scaled time (esh_math.md §6.3;
     leaves the uniform law of u invariant). ``z`` is standard normal, ``(batch, d)``."""
     nu = refresh_noise_scale(step_size * refresh_rate, 1.0, d)
+    if isinstance(nu, numbers.Real):  # Python inputs give a numpy scalar; keep it neutral
+        nu = float(nu)
     return partial_refresh(u, z, nu)
 
 

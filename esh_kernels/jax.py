@@ -416,29 +416,49 @@ def replay_sample(
     use_reservoir=True,
     energy_args=(),
 ):
-    """Pure-function form of :meth:`ReplayBuffer.sample` (usable inside ``jit``).
+    """Pure-function form of :meth:`ReplayBuffer.sample` (compiled; usable inside ``jit``).
 
     Picks ``batch_size`` distinct buffer entries, replaces each by noise with probability
-    ``reinit_fraction``, runs :func:`sample` from them and writes the result back.
+    ``reinit_fraction`` (``noise_fn(key, shape, dtype)``, default uniform on ``bounds`` or
+    ``[-1, 1]``), runs :func:`sample` from them and writes the result back.
 
     Returns ``(new_buffer, samples, result)`` where ``samples`` are the reservoir draws
-    (``use_reservoir=True``, as in the paper's EBM training) or the final states.
+    (``use_reservoir=True``, as in the paper's EBM training) or the final states, and
+    ``result`` the :class:`~esh_kernels.energy_sampling.SampleResult` (no diagnostics).
     """
+    buffer = jnp.asarray(buffer)
+    _float_dtype(buffer)
+    check_event_size(buffer.shape)
     reinit_fraction = check_fraction("reinit_fraction", reinit_fraction)
+    n_steps = check_n_steps(n_steps)
     if not 1 <= batch_size <= buffer.shape[0]:
         raise ValueError(f"batch_size must be in [1, {buffer.shape[0]}], got {batch_size}.")
+    check_positive("step_size", step_size)
+    check_positive("energy_scale", energy_scale)
+    refresh = check_refresh_rate(refresh_rate)
+    return _replay_jit(
+        energy_fn, tuple(energy_args), buffer, key, reinit_fraction, step_size, energy_scale,
+        refresh_rate, batch_size=int(batch_size), noise_fn=noise_fn, n_steps=n_steps,
+        bounds=check_bounds(bounds), reservoir=True, refresh=refresh, keep_trajectory=False,
+        keep_diagnostics=False, use_reservoir=bool(use_reservoir),
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=_STATIC + ("batch_size", "noise_fn", "use_reservoir")
+)
+def _replay_jit(energy_fn, energy_args, buffer, key, reinit_fraction, step_size, energy_scale,
+                refresh_rate, *, batch_size, noise_fn, use_reservoir, **flags):
     k_idx, k_mask, k_noise, k_run = jax.random.split(key, 4)
     idx = jax.random.choice(k_idx, buffer.shape[0], (batch_size,), replace=False)
     x0 = buffer[idx]
-    if reinit_fraction > 0:
-        shape = x0.shape
-        noise = (noise_fn(k_noise, shape, x0.dtype) if noise_fn is not None
-                 else _uniform_noise(k_noise, shape, x0.dtype, check_bounds(bounds)))
-        fresh = jax.random.uniform(k_mask, (batch_size,)) < reinit_fraction
-        x0 = jnp.where(fresh.reshape((-1,) + (1,) * (x0.ndim - 1)), noise, x0)
-    result = sample(energy_fn, x0, n_steps, step_size, key=k_run, energy_scale=energy_scale,
-                    bounds=bounds, refresh_rate=refresh_rate, keep_diagnostics=False,
-                    energy_args=energy_args)
+    shape = x0.shape
+    noise = (noise_fn(k_noise, shape, x0.dtype) if noise_fn is not None
+             else _uniform_noise(k_noise, shape, x0.dtype, flags["bounds"]))
+    fresh = jax.random.uniform(k_mask, (batch_size,), x0.dtype) < reinit_fraction
+    x0 = jnp.where(fresh.reshape((-1,) + (1,) * (x0.ndim - 1)), noise, x0)
+    result = _sample_jit(energy_fn, energy_args, x0, None, k_run, None, None, step_size,
+                         energy_scale, refresh_rate, **flags)
     out = result.samples if use_reservoir else result.state.x
     return buffer.at[idx].set(out), out, result
 

@@ -107,7 +107,10 @@ def _value_and_grad(energy_fn, energy_args, shape, energy_scale, dtype):
     batch = shape[0]
 
     def value_and_grad(x_flat):
-        x = x_flat.detach().reshape(shape).requires_grad_(True)
+        x = x_flat.detach().reshape(shape)
+        if x.is_inference():  # e.g. x0 made under torch.inference_mode()
+            x = x.clone()
+        x.requires_grad_(True)
         with torch.enable_grad():
             e = energy_fn(x, *energy_args)
             check_energy_shape(e.shape, batch)
@@ -138,7 +141,9 @@ def _run(energy_fn, energy_args, x0, u0, generator, uniforms, normals, step_size
     energy, grad = vg(x)
     state = IntegratorState(x, u, torch.zeros(batch, dtype=dtype, device=device), energy, grad)
     energy0 = energy
-    res = (x, energy, torch.full((batch,), -math.inf, dtype=dtype, device=device)) if reservoir else None
+    res = None
+    if reservoir:  # (kept point, its energy, log of the total physical time offered)
+        res = (x, energy, torch.full((batch,), -math.inf, dtype=dtype, device=device))
     diverged = torch.zeros(batch, dtype=torch.bool, device=device)
     if uniforms is not None:
         uniforms = _as_tensor(uniforms, x0)
@@ -250,7 +255,7 @@ def sample(
     bounds = check_bounds(bounds)
     _check_x0_bounds(x0, bounds)
     _check_random_inputs(u0, uniforms, normals, x0, n_steps)
-    with torch.no_grad(), _frozen_parameters(energy_fn):
+    with torch.inference_mode(False), torch.no_grad(), _frozen_parameters(energy_fn):
         final, res, diverged, extra = _run(
             energy_fn, tuple(energy_args), x0, u0, generator, uniforms, normals, step_size,
             energy_scale, refresh_rate, n_steps=n_steps, bounds=bounds, reservoir=True,
@@ -329,7 +334,7 @@ def jarzynski(
     batch, d = _check_x0(x0)
     _check_x0_bounds(x0, bounds)
     _check_random_inputs(u0, None, None, x0, n_steps)
-    with torch.no_grad(), _frozen_parameters(energy_fn):
+    with torch.inference_mode(False), torch.no_grad(), _frozen_parameters(energy_fn):
         final, _, diverged, extra = _run(
             energy_fn, tuple(energy_args), x0, u0, generator, None, None, step_size,
             energy_scale, 0.0, n_steps=n_steps, bounds=bounds, reservoir=False,
