@@ -70,10 +70,13 @@ class MetricSchedule(NamedTuple):
 
 
 def initial_scale(x, dense):
-    """Identity preconditioner for vectors like ``x``: ones, or the identity matrix."""
+    """Identity preconditioner for vectors like ``x`` (``(d,)`` or a batch ``(..., d)``):
+    ones, or identity matrices (made from ``ones_like``, so on ``x``'s device)."""
     xp = namespace(x)
     ones = xp.ones_like(x)
-    return xp.diag(ones) if dense else ones
+    if not dense:
+        return ones
+    return ones[..., :, None] * xp.diag(ones[(0,) * (ones.ndim - 1)])
 
 
 def metric_update(schedule, i, welford, scale, x):
@@ -86,8 +89,9 @@ def metric_update(schedule, i, welford, scale, x):
     ended = schedule.window_end(i)
     if ended is False:
         return welford, scale, ended
-    new_scale = scale_from_covariance(welford_covariance(welford, regularize=True))
-    empty = welford_init(x, dense=welford.m2.ndim == welford.mean.ndim + 1)
+    dense = welford.m2.ndim == welford.mean.ndim + 1
+    new_scale = scale_from_covariance(welford_covariance(welford, regularize=True), dense=dense)
+    empty = welford_init(x, dense=dense)
     return select(ended, empty, welford), select(ended, new_scale, scale), ended
 
 
@@ -164,17 +168,29 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
 
 # ---------------------------------------------------------------------------------------
 # ESH
+#
+# ESH is unadjusted: its step size must be tuned for a small energy error, which during
+# the transient from a poor initial point makes steps tiny and the descent slow (observed:
+# a strongly correlated regression did not reach its typical set in 1000 warmup draws).
+# So ESH warms up in two phases. Phase 1 (the first 3/4 of warmup) runs exact
+# Metropolis-adjusted isokinetic transitions with the AdjustedESH tuning: they converge
+# from afar, and their draws (unweighted samples of p) feed the metric windows. Phase 2
+# runs ESH itself on the final metric to tune its step size by the energy-error predictor
+# (§7.1), starting from the phase-1 step size, and the physical time per draw.
 
 
 class ESHAdaptState(NamedTuple):
-    step_size: Any
+    step_size: Any  # ESH step size (follows the phase-1 step size until phase 2)
     trajectory_length: Any  # physical time per draw
     refresh_length: Any  # decoherence length of the velocity refresh (inf: none)
-    scale: Any
+    adjusted: Any  # AdjustedESHAdaptState of phase 1; holds the preconditioner
     predictor: Any  # StepSizePredictorState
-    welford: Any
-    time_sum: Any  # physical time of the steps in the final warmup buffer
+    log_time_sum: Any  # sum of log physical time of the phase-2 steps
     step_count: Any  # number of those steps
+
+    @property
+    def scale(self):
+        return self.adjusted.scale
 
 
 class ESHWarmupConfig(NamedTuple):
@@ -184,46 +200,66 @@ class ESHWarmupConfig(NamedTuple):
     tune_step_size: bool
     tune_metric: bool
     tune_trajectory: bool
+    target_accept_prob: float  # phase 1
+    trajectory_factor: float  # phase 1
+
+    @property
+    def num_adjusted(self):
+        """Warmup iterations of phase 1 (adjusted transitions)."""
+        return int(round(0.75 * self.num_warmup))
+
+    def adjusted_config(self):
+        return AdjustedWarmupConfig(
+            num_warmup=self.num_adjusted,
+            target_accept_prob=self.target_accept_prob,
+            tune_step_size=True,
+            tune_metric=self.tune_metric,
+            tune_trajectory=True,
+            trajectory_factor=self.trajectory_factor,
+        )
 
 
 def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense):
     zero = step_size * 0.0
     return ESHAdaptState(
-        step_size, trajectory_length, refresh_length, initial_scale(x, dense),
-        step_size_predictor_init(step_size), welford_init(x, dense=dense), zero, zero,
+        step_size, trajectory_length, refresh_length,
+        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense),
+        step_size_predictor_init(step_size), zero, zero,
     )
 
 
-def esh_warmup_update(adapt, i, x, energy_error_sq_per_dim, num_steps, step_time, diverging, config):
-    """One warmup iteration of ``ESH`` after a draw ``x`` that took ``num_steps`` steps
-    spanning ``step_time`` physical time with mean squared energy error per step and
-    dimension ``energy_error_sq_per_dim``:
+def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config):
+    """Phase 1: AdjustedESH tuning after an adjusted transition to ``x``."""
+    adjusted = adjusted_warmup_update(adapt.adjusted, i, x, accept_prob, config.adjusted_config())
+    step = adjusted.step_size if config.tune_step_size else adapt.step_size
+    return adapt._replace(step_size=step, adjusted=adjusted)
 
-    * step size: the energy-error predictor (§7.1), restarted after each metric change
-      (errors measured in the old frame say little about the new one);
-    * metric: Stan windows (:func:`metric_update`);
-    * time per draw: ``steps_per_draw`` times the mean physical time of a step over the
-      final warmup buffer, fixed at the last warmup iteration.
+
+def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time_sum, diverging, config):
+    """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
+    step and dimension ``energy_error_sq_per_dim`` and ``log_time_sum`` the sum over its
+    steps of the log physical time each spanned:
+
+    * step size: the energy-error predictor (§7.1);
+    * time per draw: ``steps_per_draw`` times the geometric-mean physical time of a step
+      over phase 2, fixed at the last warmup iteration.
     """
-    schedule = MetricSchedule.build(config.num_warmup)
     step, predictor = adapt.step_size, adapt.predictor
     if config.tune_step_size:
         predictor, step = step_size_predictor_update(
             predictor, step, energy_error_sq_per_dim, diverging,
             desired_energy_var=config.desired_energy_var,
         )
-    welford, scale, ended = adapt.welford, adapt.scale, False
-    if config.tune_metric:
-        welford, scale, ended = metric_update(schedule, i, welford, scale, x)
-        predictor = select(ended, step_size_predictor_init(step), predictor)
-    final_buffer = (i >= schedule.stop) | (schedule.stop >= config.num_warmup)
-    good = final_buffer & ~diverging if not isinstance(diverging, bool) else final_buffer and not diverging
-    time_sum = adapt.time_sum + select(good, step_time, 0.0)
+    good = ~diverging if not isinstance(diverging, bool) else not diverging
+    log_time = adapt.log_time_sum + select(good, log_time_sum, 0.0)
     step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
     length = adapt.trajectory_length
     if config.tune_trajectory:
-        xp = namespace(time_sum)
+        xp = namespace(log_time)
         has = step_count > 0
-        per_step = select(has, time_sum / xp.where(has, step_count, 1.0), step)
+        per_step = select(has, xp.exp(log_time / xp.where(has, step_count, 1.0)), step)
         length = select(i == config.num_warmup - 1, config.steps_per_draw * per_step, length)
-    return ESHAdaptState(step, length, adapt.refresh_length, scale, predictor, welford, time_sum, step_count)
+    return adapt._replace(
+        step_size=step, trajectory_length=length, predictor=predictor,
+        log_time_sum=log_time, step_count=step_count,
+    )

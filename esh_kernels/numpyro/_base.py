@@ -138,12 +138,12 @@ class FlatKernel(MCMCKernel):
 
         state = vmap(init_one)(z0, rng_key) if batched else init_one(z0, rng_key)
         self._check_finite_start(state)
-        sample_one = self._sample_chain
-        if batched:
-            self._sample_fn = lambda s, vg: vmap(lambda c: sample_one(c, vg))(s)
-        else:
-            self._sample_fn = sample_one
+        self._sample_fn = self._sample_batch if batched else self._sample_chain
         return state
+
+    def _sample_batch(self, state, value_and_grad):
+        """Transition of a batch of chains (``chain_method="vectorized"``)."""
+        return vmap(lambda c: self._sample_chain(c, value_and_grad))(state)
 
     def sample(self, state, model_args, model_kwargs):
         assert self._sample_fn is not None, "`init` must be called before `sample`."
@@ -170,24 +170,32 @@ class FlatKernel(MCMCKernel):
             if init_params is None:
                 raise ValueError("Valid value of `init_params` must be provided with `potential_fn`.")
             return init_params.z if isinstance(init_params, ParamInfo) else init_params
-        self._check_discrete_sites(key_init[0] if batched else key_init, model_args, model_kwargs)
-        info = initialize_model(
-            key_init,
-            self._model,
-            dynamic_args=True,
-            init_strategy=self._init_strategy,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-            forward_mode_differentiation=self._forward_mode_differentiation,
-        )
+        try:
+            info = initialize_model(
+                key_init,
+                self._model,
+                dynamic_args=True,
+                init_strategy=self._init_strategy,
+                model_args=model_args,
+                model_kwargs=model_kwargs,
+                forward_mode_differentiation=self._forward_mode_differentiation,
+            )
+        except Exception as err:
+            # NumPyro's own message for a discrete latent site asks for `funsor`; name the
+            # site instead (enumerated sites work when funsor is installed).
+            self._raise_if_discrete(key_init[0] if batched else key_init, model_args, model_kwargs, err)
+            raise
         self._potential_fn_gen = info.potential_fn
         self._postprocess_fn = info.postprocess_fn
         if init_params is None:
             return info.param_info.z
         return init_params.z if isinstance(init_params, ParamInfo) else init_params
 
-    def _check_discrete_sites(self, key, model_args, model_kwargs):
-        tr = trace(seed(self._model, key)).get_trace(*model_args, **model_kwargs)
+    def _raise_if_discrete(self, key, model_args, model_kwargs, err):
+        try:
+            tr = trace(seed(self._model, key)).get_trace(*model_args, **model_kwargs)
+        except Exception:  # the model cannot be traced by plain sampling: keep `err`
+            return
         for name, site in tr.items():
             if (
                 site["type"] == "sample"
@@ -197,9 +205,9 @@ class FlatKernel(MCMCKernel):
                 raise ValueError(
                     f"{type(self).__name__} samples continuous latent variables only, but "
                     f"site '{name}' is discrete ({type(site['fn']).__name__}). Marginalise "
-                    "it out in the model, or sample it with numpyro.infer.DiscreteHMCGibbs "
-                    "/ MixedHMC."
-                )
+                    "it out in the model (or install `funsor` so NumPyro enumerates it), or "
+                    "sample it with numpyro.infer.DiscreteHMCGibbs / MixedHMC."
+                ) from err
 
     def _flat_value_and_grad(self, model_args, model_kwargs):
         if self._model is not None:

@@ -14,12 +14,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax, random
 
-from esh_kernels.core.adaptation import jittered_num_steps
-from esh_kernels.core.dynamics import kinetic_energy_change
-from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
-from esh_kernels.core.metropolis import log_accept_prob
-from esh_kernels.core.sphere import unit_vector
+from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive, check_probability
+from esh_kernels.numpyro._isokinetic import isokinetic_transition
 from esh_kernels.core.warmup import (
     AdjustedESHAdaptState,
     AdjustedWarmupConfig,
@@ -72,7 +69,6 @@ class AdjustedESH(FlatKernel):
     """
 
     min_dim = 2
-    divergence_threshold = 1000.0
 
     def __init__(
         self,
@@ -120,38 +116,13 @@ class AdjustedESH(FlatKernel):
         )
 
     def _sample_chain(self, state, value_and_grad):
-        key, k_u, k_n, k_acc = random.split(state.rng_key, 4)
+        key, k_transition = random.split(state.rng_key)
         adapt = state.adapt_state
-        start = state.integrator
-        x0 = start.x
-        d = x0.shape[0]
-        dtype = x0.dtype
-        u0 = unit_vector(random.normal(k_u, x0.shape, dtype))
-        uniform = 1.0 - random.uniform(k_n, (), dtype)  # in (0, 1]
-        n = jittered_num_steps(uniform, adapt.trajectory_length, adapt.step_size, self._max_steps)
-        n = n.astype(jnp.int32)
-
-        def finite(integ):
-            return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad))
-
-        def cond(c):
-            k, integ, _ = c
-            return (k < n) & finite(integ)
-
-        def body(c):
-            k, integ, dr = c
-            integ, step_dr = esh_leapfrog(integ, adapt.step_size, value_and_grad, d - 1, adapt.scale)
-            return k + 1, integ, dr + step_dr
-
-        zero = jnp.zeros((), dtype)
-        k, end, sum_dr = lax.while_loop(cond, body, (jnp.array(0, jnp.int32), start._replace(u=u0, r=zero), zero))
-        energy_error = end.energy - start.energy + kinetic_energy_change(sum_dr, d - 1)
-        energy_error = jnp.where(finite(end) & jnp.all(jnp.isfinite(end.x)), energy_error, jnp.inf)
-        log_alpha = log_accept_prob(energy_error)
-        accept_prob = jnp.exp(log_alpha)
-        accept = jnp.log(random.uniform(k_acc, (), dtype)) < log_alpha
-        diverging = energy_error > self.divergence_threshold
-        new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), end, start)
+        prop = isokinetic_transition(
+            state.integrator, k_transition, adapt.step_size, adapt.trajectory_length,
+            adapt.scale, value_and_grad, self._max_steps,
+        )
+        new, accept_prob = prop.state, prop.accept_prob
 
         i = state.i
         adapt = lax.cond(
@@ -165,8 +136,8 @@ class AdjustedESH(FlatKernel):
         count = jnp.where(i < self._num_warmup, i, i - self._num_warmup) + 1
         mean_accept = mean_accept + (accept_prob - mean_accept) / count
         return AdjustedESHState(
-            i + 1, self._to_z(new.x), new.energy, new, diverging, accept_prob,
-            mean_accept, k, energy_error, adapt, key,
+            i + 1, self._to_z(new.x), new.energy, new, prop.diverging, accept_prob,
+            mean_accept, prop.num_steps, prop.energy_error, adapt, key,
         )
 
     def _warmup_config(self, num_warmup):

@@ -9,6 +9,10 @@ exactly ``trajectory_length`` physical time. Consecutive draws tile the physical
 (a step that straddles two draws gives each its share), so the draws average to the
 physical-time average of the trajectory: exact as the step size goes to zero, with no
 Metropolis correction (the step size is tuned to a small energy error per dimension).
+
+Warmup runs in two phases (``esh_kernels/core/warmup.py``): exact adjusted isokinetic
+transitions first (robust convergence from a poor start, metric windows), then ESH itself
+to tune its step size and the time per draw.
 """
 
 import math
@@ -23,7 +27,14 @@ from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
 from esh_kernels.core.reservoir import reservoir_take
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
 from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive
-from esh_kernels.core.warmup import ESHAdaptState, ESHWarmupConfig, esh_warmup_init, esh_warmup_update
+from esh_kernels.core.warmup import (
+    ESHAdaptState,
+    ESHWarmupConfig,
+    esh_warmup_adjusted_update,
+    esh_warmup_init,
+    esh_warmup_update,
+)
+from esh_kernels.numpyro._isokinetic import isokinetic_transition
 
 
 class ESHState(NamedTuple):
@@ -60,7 +71,7 @@ class _Carry(NamedTuple):
     log_total: Any
     sum_dh: Any
     sum_dh2: Any
-    step_time: Any
+    log_step_time: Any
     ok: Any
     key: Any
 
@@ -143,7 +154,7 @@ class ESH(FlatKernel):
     def _init_chain(self, x, energy, grad, rng_key, num_warmup):
         d = x.shape[0]
         rng_key, k_u = random.split(rng_key)
-        step = self._step_size if self._step_size is not None else 0.25 * math.sqrt(d)
+        step = self._step_size if self._step_size is not None else 0.5 * math.sqrt(d)
         step = jnp.asarray(step, x.dtype)
         rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(d)
         length = self._trajectory_length or self._steps_per_draw * step
@@ -160,21 +171,58 @@ class ESH(FlatKernel):
         )
 
     def _sample_chain(self, state, value_and_grad):
+        return lax.cond(
+            state.i < self._warmup_config().num_adjusted,
+            lambda s: self._adjusted_draw(s, value_and_grad),
+            lambda s: self._esh_draw(s, value_and_grad),
+            state,
+        )
+
+    def _sample_batch(self, state, value_and_grad):
+        # All chains are at the same iteration: branch once for the batch (a per-chain
+        # predicate would make vmap run both branches).
+        return lax.cond(
+            state.i[0] < self._warmup_config().num_adjusted,
+            jax.vmap(lambda s: self._adjusted_draw(s, value_and_grad)),
+            jax.vmap(lambda s: self._esh_draw(s, value_and_grad)),
+            state,
+        )
+
+    def _adjusted_draw(self, state, value_and_grad):
+        """Warmup phase 1: one exact isokinetic transition (see the module docstring)."""
+        key, k_transition = random.split(state.rng_key)
+        adapt = state.adapt_state
+        prop = isokinetic_transition(
+            state.integrator, k_transition, adapt.adjusted.step_size,
+            adapt.adjusted.trajectory_length, adapt.scale, value_and_grad, self._max_steps,
+        )
+        new = prop.state._replace(r=jnp.zeros_like(prop.state.r))
+        adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.accept_prob, self._warmup_config())
+        zero = jnp.zeros_like(new.energy)
+        return ESHState(
+            state.i + 1, self._to_z(new.x), new.energy, new, new.x, new.energy, zero, zero,
+            prop.diverging, prop.num_steps, prop.energy_error, adapt, key,
+        )
+
+    def _esh_draw(self, state, value_and_grad):
+        """One ESH draw: warmup phase 2 or sampling."""
         key, k_draw, k_u = random.split(state.rng_key, 3)
         adapt = state.adapt_state
         d = state.integrator.x.shape[0]
         dtype = state.integrator.x.dtype
         warm = state.i < self._num_warmup
-        # In warmup the physical clock restarts at each draw (r = 0 at the draw start, no
-        # time carried over), so step size and time per draw are tuned in units of the
-        # current energy level and transients cannot overflow e^r. From the first sampling
-        # draw on the clock runs on untouched and draws tile the physical-time axis.
+        # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
+        # length, the clock restarting at each (r = 0 at the draw start, no time carried
+        # over), with the pick still weighted by physical time. From the first sampling
+        # draw on, the clock runs on untouched and each draw covers exactly
+        # `trajectory_length` physical time.
         integ0 = state.integrator._replace(r=jnp.where(warm, 0.0, state.integrator.r))
         time_prev = jnp.where(warm, 0.0, state.time_prev)
         time_cur = jnp.where(warm, 0.0, state.time_cur)
-        length = jnp.where(warm, self._steps_per_draw * adapt.step_size, adapt.trajectory_length)
-        if self._trajectory_length is not None:
-            length = adapt.trajectory_length
+        length = jnp.where(warm, jnp.inf, adapt.trajectory_length)
+        warm_distance = jnp.where(jnp.isfinite(adapt.refresh_length), adapt.refresh_length, math.sqrt(d))
+        warm_steps = jnp.clip(jnp.ceil(warm_distance / adapt.step_size), self._steps_per_draw, self._max_steps)
+        max_steps = jnp.where(warm, warm_steps, self._max_steps).astype(jnp.int32)
 
         def offer(c, x, energy, time, key):
             spent = jnp.minimum(time, c.remaining)
@@ -193,7 +241,7 @@ class ESH(FlatKernel):
             return c._replace(time_prev=t_prev, time_cur=t_cur)
 
         def cond(c):
-            return (c.remaining > 0) & (c.k < self._max_steps) & c.ok
+            return (c.remaining > 0) & (c.k < max_steps) & c.ok
 
         def body(c):
             key, k_ref, k_offer = random.split(c.key, 3)
@@ -212,7 +260,7 @@ class ESH(FlatKernel):
             c = c._replace(
                 k=c.k + 1, integ=new, x_prev=integ.x, energy_prev=integ.energy,
                 time_prev=dt_old, time_cur=dt_new, sum_dh=c.sum_dh + dh,
-                sum_dh2=c.sum_dh2 + dh * dh, step_time=c.step_time + dt_old + dt_new, ok=ok, key=key,
+                sum_dh2=c.sum_dh2 + dh * dh, log_step_time=c.log_step_time + jnp.logaddexp(log_dt_old, log_dt_new), ok=ok, key=key,
             )
             return offer_pending(c, k_offer)
 
@@ -241,8 +289,8 @@ class ESH(FlatKernel):
         adapt = lax.cond(
             warm,
             lambda a: esh_warmup_update(
-                a, i, pick_x, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
-                carry.k, carry.step_time, diverging, self._warmup_config(),
+                a, i, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
+                carry.k, carry.log_step_time, diverging, self._warmup_config(),
             ),
             lambda a: a,
             adapt,
@@ -260,4 +308,6 @@ class ESH(FlatKernel):
             tune_step_size=self._step_size is None,
             tune_metric=self._adapt_mass_matrix,
             tune_trajectory=self._trajectory_length is None,
+            target_accept_prob=0.8,
+            trajectory_factor=2.0,
         )

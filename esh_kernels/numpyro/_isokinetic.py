@@ -1,0 +1,58 @@
+"""One Metropolis-adjusted isokinetic ESH transition (``esh_math.md`` §6.4), shared by
+``AdjustedESH`` (every transition) and ``ESH`` (its warmup, see ``core/warmup.py``)."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax, random
+
+from esh_kernels.core.adaptation import jittered_num_steps
+from esh_kernels.core.dynamics import kinetic_energy_change
+from esh_kernels.core.integrators import esh_leapfrog
+from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.sphere import unit_vector
+
+DIVERGENCE_THRESHOLD = 1000.0
+
+
+class Proposal(NamedTuple):
+    state: Any  # IntegratorState after the accept/reject
+    accept_prob: Any
+    num_steps: Any  # gradient evaluations spent
+    energy_error: Any  # dE + (d-1) sum(dr); +inf when non-finite
+    diverging: Any
+
+
+def _finite(integ):
+    return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad)) & jnp.all(jnp.isfinite(integ.x))
+
+
+def isokinetic_transition(start, key, step_size, trajectory_length, scale, value_and_grad, max_steps):
+    """Fresh unit velocity, ``ceil(U 2L/eps)`` isokinetic steps (``D = d - 1``), Metropolis
+    test on the energy error. A non-finite energy, gradient or position ends the trajectory
+    early and is rejected and flagged divergent, as is an energy error above 1000."""
+    k_u, k_n, k_acc = random.split(key, 3)
+    d = start.x.shape[0]
+    dtype = start.x.dtype
+    u0 = unit_vector(random.normal(k_u, start.x.shape, dtype))
+    uniform = 1.0 - random.uniform(k_n, (), dtype)  # in (0, 1]
+    n = jittered_num_steps(uniform, trajectory_length, step_size, max_steps).astype(jnp.int32)
+
+    def cond(c):
+        k, integ, _ = c
+        return (k < n) & _finite(integ)
+
+    def body(c):
+        k, integ, dr = c
+        integ, step_dr = esh_leapfrog(integ, step_size, value_and_grad, d - 1, scale)
+        return k + 1, integ, dr + step_dr
+
+    zero = jnp.zeros((), dtype)
+    k, end, sum_dr = lax.while_loop(cond, body, (jnp.array(0, jnp.int32), start._replace(u=u0, r=zero), zero))
+    energy_error = end.energy - start.energy + kinetic_energy_change(sum_dr, d - 1)
+    energy_error = jnp.where(_finite(end), energy_error, jnp.inf)
+    log_alpha = log_accept_prob(energy_error)
+    accept = jnp.log(random.uniform(k_acc, (), dtype)) < log_alpha
+    new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), end, start)
+    return Proposal(new, jnp.exp(log_alpha), k, energy_error, energy_error > DIVERGENCE_THRESHOLD)
