@@ -29,8 +29,8 @@ from esh_kernels.core import (
     namespace,
     partial_refresh,
     refresh_noise_scale,
+    esh_leapfrog,
     reservoir_take,
-    ur_half_step,
 )
 
 __all__ = [
@@ -268,19 +268,14 @@ def esh_step(state, step_size, value_and_grad, d, bounds=None):
     * ``ok``: ``(batch,)`` bool, False where the new energy, gradient or speed is not
       finite. There the old state is kept and both times are ``-inf``.
 
-    The leapfrog is written here (rather than calling
-    :func:`esh_kernels.core.esh_leapfrog`) to reflect between the position update and the
-    gradient, and to keep the two half-step times separate.
     """
     xp = namespace(state.x)
     x, u, r, energy, grad = state
-    half = 0.5 * step_size
-    u1, r1, _, log_dt_old = ur_half_step(u, r, grad, half, d, with_time=True)
-    x1 = x + step_size * u1
-    if bounds is not None:
-        x1, u1 = reflect(x1, u1, bounds[0], bounds[1])
-    energy1, grad1 = value_and_grad(x1)
-    u2, r2, _, log_dt_new = ur_half_step(u1, r1, grad1, half, d, with_time=True)
+    wall = None if bounds is None else (lambda x_, u_: reflect(x_, u_, bounds[0], bounds[1]))
+    new, _, (log_dt_old, log_dt_new) = esh_leapfrog(
+        state, step_size, value_and_grad, d, with_time=True, position_map=wall
+    )
+    x1, u2, r2, energy1, grad1 = new
     ok = (
         xp.isfinite(energy1)
         & xp.isfinite(r2)
