@@ -1,0 +1,928 @@
+#!/usr/bin/env python
+"""ESS per gradient / per second: NumPyro NUTS, the esh_kernels NumPyro kernels and
+BlackJAX MCLMC / adjusted MCLMC (MAMS) / ChEES-HMC, on four targets, in one process.
+
+    python benchmarks/run_numpyro.py [--quick] [--targets ...] [--samplers ...] [--seed 0]
+
+Writes ``benchmarks/results/numpyro.json`` (``numpyro_quick.json`` with ``--quick``) and
+a markdown section in ``docs/benchmarks.md``. See ``benchmarks/README.md`` and the
+"What the columns mean" part of ``docs/benchmarks.md`` for the exact definitions.
+
+Conventions (the same for every sampler):
+* float64; every sampler sees the same log density: the potential that
+  ``numpyro.infer.util.initialize_model`` builds from the NumPyro model, on the flat
+  (ravelled) unconstrained parameters; chains start from ``init_to_uniform`` draws.
+* ESS is computed on the unconstrained draws (``tau`` of eight schools on the log
+  scale), min over all scalar coordinates of ArviZ's rank-normalised bulk ESS over all
+  chains.
+* Gradient evaluations are summed over chains (per-chain work, whatever the
+  vectorisation does to the wall clock).
+* Times are wall clock with ``block_until_ready``, minus the JAX tracing / lowering / XLA
+  compilation time that happened inside the phase (measured with ``jax.monitoring``);
+  the compilation time is reported separately.
+"""
+
+import os
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+# Synchronous CPU dispatch: otherwise a compiled sampling loop can run in the background
+# while Python traces/compiles the next one (NumPyro's sequential chains do exactly that),
+# and "wall minus compile time" would undercount the sampling time. Must be set before
+# the CPU backend starts.
+jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import importlib  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from importlib import metadata  # noqa: E402
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax, random  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from targets import TARGET_NAMES, make_targets  # noqa: E402
+
+SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc", "bj_mclmc", "bj_mams", "bj_chees")
+SAMPLER_LABELS = {
+    "nuts": "NumPyro NUTS",
+    "adjusted_esh": "esh_kernels AdjustedESH",
+    "esh": "esh_kernels ESH",
+    "tuned_hmc": "esh_kernels TunedHMC",
+    "bj_mclmc": "BlackJAX MCLMC",
+    "bj_mams": "BlackJAX adjusted MCLMC (MAMS)",
+    "bj_chees": "BlackJAX ChEES-HMC",
+}
+MAMS_TARGET_ACCEPT = 0.9  # BlackJAX/MAMS authors' recommendation (sampling-book examples)
+CHEES_LEARNING_RATE = 0.025  # optax.adam(0.025); TFP's ChEES default (esh_math.md §8)
+CHEES_INITIAL_STEP_SIZE = 0.1  # as in BlackJAX's own ChEES test
+
+
+# -- timing: wall clock minus JAX compilation --------------------------------------------
+
+
+class CompileClock:
+    """Collects the time spans of JAX tracing, lowering and XLA compilation events, so
+    that a phase's wall time can be split into compile overhead and the rest."""
+
+    EVENTS = (
+        "/jax/core/compile/jaxpr_trace_duration",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration",
+        "/jax/core/compile/backend_compile_duration",
+    )
+
+    def __init__(self):
+        self.spans = []
+        jax.monitoring.register_event_time_span_listener(self._listen)
+
+    def _listen(self, event, start, end, **kwargs):
+        if event in self.EVENTS:
+            self.spans.append((start, end))
+
+    def overlap(self, t0, t1):
+        """Length of the union of the recorded spans inside ``[t0, t1]`` (nested traces
+        are counted once)."""
+        segs = sorted((max(s, t0), min(e, t1)) for s, e in self.spans if e > t0 and s < t1)
+        total, cur_s, cur_e = 0.0, None, None
+        for s, e in segs:
+            if cur_e is None or s > cur_e:
+                if cur_e is not None:
+                    total += cur_e - cur_s
+                cur_s, cur_e = s, e
+            else:
+                cur_e = max(cur_e, e)
+        if cur_e is not None:
+            total += cur_e - cur_s
+        return total
+
+
+CLOCK = None
+
+
+class Phase:
+    """``with Phase() as p: ...`` then ``p.result() -> {wall, compile, net}`` seconds."""
+
+    def __enter__(self):
+        self.t0 = time.time()
+        self.p0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.p1 = time.perf_counter()
+        self.t1 = time.time()
+        return False
+
+    def result(self):
+        wall = self.p1 - self.p0
+        comp = min(CLOCK.overlap(self.t0, self.t1), wall)
+        return {"wall": wall, "compile": comp, "net": max(wall - comp, 0.0)}
+
+
+# -- run configuration ------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    num_warmup: int
+    num_samples: int
+    num_chains: int
+    chees_chains: int
+    seed: int
+
+
+def _flatten_draws(samples):
+    """``{site: (C, N, ...)}`` unconstrained draws -> ``(C, N, D)`` in ``ravel_pytree``
+    order (the order BlackJAX sees)."""
+    flat = jax.vmap(jax.vmap(lambda z: ravel_pytree(z)[0]))(samples)
+    return np.asarray(flat, dtype=np.float64)
+
+
+def _identity(z):
+    return z
+
+
+def _numpyro_kernel(name):
+    """The kernel class, or a string saying why it is not available."""
+    if name == "nuts":
+        from numpyro.infer import NUTS
+
+        return NUTS
+    cls_name = {"adjusted_esh": "AdjustedESH", "esh": "ESH", "tuned_hmc": "TunedHMC"}[name]
+    module = f"esh_kernels.numpyro.{name}"  # where the class is defined
+    try:
+        import esh_kernels.numpyro as ekn
+    except ImportError as e:  # pragma: no cover
+        return f"esh_kernels.numpyro not importable: {e}"
+    try:
+        return getattr(ekn, cls_name)
+    except AttributeError:
+        pass
+    try:  # the class may exist in its module before it is exported
+        return getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError):
+        return f"esh_kernels.numpyro.{cls_name} is not available yet (ImportError)"
+
+
+def run_numpyro_sampler(name, target, cfg, key):
+    from numpyro.infer import MCMC
+
+    cls = _numpyro_kernel(name)
+    if isinstance(cls, str):
+        return {"status": "skipped", "note": cls}
+    field = "num_steps" if name == "nuts" else "n_steps"
+    chain_method = "sequential" if name == "nuts" else "vectorized"
+    kernel = cls(target.model)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=cfg.num_warmup,
+        num_samples=cfg.num_samples,
+        num_chains=cfg.num_chains,
+        chain_method=chain_method,
+        progress_bar=False,
+        postprocess_fn=_identity,  # keep the draws unconstrained
+    )
+    k_warm, k_samp = random.split(key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Phase() as pw:
+            mcmc.warmup(k_warm, extra_fields=(field,), collect_warmup=True)
+            jax.block_until_ready(mcmc.post_warmup_state)
+        wf = mcmc.get_extra_fields(group_by_chain=True)
+        grads_warmup = np.asarray(wf[field]).sum(axis=1)
+        state = mcmc.post_warmup_state
+        extra = [field]
+        if "accept_prob" in getattr(state, "_fields", ()):
+            extra.append("accept_prob")
+        with Phase() as ps:
+            mcmc.run(k_samp, extra_fields=tuple(extra))
+            jax.block_until_ready(mcmc.last_state)
+    draws = _flatten_draws(mcmc.get_samples(group_by_chain=True))
+    ef = mcmc.get_extra_fields(group_by_chain=True)
+    grads_sample = np.asarray(ef[field]).sum(axis=1)
+    info = {
+        "chain_method": chain_method,
+        "grad_field": field,
+        "grads_warmup_per_chain": grads_warmup.tolist(),
+        "grads_sample_per_chain": grads_sample.tolist(),
+    }
+    if "accept_prob" in ef:
+        info["accept_mean"] = float(np.mean(ef["accept_prob"]))
+    if "diverging" in ef:
+        info["divergences"] = int(np.sum(ef["diverging"]))
+    adapt = getattr(state, "adapt_state", None)
+    if adapt is not None and hasattr(adapt, "step_size"):
+        info["step_size_mean"] = float(np.mean(adapt.step_size))
+    if adapt is not None and hasattr(adapt, "trajectory_length"):
+        info["trajectory_length_mean"] = float(np.mean(adapt.trajectory_length))
+    return {
+        "status": "ok",
+        "draws": draws,
+        "grads_warmup": float(grads_warmup.sum()),
+        "grads_sample": float(grads_sample.sum()),
+        "time_warmup": pw.result(),
+        "time_sample": ps.result(),
+        "info": info,
+    }
+
+
+# -- BlackJAX ---------------------------------------------------------------------------
+
+
+def _blackjax_setup(target, num_chains, key):
+    """Log density on the flat unconstrained vector and ``init_to_uniform`` starting
+    points, both from NumPyro's ``initialize_model`` (the potential NUTS uses)."""
+    from numpyro.infer.initialization import init_to_uniform
+    from numpyro.infer.util import initialize_model
+
+    info = initialize_model(random.split(key, num_chains), target.model, init_strategy=init_to_uniform)
+    z0 = info.param_info.z
+    proto = jax.tree.map(lambda a: a[0], z0)
+    _, unravel = ravel_pytree(proto)
+    x0 = jax.vmap(lambda z: ravel_pytree(z)[0])(z0)
+    pe = info.potential_fn
+
+    def logdensity(x):
+        return -pe(unravel(x))
+
+    return logdensity, x0
+
+
+def _have_blackjax():
+    try:
+        import blackjax  # noqa: F401
+
+        return None
+    except ImportError as e:
+        return f"blackjax not installed: {e}"
+
+
+def run_bj_mclmc(target, cfg, key):
+    """Unadjusted MCLMC, default isokinetic McLachlan integrator (2 gradients per step),
+    tuned by ``mclmc_find_L_and_step_size`` (defaults, diagonal preconditioning,
+    ``num_steps = num_samples``); each chain tuned independently (vmapped)."""
+    import blackjax
+    from blackjax.mcmc import mclmc
+    from blackjax.mcmc.integrators import isokinetic_mclachlan
+
+    grads_per_step = 2  # McLachlan: [b1, 1/2, 1-2b1, 1/2, b1] -> 2 new gradients per step
+    C, S = cfg.num_chains, cfg.num_samples
+    k_init, k_tune, k_samp = random.split(key, 3)
+    kernel = mclmc.build_kernel(integrator=isokinetic_mclachlan)
+    n_tune_box = []
+    with Phase() as pw:
+        logdensity, x0 = _blackjax_setup(target, C, k_init)
+
+        def tune_one(x, k):
+            k1, k2 = random.split(k)
+            st = mclmc.init(x, logdensity, k1)
+            st, params, n_tune = blackjax.mclmc_find_L_and_step_size(
+                mclmc_kernel=kernel,
+                num_steps=S,
+                state=st,
+                rng_key=k2,
+                logdensity_fn=logdensity,
+                diagonal_preconditioning=True,
+            )
+            n_tune_box.append(n_tune)
+            return st, params
+
+        states, params = jax.jit(jax.vmap(tune_one))(x0, random.split(k_tune, C))
+        jax.block_until_ready((states, params))
+    n_tune = int(n_tune_box[0])  # integrator steps per chain (a static Python int)
+
+    def sample_one(st, p, k):
+        def body(s, kk):
+            s, info = kernel(kk, s, logdensity, p.inverse_mass_matrix, p.L, p.step_size)
+            return s, (s.position, info.energy_change, info.nonans)
+
+        return lax.scan(body, st, random.split(k, S))
+
+    with Phase() as ps:
+        _, (pos, dE, nonans) = jax.jit(jax.vmap(sample_one))(states, params, random.split(k_samp, C))
+        jax.block_until_ready(pos)
+    d = x0.shape[1]
+    info = {
+        "grads_per_step": grads_per_step,
+        "tuning_steps_per_chain": n_tune,
+        "step_size_mean": float(np.mean(params.step_size)),
+        "L_mean": float(np.mean(params.L)),
+        "energy_var_per_dim": float(np.mean(np.var(np.asarray(dE), axis=1)) / d),
+        "divergences": int(np.sum(~np.asarray(nonans))),
+    }
+    return {
+        "status": "ok",
+        "draws": np.asarray(pos, dtype=np.float64),
+        "grads_warmup": float(grads_per_step * n_tune * C),
+        "grads_sample": float(grads_per_step * S * C),
+        "time_warmup": pw.result(),
+        "time_sample": ps.result(),
+        "info": info,
+    }
+
+
+def run_bj_mams(target, cfg, key):
+    """Adjusted MCLMC with random trajectory length (``adjusted_mclmc_dynamic``, default
+    isokinetic McLachlan, 2 gradients per integration step), tuned by
+    ``adjusted_mclmc_find_L_and_step_size(target=0.9, frac_tune1=frac_tune2=frac_tune3=0.1,
+    diagonal_preconditioning=True)``, ``num_steps = num_samples``."""
+    import blackjax
+    from blackjax.mcmc import adjusted_mclmc_dynamic as amd
+
+    grads_per_step = 2
+    C, S = cfg.num_chains, cfg.num_samples
+    k_init, k_tune, k_samp = random.split(key, 3)
+    kernel = amd.build_kernel(integration_steps_fn=amd.make_random_trajectory_length_fn(True))
+    with Phase() as pw:
+        logdensity, x0 = _blackjax_setup(target, C, k_init)
+
+        def tune_one(x, k):
+            k1, k2 = random.split(k)
+            st = amd.init(x, logdensity, k1)
+            return blackjax.adjusted_mclmc_find_L_and_step_size(
+                mclmc_kernel=kernel,
+                logdensity_fn=logdensity,
+                num_steps=S,
+                state=st,
+                rng_key=k2,
+                target=MAMS_TARGET_ACCEPT,
+                frac_tune1=0.1,
+                frac_tune2=0.1,
+                frac_tune3=0.1,
+                diagonal_preconditioning=True,
+            )
+
+        states, params, n_tune = jax.jit(jax.vmap(tune_one))(x0, random.split(k_tune, C))
+        jax.block_until_ready((states, params, n_tune))
+
+    def sample_one(st, p, k):
+        avg = p.L / p.step_size
+
+        def body(s, kk):
+            s, info = kernel(kk, s, logdensity, p.step_size, jnp.inf, p.inverse_mass_matrix, (avg,))
+            return s, (s.position, info.num_integration_steps, info.acceptance_rate, info.is_divergent)
+
+        return lax.scan(body, st, random.split(k, S))
+
+    with Phase() as ps:
+        _, (pos, nsteps, acc, div) = jax.jit(jax.vmap(sample_one))(states, params, random.split(k_samp, C))
+        jax.block_until_ready(pos)
+    n_tune = np.asarray(n_tune, dtype=np.float64)  # integration steps per chain
+    nsteps = np.asarray(nsteps, dtype=np.float64)
+    info = {
+        "grads_per_step": grads_per_step,
+        "target_accept": MAMS_TARGET_ACCEPT,
+        "tuning_integration_steps_per_chain": n_tune.tolist(),
+        "step_size_mean": float(np.mean(params.step_size)),
+        "L_mean": float(np.mean(params.L)),
+        "avg_integration_steps": float(np.mean(np.asarray(params.L) / np.asarray(params.step_size))),
+        "accept_mean": float(np.mean(acc)),
+        "divergences": int(np.sum(div)),
+    }
+    return {
+        "status": "ok",
+        "draws": np.asarray(pos, dtype=np.float64),
+        "grads_warmup": float(grads_per_step * n_tune.sum()),
+        "grads_sample": float(grads_per_step * nsteps.sum()),
+        "time_warmup": pw.result(),
+        "time_sample": ps.result(),
+        "info": info,
+    }
+
+
+def run_bj_chees(target, cfg, key):
+    """ChEES-HMC: ``blackjax.chees_adaptation`` over ``chees_chains`` chains (diagonal
+    metric, ``optax.adam(0.025)``, other arguments default, ``num_warmup`` steps), then
+    ``blackjax.dynamic_hmc`` with the tuned parameters (velocity Verlet: 1 gradient per
+    leapfrog step, cached across steps)."""
+    import blackjax
+    import optax
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    C, W, S = cfg.chees_chains, cfg.num_warmup, cfg.num_samples
+    k_init, k_warm, k_samp = random.split(key, 3)
+    with Phase() as pw:
+        logdensity, x0 = _blackjax_setup(target, C, k_init)
+        warmup = blackjax.chees_adaptation(
+            logdensity,
+            num_chains=C,
+            mass_matrix_estimation="diagonal",
+            adaptation_info_fn=get_filter_adapt_info_fn(
+                set(), {"num_integration_steps", "acceptance_rate", "is_divergent"}, set()
+            ),
+        )
+        (states, parameters), winfo = warmup.run(
+            k_warm,
+            x0,
+            CHEES_INITIAL_STEP_SIZE,
+            optax.adam(CHEES_LEARNING_RATE),
+            W,
+            max_sampling_steps=S,
+        )
+        w_steps = np.asarray(winfo.info.num_integration_steps, dtype=np.float64)
+    step = blackjax.dynamic_hmc(logdensity, **parameters).step
+
+    def sample(st, k):
+        def body(s, kk):
+            s, info = jax.vmap(step)(random.split(kk, C), s)
+            return s, (s.position, info.num_integration_steps, info.acceptance_rate, info.is_divergent)
+
+        return lax.scan(body, st, random.split(k, S))
+
+    with Phase() as ps:
+        _, (pos, nsteps, acc, div) = jax.jit(sample)(states, k_samp)
+        jax.block_until_ready(pos)
+    draws = np.swapaxes(np.asarray(pos, dtype=np.float64), 0, 1)  # (C, S, D)
+    nsteps = np.asarray(nsteps, dtype=np.float64)
+    info = {
+        "grads_per_step": 1,
+        "learning_rate": CHEES_LEARNING_RATE,
+        "initial_step_size": CHEES_INITIAL_STEP_SIZE,
+        "step_size_mean": float(np.asarray(parameters["step_size"])),
+        "mean_leapfrog_steps_param": float(np.asarray(parameters["integration_steps_params"][0])),
+        "accept_mean": float(np.mean(acc)),
+        "divergences": int(np.sum(div)),
+        "warmup_divergences": int(np.sum(np.asarray(winfo.info.is_divergent))),
+    }
+    return {
+        "status": "ok",
+        "draws": draws,
+        "grads_warmup": float(w_steps.sum()),
+        "grads_sample": float(nsteps.sum()),
+        "time_warmup": pw.result(),
+        "time_sample": ps.result(),
+        "info": info,
+        "num_chains": C,
+    }
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+
+def compute_metrics(raw, target, cfg):
+    import arviz as az
+    from numpyro.diagnostics import effective_sample_size
+
+    draws = raw["draws"]  # (C, N, D) unconstrained
+    C, N, D = draws.shape
+    ds = az.convert_to_dataset({"x": draws})
+    ess_bulk = np.asarray(az.ess(ds, method="bulk")["x"].values)
+    ess_tail = np.asarray(az.ess(ds, method="tail")["x"].values)
+    rhat = np.asarray(az.rhat(ds)["x"].values)
+    ess_np = np.asarray(effective_sample_size(draws))
+    ess = float(np.min(ess_bulk))
+    gw, gs = raw["grads_warmup"], raw["grads_sample"]
+    tw, ts = raw["time_warmup"], raw["time_sample"]
+    out = {
+        "num_chains": C,
+        "num_draws_per_chain": N,
+        "dim": D,
+        "ess_bulk_min": ess,
+        "ess_bulk_min_coord": int(np.argmin(ess_bulk)),
+        "ess_tail_min": float(np.min(ess_tail)),
+        "ess_numpyro_min": float(np.min(ess_np)),
+        "rhat_max": float(np.max(rhat)),
+        "grads_warmup": gw,
+        "grads_sample": gs,
+        "grads_per_draw": gs / (C * N),
+        "ess_per_1k_grad": 1000.0 * ess / gs if gs > 0 else float("nan"),
+        "ess_per_1k_grad_with_warmup": 1000.0 * ess / (gs + gw) if gs + gw > 0 else float("nan"),
+        "time_warmup_s": tw["net"],
+        "time_sample_s": ts["net"],
+        "compile_warmup_s": tw["compile"],
+        "compile_sample_s": ts["compile"],
+        "wall_warmup_s": tw["wall"],
+        "wall_sample_s": ts["wall"],
+        "ess_per_s": ess / ts["net"] if ts["net"] > 0 else float("nan"),
+        "ess_per_s_with_warmup": ess / (ts["net"] + tw["net"]) if ts["net"] + tw["net"] > 0 else float("nan"),
+    }
+    if target.true_sd is not None:
+        sd2 = np.asarray(target.true_sd) ** 2
+        ex2 = np.mean(draws**2, axis=(0, 1))  # pooled over chains and draws
+        b2 = (ex2 - sd2) ** 2 / (2.0 * sd2**2)
+        out["b2_max"] = float(np.max(b2))
+        out["b2_mean"] = float(np.mean(b2))
+        out["mean_err_max_sd"] = float(np.max(np.abs(np.mean(draws, axis=(0, 1))) / np.asarray(target.true_sd)))
+    out.update(raw["info"])
+    return out
+
+
+RUNNERS = {
+    "nuts": lambda t, c, k: run_numpyro_sampler("nuts", t, c, k),
+    "adjusted_esh": lambda t, c, k: run_numpyro_sampler("adjusted_esh", t, c, k),
+    "esh": lambda t, c, k: run_numpyro_sampler("esh", t, c, k),
+    "tuned_hmc": lambda t, c, k: run_numpyro_sampler("tuned_hmc", t, c, k),
+    "bj_mclmc": run_bj_mclmc,
+    "bj_mams": run_bj_mams,
+    "bj_chees": run_bj_chees,
+}
+
+
+# -- environment / output ---------------------------------------------------------------
+
+
+def machine_info():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "numpyro", "blackjax", "optax", "arviz", "numpy", "scipy",
+                "scikit-learn", "esh-kernels"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "esh_kernels"],
+                               capture_output=True, text=True).stdout.strip()
+        commit += " (esh_kernels/ has uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "loadavg_at_start": load,
+        "versions": versions,
+        "git_commit": commit,
+    }
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if not np.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 1e-2:
+        return f"{v:.{digits}g}"
+    return f"{v:.1e}"
+
+
+def markdown_section(payload):
+    meta = payload["meta"]
+    results = payload["results"]
+    m = meta["machine"]
+    cfg = meta["config"]
+    lines = []
+    mode = meta["mode"]
+    lines.append(f"## NumPyro / BlackJAX comparison ({mode} run)")
+    lines.append("")
+    lines.append("Generated by `benchmarks/run_numpyro.py`; do not edit this section by hand "
+                 "(it is replaced on the next run of the same mode).")
+    lines.append("")
+    lines.append(f"- Command: `{meta['command']}`")
+    lines.append(f"- Date: {meta['date']}")
+    lines.append(f"- Machine: {m['nproc']} CPUs (`nproc`), {m['cpu_model']}, JAX backend "
+                 f"`{m['jax_backend']}`, load average at start {_fmt_load(m['loadavg_at_start'])}")
+    v = m["versions"]
+    lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in v if v[k] is not None))
+    lines.append(f"- Repository commit: {m['git_commit']}")
+    lines.append(f"- Budget: {cfg['num_warmup']} warmup + {cfg['num_samples']} draws per chain, "
+                 f"{cfg['num_chains']} chains ({cfg['chees_chains']} for ChEES), seed {cfg['seed']}, "
+                 "float64")
+    if meta.get("merged_from_earlier"):
+        lines.append("- Some rows come from earlier invocations (merged into the JSON); their "
+                     "dates are in `benchmarks/results/*.json`.")
+    lines.append("")
+    # summary: ESS per 1k gradients, samplers x targets
+    tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
+    snames = [s for s in SAMPLER_ORDER if any(r["sampler"] == s for r in results)]
+    by = {(r["target"], r["sampler"]): r for r in results}
+    lines.append("### Summary: min bulk ESS per 1000 gradient evaluations (after warmup / with warmup)")
+    lines.append("")
+    lines.append("| sampler | " + " | ".join(tnames) + " |")
+    lines.append("|---|" + "---|" * len(tnames))
+    for s in snames:
+        cells = []
+        for t in tnames:
+            r = by.get((t, s))
+            if r is None:
+                cells.append("")
+            elif r["status"] != "ok":
+                cells.append(r["status"])
+            else:
+                cells.append(f"{_fmt(r['ess_per_1k_grad'])} / {_fmt(r['ess_per_1k_grad_with_warmup'])}")
+        lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    cols = [
+        ("chains", "num_chains"),
+        ("min ESS", "ess_bulk_min"),
+        ("grads/draw", "grads_per_draw"),
+        ("ESS/1k grad", "ess_per_1k_grad"),
+        ("ESS/1k grad (+warmup)", "ess_per_1k_grad_with_warmup"),
+        ("warmup grads", "grads_warmup"),
+        ("ESS/s", "ess_per_s"),
+        ("ESS/s (+warmup)", "ess_per_s_with_warmup"),
+        ("sample s", "time_sample_s"),
+        ("warmup s", "time_warmup_s"),
+        ("compile s", None),
+        ("b2 max", "b2_max"),
+        ("R-hat max", "rhat_max"),
+        ("accept", "accept_mean"),
+        ("step size", "step_size_mean"),
+        ("div.", "divergences"),
+    ]
+    for t in tnames:
+        desc = next(r["target_description"] for r in results if r["target"] == t)
+        lines.append(f"### {t}: {desc}")
+        lines.append("")
+        lines.append("| sampler | " + " | ".join(c for c, _ in cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
+        for s in snames:
+            r = by.get((t, s))
+            if r is None:
+                continue
+            if r["status"] != "ok":
+                note = r.get("note") or r.get("error", "")
+                lines.append(f"| {SAMPLER_LABELS[s]} | {r['status']}: {note.splitlines()[0][:120] if note else ''} |"
+                             + " |" * (len(cols) - 1))
+                continue
+            cells = []
+            for _, k in cols:
+                if k is None:
+                    cells.append(_fmt(r["compile_warmup_s"] + r["compile_sample_s"]))
+                elif k in ("grads_warmup",):
+                    cells.append(f"{r[k]:.3g}")
+                else:
+                    cells.append(_fmt(r.get(k)))
+            lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(COLUMN_DOC)
+    return "\n".join(lines)
+
+
+def _fmt_load(load):
+    return "n/a" if not load else ", ".join(f"{x:.2f}" for x in load)
+
+
+COLUMN_DOC = """### What the columns mean
+
+- **min ESS**: minimum over all scalar unconstrained coordinates (eight schools: `mu`,
+  `log tau`, `theta_tilde`) of ArviZ's rank-normalised bulk ESS (`arviz.ess(method="bulk")`)
+  computed over all chains' post-warmup draws together (4 chains; 64 for ChEES). The JSON
+  also has the min tail ESS, the min of NumPyro's (non-rank-normalised) ESS and the max
+  split R-hat.
+- **grads/draw**: gradient evaluations per post-warmup draw, per chain. NUTS: the
+  `num_steps` extra field (leapfrog steps of the tree). esh_kernels: the `n_steps` extra
+  field. BlackJAX MCLMC: 2 per step (isokinetic McLachlan). MAMS: 2 per integration step
+  (`info.num_integration_steps`). ChEES: 1 per leapfrog step (velocity Verlet).
+- **ESS/1k grad**: 1000 x min ESS / post-warmup gradient evaluations summed over chains.
+  **(+warmup)** adds the warmup gradients (NumPyro kernels: the same extra field collected
+  in `MCMC.warmup(collect_warmup=True)`; MCLMC: 2 x the tuner's step count; MAMS: 2 x the
+  tuner's integration-step count; ChEES: the warmup's `num_integration_steps`). Not
+  counted: the one gradient at initialisation. These counts were checked against a
+  potential that counts its own calls (`jax.debug.callback`): they agree to within that
+  initial gradient for NUTS, AdjustedESH, ESH, TunedHMC, MCLMC (tuning and sampling),
+  MAMS (tuning and sampling) and ChEES (warmup and sampling).
+- **warmup grads**: warmup gradient evaluations summed over chains.
+- **ESS/s**: min ESS / wall-clock seconds of the sampling phase; **(+warmup)** divides by
+  sampling + warmup seconds. Wall clock is measured with `block_until_ready` (and
+  synchronous CPU dispatch, `jax_cpu_enable_async_dispatch=False`), minus the JAX
+  tracing + lowering + XLA compilation time spent inside the phase (recorded through
+  `jax.monitoring` event spans); **compile s** is that compilation time (warmup + sampling
+  phases). NumPyro re-traces and re-compiles its sampling loop on every `warmup`/`run`
+  call and, with `chain_method="sequential"`, once per chain, so the wall time including
+  compilation is dominated by compilation on small problems; it is in the JSON
+  (`wall_*_s`). NUTS runs its 4 chains one after another (`sequential`), the other
+  samplers run all chains at once (vmapped / `vectorized`), where every transition lasts
+  as long as the slowest chain's. Timings on a shared machine are noisy; the gradient
+  counts are not.
+- **b2 max** (Gaussians only): max over coordinates i of
+  `(E_hat[x_i^2] - sigma_i^2)^2 / (2 sigma_i^4)`, with `E_hat` the average over all chains'
+  post-warmup draws (a squared relative error of the second moment, ~ 1/ESS(x_i^2) when
+  unbiased; MCLMC is unadjusted so it also carries the discretisation bias).
+- **R-hat max**: max over coordinates of ArviZ's rank-normalised split R-hat.
+- **accept**: mean acceptance probability of the post-warmup transitions (not defined for
+  MCLMC and ESH, which are unadjusted).
+- **step size**: adapted step size, averaged over chains (each sampler's own units: NUTS
+  and ChEES in the metric's whitened frame, MCLMC/MAMS/ESH kernels in their
+  preconditioned frame).
+- **div.**: divergent post-warmup transitions summed over chains (MCLMC: steps reverted
+  because of a non-finite state).
+"""
+
+SECTION_BEGIN = "<!-- BEGIN run_numpyro:{mode} -->"
+SECTION_END = "<!-- END run_numpyro:{mode} -->"
+
+DOC_HEADER = """# Benchmarks
+
+Sampler comparisons for `esh_kernels`. The sections below are written by the benchmark
+scripts; each section says how it was produced. Re-run a script to refresh its section.
+"""
+
+
+def write_markdown(path, payload):
+    mode = payload["meta"]["mode"]
+    begin, end = SECTION_BEGIN.format(mode=mode), SECTION_END.format(mode=mode)
+    section = f"{begin}\n{markdown_section(payload)}\n{end}\n"
+    text = open(path).read() if os.path.exists(path) else DOC_HEADER + "\n"
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = pre + section.rstrip("\n") + post
+    else:
+        # the full run's section goes first, the quick one after it
+        if mode == "full" and SECTION_BEGIN.format(mode="quick") in text:
+            pre, post = text.split(SECTION_BEGIN.format(mode="quick"), 1)
+            text = pre + section + "\n" + SECTION_BEGIN.format(mode="quick") + post
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    return o
+
+
+def load_previous(path, config):
+    """Earlier results of the same configuration (budgets, chains, seed), to merge."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if old.get("meta", {}).get("config") != config:
+        return []
+    return old.get("results", [])
+
+
+def main(argv=None):
+    global CLOCK
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small budgets (200 warmup + 200 draws)")
+    p.add_argument("--targets", nargs="+", choices=TARGET_NAMES, default=list(TARGET_NAMES))
+    p.add_argument("--samplers", nargs="+", choices=SAMPLER_ORDER, default=list(SAMPLER_ORDER))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-warmup", type=int, default=None, help="override (default 1000; 200 with --quick)")
+    p.add_argument("--num-samples", type=int, default=None, help="override (default 1000; 200 with --quick)")
+    p.add_argument("--num-chains", type=int, default=4)
+    p.add_argument("--chees-chains", type=int, default=64)
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/numpyro[_quick].json)")
+    p.add_argument("--md", default=os.path.join(REPO, "docs", "benchmarks.md"),
+                   help="markdown file whose run_numpyro section is (re)written")
+    p.add_argument("--no-md", action="store_true", help="do not touch the markdown file")
+    p.add_argument("--fresh", action="store_true",
+                   help="do not merge with earlier results of the same configuration in --out")
+    p.add_argument("--compile-cache", default=os.path.join(tempfile.gettempdir(), "esh_kernels_bench_jax_cache"),
+                   help="JAX persistent compilation cache directory ('' to disable); only saves "
+                        "wall time of the script, compile time is excluded from the timings anyway")
+    args = p.parse_args(argv)
+
+    mode = "quick" if args.quick else "full"
+    default_budget = 200 if args.quick else 1000
+    cfg = Config(
+        num_warmup=args.num_warmup or default_budget,
+        num_samples=args.num_samples or default_budget,
+        num_chains=args.num_chains,
+        chees_chains=args.chees_chains,
+        seed=args.seed,
+    )
+    if args.num_warmup or args.num_samples:
+        mode = f"{mode}-w{cfg.num_warmup}-s{cfg.num_samples}"
+    out = args.out or os.path.join(HERE, "results", "numpyro_quick.json" if args.quick else "numpyro.json")
+    if args.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    CLOCK = CompileClock()
+
+    cfg_dict = dict(cfg.__dict__)
+    machine = machine_info()
+    command = "python " + " ".join(
+        [os.path.relpath(os.path.abspath(sys.argv[0]), REPO) if sys.argv and sys.argv[0] else "benchmarks/run_numpyro.py"]
+        + (sys.argv[1:] if argv is None else list(argv))
+    )
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    previous = [] if args.fresh else load_previous(out, cfg_dict)
+    targets = make_targets()
+    print(f"[run_numpyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, {machine['cpu_model']}", flush=True)
+
+    new_results = []
+
+    def save():
+        keep = {(r["target"], r["sampler"]) for r in new_results}
+        merged = [r for r in previous if (r["target"], r["sampler"]) not in keep] + new_results
+        order = {n: i for i, n in enumerate(TARGET_NAMES)}
+        sorder = {n: i for i, n in enumerate(SAMPLER_ORDER)}
+        merged.sort(key=lambda r: (order[r["target"]], sorder[r["sampler"]]))
+        payload = {
+            "meta": {
+                "mode": mode,
+                "command": command,
+                "date": date,
+                "machine": machine,
+                "config": cfg_dict,
+                "merged_from_earlier": len(merged) > len(new_results),
+                "conventions": {
+                    "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
+                    "grads": "summed over chains",
+                    "times": "wall clock minus JAX trace/lower/compile spans inside the phase",
+                },
+            },
+            "results": merged,
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(_jsonable(payload), f, indent=1)
+        if not args.no_md:
+            write_markdown(args.md, _jsonable(payload))
+
+    base_key = random.PRNGKey(args.seed)
+    for ti, tname in enumerate(TARGET_NAMES):
+        if tname not in args.targets:
+            continue
+        target = targets[tname]
+        for si, sname in enumerate(SAMPLER_ORDER):
+            if sname not in args.samplers:
+                continue
+            key = random.fold_in(random.fold_in(base_key, ti), si)
+            rec = {"target": tname, "target_description": target.description, "sampler": sname,
+                   "sampler_label": SAMPLER_LABELS[sname], "date": date}
+            t0 = time.perf_counter()
+            try:
+                if sname.startswith("bj_") and _have_blackjax():
+                    raw = {"status": "skipped", "note": _have_blackjax()}
+                else:
+                    raw = RUNNERS[sname](target, cfg, key)
+                if raw["status"] == "ok":
+                    rec.update(status="ok", **compute_metrics(raw, target, cfg))
+                else:
+                    rec.update(raw)
+            except Exception as e:  # keep going: one broken sampler must not lose the rest
+                rec.update(status="error", error=f"{type(e).__name__}: {e}",
+                           traceback=traceback.format_exc(limit=8))
+            rec["script_seconds"] = time.perf_counter() - t0
+            new_results.append(rec)
+            if rec["status"] == "ok":
+                print(
+                    f"  {tname:14s} {sname:13s} minESS {rec['ess_bulk_min']:8.1f}  "
+                    f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
+                    f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f}  "
+                    f"rhat {rec['rhat_max']:.3f}  b2 {_fmt(rec.get('b2_max'))}  "
+                    f"[{rec['script_seconds']:.0f}s, compile {rec['compile_warmup_s'] + rec['compile_sample_s']:.0f}s]",
+                    flush=True,
+                )
+            else:
+                msg = rec.get("note") or rec.get("error")
+                print(f"  {tname:14s} {sname:13s} {rec['status'].upper()}: {msg}", flush=True)
+                if rec["status"] == "error":
+                    print(rec["traceback"], flush=True)
+            save()
+    print(f"[run_numpyro] wrote {os.path.relpath(out, REPO)}"
+          + ("" if args.no_md else f" and {os.path.relpath(args.md, REPO)}"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
