@@ -88,7 +88,7 @@ def welford_covariance(state, regularize=True):
     shrink = (n / (n + 5.0))[(...,) + (None,) * (cov.ndim - n.ndim)]
     jitter = (1e-3 * 5.0 / (n + 5.0))[(...,) + (None,) * (cov.ndim - n.ndim)]
     if cov.ndim == state.mean.ndim + 1:
-        eye = xp.eye(cov.shape[-1], dtype=cov.dtype)
+        eye = xp.diag(xp.ones_like(state.mean[(0,) * (state.mean.ndim - 1)]))  # on mean's device
         return shrink * cov + jitter * eye
     return shrink * cov + jitter
 

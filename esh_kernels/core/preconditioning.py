@@ -44,9 +44,14 @@ def precond_inverse(scale, x):
     return x / scale
 
 
-def scale_from_covariance(cov):
-    """``L`` from a covariance estimate: ``sqrt(var)`` for a vector, ``cholesky(cov)``."""
+def scale_from_covariance(cov, dense=None):
+    """``L`` from a covariance estimate: ``sqrt(var)`` for variances, ``cholesky(cov)`` for a
+    covariance matrix. ``dense=None`` tells them apart by ``cov.ndim`` (1: variances), which
+    is right for one chain; a batch of chains (variances ``(C, d)``, matrices
+    ``(C, d, d)``) passes ``dense`` explicitly."""
     xp = namespace(cov)
-    if cov.ndim == 1:
+    if dense is None:
+        dense = cov.ndim != 1
+    if not dense:
         return xp.sqrt(cov)
     return xp.linalg.cholesky(cov)

@@ -1,0 +1,62 @@
+"""Argument checks shared by the kernels of both backends (plain Python, no array library).
+
+The NumPyro kernels have the same checks in ``esh_kernels/numpyro/_base.py``; these are
+the backend-neutral copies the torch/Pyro kernels use, so that both backends reject the
+same arguments with the same messages.
+"""
+
+import math
+import numbers
+
+
+def check_positive(name, value, allow_none=True, allow_inf=False):
+    """``ValueError`` unless ``value`` is a positive number (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (v > 0) or (math.isinf(v) and not allow_inf) or math.isnan(v):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_probability(name, value):
+    """``ValueError`` unless ``0 < value < 1``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return v
+
+
+def check_int(name, value, minimum):
+    """``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_bool(name, value):
+    """``ValueError`` unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_refresh_rate(value):
+    """``None`` (the kernel's default) or a finite number ``>= 0``."""
+    if value is None:
+        return None
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"refresh_rate must be a number >= 0 or None, got {value!r}") from None
+    if not (rate >= 0) or math.isinf(rate):
+        raise ValueError(f"refresh_rate must be a finite number >= 0, got {value!r}")
+    return rate
