@@ -1,0 +1,381 @@
+"""What every Pyro kernel of this package shares (``docs/api_notes.md`` §2).
+
+A kernel works on a batch of chains: positions are ``(C, d)`` tensors (``C = 1`` under
+``pyro.infer.MCMC``, which runs chains one after another or in separate processes;
+``C = num_chains`` under :class:`esh_kernels.pyro.BatchedMCMC`). A subclass implements
+
+* ``_init_state(x, energy, grad) -> state`` (a namedtuple of tensors with a leading chain
+  axis), and
+* ``_transition(state, i) -> state``: one draw at iteration ``i`` (warmup adaptation when
+  ``i < num_warmup``), with the potential from ``self._value_and_grad``,
+
+plus ``_draw(state)``, ``_resync(state, x, energy, grad)`` and ``_iteration_stats(state)``.
+The math comes from :mod:`esh_kernels.core`, the functions the NumPyro kernels use.
+
+Device and dtype follow the initial parameters: every tensor is made with ``new_*``,
+``*_like`` or ``dtype=/device=`` from them. Random numbers come from torch's global
+generator (``pyro.set_rng_seed``), drawn through ``self._rng`` so that tests can inject
+them.
+"""
+
+from collections import OrderedDict
+
+import pyro
+import torch
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+from pyro.infer.mcmc.util import initialize_model
+from pyro.infer.autoguide.initialization import init_to_uniform
+
+from esh_kernels.core.checks import check_bool, check_int
+from esh_kernels.pyro._model import (
+    BatchedPotential,
+    FlatLayout,
+    SingleChainPotential,
+    check_batched_potential,
+    check_continuous,
+    model_trace,
+    plate_depth,
+)
+
+
+class TorchRandom:
+    """Standard normals and uniforms in ``[0, 1)`` like a tensor, from torch's global
+    generator (on the tensor's device)."""
+
+    def normal(self, like, shape):
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+
+    def uniform(self, like, shape):
+        return torch.rand(shape, dtype=like.dtype, device=like.device)
+
+
+def bcast(cond, a):
+    """``cond`` (shape ``(C,)``) with trailing axes to broadcast against ``a``."""
+    return cond.reshape(tuple(cond.shape) + (1,) * (a.dim() - cond.dim()))
+
+
+def where(cond, a, b):
+    """Per-chain ``a if cond else b`` for tensors or namedtuples of tensors (``cond`` has
+    shape ``(C,)``; leaves have a leading chain axis)."""
+    if isinstance(a, tuple):
+        return type(a)(*[where(cond, x, y) for x, y in zip(a, b)])
+    if not torch.is_tensor(a):
+        a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+    if not torch.is_tensor(b):
+        b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+    return torch.where(bcast(cond, a), a, b)
+
+
+def finite_rows(x):
+    """``(C, ...) -> (C,)``: True where every entry of the chain is finite."""
+    return torch.isfinite(x).reshape(x.shape[0], -1).all(-1)
+
+
+class FlatKernel(MCMCKernel):
+    """Base class: see the module docstring."""
+
+    #: smallest dimension the dynamics support (ESH is singular in 1-D)
+    min_dim = 1
+    divergence_threshold = 1000.0
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        dense_mass=False,
+        init_strategy=init_to_uniform,
+        transforms=None,
+        max_plate_nesting=None,
+        jit_compile=False,
+        jit_options=None,
+        ignore_jit_warnings=False,
+    ):
+        if (model is None) == (potential_fn is None):
+            raise ValueError("Pass exactly one of `model=` or `potential_fn=`.")
+        if model is not None and not callable(model):
+            raise ValueError(f"`model` must be a callable Pyro model, got {model!r}")
+        if potential_fn is not None and not callable(potential_fn):
+            raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
+        if not isinstance(dense_mass, bool):
+            raise ValueError(
+                f"`dense_mass` must be True or False, got {dense_mass!r} "
+                "(block-structured mass matrices are not supported)"
+            )
+        if not callable(init_strategy):
+            raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")
+        if max_plate_nesting is not None:
+            check_int("max_plate_nesting", max_plate_nesting, 0)
+        if jit_options is not None and not isinstance(jit_options, dict):
+            raise ValueError(f"`jit_options` must be a dict of torch.jit.trace options, got {jit_options!r}")
+        self.model = model
+        self._user_potential_fn = potential_fn
+        self.potential_fn = potential_fn
+        self._user_transforms = transforms
+        self.transforms = transforms
+        self._dense_mass = dense_mass
+        self._init_strategy = init_strategy
+        self._max_plate_nesting = max_plate_nesting
+        self._jit_compile = check_bool("jit_compile", jit_compile)
+        self._jit_options = jit_options
+        self._ignore_jit_warnings = check_bool("ignore_jit_warnings", ignore_jit_warnings)
+        self._rng = TorchRandom()
+        self._initial_params = None
+        self.compiled_modes = {}
+        self._reset()
+
+    # -- per-run bookkeeping ---------------------------------------------------------------
+
+    def _reset(self):
+        self._t = 0
+        self._num_warmup = 0
+        self._state = None
+        self._layout = None
+        self._value_and_grad = None
+        self._last_params = None
+        self._stats = []
+        self._grads_warmup = None
+        self._grads_sample = None
+        self._log_values = {}
+        self._num_chains = 1
+        self._compiled = {}
+        self._isokinetic = None
+
+    @property
+    def initial_params(self):
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params):
+        self._initial_params = params
+
+    @property
+    def num_warmup(self):
+        return self._num_warmup
+
+    # -- MCMCKernel API ------------------------------------------------------------------
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        """Called by ``pyro.infer.MCMC`` once per chain: find the initial parameters (or
+        take ``initial_params``), build the flat potential and the initial state."""
+        self._reset()
+        self._num_warmup = check_int("warmup_steps", warmup_steps, 0)
+        if self.model is not None:
+            trace = model_trace(self.model, args, kwargs)
+            check_continuous(trace, type(self).__name__)
+            init, potential_fn, transforms, _ = initialize_model(
+                self.model,
+                args,
+                kwargs,
+                transforms=self._user_transforms,
+                max_plate_nesting=self._max_plate_nesting,
+                init_strategy=self._init_strategy,
+                initial_params=self._initial_params,
+            )
+            self.potential_fn = potential_fn
+            self.transforms = transforms
+        else:
+            if self._initial_params is None:
+                raise ValueError(
+                    "Valid `initial_params` (a dict of unconstrained tensors) must be given "
+                    "with `potential_fn`: MCMC(kernel, ..., initial_params=...)."
+                )
+            init = self._initial_params
+            if self.transforms is None:
+                self.transforms = {}
+        init = {k: v.detach() for k, v in init.items()}
+        self._initial_params = init
+        self._layout = FlatLayout(init)
+        self._check_dim(self._layout.dim)
+        x = self._layout.flatten(init)[None]
+        self._value_and_grad = SingleChainPotential(self.potential_fn, self._layout)
+        self._start(x, warmup_steps)
+
+    def sample(self, params):
+        if params is not self._last_params:  # someone else moved the chain (e.g. Gibbs)
+            x = self._layout.flatten({k: v.detach() for k, v in params.items()})[None]
+            if self._state is not None and not torch.equal(x, self._draw(self._state)):
+                energy, grad = self._value_and_grad(x)
+                self._state = self._resync(self._state, x, energy, grad)
+        self._step_once()
+        out = self._layout.unravel(self._draw(self._state)[0])
+        self._last_params = out
+        return out
+
+    def logging(self):
+        return OrderedDict(self._log_values)
+
+    def diagnostics(self):
+        return self._chain_diagnostics()[0]
+
+    def cleanup(self):
+        self._initial_params = None
+        self._state = None
+        self._value_and_grad = None
+        self._compiled = {}
+        self._isokinetic = None
+        self._last_params = None
+
+    #: per-run attributes that are not pickled (compiled graphs, closures, tensors)
+    _transient = ("_state", "_value_and_grad", "_compiled", "_last_params", "_stats",
+                  "_isokinetic", "_grads_warmup", "_grads_sample")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in self._transient:
+            state[key] = {} if key == "_compiled" else ([] if key == "_stats" else None)
+        if self.model is not None:
+            state["potential_fn"] = None  # rebuilt by setup
+        return state
+
+    # -- batched chains (esh_kernels.pyro.BatchedMCMC) -------------------------------------
+
+    def setup_batched(self, warmup_steps, num_chains, *args, initial_params=None, **kwargs):
+        """Set up ``num_chains`` chains sampled together as one ``(C, d)`` batch."""
+        self._reset()
+        num_chains = check_int("num_chains", num_chains, 1)
+        self._num_warmup = check_int("warmup_steps", warmup_steps, 0)
+        name = type(self).__name__
+        if initial_params is not None:
+            init = {k: torch.as_tensor(v).detach() for k, v in initial_params.items()}
+            for k, v in init.items():
+                if v.dim() == 0 or v.shape[0] != num_chains:
+                    raise ValueError(
+                        f"initial_params['{k}'] must have a leading dimension of size "
+                        f"num_chains={num_chains}, got shape {tuple(v.shape)}"
+                    )
+        else:
+            init = None
+        if self.model is not None:
+            trace = model_trace(self.model, args, kwargs)
+            check_continuous(trace, name)
+            found, potential_fn, transforms, _ = initialize_model(
+                self.model,
+                args,
+                kwargs,
+                transforms=self._user_transforms,
+                max_plate_nesting=self._max_plate_nesting,
+                init_strategy=self._init_strategy,
+                num_chains=num_chains,
+                initial_params=init,
+            )
+            if init is None:
+                init = found if num_chains > 1 else {k: v[None] for k, v in found.items()}
+            self.potential_fn = potential_fn
+            self.transforms = transforms
+            layout = FlatLayout(init, batch_dims=1)
+            batched = BatchedPotential(
+                layout, num_chains, model=self.model, model_args=args, model_kwargs=kwargs,
+                transforms=transforms, trace=trace,
+                depth=plate_depth(trace, self._max_plate_nesting),
+            )
+        else:
+            if init is None:
+                raise ValueError(
+                    "Valid `initial_params` ({site: (num_chains, *shape)} unconstrained "
+                    "tensors) must be given with `potential_fn`."
+                )
+            if self.transforms is None:
+                self.transforms = {}
+            layout = FlatLayout(init, batch_dims=1)
+            batched = BatchedPotential(layout, num_chains, potential_fn=self.potential_fn)
+        self._initial_params = init
+        self._layout = layout
+        self._check_dim(layout.dim)
+        x = layout.flatten(init, batch_dims=1)
+        if self.model is not None:
+            check_batched_potential(batched, SingleChainPotential(self.potential_fn, layout), x, name)
+        self._num_chains = num_chains
+        self._value_and_grad = batched
+        self._start(x, warmup_steps)
+
+    def sample_batched(self):
+        """One iteration of every chain; returns the draws, ``(C, d)`` unconstrained."""
+        self._step_once()
+        return self._draw(self._state)
+
+    # -- shared machinery ----------------------------------------------------------------
+
+    def _start(self, x, warmup_steps):
+        self._num_warmup = warmup_steps
+        energy, grad = self._value_and_grad(x)
+        self._check_finite_start(energy, grad)
+        self._state = self._init_state(x, energy, grad)
+        self._grads_warmup = x.new_zeros(x.shape[0])
+        self._grads_sample = x.new_zeros(x.shape[0])
+        self._t = 0
+        self._build(x)
+        self.compiled_modes = {name: c.mode for name, c in self._compiled.items()}
+
+    def _build(self, x):
+        """Compile the per-step functions (subclasses; ``jit_compile``)."""
+
+    def _step_once(self):
+        i = self._t
+        self._state = self._transition(self._state, i)
+        stats = self._iteration_stats(self._state)
+        if i < self._num_warmup:
+            self._grads_warmup = self._grads_warmup + stats["n_steps"]
+        else:
+            self._grads_sample = self._grads_sample + stats["n_steps"]
+            self._stats.append(stats)
+        self._t = i + 1
+
+    def _check_dim(self, d):
+        if d < self.min_dim:
+            raise ValueError(
+                f"{type(self).__name__} needs at least {self.min_dim} unconstrained "
+                f"dimensions, the model has {d}. ESH dynamics are singular in one "
+                "dimension (the velocity can never change sign); use "
+                "esh_kernels.pyro.TunedHMC or pyro.infer.NUTS for 1-D targets."
+            )
+
+    def _check_finite_start(self, energy, grad):
+        strategy = getattr(self._init_strategy, "__name__", None) or repr(self._init_strategy)
+        how = (
+            "`initial_params`" if self.model is None
+            else f"another `init_strategy` (now {strategy}) or `initial_params`"
+        )
+        if not bool(torch.isfinite(energy).all()):
+            raise ValueError(
+                f"The potential energy at the initial parameters is not finite "
+                f"({energy.tolist()}). Check the model, or pick {how}."
+            )
+        if not bool(torch.isfinite(grad).all()):
+            raise ValueError(
+                "The gradient of the potential energy at the initial parameters is not "
+                f"finite. Check the model, or pick {how}."
+            )
+
+    def _chain_diagnostics(self):
+        """One dict per chain: ``divergences`` (post-warmup indices), the tuned step size,
+        gradient evaluations, and the per-draw sample statistics as lists."""
+        C = self._num_chains
+        if self._stats:
+            stacked = {k: torch.stack([s[k] for s in self._stats]) for k in self._stats[0]}
+            host = {k: v.detach().cpu() for k, v in stacked.items()}
+        else:
+            host = {}
+        summary = {k: v.detach().cpu() for k, v in self._final_parameters().items()}
+        gw = self._grads_warmup.detach().cpu() if self._grads_warmup is not None else None
+        gs = self._grads_sample.detach().cpu() if self._grads_sample is not None else None
+        out = []
+        for c in range(C):
+            d = OrderedDict()
+            div = host["diverging"][:, c] if host else torch.zeros(0, dtype=torch.bool)
+            d["divergences"] = torch.nonzero(div).reshape(-1).tolist()
+            if "accept_prob" in host:
+                d["acceptance rate"] = float(host["accept_prob"][:, c].mean())
+            for k, v in summary.items():
+                d[k] = float(v[c])
+            d["gradient evaluations (warmup)"] = float(gw[c]) if gw is not None else 0.0
+            d["gradient evaluations (sampling)"] = float(gs[c]) if gs is not None else 0.0
+            for k, v in host.items():
+                d[k] = v[:, c].tolist()
+            out.append(d)
+        return out
+
+    def _set_log_values(self, values):
+        """Progress-bar postfix (strings), from host numbers fetched anyway."""
+        self._log_values = values
+

@@ -1,0 +1,95 @@
+"""One Metropolis-adjusted isokinetic ESH transition for a batch of chains
+(``esh_math.md`` §6.4), shared by ``AdjustedESH`` (every transition) and ``ESH`` (warmup
+phase 1): the torch twin of ``esh_kernels/numpyro/_isokinetic.py``.
+
+Host synchronisation: one per transition, the largest number of steps over the chains
+(fetched together with any numbers the caller wants on the host), before the loop. Chains
+that have done their steps or hit a non-finite state are frozen by masking while the
+others finish, as the NumPyro ``while_loop`` under ``vmap`` does.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from esh_kernels.core.adaptation import jittered_num_steps
+from esh_kernels.core.dynamics import kinetic_energy_change
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.sphere import unit_vector
+from esh_kernels.pyro._base import finite_rows, where
+from esh_kernels.pyro._model import Compiled
+
+DIVERGENCE_THRESHOLD = 1000.0
+
+
+class Proposal(NamedTuple):
+    state: Any  # IntegratorState after the accept/reject
+    accept_prob: Any
+    num_steps: Any  # gradient evaluations spent
+    energy_error: Any  # dE + (d-1) sum(dr); +inf when non-finite
+    diverging: Any
+
+
+class IsokineticDraws(NamedTuple):
+    """The random numbers of one transition (injectable for tests)."""
+
+    normal: Any  # (C, d) standard normals for the fresh unit velocity
+    uniform_steps: Any  # (C,) uniforms in [0, 1) for the jittered number of steps
+    uniform_accept: Any  # (C,) uniforms in [0, 1) for the Metropolis test
+
+
+def draw_isokinetic(rng, x):
+    C, d = x.shape
+    return IsokineticDraws(rng.normal(x, (C, d)), rng.uniform(x, (C,)), rng.uniform(x, (C,)))
+
+
+def _finite(x, energy, grad):
+    return torch.isfinite(energy) & finite_rows(grad) & finite_rows(x)
+
+
+class IsokineticTransition:
+    """The transition with its leapfrog step compiled once (``jit_compile``)."""
+
+    def __init__(self, value_and_grad, example, mode, jit_options=None, ignore_jit_warnings=False):
+        """``example = (start IntegratorState, step_size (C,), scale)`` fixes shapes."""
+        self.value_and_grad = value_and_grad
+        start, step_size, scale = example
+        zero = torch.zeros_like(start.energy)
+        u = torch.ones_like(start.x) / math.sqrt(start.x.shape[-1])
+        args = (start.x, u, zero, start.energy, start.grad, zero, zero, zero + 1.0, step_size, scale)
+        self.step = Compiled(self._step_fn, args, mode, "isokinetic leapfrog step",
+                             jit_options, ignore_jit_warnings)
+
+    def _step_fn(self, x, u, r, energy, grad, k, sum_dr, n, step_size, scale):
+        d = x.shape[-1]
+        integ = IntegratorState(x, u, r, energy, grad)
+        active = (k < n) & _finite(x, energy, grad)
+        new, dr = esh_leapfrog(integ, step_size, self.value_and_grad, d - 1, scale)
+        integ = where(active, new, integ)
+        sum_dr = sum_dr + torch.where(active, dr, torch.zeros_like(dr))
+        return (*integ, k + active.to(k.dtype), sum_dr)
+
+    def __call__(self, start, draws, step_size, trajectory_length, scale, max_steps, fetch=()):
+        """Returns ``(Proposal, host)`` where ``host`` are the values of the scalar tensors
+        ``fetch`` (read in the same synchronisation as the number of steps)."""
+        d = start.x.shape[-1]
+        u0 = unit_vector(draws.normal)
+        n = jittered_num_steps(1.0 - draws.uniform_steps, trajectory_length, step_size, max_steps)
+        host = torch.stack([n.max()] + [f.reshape(()).to(n.dtype) for f in fetch]).tolist()
+        zero = torch.zeros_like(start.energy)
+        carry = (start.x, u0, zero, start.energy, start.grad, zero, zero)
+        for _ in range(int(host[0])):
+            carry = self.step(*carry, n, step_size, scale)
+        end = IntegratorState(*carry[:5])
+        k, sum_dr = carry[5], carry[6]
+        energy_error = end.energy - start.energy + kinetic_energy_change(sum_dr, d - 1)
+        ok = _finite(end.x, end.energy, end.grad)
+        energy_error = torch.where(ok, energy_error, torch.full_like(energy_error, math.inf))
+        log_alpha = log_accept_prob(energy_error)
+        accept = torch.log(draws.uniform_accept) < log_alpha
+        new = where(accept, end, start)
+        proposal = Proposal(new, torch.exp(log_alpha), k, energy_error,
+                            energy_error > DIVERGENCE_THRESHOLD)
+        return proposal, host[1:]

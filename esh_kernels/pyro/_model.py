@@ -1,0 +1,317 @@
+"""Pyro model plumbing for the torch kernels: discrete-site check, flat parameter vectors,
+potential energy and gradient on flat vectors (one chain, or a batch of chains through a
+chain plate), and compilation of the per-step functions.
+
+Nothing here is ESH math: the kernels get that from :mod:`esh_kernels.core`.
+"""
+
+import warnings
+from collections import OrderedDict
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.subsample_messenger import _Subsample
+
+_CHAIN_PLATE = "_esh_kernels_chains"
+
+
+# ---------------------------------------------------------------------------------------
+# Model inspection
+
+
+def model_trace(model, model_args, model_kwargs):
+    """One prior trace of ``model``, blocked from outer handlers and with validation off."""
+    with poutine.block(), pyro.validation_enabled(False):
+        return poutine.trace(model).get_trace(*model_args, **model_kwargs)
+
+
+def check_continuous(trace, kernel_name):
+    """``ValueError`` naming the first discrete latent site of ``trace``."""
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
+            continue
+        fn = site["fn"]
+        support = getattr(fn, "support", None)
+        if getattr(support, "is_discrete", False) or getattr(fn, "has_enumerate_support", False):
+            raise ValueError(
+                f"{kernel_name} samples continuous latent variables only, but site '{name}' "
+                f"is discrete ({type(fn).__name__}). Marginalise it out in the model (or use "
+                "pyro.infer.NUTS, which enumerates discrete sites)."
+            )
+
+
+def plate_depth(trace, max_plate_nesting):
+    """Number of batch dimensions to the right of the chain dimension: at least
+    ``max_plate_nesting`` (Pyro's guess or the user's) and at least the batch rank of every
+    sample site, so the chain plate never collides with a batch dimension."""
+    depth = 0 if max_plate_nesting is None else int(max_plate_nesting)
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not isinstance(site["fn"], _Subsample):
+            depth = max(depth, len(getattr(site["fn"], "batch_shape", ())))
+            for frame in site["cond_indep_stack"]:
+                if frame.vectorized and frame.dim is not None:
+                    depth = max(depth, -frame.dim)
+    return depth
+
+
+# ---------------------------------------------------------------------------------------
+# Flat vectors
+
+
+class FlatLayout:
+    """Unconstrained sites (sorted by name, the order ``pyro.infer.MCMC`` flattens them in)
+    laid end to end in one vector of size ``d``."""
+
+    def __init__(self, params, batch_dims=0):
+        self.names = sorted(params)
+        self.shapes = OrderedDict((k, tuple(params[k].shape[batch_dims:])) for k in self.names)
+        self.sizes = [int(torch.Size(s).numel()) for s in self.shapes.values()]
+        self.dim = sum(self.sizes)
+
+    def flatten(self, params, batch_dims=0):
+        """``{site: (*batch, *shape)}`` -> ``(*batch, d)``."""
+        parts = []
+        for k in self.names:
+            v = params[k]
+            parts.append(v.reshape(tuple(v.shape[:batch_dims]) + (-1,)))
+        return torch.cat(parts, dim=-1)
+
+    def unravel(self, x):
+        """``(*batch, d)`` -> ``{site: (*batch, *shape)}`` (views of ``x``)."""
+        batch = tuple(x.shape[:-1])
+        out = {}
+        for k, part in zip(self.names, x.split(self.sizes, dim=-1)):
+            out[k] = part.reshape(batch + self.shapes[k])
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Potential energy and gradient on flat vectors
+
+
+def _handled_exception(e):
+    from pyro.ops.integrator import _EXCEPTION_HANDLERS
+
+    return any(h(e) for h in _EXCEPTION_HANDLERS.values())
+
+
+class SingleChainPotential:
+    """``x (1, d) -> (E (1,), dE/dx (1, d))`` from a Pyro potential on unconstrained dicts
+    (``initialize_model``'s, or a user's ``potential_fn``). Errors that Pyro's HMC treats as
+    a rejection (e.g. a singular matrix, ``pyro.ops.integrator``'s registry) give ``E = nan``."""
+
+    def __init__(self, potential_fn, layout):
+        self.potential_fn = potential_fn
+        self.layout = layout
+
+    def energy(self, x):
+        return self.potential_fn(self.layout.unravel(x[0])).reshape(1).to(x.dtype)
+
+    def __call__(self, x):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            try:
+                energy = self.energy(x)
+                (grad,) = torch.autograd.grad(energy.sum(), x)
+            except Exception as e:
+                if not _handled_exception(e):
+                    raise
+                return x.new_full((1,), float("nan")), torch.zeros_like(x).detach()
+        return energy.detach(), grad.detach()
+
+
+class BatchedPotential(SingleChainPotential):
+    """``x (C, d) -> (E (C,), dE/dx (C, d))`` for a batch of chains.
+
+    With a model: the model runs once under ``pyro.plate`` over the chains, placed left of
+    every batch dimension (pyro issue #2902), conditioned on the constrained values of
+    shape ``(C, 1, ..., 1, *site_shape)``; each site's log density (scaled and masked as
+    Pyro does) and each transform's log-Jacobian are summed over every dimension but the
+    chain's. The gradient of the sum over chains is the per-chain gradient.
+
+    With a ``potential_fn``: it is called on ``{site: (C, *shape)}`` and must return ``(C,)``.
+    """
+
+    def __init__(self, layout, num_chains, model=None, model_args=(), model_kwargs=None,
+                 transforms=None, trace=None, depth=0, potential_fn=None):
+        self.layout = layout
+        self.num_chains = num_chains
+        self.model = model
+        self.model_args = model_args
+        self.model_kwargs = model_kwargs or {}
+        self.transforms = transforms or {}
+        self.potential_fn = potential_fn
+        self.depth = depth
+        self.pad = {}
+        if model is not None:
+            for name in layout.names:
+                batch_rank = len(trace.nodes[name]["fn"].batch_shape)
+                self.pad[name] = depth - batch_rank
+
+    def _chained_model(self, *args, **kwargs):
+        with pyro.plate(_CHAIN_PLATE, self.num_chains, dim=-(self.depth + 1)):
+            return self.model(*args, **kwargs)
+
+    def _per_chain_sum(self, value, name):
+        C = self.num_chains
+        dim = value.dim() - (self.depth + 1)
+        if value.dim() > self.depth + 1:
+            raise ValueError(
+                f"site '{name}' has a log density of shape {tuple(value.shape)}: more batch "
+                f"dimensions than the {self.depth} plates left of the chain plate, so the "
+                "chains cannot be told apart."
+            )
+        if dim < 0 or value.shape[dim] == 1:  # the same for every chain
+            return value.sum().expand(C)
+        if value.shape[dim] != C:
+            raise ValueError(
+                f"site '{name}' has a log density of shape {tuple(value.shape)}; expected "
+                f"{C} chains along dimension {dim - value.dim()}."
+            )
+        return value.movedim(dim, 0).reshape(C, -1).sum(-1)
+
+    def energy(self, x):
+        C = self.num_chains
+        unconstrained = self.layout.unravel(x)
+        if self.model is None:
+            energy = self.potential_fn(unconstrained)
+            if not torch.is_tensor(energy) or tuple(energy.shape) != (C,):
+                raise ValueError(
+                    "In batched mode `potential_fn` is called with a batch of chains "
+                    f"({{site: ({C}, *shape)}}) and must return one energy per chain, shape "
+                    f"({C},); it returned {getattr(energy, 'shape', type(energy))}."
+                )
+            return energy.to(x.dtype)
+        values, log_det = {}, 0.0
+        for name, v in unconstrained.items():
+            v = v.reshape((C,) + (1,) * self.pad[name] + self.layout.shapes[name])
+            t = self.transforms[name]  # constrained -> unconstrained
+            c = t.inv(v)
+            values[name] = c
+            # the Jacobian keeps v's leading chain axis (and drops event dimensions)
+            log_det = log_det + t.log_abs_det_jacobian(c, v).reshape(C, -1).sum(-1)
+        tr = poutine.trace(poutine.condition(self._chained_model, values)).get_trace(
+            *self.model_args, **self.model_kwargs
+        )
+        log_joint = 0.0
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample" or isinstance(site["fn"], _Subsample):
+                continue
+            lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+            lp = scale_and_mask(lp, site["scale"], site["mask"])
+            log_joint = log_joint + self._per_chain_sum(lp, name)
+        return (log_det - log_joint).to(x.dtype)
+
+
+BATCHING_HELP = (
+    "The batched mode runs the model once for all chains, inside "
+    "pyro.plate('{plate}', num_chains, dim={dim}) (pyro issue #2902): latent sites get "
+    "the extra leading dimensions (num_chains, 1, ..., 1, *site_shape). Models that index, "
+    "reshape or stack latent sites along their leading dimensions (e.g. theta[idx] instead "
+    "of theta[..., idx], torch.stack([a, b]) instead of torch.stack([a, b], -1), x.shape[0]) "
+    "break under it. Write such models with ellipsis indexing / negative dims, or sample "
+    "one chain at a time with pyro.infer.MCMC(kernel, num_chains=...)."
+)
+
+
+def check_batched_potential(batched, single, x, kernel_name):
+    """Compare the batched potential with a loop of single-chain potentials at ``x``
+    (``(C, d)``); a ``ValueError`` explains why a model cannot be batched."""
+    help_text = BATCHING_HELP.format(plate=_CHAIN_PLATE, dim=-(batched.depth + 1))
+    try:
+        with torch.no_grad():
+            got = batched.energy(x)
+    except Exception as e:
+        raise ValueError(
+            f"{kernel_name}: the model cannot be evaluated for a batch of "
+            f"{batched.num_chains} chains ({type(e).__name__}: {e}). {help_text}"
+        ) from e
+    with torch.no_grad():
+        want = torch.cat([single.energy(x[c:c + 1]) for c in range(x.shape[0])])
+    finite = torch.isfinite(want)
+    tol = 1e-4 if x.dtype == torch.float32 else 1e-8
+    ok = bool(torch.equal(torch.isfinite(got), finite)) and bool(
+        torch.allclose(got[finite], want[finite], rtol=tol, atol=tol * 10)
+    )
+    if not ok:
+        raise ValueError(
+            f"{kernel_name}: the model gives different potential energies when its chains "
+            f"are batched (batched {got.tolist()}, one at a time {want.tolist()}). "
+            + help_text
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Compilation of per-step functions
+
+
+class Compiled:
+    """A function of tensors to tuples of tensors, run eagerly or as a compiled graph.
+
+    ``mode`` is ``"eager"``, or ``"trace"``: ``make_fx`` records the function with its
+    autograd calls as one graph of ATen ops (forward and backward of the potential
+    included), which ``torch.jit.trace`` turns into a TorchScript function; the result is
+    checked against the eager function at the example inputs. If recording fails (e.g.
+    Python control flow on tensor values in the model), it falls back to eager with a
+    warning that says why.
+    """
+
+    def __init__(self, fn, example_args, mode="eager", name="step", jit_options=None,
+                 ignore_jit_warnings=False):
+        self.fn = fn
+        self.name = name
+        self.mode = "eager"
+        self.graph = None
+        if mode == "eager":
+            return
+        try:
+            self.graph = _trace(fn, example_args, jit_options or {}, ignore_jit_warnings)
+            self.mode = mode
+        except Exception as e:  # noqa: BLE001 - any tracing failure falls back
+            warnings.warn(
+                f"jit_compile: could not compile the {name} function ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); running it eagerly.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def __call__(self, *args):
+        if self.graph is not None:
+            with torch.no_grad():
+                return self.graph(*args)
+        return self.fn(*args)
+
+
+def _trace(fn, example_args, jit_options, ignore_jit_warnings):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    # distinct tensors: make_fx merges arguments that are the same tensor object
+    example_args = tuple(a.clone() for a in example_args)
+
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated")
+        if ignore_jit_warnings:
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        def flat(*args):  # make_fx needs a plain function of positional tensors
+            return tuple(fn(*args))
+
+        gm = make_fx(flat)(*example_args)
+        options = {"check_trace": False}
+        options.update(jit_options)
+        with torch.no_grad():
+            traced = torch.jit.trace(gm, tuple(example_args), **options)
+            want = fn(*example_args)
+            got = traced(*example_args)
+    want = tuple(want) if isinstance(want, (tuple, list)) else (want,)
+    got = tuple(got) if isinstance(got, (tuple, list)) else (got,)
+    if len(want) != len(got):
+        raise RuntimeError("compiled function returns a different number of outputs")
+    for a, b in zip(want, got):
+        same_nan = torch.equal(torch.isnan(a), torch.isnan(b)) if a.is_floating_point() else True
+        if a.shape != b.shape or not same_nan or not torch.allclose(
+            torch.nan_to_num(a.double()), torch.nan_to_num(b.double()), rtol=1e-6, atol=1e-9
+        ):
+            raise RuntimeError("compiled function disagrees with the eager one at the example inputs")
+    return traced

@@ -1,0 +1,399 @@
+"""``ESH`` for Pyro: the algorithm of :class:`esh_kernels.numpyro.ESH`.
+
+ESH dynamics (``D = d``), time-scaled leapfrog, and equally weighted draws of the
+physical-time average: each draw is one point picked, with probability proportional to
+the physical time it spans, from an interval of ``trajectory_length`` physical time
+(weighted reservoir, paper Alg. 3; ``esh_math.md`` §4). Warmup uses
+:func:`esh_kernels.core.warmup.esh_warmup_update`, the function the NumPyro kernel uses.
+
+Warmup runs in two phases (``esh_kernels/core/warmup.py``): exact adjusted isokinetic
+transitions first (``esh_kernels/pyro/_isokinetic.py``), then ESH itself to tune its step
+size and the time per draw.
+
+Host synchronisation: a draw takes as many steps as its physical-time interval needs,
+which is not known in advance, so the loop asks the device whether any chain is still
+running every ``host_check_every`` steps (1 on CPU, where the check costs nothing; 4 on
+other devices, where it is a synchronisation and up to 3 masked steps may be wasted).
+Finished chains are frozen by masking while the others go on.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from pyro.infer.autoguide.initialization import init_to_uniform
+
+from esh_kernels.core.checks import (
+    check_bool,
+    check_int,
+    check_positive,
+    check_refresh_rate,
+)
+from esh_kernels.core.dynamics import kinetic_energy_change
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.reservoir import reservoir_take
+from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
+from esh_kernels.core.warmup import (
+    ESHAdaptState,
+    ESHWarmupConfig,
+    esh_warmup_adjusted_update,
+    esh_warmup_init,
+    esh_warmup_update,
+)
+from esh_kernels.pyro._base import FlatKernel, finite_rows, where
+from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic
+from esh_kernels.pyro._model import Compiled
+
+
+class ESHState(NamedTuple):
+    """A batch of chains (leading axis ``C``). ``z``/``potential_energy`` are the draw
+    (flat, unconstrained); ``integrator`` is where the dynamics are now; ``x_prev`` the
+    position before the last step; ``time_prev``/``time_cur`` the physical time of
+    ``x_prev`` and ``integrator.x`` not yet credited to a draw."""
+
+    i: int
+    z: Any
+    potential_energy: Any
+    integrator: IntegratorState
+    x_prev: Any
+    energy_prev: Any
+    time_prev: Any
+    time_cur: Any
+    diverging: Any
+    n_steps: Any  # gradient evaluations spent on this draw
+    energy_error: Any  # change of H = E + d r over the draw
+    adapt_state: ESHAdaptState
+
+
+class _Carry(NamedTuple):
+    k: Any
+    integ: Any
+    x_prev: Any
+    energy_prev: Any
+    time_prev: Any
+    time_cur: Any
+    remaining: Any
+    pick_x: Any
+    pick_energy: Any
+    log_total: Any
+    sum_dh: Any
+    sum_dh2: Any
+    log_step_time: Any
+    ok: Any
+
+
+_N_FLAT = len(_Carry._fields) - 1 + len(IntegratorState._fields)
+
+
+def _flatten_carry(c):
+    return (c.k, *c.integ) + tuple(c[2:])
+
+
+def _unflatten_carry(flat):
+    return _Carry(flat[0], IntegratorState(*flat[1:6]), *flat[6:])
+
+
+class ESH(FlatKernel):
+    """Energy Sampling Hamiltonian dynamics with equally weighted draws of the
+    physical-time average (Ver Steeg & Galstyan, 2021), for Pyro. Same algorithm,
+    arguments and defaults as :class:`esh_kernels.numpyro.ESH`.
+
+    :param model: a Pyro model (give this or ``potential_fn``).
+    :param potential_fn: potential energy on a dict of unconstrained tensors; needs
+        ``initial_params``.
+    :param step_size: fixed scaled-time step size (preconditioned frame); tuned if None.
+    :param trajectory_length: physical time per draw; tuned if None so that a draw takes
+        ``steps_per_draw`` steps on average.
+    :param steps_per_draw: mean leapfrog steps per draw that tuning aims for (default 2).
+    :param refresh_rate: partial velocity refresh rate per unit scaled time; ``0`` is the
+        paper's deterministic dynamics, ``None`` (default) uses ``1/sqrt(d)``.
+    :param desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning.
+    :param dense_mass: dense preconditioner instead of diagonal.
+    :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
+    :param max_steps: cap on steps per draw.
+    :param init_strategy, transforms, max_plate_nesting, jit_compile, jit_options,
+        ignore_jit_warnings: as :class:`esh_kernels.pyro.AdjustedESH`.
+    """
+
+    min_dim = 2
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        step_size=None,
+        trajectory_length=None,
+        steps_per_draw=2,
+        refresh_rate=None,
+        desired_energy_var=5e-4,
+        dense_mass=False,
+        adapt_mass_matrix=True,
+        max_steps=1024,
+        init_strategy=init_to_uniform,
+        transforms=None,
+        max_plate_nesting=None,
+        jit_compile=False,
+        jit_options=None,
+        ignore_jit_warnings=False,
+    ):
+        super().__init__(
+            model, potential_fn, dense_mass=dense_mass, init_strategy=init_strategy,
+            transforms=transforms, max_plate_nesting=max_plate_nesting,
+            jit_compile=jit_compile, jit_options=jit_options,
+            ignore_jit_warnings=ignore_jit_warnings,
+        )
+        self._step_size = check_positive("step_size", step_size)
+        self._trajectory_length = check_positive("trajectory_length", trajectory_length)
+        self._steps_per_draw = check_positive("steps_per_draw", steps_per_draw, allow_none=False)
+        self._refresh_rate = check_refresh_rate(refresh_rate)
+        self._desired_energy_var = check_positive("desired_energy_var", desired_energy_var, allow_none=False)
+        self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
+        self._max_steps = check_int("max_steps", max_steps, 1)
+
+    @property
+    def host_check_every(self):
+        """Steps between two checks whether any chain still runs (see module docstring)."""
+        if self._state is None or self._state.integrator.x.device.type == "cpu":
+            return 1
+        return 4
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _warmup_config(self):
+        return ESHWarmupConfig(
+            num_warmup=self._num_warmup,
+            desired_energy_var=self._desired_energy_var,
+            steps_per_draw=self._steps_per_draw,
+            tune_step_size=self._step_size is None,
+            tune_metric=self._adapt_mass_matrix,
+            tune_trajectory=self._trajectory_length is None,
+            target_accept_prob=0.8,
+            trajectory_factor=2.0,
+        )
+
+    def _init_state(self, x, energy, grad, normal=None):
+        C, d = x.shape
+        step = self._step_size if self._step_size is not None else 0.5 * math.sqrt(d)
+        step = x.new_full((C,), step)
+        rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(d)
+        length = step * 0.0 + (self._trajectory_length or self._steps_per_draw * step)
+        refresh_length = step * 0.0 + (1.0 / rate if rate > 0 else math.inf)
+        adapt = esh_warmup_init(x, step, length, refresh_length, self._dense_mass)
+        normal = self._rng.normal(x, (C, d)) if normal is None else normal
+        zero = x.new_zeros(C)
+        integ = IntegratorState(x, unit_vector(normal), zero, energy, grad)
+        return ESHState(
+            0, x, energy, integ, x, energy, zero, zero,
+            torch.zeros_like(zero, dtype=torch.bool), zero, zero, adapt,
+        )
+
+    def _draw(self, state):
+        return state.z
+
+    def _resync(self, state, x, energy, grad):
+        integ = state.integrator._replace(x=x, energy=energy, grad=grad)
+        zero = torch.zeros_like(energy)
+        return state._replace(z=x, potential_energy=energy, integrator=integ, x_prev=x,
+                              energy_prev=energy, time_prev=zero, time_cur=zero)
+
+    def _iteration_stats(self, state):
+        return {
+            "diverging": state.diverging,
+            "n_steps": state.n_steps,
+            "energy_error": state.energy_error,
+            "potential_energy": state.potential_energy,
+        }
+
+    def _final_parameters(self):
+        a = self._state.adapt_state
+        return {"step size": a.step_size, "trajectory length": a.trajectory_length}
+
+    # -- reservoir offers and one step of every chain (masked) -----------------------------
+
+    @staticmethod
+    def _offer(c, x, energy, time, uniform):
+        spent = torch.minimum(time, c.remaining)
+        log_total, take = reservoir_take(c.log_total, torch.log(spent), torch.log(uniform))
+        c = c._replace(
+            remaining=c.remaining - spent,
+            log_total=log_total,
+            pick_x=where(take, x, c.pick_x),
+            pick_energy=torch.where(take, energy, c.pick_energy),
+        )
+        return c, time - spent
+
+    def _offer_pending(self, c, uniform1, uniform2):
+        c, t_prev = self._offer(c, c.x_prev, c.energy_prev, c.time_prev, uniform1)
+        c, t_cur = self._offer(c, c.integ.x, c.integ.energy, c.time_cur, uniform2)
+        return c._replace(time_prev=t_prev, time_cur=t_cur)
+
+    @staticmethod
+    def _active(c, max_steps):
+        return (c.remaining > 0) & (c.k < max_steps) & c.ok
+
+    def _step_fn(self, *args):
+        """``(*carry, normal, uniform1, uniform2, step_size, refresh_length, scale,
+        max_steps)`` -> ``(*carry, still_active)``: one masked leapfrog step with refresh
+        and offers."""
+        c = _unflatten_carry(args[:_N_FLAT])
+        normal, uniform1, uniform2, step_size, refresh_length, scale, max_steps = args[_N_FLAT:]
+        d = c.integ.x.shape[-1]
+        active = self._active(c, max_steps)
+        integ = c.integ
+        nu = refresh_noise_scale(step_size, refresh_length, d)
+        u = partial_refresh(integ.u, normal, nu)
+        new, dr, (log_dt_old, log_dt_new) = esh_leapfrog(
+            integ._replace(u=u), step_size, self._value_and_grad, d, scale, with_time=True
+        )
+        dh = new.energy - integ.energy + kinetic_energy_change(dr, d)
+        ok = (
+            torch.isfinite(dh) & finite_rows(new.grad) & finite_rows(new.x)
+            & (torch.abs(dh) < self.divergence_threshold)
+        )
+        dt_old, dt_new = torch.exp(log_dt_old), torch.exp(log_dt_new)
+        stepped = c._replace(
+            k=c.k + 1.0, integ=new, x_prev=integ.x, energy_prev=integ.energy,
+            time_prev=dt_old, time_cur=dt_new, sum_dh=c.sum_dh + dh,
+            sum_dh2=c.sum_dh2 + dh * dh,
+            log_step_time=c.log_step_time + torch.logaddexp(log_dt_old, log_dt_new), ok=ok,
+        )
+        stepped = self._offer_pending(stepped, uniform1, uniform2)
+        c = where(active, stepped, c)
+        return (*_flatten_carry(c), self._active(c, max_steps))
+
+    def _build(self, x):
+        s = self._state
+        C, d = x.shape
+        zero = x.new_zeros(C)
+        a = s.adapt_state
+        mode = "trace" if self._jit_compile else "eager"
+        carry = _Carry(zero, s.integrator, x, s.potential_energy, zero + 0.1, zero + 0.1,
+                       zero + 1.0, x, s.potential_energy, zero - math.inf, zero, zero, zero,
+                       torch.ones_like(zero, dtype=torch.bool))
+        example = (*_flatten_carry(carry), torch.zeros_like(x), zero + 0.5, zero + 0.5,
+                   a.step_size, a.refresh_length, a.scale, zero + 2.0)
+        self._compiled["step"] = Compiled(
+            self._step_fn, example, mode, "ESH step", self._jit_options, self._ignore_jit_warnings,
+        )
+        if self._warmup_config().num_adjusted > 0:
+            self._isokinetic = IsokineticTransition(
+                self._value_and_grad, (s.integrator, a.step_size, a.scale), mode,
+                self._jit_options, self._ignore_jit_warnings,
+            )
+            self._compiled["isokinetic step"] = self._isokinetic.step
+
+    # -- one draw ------------------------------------------------------------------------
+
+    def _transition(self, state, i, draws=None):
+        """One draw: an exact isokinetic transition in warmup phase 1 (the first 3/4 of
+        warmup), an ESH draw after (``esh_kernels/core/warmup.py``). ``draws`` (tests):
+        :class:`IsokineticDraws` in phase 1; after it an object with ``pre()`` -> two
+        ``(C,)`` uniforms, ``step()`` -> ``(normal (C, d), uniform, uniform)`` and
+        ``restart()`` -> normals ``(C, d)``; by default all come from torch's generator."""
+        if i < self._warmup_config().num_adjusted:
+            return self._adjusted_draw(state, i, draws)
+        return self._esh_draw(state, i, draws)
+
+    def _adjusted_draw(self, state, i, draws=None):
+        """Warmup phase 1: one exact isokinetic transition."""
+        adapt = state.adapt_state
+        draws = draw_isokinetic(self._rng, state.integrator.x) if draws is None else draws
+        prop, (step_mean,) = self._isokinetic(
+            state.integrator, draws, adapt.adjusted.step_size, adapt.adjusted.trajectory_length,
+            adapt.scale, self._max_steps, fetch=(adapt.adjusted.step_size.mean(),),
+        )
+        self._set_log_values({"step size": f"{step_mean:.2e}", "phase": "adjusted"})
+        new = prop.state._replace(r=torch.zeros_like(prop.state.r))
+        adapt = esh_warmup_adjusted_update(adapt, i, new.x, prop.accept_prob, self._warmup_config())
+        zero = torch.zeros_like(new.energy)
+        return ESHState(
+            i + 1, new.x, new.energy, new, new.x, new.energy, zero, zero, prop.diverging,
+            prop.num_steps, prop.energy_error, adapt,
+        )
+
+    def _esh_draw(self, state, i, draws=None):
+        """One ESH draw: warmup phase 2 or sampling."""
+        adapt = state.adapt_state
+        x = state.integrator.x
+        C, d = x.shape
+        draws = _TorchDraws(self._rng, x) if draws is None else draws
+        warm = i < self._num_warmup
+        zero = torch.zeros_like(state.potential_energy)
+        # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
+        # length, the clock restarting at each (r = 0 at the draw start, no time carried
+        # over), with the pick still weighted by physical time. From the first sampling
+        # draw on, the clock runs on untouched and each draw covers exactly
+        # `trajectory_length` physical time.
+        if warm:
+            integ0 = state.integrator._replace(r=zero)
+            time_prev = time_cur = zero
+            length = zero + math.inf
+            finite = torch.isfinite(adapt.refresh_length)
+            warm_distance = torch.where(finite, adapt.refresh_length, zero + math.sqrt(d))
+            max_steps = torch.floor(torch.clamp(torch.ceil(warm_distance / adapt.step_size),
+                                                self._steps_per_draw, self._max_steps))
+        else:
+            integ0 = state.integrator
+            time_prev, time_cur = state.time_prev, state.time_cur
+            length = adapt.trajectory_length
+            max_steps = zero + self._max_steps
+        carry = _Carry(
+            zero, integ0, state.x_prev, state.energy_prev, time_prev, time_cur, length,
+            state.integrator.x, state.potential_energy, zero - math.inf, zero, zero, zero,
+            torch.ones_like(zero, dtype=torch.bool),
+        )
+        carry = self._offer_pending(carry, *draws.pre())
+        step = self._compiled["step"]
+        every = self.host_check_every
+        flat = _flatten_carry(carry)
+        # progress-bar numbers and the first "anyone running?" check in one transfer
+        running, step_mean = torch.stack(
+            [self._active(carry, max_steps).any().to(x.dtype), adapt.step_size.mean()]
+        ).tolist()
+        self._set_log_values({"step size": f"{step_mean:.2e}", "phase": "esh"})
+        done = 0
+        while running and done < self._max_steps:
+            for _ in range(every):
+                out = step(*flat, *draws.step(), adapt.step_size, adapt.refresh_length,
+                           adapt.scale, max_steps)
+                flat, active = out[:-1], out[-1]
+                done += 1
+            running = bool(active.any())
+        carry = _unflatten_carry(flat)
+
+        diverging = ~carry.ok
+        # A divergent draw is dropped: restart from where it began with a fresh direction.
+        restart = integ0._replace(u=unit_vector(draws.restart()))
+        integ = where(diverging, restart, carry.integ)
+        pick_x = where(diverging, state.integrator.x, carry.pick_x)
+        pick_energy = torch.where(diverging, state.integrator.energy, carry.pick_energy)
+        x_prev = where(diverging, integ0.x, carry.x_prev)
+        energy_prev = torch.where(diverging, integ0.energy, carry.energy_prev)
+        time_prev = torch.where(diverging, zero, carry.time_prev)
+        time_cur = torch.where(diverging, zero, carry.time_cur)
+        if warm:
+            adapt = esh_warmup_update(
+                adapt, i, carry.sum_dh2 / (torch.clamp(carry.k, min=1.0) * d),
+                carry.k, carry.log_step_time, diverging, self._warmup_config(),
+            )
+        return ESHState(
+            i + 1, pick_x, pick_energy, integ, x_prev, energy_prev, time_prev, time_cur,
+            diverging, carry.k, carry.sum_dh, adapt,
+        )
+
+
+class _TorchDraws:
+    def __init__(self, rng, x):
+        self.rng, self.x = rng, x
+        self.C, self.d = x.shape
+
+    def pre(self):
+        u = self.rng.uniform(self.x, (2, self.C))
+        return u[0], u[1]
+
+    def step(self):
+        return self.rng.normal(self.x, (self.C, self.d)), *self.pre()
+
+    def restart(self):
+        return self.rng.normal(self.x, (self.C, self.d))

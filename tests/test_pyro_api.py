@@ -1,0 +1,363 @@
+"""The Pyro kernels as ``pyro.infer.MCMC`` kernels and in ``BatchedMCMC``: interface,
+bad inputs, reproducibility, pickling, jit, float32, ArviZ. Small models, short runs."""
+
+import json
+import math
+import pickle
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pyro = pytest.importorskip("pyro")
+
+import pyro.distributions as dist  # noqa: E402
+from pyro.infer import MCMC  # noqa: E402
+
+import esh_kernels.pyro as ekp  # noqa: E402
+from esh_kernels.pyro import ESH, AdjustedESH, BatchedMCMC, run_batched  # noqa: E402
+
+KERNELS = [AdjustedESH, ESH]
+if hasattr(ekp, "TunedHMC"):
+    KERNELS.append(ekp.TunedHMC)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def gauss_model(scale=(1.0, 2.0, 0.5)):
+    s = torch.tensor(scale)
+
+    def model():
+        pyro.sample("x", dist.Normal(torch.zeros_like(s), s).to_event(1))
+
+    return model
+
+
+def eight_schools(y=None, sigma=None):
+    y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]) if y is None else y
+    sigma = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]) if sigma is None else sigma
+
+    def model():
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+        with pyro.plate("school", 8):
+            theta_tilde = pyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(mu + tau * theta_tilde, sigma), obs=y)
+
+    return model
+
+
+def run_mcmc(kernel, warmup=30, samples=20, chains=1, **kw):
+    mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, num_chains=chains,
+                disable_progbar=True, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "chains drawn sequentially"
+        mcmc.run()
+    return mcmc
+
+
+Y8 = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+SIGMA8 = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def eight_schools_module_level():  # picklable (multi-process chains pickle the kernel)
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("school", 8):
+        theta_tilde = pyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu + tau * theta_tilde, SIGMA8), obs=Y8)
+
+
+# -- import ---------------------------------------------------------------------------
+
+
+def test_import_does_not_import_jax():
+    code = (
+        "import sys, esh_kernels.pyro as p; p.AdjustedESH; p.ESH; p.BatchedMCMC; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'numpyro'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# -- bad inputs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [AdjustedESH, ESH])
+def test_one_dimensional_model_is_rejected(cls):
+    def model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="singular in one dimension"):
+        run_mcmc(cls(model))
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_discrete_site_is_named(cls):
+    def model():
+        pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("k", dist.Bernoulli(0.3))
+
+    with pytest.raises(ValueError, match="'k'"):
+        run_mcmc(cls(model))
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_non_finite_initial_point(cls):
+    def potential(params):
+        x = params["x"]
+        return torch.where(x[0] > 0, torch.tensor(math.inf), 0.5 * (x * x).sum())
+
+    kernel = cls(potential_fn=potential)
+    with pytest.raises(ValueError, match="not finite"):
+        run_mcmc(kernel, initial_params={"x": torch.tensor([1.0, 0.0, 0.0])})
+
+
+def test_potential_fn_needs_initial_params():
+    with pytest.raises(ValueError, match="initial_params"):
+        run_mcmc(AdjustedESH(potential_fn=lambda p: (p["x"] ** 2).sum()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"step_size": -0.1}, "step_size"),
+        ({"step_size": float("nan")}, "step_size"),
+        ({"trajectory_length": 0.0}, "trajectory_length"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"max_steps": 2.5}, "max_steps"),
+        ({"dense_mass": "yes"}, "dense_mass"),
+        ({"adapt_mass_matrix": 1}, "adapt_mass_matrix"),
+        ({"jit_compile": "sure"}, "jit_compile"),
+        ({"init_strategy": "uniform"}, "init_strategy"),
+        ({"max_plate_nesting": -1}, "max_plate_nesting"),
+    ],
+)
+@pytest.mark.parametrize("cls", KERNELS)
+def test_invalid_arguments(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(gauss_model(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"target_accept_prob": 1.0}, "target_accept_prob"),
+    ({"target_accept_prob": 0}, "target_accept_prob"),
+    ({"trajectory_factor": -1}, "trajectory_factor"),
+])
+def test_invalid_adjusted_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AdjustedESH(gauss_model(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"refresh_rate": -1.0}, "refresh_rate"),
+    ({"refresh_rate": math.inf}, "refresh_rate"),
+    ({"steps_per_draw": 0}, "steps_per_draw"),
+    ({"desired_energy_var": -1e-3}, "desired_energy_var"),
+])
+def test_invalid_esh_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ESH(gauss_model(), **kwargs)
+
+
+def test_model_and_potential_are_exclusive():
+    with pytest.raises(ValueError, match="exactly one"):
+        AdjustedESH(gauss_model(), potential_fn=lambda p: 0.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        AdjustedESH()
+
+
+def test_unbatchable_model_gives_a_clear_error():
+    data = torch.tensor([0.5, -0.3])
+
+    def model():
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        loc = torch.stack([a, b])  # breaks with a leading chain dimension
+        pyro.sample("obs", dist.Normal(loc, 1.0).to_event(1), obs=data)
+
+    run_mcmc(AdjustedESH(model), warmup=5, samples=5)  # fine one chain at a time
+    with pytest.raises(ValueError, match="batch of 3 chains"):
+        run_batched(AdjustedESH, model, num_chains=3, warmup_steps=5, num_samples=5)
+
+
+# -- MCMC interface ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_mcmc_interface(cls):
+    pyro.set_rng_seed(1)
+    kernel = cls(eight_schools())
+    mcmc = run_mcmc(kernel, warmup=40, samples=30, chains=2)
+    samples = mcmc.get_samples(group_by_chain=True)
+    assert samples["theta_tilde"].shape == (2, 30, 8)
+    assert samples["tau"].shape == (2, 30)
+    assert bool((samples["tau"] > 0).all())  # constrained space
+    assert not torch.equal(samples["mu"][0], samples["mu"][1])
+    diag = mcmc.diagnostics()
+    for key in ("divergences", "step size", "gradient evaluations (warmup)", "n_steps"):
+        assert set(diag[key]) == {"chain 0", "chain 1"}, key
+    assert all(isinstance(v, list) for v in diag["divergences"].values())
+    assert all(len(v) == 30 for v in diag["n_steps"].values())
+    if cls is not ESH:
+        assert 0.0 <= diag["acceptance rate"]["chain 0"] <= 1.0
+    json.dumps(kernel.logging())  # the progress bar json-dumps it every iteration
+    mcmc.summary()
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_same_seed_same_draws(cls):
+    draws = []
+    for _ in range(2):
+        pyro.set_rng_seed(3)
+        draws.append(run_mcmc(cls(eight_schools())).get_samples()["mu"])
+    assert torch.equal(draws[0], draws[1])
+    pyro.set_rng_seed(4)
+    assert not torch.equal(draws[0], run_mcmc(cls(eight_schools())).get_samples()["mu"])
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_jit_compile_gives_the_eager_draws(cls):
+    out = {}
+    for jit in (False, True):
+        pyro.set_rng_seed(5)
+        kernel = cls(eight_schools(), jit_compile=jit, ignore_jit_warnings=True)
+        out[jit] = run_mcmc(kernel, warmup=30, samples=20).get_samples()["theta_tilde"]
+        if jit:
+            assert kernel.compiled_modes and set(kernel.compiled_modes.values()) == {"trace"}
+    assert torch.allclose(out[False], out[True], atol=1e-8, rtol=1e-8)
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_potential_fn_with_initial_params(cls):
+    scale = torch.tensor([1.0, 3.0])
+
+    def potential(params):
+        return 0.5 * ((params["x"] / scale) ** 2).sum()
+
+    pyro.set_rng_seed(0)
+    kernel = cls(potential_fn=potential)
+    mcmc = run_mcmc(kernel, warmup=150, samples=300, initial_params={"x": torch.tensor([2.0, -1.0])})
+    x = mcmc.get_samples()["x"]
+    assert x.shape == (300, 2)
+    assert torch.isfinite(x).all()
+    sd = x.std(0)
+    assert 0.5 < float(sd[0]) < 1.6 and 1.5 < float(sd[1]) < 4.8
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_float32_runs_finite(cls):
+    data = torch.randn(20, generator=torch.Generator().manual_seed(0)).float() + 1.0
+
+    def model():
+        loc = pyro.sample("loc", dist.Normal(torch.tensor(0.0), torch.tensor(10.0)))
+        scale = pyro.sample("scale", dist.HalfNormal(torch.tensor(5.0)))
+        with pyro.plate("n", 20):
+            pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+    pyro.set_rng_seed(2)
+    mcmc = run_mcmc(cls(model), warmup=60, samples=60)
+    s = mcmc.get_samples()
+    assert s["loc"].dtype == torch.float32
+    assert torch.isfinite(s["loc"]).all() and torch.isfinite(s["scale"]).all()
+    assert abs(float(s["loc"].mean()) - float(data.mean())) < 1.0
+    res = run_batched(cls, model, num_chains=3, warmup_steps=40, num_samples=20)
+    s = res.get_samples(group_by_chain=True)
+    assert s["scale"].dtype == torch.float32 and torch.isfinite(s["scale"]).all()
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_pickle_round_trip(cls):
+    kernel = cls(eight_schools_module_level, jit_compile=True)
+    clone = pickle.loads(pickle.dumps(kernel))
+    pyro.set_rng_seed(0)
+    run_mcmc(kernel, warmup=10, samples=5)
+    after = pickle.loads(pickle.dumps(kernel))  # also after a run (compiled graphs dropped)
+    for k in (clone, after):
+        pyro.set_rng_seed(0)
+        assert run_mcmc(k, warmup=10, samples=5).get_samples()["mu"].shape == (5,)
+
+
+def test_cleanup_gives_each_chain_its_own_start():
+    pyro.set_rng_seed(0)
+    kernel = AdjustedESH(gauss_model())
+    mcmc = MCMC(kernel, num_samples=1, warmup_steps=0, num_chains=2, disable_progbar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mcmc.run()
+    x = mcmc.get_samples(group_by_chain=True)["x"]
+    assert not torch.equal(x[0], x[1])
+    assert kernel.initial_params is None
+
+
+def test_arviz_from_pyro():
+    az = pytest.importorskip("arviz")
+    pyro.set_rng_seed(0)
+    mcmc = run_mcmc(AdjustedESH(eight_schools()), warmup=20, samples=20, chains=2)
+    idata = az.from_pyro(mcmc, log_likelihood=False)
+    assert idata.posterior["mu"].shape == (2, 20)
+    assert idata.sample_stats["diverging"].shape == (2, 20)
+    batched = run_batched(AdjustedESH, eight_schools(), num_chains=3, warmup_steps=20, num_samples=20)
+    idata = az.from_pyro(batched, log_likelihood=False)
+    assert idata.posterior["theta_tilde"].shape == (3, 20, 8)
+    assert idata.sample_stats["diverging"].shape == (3, 20)
+
+
+# -- batched chains ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_batched_interface(cls, capsys):
+    pyro.set_rng_seed(0)
+    mcmc = BatchedMCMC(cls(eight_schools()), num_samples=25, warmup_steps=40, num_chains=3,
+                       disable_progbar=True).run()
+    s = mcmc.get_samples(group_by_chain=True)
+    assert s["theta_tilde"].shape == (3, 25, 8) and s["mu"].shape == (3, 25)
+    assert bool((s["tau"] > 0).all())
+    assert mcmc.get_samples()["mu"].shape == (75,)
+    assert mcmc.get_samples(num_samples=10)["mu"].shape == (10,)
+    diag = mcmc.diagnostics()
+    assert set(diag["divergences"]) == {"chain 0", "chain 1", "chain 2"}
+    assert "n_eff" in diag["mu"] and "r_hat" in diag["mu"]
+    mcmc.summary()
+    assert "Number of divergences" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_one_batched_chain_is_the_mcmc_chain(cls):
+    """C = 1 in BatchedMCMC (chain-plate potential) equals pyro.infer.MCMC (Pyro's own
+    potential) up to rounding: same algorithm, same random numbers."""
+    pyro.set_rng_seed(7)
+    a = run_mcmc(cls(eight_schools()), warmup=25, samples=15).get_samples()["theta_tilde"]
+    pyro.set_rng_seed(7)
+    b = run_batched(cls, eight_schools(), num_chains=1, warmup_steps=25,
+                    num_samples=15).get_samples()["theta_tilde"]
+    assert torch.allclose(a, b, atol=1e-7, rtol=1e-7)
+
+
+def test_batched_potential_fn():
+    scale = torch.tensor([1.0, 3.0])
+
+    def potential(params):  # {site: (C, 2)} -> (C,)
+        return 0.5 * ((params["x"] / scale) ** 2).sum(-1)
+
+    pyro.set_rng_seed(0)
+    init = {"x": torch.randn(4, 2)}
+    res = run_batched(AdjustedESH, potential_fn=potential, num_chains=4, warmup_steps=100,
+                      num_samples=100, initial_params=init)
+    assert res.get_samples(group_by_chain=True)["x"].shape == (4, 100, 2)
+    with pytest.raises(ValueError, match="one energy per chain"):
+        run_batched(AdjustedESH, potential_fn=lambda p: (p["x"] ** 2).sum(), num_chains=4,
+                    warmup_steps=5, num_samples=5, initial_params=init)
+
+
+def test_batched_initial_params_shape_is_checked():
+    with pytest.raises(ValueError, match="leading dimension"):
+        run_batched(AdjustedESH, gauss_model(), num_chains=4, warmup_steps=5, num_samples=5,
+                    initial_params={"x": torch.zeros(3, 3)})

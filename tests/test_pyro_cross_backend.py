@@ -1,0 +1,312 @@
+"""The Pyro (torch) kernels run the NumPyro (JAX) kernels' algorithm: same warmup updates
+and same transitions, in float64 from identical inputs, to 1e-10.
+
+* The whole warmup control of ``AdjustedESH`` and ``ESH`` (``core/warmup.py``) over many
+  iterations, metric-window ends included: JAX with a traced iteration counter inside
+  ``jit``/``vmap`` per chain (as the NumPyro kernels call it), torch with a Python int on
+  a ``(C, d)`` batch (as the Pyro kernels call it).
+* Full transitions: the NumPyro kernel's ``sample`` (jitted) against the Pyro kernel's
+  ``_transition`` started from the same state, with the torch random numbers taken from
+  the JAX keys the NumPyro kernel splits (so these tests also pin the NumPyro kernels'
+  key usage: change both together). Every iteration starts the torch kernel from the
+  NumPyro kernel's state: run freely, the two drift apart like any two chaotic
+  trajectories (rounding differences of 1e-16 grow to about 1e-8 in 40 transitions of
+  the large early-warmup steps), which says nothing about the formulas.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pyro")
+pytest.importorskip("numpyro")
+
+from esh_kernels.core.warmup import (  # noqa: E402
+    AdjustedWarmupConfig,
+    ESHWarmupConfig,
+    adjusted_warmup_init,
+    adjusted_warmup_update,
+    esh_warmup_adjusted_update,
+    esh_warmup_init,
+    esh_warmup_update,
+)
+
+TOL = 1e-10
+D = 4
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def leaves(tree):
+    """Array leaves of nested namedtuples / tuples (Python numbers and None skipped)."""
+    if isinstance(tree, tuple):
+        out = []
+        for t in tree:
+            out.extend(leaves(t))
+        return out
+    if tree is None or isinstance(tree, (int, float, bool)):
+        return []
+    return [tree]
+
+
+def to_np(a):
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def assert_trees_close(torch_tree, jax_tree, batch_axis=True, what=""):
+    t_leaves, j_leaves = leaves(torch_tree), leaves(jax_tree)
+    assert len(t_leaves) == len(j_leaves), what
+    for k, (t, j) in enumerate(zip(t_leaves, j_leaves)):
+        t, j = to_np(t), to_np(j)
+        if batch_axis and t.shape != j.shape:
+            t = t.reshape(j.shape)
+        if t.dtype == np.bool_ or j.dtype == np.bool_:
+            np.testing.assert_array_equal(t.astype(bool), j.astype(bool), err_msg=f"{what} leaf {k}")
+        else:
+            np.testing.assert_allclose(t.astype(np.float64), j.astype(np.float64), rtol=TOL,
+                                       atol=TOL, err_msg=f"{what} leaf {k}")
+
+
+def tree_to_torch(tree, batch=True):
+    """JAX (one chain) namedtuple tree -> torch tree with a leading chain axis of 1."""
+    if isinstance(tree, tuple):
+        return type(tree)(*[tree_to_torch(t, batch) for t in tree])
+    a = np.asarray(tree)
+    if a.dtype == np.int32 or a.dtype == np.int64:
+        a = a.astype(np.float64)
+    t = torch.from_numpy(np.array(a))
+    return t[None] if batch else t
+
+
+def tree_to_jax(tree, jnp, index):
+    """Chain ``index`` of a batched torch tree -> JAX arrays."""
+    if isinstance(tree, tuple):
+        return type(tree)(*[tree_to_jax(t, jnp, index) for t in tree])
+    return jnp.asarray(to_np(tree)[index])
+
+
+# -- warmup updates ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_adjusted_warmup_update_agrees(jax_x64, dense):
+    import jax
+
+    jnp = jax_x64
+    C, W = 3, 200  # metric windows end at iterations 99 and 149
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(W, C, D)) * np.array([0.5, 1.0, 2.0, 3.0])
+    acc = rng.uniform(size=(W, C))
+    config = AdjustedWarmupConfig(W, 0.8, True, True, True, 2.0)
+    step0 = np.array([0.3, 0.5, 1.0])
+
+    # torch: one (C, d) batch, Python int iteration
+    t_adapt = adjusted_warmup_init(torch.tensor(xs[0]), torch.tensor(step0),
+                                   torch.tensor(4 * step0), dense)
+    # JAX: per chain, traced iteration inside jit, vmapped over chains
+    j_adapt = jax.vmap(lambda x, s: adjusted_warmup_init(x, s, 4.0 * s, dense))(
+        jnp.asarray(xs[0]), jnp.asarray(step0))
+    j_update = jax.jit(jax.vmap(lambda a, i, x, p: adjusted_warmup_update(a, i, x, p, config),
+                                in_axes=(0, None, 0, 0)))
+    for i in range(W):
+        t_adapt = adjusted_warmup_update(t_adapt, i, torch.tensor(xs[i]), torch.tensor(acc[i]), config)
+        j_adapt = j_update(j_adapt, jnp.asarray(i, jnp.int32), jnp.asarray(xs[i]), jnp.asarray(acc[i]))
+        if i in (0, 98, 99, 100, 149, W - 1):
+            assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
+    assert not np.allclose(to_np(t_adapt.scale), to_np(adjusted_warmup_init(
+        torch.tensor(xs[0]), torch.tensor(step0), torch.tensor(step0), dense).scale))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_esh_warmup_updates_agree(jax_x64, dense):
+    import jax
+
+    jnp = jax_x64
+    C, W = 3, 200
+    config = ESHWarmupConfig(W, 5e-4, 2.0, True, True, True, 0.8, 2.0)
+    n1 = config.num_adjusted  # phase 1 (adjusted) iterations, then phase 2 (ESH)
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(W, C, D)) * np.array([0.5, 1.0, 2.0, 3.0])
+    acc = rng.uniform(size=(W, C))
+    err2 = rng.lognormal(-7.0, 1.0, size=(W, C))
+    nsteps = rng.integers(1, 6, size=(W, C)).astype(np.float64)
+    logt = rng.normal(size=(W, C))
+    div = rng.uniform(size=(W, C)) < 0.05
+    step0 = np.array([0.3, 0.5, 1.0])
+    refresh = np.array([2.0, np.inf, 1.0])
+
+    t_adapt = esh_warmup_init(torch.tensor(xs[0]), torch.tensor(step0), torch.tensor(2 * step0),
+                              torch.tensor(refresh), dense)
+    j_adapt = jax.vmap(lambda x, s, r: esh_warmup_init(x, s, 2.0 * s, r, dense))(
+        jnp.asarray(xs[0]), jnp.asarray(step0), jnp.asarray(refresh))
+    j_phase1 = jax.jit(jax.vmap(lambda a, i, x, p: esh_warmup_adjusted_update(a, i, x, p, config),
+                                in_axes=(0, None, 0, 0)))
+    j_phase2 = jax.jit(jax.vmap(
+        lambda a, i, e, n, t, dv: esh_warmup_update(a, i, e, n, t, dv, config),
+        in_axes=(0, None, 0, 0, 0, 0)))
+    for i in range(W):
+        ji = jnp.asarray(i, jnp.int32)
+        if i < n1:
+            t_adapt = esh_warmup_adjusted_update(t_adapt, i, torch.tensor(xs[i]), torch.tensor(acc[i]), config)
+            j_adapt = j_phase1(j_adapt, ji, jnp.asarray(xs[i]), jnp.asarray(acc[i]))
+        else:
+            t_adapt = esh_warmup_update(t_adapt, i, torch.tensor(err2[i]), torch.tensor(nsteps[i]),
+                                        torch.tensor(logt[i]), torch.tensor(div[i]), config)
+            j_adapt = j_phase2(j_adapt, ji, jnp.asarray(err2[i]), jnp.asarray(nsteps[i]),
+                               jnp.asarray(logt[i]), jnp.asarray(div[i]))
+        if i in (0, 99, n1 - 1, n1, W - 1):
+            assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
+
+
+# -- full transitions -------------------------------------------------------------------
+
+
+def _potentials(jnp):
+    """The same non-Gaussian potential for both backends: a correlated Gaussian plus a
+    quartic term, on ``{"x": (4,)}``."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(D, D))
+    prec = a @ a.T / D + np.diag([0.5, 1.0, 2.0, 4.0])
+    Pj, Pt = jnp.asarray(prec), torch.tensor(prec)
+
+    def pe_jax(z):
+        x = z["x"]
+        return 0.5 * x @ (Pj @ x) + 0.05 * jnp.sum(x**4)
+
+    def pe_torch(z):
+        x = z["x"]
+        return 0.5 * x @ (Pt @ x) + 0.05 * (x**4).sum()
+
+    return pe_jax, pe_torch
+
+
+class _JaxIsokineticDraws:
+    """The random numbers ``numpyro/_isokinetic.py`` draws from ``k_transition``."""
+
+    def __init__(self, jax, key, d):
+        from esh_kernels.pyro._isokinetic import IsokineticDraws
+
+        k_u, k_n, k_acc = jax.random.split(key, 3)
+        f = lambda a: torch.tensor(np.asarray(a, dtype=np.float64)).reshape(1, *np.shape(a))  # noqa: E731
+        self.draws = IsokineticDraws(
+            f(jax.random.normal(k_u, (d,), "float64")),
+            f(jax.random.uniform(k_n, (), "float64")),
+            f(jax.random.uniform(k_acc, (), "float64")),
+        )
+
+
+class _JaxESHDraws:
+    """The random numbers ``numpyro/esh.py``'s ``_esh_draw`` draws from ``state.rng_key``,
+    served in the order the Pyro kernel asks for them."""
+
+    def __init__(self, jax, rng_key, d):
+        self.jax, self.d = jax, d
+        _, k_draw, self.k_u = jax.random.split(rng_key, 3)
+        self.k_pre, self.key = jax.random.split(k_draw)
+
+    def _t(self, a):
+        return torch.tensor(np.asarray(a, dtype=np.float64)).reshape(1, *np.shape(a))
+
+    def _pair(self, key):
+        k1, k2 = self.jax.random.split(key)
+        u = self.jax.random.uniform
+        return self._t(u(k1, (), "float64")), self._t(u(k2, (), "float64"))
+
+    def pre(self):
+        return self._pair(self.k_pre)
+
+    def step(self):
+        self.key, k_ref, k_offer = self.jax.random.split(self.key, 3)
+        return (self._t(self.jax.random.normal(k_ref, (self.d,), "float64")), *self._pair(k_offer))
+
+    def restart(self):
+        return self._t(self.jax.random.normal(self.k_u, (self.d,), "float64"))
+
+
+def _torch_state_from_numpyro(cls_state, np_state, x_flat_fields=()):
+    fields = {}
+    for name in cls_state._fields:
+        v = getattr(np_state, name)
+        if name == "i":
+            fields[name] = int(v)
+        elif name == "z":
+            fields[name] = torch.tensor(np.asarray(v["x"]))[None]
+        else:
+            fields[name] = tree_to_torch(v)
+    return cls_state(**fields)
+
+
+def _compare_states(t_state, j_state, skip=("i", "rng_key")):
+    for name in type(t_state)._fields:
+        if name in skip:
+            continue
+        t = getattr(t_state, name)
+        j = getattr(j_state, name)
+        if name == "z":
+            j = j["x"]
+        assert_trees_close(t, j, what=name)
+
+
+def _setup(jax_x64, np_cls, torch_cls, num_warmup, **kwargs):
+    import jax
+
+    jnp = jax_x64
+    pe_jax, pe_torch = _potentials(jnp)
+    x0 = np.array([1.0, -0.5, 0.3, 2.0])
+    np_kernel = np_cls(potential_fn=pe_jax, **kwargs)
+    np_state = np_kernel.init(jax.random.PRNGKey(3), num_warmup, {"x": jnp.asarray(x0)}, (), {})
+    sample = jax.jit(lambda s: np_kernel.sample(s, (), {}))
+    t_kernel = torch_cls(potential_fn=pe_torch, **kwargs)
+    t_kernel.initial_params = {"x": torch.tensor(x0)}
+    t_kernel.setup(num_warmup)
+    return jax, np_state, sample, t_kernel
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_adjusted_esh_transitions_agree(jax_x64, dense):
+    from esh_kernels.numpyro import AdjustedESH as NumPyroAdjustedESH
+    from esh_kernels.pyro import AdjustedESH, AdjustedESHState
+
+    W = 40  # one metric window ending at iteration 35, averaged step size from 39
+    jax, np_state, sample, t_kernel = _setup(jax_x64, NumPyroAdjustedESH, AdjustedESH, W,
+                                             dense_mass=dense)
+    accepted = 0
+    for i in range(W + 5):
+        t_state = _torch_state_from_numpyro(AdjustedESHState, np_state)
+        _, k_transition = jax.random.split(np_state.rng_key)
+        draws = _JaxIsokineticDraws(jax, k_transition, D).draws
+        np_state = sample(np_state)
+        t_state = t_kernel._transition(t_state, i, draws)
+        _compare_states(t_state, np_state)
+        accepted += float(np_state.accept_prob) > 0.5
+    assert int(np_state.i) == W + 5 and t_state.i == W + 5
+    assert accepted > 10  # the test exercised accepted moves
+
+
+def test_esh_draws_agree(jax_x64):
+    from esh_kernels.numpyro import ESH as NumPyroESH
+    from esh_kernels.pyro import ESH, ESHState
+
+    W = 40  # phase 1: iterations 0-29 (adjusted), phase 2: 30-39, then sampling
+    jax, np_state, sample, t_kernel = _setup(jax_x64, NumPyroESH, ESH, W)
+    assert t_kernel._warmup_config().num_adjusted == 30
+    steps = 0
+    for i in range(W + 8):
+        t_state = _torch_state_from_numpyro(ESHState, np_state)
+        if i < 30:
+            _, k_transition = jax.random.split(np_state.rng_key)
+            draws = _JaxIsokineticDraws(jax, k_transition, D).draws
+        else:
+            draws = _JaxESHDraws(jax, np_state.rng_key, D)
+        np_state = sample(np_state)
+        t_state = t_kernel._transition(t_state, i, draws)
+        _compare_states(t_state, np_state)
+        if i >= 30:
+            steps += int(np_state.n_steps)
+    assert steps > 18  # ESH draws took several leapfrog steps each
+    assert math.isfinite(float(np_state.adapt_state.trajectory_length))
