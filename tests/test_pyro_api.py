@@ -361,3 +361,20 @@ def test_batched_initial_params_shape_is_checked():
     with pytest.raises(ValueError, match="leading dimension"):
         run_batched(AdjustedESH, gauss_model(), num_chains=4, warmup_steps=5, num_samples=5,
                     initial_params={"x": torch.zeros(3, 3)})
+
+
+def test_multiprocess_chains(monkeypatch):
+    """One process per chain (Pyro's _MultiSampler, forced here: this machine has too few
+    CPUs for Pyro to choose it): the kernel is pickled into each worker."""
+    import pyro.infer.mcmc.api as api
+
+    monkeypatch.setattr(api.mp, "cpu_count", lambda: 8)
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(AdjustedESH(eight_schools_module_level), num_samples=20, warmup_steps=20,
+                num_chains=2, disable_progbar=True, mp_context="fork")
+    assert type(mcmc.sampler).__name__ == "_MultiSampler"
+    mcmc.run()
+    s = mcmc.get_samples(group_by_chain=True)
+    assert s["theta_tilde"].shape == (2, 20, 8)
+    assert not torch.equal(s["mu"][0], s["mu"][1])
+    assert set(mcmc.diagnostics()["divergences"]) == {"chain 0", "chain 1"}

@@ -209,10 +209,11 @@ BATCHING_HELP = (
     "The batched mode runs the model once for all chains, inside "
     "pyro.plate('{plate}', num_chains, dim={dim}) (pyro issue #2902): latent sites get "
     "the extra leading dimensions (num_chains, 1, ..., 1, *site_shape). Models that index, "
-    "reshape or stack latent sites along their leading dimensions (e.g. theta[idx] instead "
-    "of theta[..., idx], torch.stack([a, b]) instead of torch.stack([a, b], -1), x.shape[0]) "
-    "break under it. Write such models with ellipsis indexing / negative dims, or sample "
-    "one chain at a time with pyro.infer.MCMC(kernel, num_chains=...)."
+    "reshape, stack or multiply latent sites along their leading dimensions break under "
+    "it: write theta[..., idx] instead of theta[idx], torch.stack([a, b], -1) instead of "
+    "torch.stack([a, b]), w @ X.T (or (X @ w[..., None])[..., 0]) instead of X @ w, "
+    "x.shape[-1] instead of x.shape[0]. Or sample one chain at a time with "
+    "pyro.infer.MCMC(kernel, num_chains=...)."
 )
 
 
@@ -252,10 +253,12 @@ class Compiled:
 
     ``mode`` is ``"eager"``, or ``"trace"``: ``make_fx`` records the function with its
     autograd calls as one graph of ATen ops (forward and backward of the potential
-    included), which ``torch.jit.trace`` turns into a TorchScript function; the result is
-    checked against the eager function at the example inputs. If recording fails (e.g.
-    Python control flow on tensor values in the model), it falls back to eager with a
-    warning that says why.
+    included), which ``torch.jit.trace`` turns into a TorchScript function (or, with
+    ``jit_options={"backend": "inductor"}``, ``torch.compile`` compiles: much faster steps,
+    but a compilation of tens of seconds on a small CPU); the result is checked against
+    the eager function at the example inputs. If recording fails (e.g. Python control
+    flow on tensor values in the model), it falls back to eager with a warning that says
+    why. Other ``jit_options`` go to ``torch.jit.trace`` (or ``torch.compile``).
     """
 
     def __init__(self, fn, example_args, mode="eager", name="step", jit_options=None,
@@ -268,7 +271,8 @@ class Compiled:
             return
         try:
             self.graph = _trace(fn, example_args, jit_options or {}, ignore_jit_warnings)
-            self.mode = mode
+            backend = (jit_options or {}).get("backend", "torchscript")
+            self.mode = mode if backend == "torchscript" else f"compile:{backend}"
         except Exception as e:  # noqa: BLE001 - any tracing failure falls back
             warnings.warn(
                 f"jit_compile: could not compile the {name} function ({type(e).__name__}: "
@@ -298,10 +302,16 @@ def _trace(fn, example_args, jit_options, ignore_jit_warnings):
             return tuple(fn(*args))
 
         gm = make_fx(flat)(*example_args)
-        options = {"check_trace": False}
-        options.update(jit_options)
+        options = dict(jit_options)
+        backend = options.pop("backend", "torchscript")
         with torch.no_grad():
-            traced = torch.jit.trace(gm, tuple(example_args), **options)
+            if backend == "torchscript":
+                options.setdefault("check_trace", False)
+                traced = torch.jit.trace(gm, tuple(example_args), **options)
+            else:
+                options.setdefault("fullgraph", True)
+                options.setdefault("dynamic", False)
+                traced = torch.compile(gm, backend=backend, **options)
             want = fn(*example_args)
             got = traced(*example_args)
     want = tuple(want) if isinstance(want, (tuple, list)) else (want,)

@@ -1,0 +1,657 @@
+#!/usr/bin/env python
+"""ESS per gradient / per second: Pyro NUTS and HMC against the esh_kernels Pyro kernels
+(``pyro.infer.MCMC`` one chain, and ``BatchedMCMC`` many chains as one batch), on eight
+schools (non-centred) and a logistic regression, in one process.
+
+    python benchmarks/run_pyro.py [--quick] [--targets ...] [--samplers ...] [--seed 0]
+
+Writes ``benchmarks/results/pyro.json`` (``pyro_quick.json`` with ``--quick``) and the
+section "Pyro" at the end of ``docs/benchmarks.md`` (between ``<!-- BEGIN run_pyro:MODE -->``
+and ``<!-- END run_pyro:MODE -->``; the rest of the file is left alone). Same structure
+and metrics as ``benchmarks/run_numpyro.py``; the differences:
+
+* torch float64, ``torch.set_num_threads(1)``; every sampler sees the same Pyro model
+  (constrained sites through Pyro's transforms; chains start from ``init_to_uniform``).
+* ESS: min over the unconstrained coordinates (``tau`` on the log scale) of ArviZ's bulk
+  ESS over all chains of a run.
+* Times are wall clock of everything a user waits for in ``MCMC.run`` (model set-up,
+  tracing/compilation with ``jit_compile=True``, warmup, sampling): "ESS/s (+warmup)"
+  divides by all of it. Once per process, before any timing, each sampler kind runs a
+  tiny untimed problem, so lazy imports (the first ``make_fx`` call pulls in sympy and
+  friends: about 3 s) are not charged to whichever sampler happens to run first; the
+  tracing of each benchmarked model is charged to its run.
+* Gradients: the esh_kernels kernels report them (``diagnostics()``); Pyro's NUTS/HMC
+  are counted by wrapping their potential function (one call = one gradient evaluation
+  in the leapfrog; the handful of step-size probes are counted too).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from importlib import metadata
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+torch.set_default_dtype(torch.float64)
+
+import pyro  # noqa: E402
+import pyro.distributions as dist  # noqa: E402
+from pyro.infer import HMC, MCMC, NUTS  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)
+
+import esh_kernels.pyro as ekp  # noqa: E402
+
+# The eight-schools data (checked against the posteriordb file when it exists) and the
+# breast-cancer design matrix are the ones run_numpyro.py uses (benchmarks/targets.py).
+EIGHT_SCHOOLS_DATA = "/work/shared/data/posteriordb/eight_schools-eight_schools_noncentered/data.json"
+EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
+EIGHT_SCHOOLS_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
+
+TARGET_NAMES = ("eight_schools", "logreg")
+SAMPLER_ORDER = (
+    "nuts", "nuts_jit", "hmc",
+    "adjusted_esh", "esh", "tuned_hmc",
+    "adjusted_esh_batched", "esh_batched", "tuned_hmc_batched",
+)
+SAMPLER_LABELS = {
+    "nuts": "Pyro NUTS (defaults)",
+    "nuts_jit": "Pyro NUTS (jit_compile=True)",
+    "hmc": "Pyro HMC (defaults)",
+    "adjusted_esh": "AdjustedESH, MCMC, jit",
+    "esh": "ESH, MCMC, jit",
+    "tuned_hmc": "TunedHMC, MCMC, jit",
+    "adjusted_esh_batched": "AdjustedESH, BatchedMCMC, jit",
+    "esh_batched": "ESH, BatchedMCMC, jit",
+    "tuned_hmc_batched": "TunedHMC, BatchedMCMC, jit",
+}
+KERNEL_CLASS = {"adjusted_esh": "AdjustedESH", "esh": "ESH", "tuned_hmc": "TunedHMC"}
+BASELINE = "nuts"
+
+
+# -- targets -------------------------------------------------------------------------------
+
+
+class Target:
+    def __init__(self, name, description, model, dim):
+        self.name, self.description, self.model, self.dim = name, description, model, dim
+
+
+def _eight_schools_data():
+    y, sigma = EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SIGMA
+    if os.path.exists(EIGHT_SCHOOLS_DATA):
+        with open(EIGHT_SCHOOLS_DATA) as f:
+            data = json.load(f)
+        if [float(v) for v in data["y"]] != y or [float(v) for v in data["sigma"]] != sigma:
+            raise ValueError(f"{EIGHT_SCHOOLS_DATA} disagrees with the built-in eight-schools data")
+    return torch.tensor(y), torch.tensor(sigma)
+
+
+def _breast_cancer():
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    X = np.concatenate([np.ones((X.shape[0], 1)), X], axis=1)
+    return torch.tensor(X), torch.tensor(y, dtype=torch.float64)
+
+
+def make_targets():
+    y8, s8 = _eight_schools_data()
+
+    def eight_schools():
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+        with pyro.plate("school", 8):
+            theta_tilde = pyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(mu + tau * theta_tilde, s8), obs=y8)
+
+    X, yb = _breast_cancer()
+    p = X.shape[1]
+
+    XT = X.T.contiguous()
+
+    def logreg():
+        w = pyro.sample("w", dist.Normal(torch.zeros(p), 1.0).to_event(1))
+        # w @ X.T rather than X @ w: the same for one chain, and batch-friendly (a leading
+        # chain axis on w) for BatchedMCMC
+        pyro.sample("y", dist.Bernoulli(logits=w @ XT).to_event(1), obs=yb)
+
+    return {
+        "eight_schools": Target("eight_schools", "eight schools, non-centred (10-D)", eight_schools, 10),
+        "logreg": Target(
+            "logreg", f"logistic regression, breast cancer ({X.shape[0]} x {p}, w ~ N(0, 1))", logreg, p
+        ),
+    }
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+class _Counter:
+    """Wraps a potential function and counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+def _counting(cls):
+    class Counting(cls):
+        def _initialize_model_properties(self, model_args, model_kwargs):
+            super()._initialize_model_properties(model_args, model_kwargs)
+            self.potential_fn = self.counter = _Counter(self.potential_fn)
+
+    Counting.__name__ = cls.__name__
+    return Counting
+
+
+def _unconstrained(samples, transforms):
+    """``{site: (C, N, ...)}`` constrained -> ``(C, N, D)`` unconstrained, sites sorted."""
+    parts = []
+    for name in sorted(samples):
+        z = samples[name]
+        if name in transforms:
+            z = transforms[name](z)
+        parts.append(z.reshape(z.shape[0], z.shape[1], -1))
+    return torch.cat(parts, dim=-1).detach().cpu().numpy().astype(np.float64)
+
+
+class _Clock:
+    """``hook_fn`` for ``MCMC`` that notes when sampling starts."""
+
+    def __init__(self):
+        self.t_sample = None
+
+    def __call__(self, kernel, params, stage, i):
+        if self.t_sample is None and stage.startswith("Sample"):
+            self.t_sample = time.perf_counter()
+
+
+def run_mcmc_sampler(name, target, cfg, seed):
+    pyro.set_rng_seed(seed)
+    if name in ("nuts", "nuts_jit", "hmc"):
+        cls = _counting(HMC if name == "hmc" else NUTS)
+        kw = {"jit_compile": True, "ignore_jit_warnings": True} if name == "nuts_jit" else {}
+        kernel = cls(target.model, **kw)
+    else:
+        cls = getattr(ekp, KERNEL_CLASS[name], None)
+        if cls is None:
+            return {"status": "skipped", "note": f"esh_kernels.pyro.{KERNEL_CLASS[name]} is not available yet"}
+        kernel = cls(target.model, jit_compile=True, ignore_jit_warnings=True)
+    clock = _Clock()
+    grads = {}
+
+    def hook(kernel_, params, stage, i):
+        if stage.startswith("Sample") and "warmup" not in grads and hasattr(kernel_, "counter"):
+            grads["warmup"] = kernel_.counter.calls
+        clock(kernel_, params, stage, i)
+
+    mcmc = MCMC(kernel, num_samples=cfg.num_samples, warmup_steps=cfg.num_warmup,
+                num_chains=1, disable_progbar=True, hook_fn=hook)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        mcmc.run()
+        t1 = time.perf_counter()
+    t_sample = clock.t_sample or t1
+    draws = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
+    diag = mcmc.diagnostics()
+    info = {"num_chains": 1}
+    if hasattr(kernel, "counter"):
+        gw, gs = float(grads.get("warmup", 0)), float(kernel.counter.calls - grads.get("warmup", 0))
+        info["step_size_mean"] = float(kernel.step_size)
+        info["accept_mean"] = float(diag["acceptance rate"]["chain 0"])
+    else:
+        gw = float(diag["gradient evaluations (warmup)"]["chain 0"])
+        gs = float(diag["gradient evaluations (sampling)"]["chain 0"])
+        info["step_size_mean"] = float(diag["step size"]["chain 0"])
+        if "acceptance rate" in diag:
+            info["accept_mean"] = float(diag["acceptance rate"]["chain 0"])
+        if "trajectory length" in diag:
+            info["trajectory_length_mean"] = float(diag["trajectory length"]["chain 0"])
+        info["compiled"] = dict(kernel.compiled_modes)
+    info["divergences"] = int(sum(len(v) for v in diag["divergences"].values()))
+    return {
+        "status": "ok", "draws": draws, "grads_warmup": gw, "grads_sample": gs,
+        "time_warmup": t_sample - t0, "time_sample": t1 - t_sample, "info": info,
+    }
+
+
+def run_batched_sampler(name, target, cfg, seed):
+    base = name[: -len("_batched")]
+    cls = getattr(ekp, KERNEL_CLASS[base], None)
+    if cls is None:
+        return {"status": "skipped", "note": f"esh_kernels.pyro.{KERNEL_CLASS[base]} is not available yet"}
+    pyro.set_rng_seed(seed)
+    kernel = cls(target.model, jit_compile=True, ignore_jit_warnings=True)
+    mcmc = ekp.BatchedMCMC(kernel, num_samples=cfg.num_samples, warmup_steps=cfg.num_warmup,
+                           num_chains=cfg.batched_chains, disable_progbar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        mcmc.run()
+        t1 = time.perf_counter()
+    draws = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
+    diag = mcmc.diagnostics()
+    C = cfg.batched_chains
+    per = lambda key: [diag[key][f"chain {c}"] for c in range(C)]  # noqa: E731
+    gw, gs = float(sum(per("gradient evaluations (warmup)"))), float(sum(per("gradient evaluations (sampling)")))
+    info = {
+        "num_chains": C,
+        "step_size_mean": float(np.mean(per("step size"))),
+        "divergences": int(sum(len(v) for v in per("divergences"))),
+        "timings": mcmc.timings,
+        "compiled": dict(kernel.compiled_modes),
+    }
+    if "acceptance rate" in diag:
+        info["accept_mean"] = float(np.mean(per("acceptance rate")))
+    if "trajectory length" in diag:
+        info["trajectory_length_mean"] = float(np.mean(per("trajectory length")))
+    t_sample = t1 - mcmc.timings["sampling"]
+    return {
+        "status": "ok", "draws": draws, "grads_warmup": gw, "grads_sample": gs,
+        "time_warmup": t_sample - t0, "time_sample": t1 - t_sample, "info": info,
+    }
+
+
+def prime(samplers):
+    """Untimed tiny runs: lazy imports and first-call costs of each sampler kind."""
+
+    def tiny():
+        pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+    t = Target("prime", "", tiny, 2)
+    cfg = Config(num_warmup=3, num_samples=2, batched_chains=2, seed=0)
+    done = set()
+    for s in samplers:
+        kind = s.replace("_batched", "") + ("_b" if s.endswith("_batched") else "")
+        if kind in done:
+            continue
+        done.add(kind)
+        try:
+            (run_batched_sampler if s.endswith("_batched") else run_mcmc_sampler)(s, t, cfg, 0)
+        except Exception:  # noqa: BLE001 - reported when the real run fails
+            pass
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+class Config:
+    def __init__(self, num_warmup, num_samples, batched_chains, seed):
+        self.num_warmup, self.num_samples = num_warmup, num_samples
+        self.batched_chains, self.seed = batched_chains, seed
+
+    def as_dict(self):
+        return dict(self.__dict__)
+
+
+def compute_metrics(raw):
+    import arviz as az
+
+    draws = raw["draws"]
+    C, N, D = draws.shape
+    ds = az.convert_to_dataset({"x": draws})
+    ess_bulk = np.asarray(az.ess(ds, method="bulk")["x"].values)
+    ess_tail = np.asarray(az.ess(ds, method="tail")["x"].values)
+    rhat = np.asarray(az.rhat(ds)["x"].values) if C > 1 else np.full(D, np.nan)
+    ess = float(np.min(ess_bulk))
+    gw, gs = raw["grads_warmup"], raw["grads_sample"]
+    tw, ts = raw["time_warmup"], raw["time_sample"]
+    out = {
+        "num_chains": C,
+        "num_draws_per_chain": N,
+        "dim": D,
+        "ess_bulk_min": ess,
+        "ess_bulk_min_coord": int(np.argmin(ess_bulk)),
+        "ess_tail_min": float(np.min(ess_tail)),
+        "rhat_max": float(np.nanmax(rhat)) if C > 1 else None,
+        "grads_warmup": gw,
+        "grads_sample": gs,
+        "grads_per_draw": gs / (C * N),
+        "ess_per_1k_grad": 1000.0 * ess / gs if gs > 0 else float("nan"),
+        "ess_per_1k_grad_with_warmup": 1000.0 * ess / (gs + gw) if gs + gw > 0 else float("nan"),
+        "time_warmup_s": tw,
+        "time_sample_s": ts,
+        "time_total_s": tw + ts,
+        "ess_per_s": ess / ts if ts > 0 else float("nan"),
+        "ess_per_s_with_warmup": ess / (tw + ts),
+    }
+    out.update(raw["info"])
+    return out
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def machine_info():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    for pkg in ("torch", "pyro-ppl", "arviz", "numpy", "scikit-learn", "esh-kernels"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "esh_kernels"],
+                               capture_output=True, text=True).stdout.strip()
+        commit += " (esh_kernels/ has uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "versions": versions,
+        "git_commit": commit,
+    }
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if not np.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 1e-2:
+        return f"{v:.{digits}g}"
+    return f"{v:.2e}"
+
+
+COLUMNS = [
+    ("chains", "num_chains"),
+    ("min ESS", "ess_bulk_min"),
+    ("grads/draw", "grads_per_draw"),
+    ("ESS/1k grad", "ess_per_1k_grad"),
+    ("ESS/1k grad (+warmup)", "ess_per_1k_grad_with_warmup"),
+    ("ESS/s", "ess_per_s"),
+    ("ESS/s (+warmup)", "ess_per_s_with_warmup"),
+    ("x NUTS (ESS/s +warmup)", "speedup"),
+    ("warmup+setup s", "time_warmup_s"),
+    ("sample s", "time_sample_s"),
+    ("R-hat max", "rhat_max"),
+    ("accept", "accept_mean"),
+    ("step size", "step_size_mean"),
+    ("div.", "divergences"),
+]
+
+
+def markdown_section(payload):
+    meta, results = payload["meta"], payload["results"]
+    m, cfg = meta["machine"], meta["config"]
+    lines = [
+        "## Pyro",
+        "",
+        "Generated by `benchmarks/run_pyro.py`; do not edit this section by hand (it is "
+        "replaced on the next run of the same mode).",
+        "",
+        f"- Command: `{meta['command']}`",
+        f"- Date: {meta['date']}",
+        f"- Machine: {m['nproc']} CPUs (`nproc`), {m['cpu_model']}, torch threads "
+        f"{m['torch_threads']}, load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])} "
+        "(a shared machine: timings are noisy, gradient counts are not)",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+        f"- Repository commit: {m['git_commit']}",
+        f"- Budget: {cfg['num_warmup']} warmup + {cfg['num_samples']} draws per chain; "
+        f"`pyro.infer.MCMC` samplers 1 chain, `BatchedMCMC` {cfg['batched_chains']} chains; "
+        f"seed {cfg['seed']}; float64",
+        "",
+    ]
+    tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
+    snames = [s for s in SAMPLER_ORDER if any(r["sampler"] == s for r in results)]
+    by = {(r["target"], r["sampler"]): r for r in results}
+    lines.append("### Summary: min bulk ESS per second, warmup and set-up included (x Pyro NUTS)")
+    lines.append("")
+    lines.append("| sampler | " + " | ".join(tnames) + " |")
+    lines.append("|---|" + "---|" * len(tnames))
+    for s in snames:
+        cells = []
+        for t in tnames:
+            r = by.get((t, s))
+            if r is None:
+                cells.append("")
+            elif r["status"] != "ok":
+                cells.append(r["status"])
+            else:
+                sp = r.get("speedup")
+                cells.append(f"{_fmt(r['ess_per_s_with_warmup'])}" + (f" ({_fmt(sp)}x)" if sp else ""))
+        lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for t in tnames:
+        desc = next(r["target_description"] for r in results if r["target"] == t)
+        lines.append(f"### {t}: {desc}")
+        lines.append("")
+        lines.append("| sampler | " + " | ".join(c for c, _ in COLUMNS) + " |")
+        lines.append("|---|" + "---|" * len(COLUMNS))
+        for s in snames:
+            r = by.get((t, s))
+            if r is None:
+                continue
+            if r["status"] != "ok":
+                note = r.get("note") or r.get("error", "")
+                lines.append(f"| {SAMPLER_LABELS[s]} | {r['status']}: {note.splitlines()[0][:120] if note else ''} |"
+                             + " |" * (len(COLUMNS) - 1))
+                continue
+            lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(_fmt(r.get(k)) for _, k in COLUMNS) + " |")
+        lines.append("")
+    lines.append(COLUMN_DOC)
+    return "\n".join(lines)
+
+
+COLUMN_DOC = """### What the columns mean
+
+- **min ESS**: minimum over the unconstrained coordinates (eight schools: `mu`, `log tau`,
+  `theta_tilde`; logistic regression: the 31 coefficients) of ArviZ's rank-normalised bulk
+  ESS over all chains of the run (1 chain for `pyro.infer.MCMC`, all chains for
+  `BatchedMCMC`).
+- **grads/draw**: gradient evaluations per post-warmup draw per chain (esh_kernels: the
+  kernels' own count; Pyro NUTS/HMC: calls of the potential function).
+- **ESS/1k grad**: 1000 x min ESS / post-warmup gradient evaluations summed over chains;
+  **(+warmup)** adds the warmup gradients.
+- **ESS/s**: min ESS / seconds of the sampling phase; **ESS/s (+warmup)** divides by the
+  whole `run()`: model set-up (incl. `jit_compile` tracing), warmup and sampling.
+  **x NUTS** is that number over Pyro NUTS's (defaults, `jit_compile=False`, one chain,
+  the same budget) on the same target in the same run of the script.
+- **R-hat max**: ArviZ rank-normalised split R-hat over chains (batched runs only).
+- **accept**: mean acceptance probability after warmup (not defined for ESH).
+- **step size**: tuned step size (mean over chains; each sampler's own units).
+- **div.**: divergent post-warmup transitions summed over chains.
+- A `BatchedMCMC` transition lasts as long as its slowest chain's (chains that are done
+  wait, masked), so its gradient count (each chain's own steps) understates the work
+  done; its ESS/s is the honest number.
+"""
+
+SECTION_BEGIN = "<!-- BEGIN run_pyro:{mode} -->"
+SECTION_END = "<!-- END run_pyro:{mode} -->"
+
+
+def write_markdown(path, payload):
+    mode = payload["meta"]["mode"]
+    begin, end = SECTION_BEGIN.format(mode=mode), SECTION_END.format(mode=mode)
+    section = f"{begin}\n{markdown_section(payload)}\n{end}\n"
+    text = open(path).read() if os.path.exists(path) else ""
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = pre + section.rstrip("\n") + post
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + section
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    return o
+
+
+def load_previous(path, config):
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if old.get("meta", {}).get("config") != config:
+        return []
+    return old.get("results", [])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small budgets (100 warmup + 100 draws)")
+    p.add_argument("--targets", nargs="+", choices=TARGET_NAMES, default=list(TARGET_NAMES))
+    p.add_argument("--samplers", nargs="+", choices=SAMPLER_ORDER, default=list(SAMPLER_ORDER))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-warmup", type=int, default=None, help="default 300 (100 with --quick)")
+    p.add_argument("--num-samples", type=int, default=None, help="default 500 (100 with --quick)")
+    p.add_argument("--batched-chains", type=int, default=32)
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/pyro[_quick].json)")
+    p.add_argument("--md", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    p.add_argument("--no-md", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="do not merge with earlier results in --out")
+    args = p.parse_args(argv)
+
+    mode = "quick" if args.quick else "full"
+    cfg = Config(
+        num_warmup=args.num_warmup or (100 if args.quick else 300),
+        num_samples=args.num_samples or (100 if args.quick else 500),
+        batched_chains=args.batched_chains,
+        seed=args.seed,
+    )
+    if args.num_warmup or args.num_samples:
+        mode = f"{mode}-w{cfg.num_warmup}-s{cfg.num_samples}"
+    out = args.out or os.path.join(HERE, "results", "pyro_quick.json" if args.quick else "pyro.json")
+    cfg_dict = cfg.as_dict()
+    machine = machine_info()
+    command = "python " + " ".join(
+        ["benchmarks/run_pyro.py"] + (sys.argv[1:] if argv is None else list(argv))
+    )
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    previous = [] if args.fresh else load_previous(out, cfg_dict)
+    targets = make_targets()
+    print(f"[run_pyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, load {machine['loadavg_at_start']}", flush=True)
+    prime(args.samplers)
+    new_results = []
+
+    def save():
+        keep = {(r["target"], r["sampler"]) for r in new_results}
+        merged = [r for r in previous if (r["target"], r["sampler"]) not in keep] + new_results
+        for t in TARGET_NAMES:
+            base = next((r for r in merged if r["target"] == t and r["sampler"] == BASELINE
+                         and r["status"] == "ok"), None)
+            for r in merged:
+                if r["target"] == t and r["status"] == "ok" and base is not None:
+                    r["speedup"] = r["ess_per_s_with_warmup"] / base["ess_per_s_with_warmup"]
+        order = {n: i for i, n in enumerate(TARGET_NAMES)}
+        sorder = {n: i for i, n in enumerate(SAMPLER_ORDER)}
+        merged.sort(key=lambda r: (order[r["target"]], sorder[r["sampler"]]))
+        payload = {
+            "meta": {
+                "mode": mode, "command": command, "date": date, "machine": machine,
+                "config": cfg_dict, "merged_from_earlier": len(merged) > len(new_results),
+                "conventions": {
+                    "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
+                    "grads": "summed over chains",
+                    "times": "wall clock of MCMC.run / BatchedMCMC.run, set-up and jit tracing included",
+                },
+            },
+            "results": merged,
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(_jsonable(payload), f, indent=1)
+        if not args.no_md:
+            write_markdown(args.md, _jsonable(payload))
+
+    for ti, tname in enumerate(TARGET_NAMES):
+        if tname not in args.targets:
+            continue
+        target = targets[tname]
+        for si, sname in enumerate(SAMPLER_ORDER):
+            if sname not in args.samplers:
+                continue
+            seed = args.seed * 1000 + ti * 100 + si
+            rec = {"target": tname, "target_description": target.description, "sampler": sname,
+                   "sampler_label": SAMPLER_LABELS[sname], "date": date}
+            t0 = time.perf_counter()
+            try:
+                runner = run_batched_sampler if sname.endswith("_batched") else run_mcmc_sampler
+                raw = runner(sname, target, cfg, seed)
+                if raw["status"] == "ok":
+                    rec.update(status="ok", **compute_metrics(raw))
+                else:
+                    rec.update(raw)
+            except Exception as e:  # keep going
+                rec.update(status="error", error=f"{type(e).__name__}: {e}",
+                           traceback=traceback.format_exc(limit=8))
+            rec["script_seconds"] = time.perf_counter() - t0
+            rec["loadavg_after"] = list(os.getloadavg())
+            new_results.append(rec)
+            if rec["status"] == "ok":
+                print(
+                    f"  {tname:14s} {sname:22s} minESS {rec['ess_bulk_min']:8.1f}  "
+                    f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
+                    f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f} "
+                    f"(+warmup {rec['ess_per_s_with_warmup']:8.1f})  [{rec['time_total_s']:.1f}s]",
+                    flush=True,
+                )
+            else:
+                print(f"  {tname:14s} {sname:22s} {rec['status'].upper()}: {rec.get('note') or rec.get('error')}", flush=True)
+                if rec["status"] == "error":
+                    print(rec["traceback"], flush=True)
+            save()
+    print(f"[run_pyro] wrote {os.path.relpath(out, REPO)}"
+          + ("" if args.no_md else f" and {os.path.relpath(args.md, REPO)}"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
