@@ -1,0 +1,98 @@
+"""Every script in ``examples/`` runs with ``--quick`` and writes its files.
+
+The selected examples run as subprocesses, at most ``ESH_EXAMPLE_WORKERS`` at a time
+(default: 2, or 1 on a single-core machine), each in its own temporary directory with a
+time limit; each test then checks its example's exit status, its output files and a line
+of its output. An example whose backend is not installed is skipped.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = ROOT / "examples"
+TIMEOUT_S = 300
+
+#: script -> (modules it needs, files it writes into --out (None: takes no --out), text in stdout)
+EXAMPLES = {
+    "demo.py": (("numpyro",), None, "Eight schools"),
+    "energy_network.py": (("torch",), None, "log Z"),
+    "eight_schools_numpyro.py": (("numpyro", "arviz"), ["eight_schools_numpyro_summary.csv"], "gradient evaluations"),
+    "eight_schools_pyro.py": (("torch", "pyro", "arviz"), ["eight_schools_pyro_summary.csv"], "gradient evaluations"),
+    "logistic_regression.py": (("numpyro", "arviz"), ["logistic_regression_summary.csv"], "true weights within"),
+    "hierarchical.py": (
+        ("numpyro", "arviz", "matplotlib"),
+        ["hierarchical_trace.png", "hierarchical_rank.png", "hierarchical_forest.png",
+         "hierarchical_pair.png", "hierarchical_summary.csv"],
+        "max R-hat",
+    ),
+    "mixture_of_gaussians.py": (("numpyro", "matplotlib"), ["mixture_of_gaussians.png"], "share of draws"),
+    "many_chains.py": (("numpyro", "arviz"), ["many_chains.json"], "chains x"),
+}
+
+
+def _missing(modules):
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def _run(script, workdir):
+    modules, files, _ = EXAMPLES[script]
+    cmd = [sys.executable, str(EXAMPLES_DIR / script), "--quick"]
+    out = workdir / "out"
+    if files is not None:
+        cmd += ["--out", str(out)]
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
+        result = (proc.returncode, proc.stdout, proc.stderr)
+    except subprocess.TimeoutExpired as err:
+        result = (None, err.stdout or "", f"timed out after {TIMEOUT_S} s")
+    return result + (out, time.perf_counter() - start)
+
+
+@pytest.fixture(scope="module")
+def example_runs(request, tmp_path_factory):
+    """Run the examples whose tests are selected, a few at a time; {script: result}."""
+    selected = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        module = getattr(item, "module", None)
+        if module is not None and module.__name__ == __name__ and callspec is not None:
+            script = callspec.params.get("script")
+            if script in EXAMPLES and not _missing(EXAMPLES[script][0]) and script not in selected:
+                selected.append(script)
+    workers = int(os.environ.get("ESH_EXAMPLE_WORKERS", min(2, os.cpu_count() or 1)))
+    dirs = {s: tmp_path_factory.mktemp(s.removesuffix(".py")) for s in selected}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {s: pool.submit(_run, s, dirs[s]) for s in selected}
+        return {s: f.result() for s, f in futures.items()}
+
+
+def test_every_example_is_listed():
+    scripts = sorted(p.name for p in EXAMPLES_DIR.glob("*.py"))
+    assert scripts == sorted(EXAMPLES), "add new examples to EXAMPLES in tests/test_examples.py"
+
+
+@pytest.mark.parametrize("script", sorted(EXAMPLES))
+def test_example(example_runs, script):
+    modules, files, expected = EXAMPLES[script]
+    missing = _missing(modules)
+    if missing:
+        pytest.skip(f"{script} needs {', '.join(missing)}")
+    returncode, stdout, stderr, out, seconds = example_runs[script]
+    assert returncode == 0, f"{script} --quick failed ({returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    assert expected in stdout, stdout[-3000:]
+    for name in files or ():
+        path = out / name
+        assert path.is_file(), f"{script} did not write {name}; wrote {sorted(p.name for p in out.glob('*'))}"
+        assert path.stat().st_size > 100
+    print(f"{script}: {seconds:.1f} s")
