@@ -76,7 +76,9 @@ def main():
 
     flat = x.reshape(-1, 2)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(flat[:, 0], flat[:, 1], s=2, alpha=0.3, label=f"{args.kernel} draws")
+    alpha = min(0.5, 6000 / len(flat))  # keep dense clouds readable
+    ax.scatter(flat[:, 0], flat[:, 1], s=3, alpha=alpha, lw=0, color="C0")
+    ax.scatter([], [], s=10, color="C0", label=f"{args.kernel} draws")
     circles = [plt.Circle(m, 2 * SIGMA, fill=False, color="k", lw=0.8) for m in MEANS]
     for circle in circles:
         ax.add_patch(circle)
