@@ -149,7 +149,7 @@ def constrained():
 
 @pytest.mark.parametrize("cls", KERNELS)
 def test_constrained_sites_in_constrained_space(cls):
-    s = run(cls, constrained, seed=3).get_samples(group_by_chain=True)
+    s = run(cls, constrained, chains=8, seed=3).get_samples(group_by_chain=True)
     sigma, p = s["sigma"], s["p"]
     assert bool((sigma > 0).all())
     assert bool((p > 0).all()) and torch.allclose(p.sum(-1), torch.ones(()), atol=1e-12)
