@@ -185,8 +185,10 @@ class ESHAdaptState(NamedTuple):
     refresh_length: Any  # decoherence length of the velocity refresh (inf: none)
     adjusted: Any  # AdjustedESHAdaptState of phase 1; holds the preconditioner
     predictor: Any  # StepSizePredictorState
-    log_time_sum: Any  # sum of log physical time of the phase-2 steps
+    log_time: Any  # log of the total physical time of the phase-2 steps
     step_count: Any  # number of those steps
+    energy_sum: Any  # sum of the potential energy of the phase-2 draws
+    draw_count: Any  # number of those draws
 
     @property
     def scale(self):
@@ -224,7 +226,7 @@ def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense):
     return ESHAdaptState(
         step_size, trajectory_length, refresh_length,
         adjusted_warmup_init(x, step_size, 4.0 * step_size, dense),
-        step_size_predictor_init(step_size), zero, zero,
+        step_size_predictor_init(step_size), zero - float("inf"), zero, zero, zero,
     )
 
 
@@ -235,14 +237,18 @@ def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config):
     return adapt._replace(step_size=step, adjusted=adjusted)
 
 
-def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time_sum, diverging, config):
+def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
+                      energy=0.0):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
-    step and dimension ``energy_error_sq_per_dim`` and ``log_time_sum`` the sum over its
-    steps of the log physical time each spanned:
+    step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
+    physical time its steps spanned:
 
     * step size: the energy-error predictor (§7.1);
-    * time per draw: ``steps_per_draw`` times the geometric-mean physical time of a step
-      over phase 2, fixed at the last warmup iteration.
+    * time per draw: ``steps_per_draw`` times the mean physical time of a step over
+      phase 2, fixed at the last warmup iteration. Phase-2 draws restart the clock at
+      each draw, so that time is in units of ``e^r`` at typical energies; the mean draw
+      ``energy`` is kept to start the sampling clock at the same reference
+      (:func:`esh_sampling_log_speed`).
     """
     step, predictor = adapt.step_size, adapt.predictor
     if config.tune_step_size:
@@ -251,15 +257,33 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time_sum
             desired_energy_var=config.desired_energy_var,
         )
     good = ~diverging if not isinstance(diverging, bool) else not diverging
-    log_time = adapt.log_time_sum + select(good, log_time_sum, 0.0)
+    xp = namespace(adapt.log_time)
+    log_time = xp.logaddexp(adapt.log_time, select(good, log_time, -float("inf")))
     step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
     length = adapt.trajectory_length
     if config.tune_trajectory:
-        xp = namespace(log_time)
         has = step_count > 0
-        per_step = select(has, xp.exp(log_time / xp.where(has, step_count, 1.0)), step)
+        per_step = select(has, xp.exp(log_time - xp.log(xp.where(has, step_count, 1.0))), step)
         length = select(i == config.num_warmup - 1, config.steps_per_draw * per_step, length)
     return adapt._replace(
         step_size=step, trajectory_length=length, predictor=predictor,
-        log_time_sum=log_time, step_count=step_count,
+        log_time=log_time, step_count=step_count,
+        energy_sum=adapt.energy_sum + select(good, energy, 0.0),
+        draw_count=adapt.draw_count + select(good, 1.0, 0.0),
     )
+
+
+def esh_sampling_log_speed(adapt, energy, d):
+    """Log speed ``r`` to start sampling with at potential ``energy``: ``(E_mean - E)/d``.
+
+    On the energy shell ``E + d r = const`` this sets ``r = 0`` at the mean phase-2 draw
+    energy, the reference in which the time per draw was tuned (§2.1: ``e^r ∝ p^{1/d}``).
+    Anchoring on the last warmup point instead would scale the clock by
+    ``e^{(E_last - E_mean)/d}``, a factor of several in 2-D. A constant shift of ``r`` at a
+    fixed iteration rescales physical time uniformly and biases nothing.
+    """
+    xp = namespace(adapt.energy_sum)
+    has = adapt.draw_count > 0
+    mean = adapt.energy_sum / xp.where(has, adapt.draw_count, 1.0)
+    return xp.where(has, (mean - energy) / d, 0.0 * energy)
+

@@ -31,6 +31,7 @@ from esh_kernels.core.warmup import (
     ESHAdaptState,
     ESHWarmupConfig,
     esh_warmup_adjusted_update,
+    esh_sampling_log_speed,
     esh_warmup_init,
     esh_warmup_update,
 )
@@ -71,7 +72,7 @@ class _Carry(NamedTuple):
     log_total: Any
     sum_dh: Any
     sum_dh2: Any
-    log_step_time: Any
+    log_step_time: Any  # log total physical time of the draw's steps
     ok: Any
     key: Any
 
@@ -216,7 +217,12 @@ class ESH(FlatKernel):
         # over), with the pick still weighted by physical time. From the first sampling
         # draw on, the clock runs on untouched and each draw covers exactly
         # `trajectory_length` physical time.
-        integ0 = state.integrator._replace(r=jnp.where(warm, 0.0, state.integrator.r))
+        first = state.i == self._num_warmup
+        r0 = jnp.where(
+            warm, 0.0,
+            jnp.where(first, esh_sampling_log_speed(adapt, state.integrator.energy, d), state.integrator.r),
+        )
+        integ0 = state.integrator._replace(r=r0)
         time_prev = jnp.where(warm, 0.0, state.time_prev)
         time_cur = jnp.where(warm, 0.0, state.time_cur)
         length = jnp.where(warm, jnp.inf, adapt.trajectory_length)
@@ -260,7 +266,7 @@ class ESH(FlatKernel):
             c = c._replace(
                 k=c.k + 1, integ=new, x_prev=integ.x, energy_prev=integ.energy,
                 time_prev=dt_old, time_cur=dt_new, sum_dh=c.sum_dh + dh,
-                sum_dh2=c.sum_dh2 + dh * dh, log_step_time=c.log_step_time + jnp.logaddexp(log_dt_old, log_dt_new), ok=ok, key=key,
+                sum_dh2=c.sum_dh2 + dh * dh, log_step_time=jnp.logaddexp(c.log_step_time, jnp.logaddexp(log_dt_old, log_dt_new)), ok=ok, key=key,
             )
             return offer_pending(c, k_offer)
 
@@ -270,7 +276,7 @@ class ESH(FlatKernel):
             jnp.array(0, jnp.int32), integ0, state.x_prev, state.energy_prev,
             time_prev, time_cur, length,
             state.integrator.x, state.potential_energy, jnp.asarray(-jnp.inf, dtype),
-            zero, zero, zero, jnp.array(True), k_loop,
+            zero, zero, jnp.asarray(-jnp.inf, dtype), jnp.array(True), k_loop,
         )
         carry = lax.while_loop(cond, body, offer_pending(carry, k_pre))
 
@@ -290,7 +296,7 @@ class ESH(FlatKernel):
             warm,
             lambda a: esh_warmup_update(
                 a, i, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
-                carry.k, carry.log_step_time, diverging, self._warmup_config(),
+                carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
             ),
             lambda a: a,
             adapt,
