@@ -65,6 +65,9 @@ _NUMPYRO_CANDIDATE_FIELDS = (
     "energy_error",
 )
 
+#: NumPyro states whose ``adapt_state`` has a ``step_size``
+_KNOWN_ADAPT_STEP_SIZE = ("HMCState", "BarkerMHState")
+
 #: per-draw statistic -> ArviZ name (``potential_energy`` is also negated into ``lp``)
 _RENAMES = {
     "potential_energy": "lp",
@@ -114,10 +117,12 @@ def sample_stats_fields(kernel):
     if state_cls is None:
         return ()
     fields = set(state_cls._fields)
+    # nested fields only where the adaptation state is known to carry them
+    nested_ok = state_cls.__module__.startswith("esh_kernels.") or state_cls.__name__ in _KNOWN_ADAPT_STEP_SIZE
     out = []
     for name in _NUMPYRO_CANDIDATE_FIELDS:
         head = name.split(".")[0]
-        if head in fields:
+        if head in fields and ("." not in name or nested_ok):
             out.append(name)
     return tuple(out)
 
