@@ -411,7 +411,8 @@ def test_pyro_tuned_hmc_if_present(pyro_model):
     model, args, kwargs = pyro_model
     mcmc = _pyro_mcmc(ep.TunedHMC(model), args, kwargs, warmup=40, samples=20, chains=1)
     stats = to_arviz(mcmc)["sample_stats"]
-    assert {"diverging", "step_size", "lp"} <= set(stats.data_vars)
+    assert {"diverging", "step_size", "lp", "n_steps", "acceptance_rate", "energy"} <= set(stats.data_vars)
+    assert "tree_depth" not in stats.data_vars
 
 
 def test_pyro_builtin_nuts_divergences(pyro_model):
