@@ -28,6 +28,7 @@ from esh_kernels.core.warmup import (  # noqa: E402
     ESHWarmupConfig,
     adjusted_warmup_init,
     adjusted_warmup_update,
+    esh_sampling_log_speed,
     esh_warmup_adjusted_update,
     esh_warmup_init,
     esh_warmup_update,
@@ -147,8 +148,9 @@ def test_esh_warmup_updates_agree(jax_x64, dense):
     j_phase1 = jax.jit(jax.vmap(lambda a, i, x, p: esh_warmup_adjusted_update(a, i, x, p, config),
                                 in_axes=(0, None, 0, 0)))
     j_phase2 = jax.jit(jax.vmap(
-        lambda a, i, e, n, t, dv: esh_warmup_update(a, i, e, n, t, dv, config),
-        in_axes=(0, None, 0, 0, 0, 0)))
+        lambda a, i, e, n, t, dv, en: esh_warmup_update(a, i, e, n, t, dv, config, energy=en),
+        in_axes=(0, None, 0, 0, 0, 0, 0)))
+    energies = rng.normal(size=(W, C)) + 5.0
     for i in range(W):
         ji = jnp.asarray(i, jnp.int32)
         if i < n1:
@@ -156,11 +158,16 @@ def test_esh_warmup_updates_agree(jax_x64, dense):
             j_adapt = j_phase1(j_adapt, ji, jnp.asarray(xs[i]), jnp.asarray(acc[i]))
         else:
             t_adapt = esh_warmup_update(t_adapt, i, torch.tensor(err2[i]), torch.tensor(nsteps[i]),
-                                        torch.tensor(logt[i]), torch.tensor(div[i]), config)
+                                        torch.tensor(logt[i]), torch.tensor(div[i]), config,
+                                        energy=torch.tensor(energies[i]))
             j_adapt = j_phase2(j_adapt, ji, jnp.asarray(err2[i]), jnp.asarray(nsteps[i]),
-                               jnp.asarray(logt[i]), jnp.asarray(div[i]))
+                               jnp.asarray(logt[i]), jnp.asarray(div[i]), jnp.asarray(energies[i]))
         if i in (0, 99, n1 - 1, n1, W - 1):
             assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
+    e = rng.normal(size=C)
+    assert_trees_close(esh_sampling_log_speed(t_adapt, torch.tensor(e), D),
+                       jax.vmap(lambda a, en: esh_sampling_log_speed(a, en, D))(j_adapt, jnp.asarray(e)),
+                       what="sampling log speed")
 
 
 # -- full transitions -------------------------------------------------------------------
@@ -310,3 +317,99 @@ def test_esh_draws_agree(jax_x64):
             steps += int(np_state.n_steps)
     assert steps > 18  # ESH draws took several leapfrog steps each
     assert math.isfinite(float(np_state.adapt_state.trajectory_length))
+
+
+# -- TunedHMC ---------------------------------------------------------------------------
+
+
+def _need_tuned_hmc():
+    import esh_kernels.pyro as ekp
+
+    if not hasattr(ekp, "TunedHMC"):
+        pytest.skip("esh_kernels.pyro.TunedHMC is not available")
+
+
+def _tuned_draws(jax, rng_keys):
+    """The momentum and Metropolis uniform ``numpyro/tuned_hmc.py`` draws per chain."""
+    from esh_kernels.pyro.tuned_hmc import TunedHMCDraws
+
+    normals, uniforms = [], []
+    for key in rng_keys:
+        _, k_p, k_acc = jax.random.split(key, 3)
+        normals.append(np.asarray(jax.random.normal(k_p, (D,), "float64")))
+        uniforms.append(np.asarray(jax.random.uniform(k_acc, (), "float64")))
+    return TunedHMCDraws(torch.tensor(np.stack(normals)), torch.tensor(np.stack(uniforms)))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_tuned_hmc_single_chain_transitions_agree(jax_x64, dense):
+    """The single-chain rule (``pyro.infer.MCMC``; NumPyro sequential/parallel): U-turn
+    tracking in warmup, trajectory length from the mean U-turn time."""
+    _need_tuned_hmc()
+    from esh_kernels.numpyro import TunedHMC as NumPyroTunedHMC
+    from esh_kernels.pyro import TunedHMC, TunedHMCState
+
+    W = 40
+    jax, np_state, sample, t_kernel = _setup(jax_x64, NumPyroTunedHMC, TunedHMC, W, dense_mass=dense)
+    lengths = set()
+    for i in range(W + 5):
+        t_state = _torch_state_from_numpyro(TunedHMCState, np_state)
+        draws = _tuned_draws(jax, [np_state.rng_key])
+        np_state = sample(np_state)
+        t_state = t_kernel._transition(t_state, i, draws)
+        _compare_states(t_state, np_state)
+        lengths.add(round(float(np_state.adapt_state.trajectory_length), 8))
+    assert len(lengths) > 5  # the trajectory length was being tuned
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_tuned_hmc_cross_chain_transitions_agree(jax_x64, dense):
+    """The cross-chain rule (``BatchedMCMC``; NumPyro ``chain_method="vectorized"``):
+    ChEES across 3 chains, shared step size, pooled mass matrix."""
+    import jax
+
+    _need_tuned_hmc()
+    from esh_kernels.numpyro import TunedHMC as NumPyroTunedHMC
+    from esh_kernels.pyro import TunedHMC, TunedHMCState
+
+    jnp = jax_x64
+    C, W = 3, 40
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(D, D))
+    prec = a @ a.T / D + np.diag([0.5, 1.0, 2.0, 4.0])
+    Pj, Pt = jnp.asarray(prec), torch.tensor(prec)
+
+    def pe_jax(z):
+        x = z["x"]
+        return 0.5 * x @ (Pj @ x) + 0.05 * jnp.sum(x**4)
+
+    def pe_torch(z):  # {x: (C, d)} -> (C,)
+        x = z["x"]
+        return 0.5 * ((x @ Pt) * x).sum(-1) + 0.05 * (x**4).sum(-1)
+
+    x0 = rng.normal(size=(C, D))
+    np_kernel = NumPyroTunedHMC(potential_fn=pe_jax, dense_mass=dense)
+    np_state = np_kernel.init(jax.random.split(jax.random.PRNGKey(5), C), W, {"x": jnp.asarray(x0)}, (), {})
+    sample = jax.jit(lambda s: np_kernel.sample(s, (), {}))
+    t_kernel = TunedHMC(potential_fn=pe_torch, dense_mass=dense)
+    t_kernel.setup_batched(W, C, initial_params={"x": torch.tensor(x0)})
+    assert t_kernel._cross_chain_tuning
+
+    def convert(s):
+        fields = {}
+        for name in TunedHMCState._fields:
+            v = getattr(s, name)
+            fields[name] = int(v[0]) if name == "i" else tree_to_torch(v, batch=False)
+        return TunedHMCState(**fields)
+
+    lengths = set()
+    for i in range(W + 5):
+        t_state = convert(np_state)
+        draws = _tuned_draws(jax, list(np_state.rng_key))
+        np_state = sample(np_state)
+        t_state = t_kernel._transition(t_state, i, draws)
+        for name in TunedHMCState._fields:
+            if name != "i":
+                assert_trees_close(getattr(t_state, name), getattr(np_state, name), what=name)
+        lengths.add(round(float(np_state.adapt_state.trajectory_length[0]), 8))
+    assert len(lengths) > 5

@@ -36,6 +36,7 @@ from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_v
 from esh_kernels.core.warmup import (
     ESHAdaptState,
     ESHWarmupConfig,
+    esh_sampling_log_speed,
     esh_warmup_adjusted_update,
     esh_warmup_init,
     esh_warmup_update,
@@ -78,7 +79,7 @@ class _Carry(NamedTuple):
     log_total: Any
     sum_dh: Any
     sum_dh2: Any
-    log_step_time: Any
+    log_step_time: Any  # log total physical time of the draw's steps
     ok: Any
 
 
@@ -256,7 +257,8 @@ class ESH(FlatKernel):
             k=c.k + 1.0, integ=new, x_prev=integ.x, energy_prev=integ.energy,
             time_prev=dt_old, time_cur=dt_new, sum_dh=c.sum_dh + dh,
             sum_dh2=c.sum_dh2 + dh * dh,
-            log_step_time=c.log_step_time + torch.logaddexp(log_dt_old, log_dt_new), ok=ok,
+            log_step_time=torch.logaddexp(c.log_step_time, torch.logaddexp(log_dt_old, log_dt_new)),
+            ok=ok,
         )
         stepped = self._offer_pending(stepped, uniform1, uniform2)
         c = where(active, stepped, c)
@@ -335,13 +337,15 @@ class ESH(FlatKernel):
                                                 self._steps_per_draw, self._max_steps))
         else:
             integ0 = state.integrator
+            if i == self._num_warmup:  # first sampling draw: the clock's reference energy
+                integ0 = integ0._replace(r=esh_sampling_log_speed(adapt, integ0.energy, d))
             time_prev, time_cur = state.time_prev, state.time_cur
             length = adapt.trajectory_length
             max_steps = zero + self._max_steps
         carry = _Carry(
             zero, integ0, state.x_prev, state.energy_prev, time_prev, time_cur, length,
-            state.integrator.x, state.potential_energy, zero - math.inf, zero, zero, zero,
-            torch.ones_like(zero, dtype=torch.bool),
+            state.integrator.x, state.potential_energy, zero - math.inf, zero, zero,
+            zero - math.inf, torch.ones_like(zero, dtype=torch.bool),
         )
         carry = self._offer_pending(carry, *draws.pre())
         step = self._compiled["step"]
@@ -375,7 +379,7 @@ class ESH(FlatKernel):
         if warm:
             adapt = esh_warmup_update(
                 adapt, i, carry.sum_dh2 / (torch.clamp(carry.k, min=1.0) * d),
-                carry.k, carry.log_step_time, diverging, self._warmup_config(),
+                carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
             )
         return ESHState(
             i + 1, pick_x, pick_energy, integ, x_prev, energy_prev, time_prev, time_cur,
