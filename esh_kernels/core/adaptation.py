@@ -210,6 +210,23 @@ def welford_pool(state):
     return WelfordState(count, mean, m2)
 
 
+def forgetful_mean_update(state, x, horizon):
+    """Running mean of ``x`` that remembers about the last ``horizon`` draws:
+    ``n <- min(n + 1, horizon)``, ``mean <- mean + (x - mean) / n`` (``m2`` is left alone).
+
+    An exact mean until ``horizon`` draws, then an exponential moving average with weight
+    ``1/horizon``. With ``horizon`` growing like half the iteration count it tracks about
+    the last half of a warmup run: early, transient values are forgotten instead of biasing
+    the estimate for the rest of the run. ``x`` has a trailing axis (use shape ``(1,)`` for
+    a scalar statistic).
+    """
+    xp = namespace(x)
+    horizon = state.count * 0.0 + horizon  # an array like count (torch has no maximum(tensor, float))
+    count = xp.minimum(state.count + 1.0, xp.where(horizon > 1.0, horizon, 1.0))
+    mean = state.mean + (x - state.mean) / count[..., None]
+    return WelfordState(count, mean, state.m2)
+
+
 # ---------------------------------------------------------------------------------------
 # Quasi-random jitter and the ChEES trajectory-length criterion (esh_math.md §8)
 
@@ -302,7 +319,8 @@ class ChEESState(NamedTuple):
     log_length_avg: Any  # moving average of log_length (the length used)
     moment1: Any  # Adam first moment of the gradient
     moment2: Any  # Adam second moment
-    count: Any  # number of updates
+    count: Any  # number of optimiser updates
+    avg_count: Any  # number of updates since the moving average was (re)started
 
 
 def chees_init(trajectory_length):
@@ -310,7 +328,7 @@ def chees_init(trajectory_length):
     xp = namespace(trajectory_length)
     log_t = xp.log(trajectory_length)
     zero = log_t * 0.0
-    return ChEESState(log_t, log_t, zero, zero, zero)
+    return ChEESState(log_t, log_t, zero, zero, zero, zero)
 
 
 def chees_update(
@@ -321,15 +339,17 @@ def chees_update(
     beta2=0.95,
     decay_rate=0.5,
     max_update=0.35,
-    epsilon=1e-8,
+    epsilon=1e-20,
 ):
-    """One ascent step of Adam on ``log T`` with the ChEES gradient, then the moving
-    average used by BlackJAX/TFP (``esh_math.md`` §8).
+    """One ascent step of Adam on ``log T`` with the ChEES gradient, then the iterate
+    average used by TFP and BlackJAX (``esh_math.md`` §8).
 
-    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2`` (bias-corrected), the step
-    ``lr m / (sqrt(v) + epsilon)`` is clipped to ``+-max_update`` and a non-finite step is
-    skipped. The length to use is ``exp(log_length_avg)``, with
-    ``avg <- (1 - w) avg + w log T`` and ``w = t^(-decay_rate)`` (t = update count).
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2`` (both bias-corrected); the step
+    ``lr m / sqrt(v + epsilon)`` is clipped to ``+-max_update`` and a non-finite gradient
+    or step is skipped. The defaults are TFP's (``b1 = 0``: RMSProp, ``1 - b2 = 0.05``,
+    ``lr = 0.025``, clip ``0.35 ~ log(2)/2``). The length to use is
+    ``exp(log_length_avg)``, ``avg <- (1 - w) avg + w log T`` with ``w = k^(-decay_rate)``,
+    ``k`` the number of updates since the average was (re)started (:func:`chees_restart_average`).
     """
     xp = namespace(state.log_length, gradient)
     t = state.count + 1.0
@@ -339,12 +359,20 @@ def chees_update(
     m2 = beta2 * state.moment2 + (1.0 - beta2) * g * g
     m1_hat = m1 / (1.0 - beta1**t)
     m2_hat = m2 / (1.0 - beta2**t)
-    step = learning_rate * m1_hat / (xp.sqrt(m2_hat) + epsilon)
+    step = learning_rate * m1_hat / xp.sqrt(m2_hat + epsilon)
     step = xp.where(finite & xp.isfinite(step), step, 0.0)
     step = xp.clip(step, -max_update, max_update)
     log_length = state.log_length + step
-    w = t ** (-decay_rate)
+    k = state.avg_count + 1.0
+    w = k ** (-decay_rate)
     log_length_avg = (1.0 - w) * state.log_length_avg + w * log_length
     m1 = xp.where(finite, m1, state.moment1)
     m2 = xp.where(finite, m2, state.moment2)
-    return ChEESState(log_length, log_length_avg, m1, m2, t)
+    return ChEESState(log_length, log_length_avg, m1, m2, t, k)
+
+
+def chees_restart_average(state, restart):
+    """Forget the iterate average where ``restart`` is true (e.g. after the metric changed,
+    which changes the optimal length): the next update sets it to the iterate."""
+    xp = namespace(state.avg_count)
+    return state._replace(avg_count=xp.where(restart, 0.0 * state.avg_count, state.avg_count))

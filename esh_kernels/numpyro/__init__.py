@@ -5,8 +5,6 @@ Importing this module imports JAX and NumPyro but never torch.
 
 from esh_kernels.numpyro.adjusted_esh import AdjustedESH, AdjustedESHState
 from esh_kernels.numpyro.esh import ESH, ESHState
-
-__all__ = ["ESH", "ESHState", "AdjustedESH", "AdjustedESHState"]
 from esh_kernels.numpyro.tuned_hmc import TunedHMC, TunedHMCState
 
-__all__ += ["TunedHMC", "TunedHMCState"]
+__all__ = ["ESH", "ESHState", "AdjustedESH", "AdjustedESHState", "TunedHMC", "TunedHMCState"]

@@ -10,19 +10,27 @@ Warmup tunes, with nothing to set by hand:
 
 * the step size ``eps``: dual averaging to ``target_accept_prob``, restarted after every
   metric window (Stan's schedule, shared with ``AdjustedESH`` through ``_warmup.py``);
-* a diagonal (or dense) preconditioner from windowed Welford estimates;
-* the trajectory length ``T``: Adam ascent on ``log T`` of the ChEES criterion.
+* a diagonal (or dense) mass matrix from windowed Welford estimates;
+* the trajectory length ``T``, by one of two rules:
 
-  - ``chain_method="vectorized"`` (the kernel sees the whole batch, ``C >= 2`` chains)
-    and ``cross_chain=True``: BlackJAX-style ChEES across chains. One shared ``eps``
-    (dual averaging on the harmonic mean of the chains' acceptance probabilities), one
-    shared ``T`` (acceptance-weighted ensemble ChEES gradient) and one metric pooled over
-    all chains' draws. The shared values are stored broadcast to shape ``(C,)``.
-  - otherwise (``sequential``/``parallel``, or ``cross_chain=False``): every chain tunes
-    itself. Its ChEES gradient uses the chain's own running (Welford) mean of positions
-    in place of the ensemble mean and Adam averages it over iterations.
+  - **cross-chain** (``chain_method="vectorized"`` with ``C >= 2`` chains and
+    ``cross_chain=True``, the default): ChEES (Hoffman, Radul & Sountsov 2021) as in
+    BlackJAX/TFP. Adam ascent on ``log T`` of the acceptance-weighted ensemble ChEES
+    gradient; one shared ``eps`` (dual averaging on the chains' mean acceptance), one
+    shared ``T`` and one mass matrix pooled over all chains' draws. The shared values are
+    stored broadcast to shape ``(C,)`` so that every collected field has a chain axis.
+  - **single-chain** (``sequential``/``parallel``, one chain, or ``cross_chain=False``):
+    each chain sets ``T = uturn_factor * (mean time to a U-turn)``. During warmup the
+    trajectory is continued past the proposal until NUTS's no-U-turn criterion fails in the
+    whitened frame; the running mean of these times (restarted with each new metric) sets
+    ``T``. ChEES about the chain's running mean (the ensemble mean replaced by a Welford
+    mean) was tried first and rejected by measurement: one chain's ChEES gradient is so
+    noisy (signal/noise ~0.1 per iteration at d = 100) that Adam wanders past the first
+    optimum onto the plateau of later local optima (T = 10-40 on a 100-D Gaussian whose
+    optimum is ~2.3; 13-24 ESS per 1000 gradients instead of 160), while U-turn times are
+    nearly deterministic in high dimension (T within 5% across chains).
 
-  The two modes are different algorithms, so a vectorized run with ``cross_chain=True``
+  The two rules are different algorithms, so a vectorized run with ``cross_chain=True``
   does NOT reproduce a sequential run draw for draw; with ``cross_chain=False`` it does.
 """
 
@@ -37,7 +45,9 @@ from numpyro.util import is_prng_key
 from esh_kernels.core.adaptation import (
     chees_gradient,
     chees_init,
+    chees_restart_average,
     chees_update,
+    forgetful_mean_update,
     halton,
     welford_covariance,
     welford_init,
@@ -60,17 +70,17 @@ from esh_kernels.numpyro._warmup import (
 class TunedHMCAdaptState(NamedTuple):
     step_size: Any
     trajectory_length: Any  # T: the longest jittered trajectory, n = ceil(h T / eps)
-    scale: Any  # preconditioner L (vector, or lower-triangular matrix if dense_mass)
+    scale: Any  # mass-matrix factor L, L L^T = M^{-1} (vector, or lower-triangular matrix)
     dual: Any  # DualAveragingState of log eps
     welford: Any  # WelfordState of the current metric window
-    chees: Any  # ChEESState: Adam on log T and its moving average
-    center: Any  # WelfordState: the chain's running mean (single-chain ChEES rule)
+    chees: Any  # ChEESState (cross-chain rule): Adam on log T and its iterate average
+    uturn: Any  # WelfordState, mean shape (1,): running mean U-turn time (single-chain rule)
 
 
 class TunedHMCState(NamedTuple):
-    """State of one chain (or of a batch, each leaf with a leading chain axis). ``z`` is
-    the draw (unconstrained pytree); ``integrator`` holds the flat position with its cached
-    potential energy and gradient."""
+    """State of one chain (in a vectorized run every leaf has a leading chain axis). ``z``
+    is the draw (unconstrained pytree); ``integrator`` holds the flat position with its
+    cached potential energy and gradient."""
 
     i: Any
     z: Any
@@ -79,7 +89,7 @@ class TunedHMCState(NamedTuple):
     diverging: Any
     accept_prob: Any
     mean_accept_prob: Any
-    n_steps: Any  # gradient evaluations spent on this draw
+    n_steps: Any  # gradient evaluations spent on this draw (U-turn tracking included)
     energy: Any  # Hamiltonian E(x) + |p|^2/2 at the start of the transition
     energy_error: Any
     adapt_state: TunedHMCAdaptState
@@ -87,19 +97,20 @@ class TunedHMCState(NamedTuple):
 
 
 class _Proposal(NamedTuple):
-    """What the trajectory-length adaptation needs from one transition."""
+    """What trajectory-length tuning needs from one transition."""
 
     x_start: Any
     x_proposal: Any
-    velocity: Any
-    duration: Any
+    velocity: Any  # whitened momentum at the proposal (= dx/dt in the whitened frame)
+    duration: Any  # integration time of the proposal
     accept_prob: Any
     valid: Any
+    uturn_time: Any  # integration time to the first U-turn (0 when not tracked)
 
 
 class TunedHMC(FlatKernel):
-    """HMC with nothing to set: step size, mass matrix and trajectory length are tuned
-    in warmup. Exact (Metropolis-adjusted) for any tuning.
+    """HMC with nothing to set: step size, mass matrix and trajectory length are tuned in
+    warmup. Exact (Metropolis-adjusted) whatever the tuning.
 
     :param model: a NumPyro model (give this or ``potential_fn``).
     :param potential_fn: a potential energy ``E(z) = -log p(z)`` on an unconstrained pytree;
@@ -107,22 +118,27 @@ class TunedHMC(FlatKernel):
     :param step_size: fixed leapfrog step size (whitened frame). Given: no step-size
         adaptation. Default: dual averaging.
     :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
-        integrates for ``h T``, ``h`` in (0, 1) jittered, mean ``T/2``). Given: not tuned.
-        Default: ChEES.
-    :param target_accept_prob: acceptance rate that warmup aims for (per chain; the
-        harmonic mean over chains with cross-chain tuning). The default 0.8 was chosen by
-        measurement (ESS per gradient on 100-D Gaussians, eight schools and a logistic
-        regression, ``docs/benchmarks.md``): with jittered trajectories of
-        ChEES length, 0.8 beat 0.65 (the asymptotic optimum for a fixed trajectory,
-        which loses too many long trajectories to rejection in 1-100 dimensions) and 0.9
-        (too many small steps).
+        integrates for ``h T``, ``h`` in (0, 1) jittered, ``T/2`` on average). Given: not
+        tuned. Default: tuned in warmup (see the module docstring).
+    :param target_accept_prob: mean acceptance probability that warmup aims for (per
+        chain, or averaged over the chains with cross-chain tuning). The default 0.8 was
+        chosen by measurement (min bulk ESS per 1000 gradients, 4 vectorized chains,
+        1000+1000, two seeds; 100-D Gaussian sds logspace(-2,0) / 100-D standard Gaussian /
+        eight schools / logistic regression): 0.8 gave 154 / 157 / 125 / 47, 0.7 gave
+        144 / 141 / 115 / 60; 0.65 and 0.9 (as the harmonic mean over chains, BlackJAX's
+        statistic) lost 10-40% on the Gaussians. The harmonic mean itself was dropped: one
+        chain in the neck of eight schools' funnel drags it down, so the realised mean
+        acceptance rose to 0.97 and ESS per gradient fell (102 vs 125). The realised mean
+        acceptance lands a little above the target (0.83-0.9): the final step size is dual
+        averaging's averaged iterate.
     :param dense_mass: estimate a dense (Cholesky) mass matrix instead of a diagonal one.
     :param adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
-    :param cross_chain: with ``chain_method="vectorized"``, tune step size, mass matrix
-        and trajectory length jointly across chains (ChEES ensemble, default True). False
-        keeps every chain's tuning to itself, so vectorized runs equal sequential ones.
+    :param cross_chain: with ``chain_method="vectorized"``, tune step size, mass matrix and
+        trajectory length jointly across the chains (ChEES, default True). False: every
+        chain tunes itself with the single-chain rule, so vectorized runs equal sequential
+        ones draw for draw.
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
-    :param learning_rate: Adam learning rate on ``log T`` (ChEES).
+    :param learning_rate: Adam learning rate on ``log T`` for ChEES (TFP's 0.025).
     :param init_strategy: NumPyro init strategy (default ``init_to_uniform``).
     :param forward_mode_differentiation: use forward-mode AD (e.g. for ``lax.while_loop``
         inside the model).
@@ -130,6 +146,16 @@ class TunedHMC(FlatKernel):
 
     min_dim = 1
     divergence_threshold = 1000.0
+    #: single-chain rule: ``T = uturn_factor * mean U-turn time``. In high dimension a
+    #: whitened Gaussian U-turns at ``pi``; ChEES's optimum for uniformly jittered lengths is
+    #: ``T = 2.25 = 0.72 pi``, so 0.75 makes both rules agree on Gaussians. Measured (4 chains,
+    #: 1000+1000, min ESS per 1000 gradients, bulk/tail; 100-D Gaussian sds logspace(-2,0),
+    #: 100-D standard Gaussian, eight schools, logistic regression): 0.75 gave
+    #: 176/129, 170/134, 103/95, 38/47; 1.0 gave 220/102, 222/103, 100/72, 48/42 (longer,
+    #: more antithetic trajectories help means and hurt second moments and tails).
+    uturn_factor = 0.75
+    #: initial step size (whitened frame), before dual averaging takes over
+    initial_step_size = 0.1
 
     def __init__(
         self,
@@ -170,23 +196,27 @@ class TunedHMC(FlatKernel):
             float(jnp.ravel(state.mean_accept_prob)[0]),
         )
 
-    # -- batched (cross-chain) plumbing ----------------------------------------------------
+    @property
+    def _tune_length(self):
+        return self._trajectory_length is None
+
+    # -- cross-chain plumbing ------------------------------------------------------------
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
         num_chains = 1 if is_prng_key(rng_key) else rng_key.shape[0]
         self._batched_tuning = self._cross_chain and num_chains >= 2
         if self._batched_tuning:
-            self._sample_fn = self._sample_batch
+            self._sample_fn = self._sample_cross_chain
         return state
 
-    def _sample_batch(self, state, value_and_grad):
+    def _sample_cross_chain(self, state, value_and_grad):
         """All chains at once: per-chain transitions, then one shared adaptation step."""
-        new, proposal = vmap(lambda s: self._transition(s, value_and_grad))(state)
+        new, proposal = vmap(lambda s: self._transition(s, value_and_grad, False))(state)
         i = state.i[0]
         adapt = lax.cond(
             i < self._num_warmup,
-            lambda a: self._adapt_batch(a, i, new.integrator.x, proposal),
+            lambda a: self._adapt_cross_chain(a, i, new.integrator.x, proposal),
             lambda a: a,
             state.adapt_state,
         )
@@ -196,9 +226,10 @@ class TunedHMC(FlatKernel):
 
     def _init_chain(self, x, energy, grad, rng_key, num_warmup):
         dtype = x.dtype
-        step = jnp.asarray(self._step_size if self._step_size is not None else 0.1, dtype)
-        length = self._trajectory_length if self._trajectory_length is not None else step
-        length = jnp.asarray(length, dtype)
+        step = self._step_size if self._step_size is not None else self.initial_step_size
+        step = jnp.asarray(step, dtype)
+        length = jnp.asarray(self._trajectory_length if not self._tune_length else step, dtype)
+        one = jnp.zeros((1,), dtype)
         adapt = TunedHMCAdaptState(
             step,
             length,
@@ -206,7 +237,7 @@ class TunedHMC(FlatKernel):
             dual_averaging_restart(step),
             welford_init(x, dense=self._dense_mass),
             chees_init(length),
-            welford_init(x),
+            welford_init(one),
         )
         zero = jnp.zeros((), dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
@@ -216,7 +247,7 @@ class TunedHMC(FlatKernel):
         )
 
     def _sample_chain(self, state, value_and_grad):
-        new, proposal = self._transition(state, value_and_grad)
+        new, proposal = self._transition(state, value_and_grad, self._tune_length)
         i = state.i
         adapt = lax.cond(
             i < self._num_warmup,
@@ -226,8 +257,12 @@ class TunedHMC(FlatKernel):
         )
         return new._replace(adapt_state=adapt)
 
-    def _transition(self, state, value_and_grad):
-        """One HMC transition with the current tuning (adapt_state left unchanged)."""
+    def _transition(self, state, value_and_grad, track_uturn):
+        """One HMC transition with the current tuning (``adapt_state`` left unchanged).
+
+        With ``track_uturn`` (single-chain tuning; warmup only) the trajectory continues
+        past the proposal until it makes a U-turn in the whitened frame,
+        ``<L^{-1}(x_k - x_0), p_k> < 0`` (NUTS's criterion), or reaches ``max_steps``."""
         key, k_p, k_acc = random.split(state.rng_key, 3)
         adapt = state.adapt_state
         start = state.integrator
@@ -237,19 +272,35 @@ class TunedHMC(FlatKernel):
         h = halton(state.i).astype(dtype)
         n = jnp.clip(jnp.ceil(h * adapt.trajectory_length / adapt.step_size), 1, self._max_steps)
         n = n.astype(jnp.int32)
+        zero_i = jnp.array(0, jnp.int32)
+        track = jnp.asarray(track_uturn) & (state.i < self._num_warmup)
+        if track_uturn and self._dense_mass:
+            inv_scale = jnp.linalg.inv(adapt.scale)
+            whiten = lambda v: inv_scale @ v  # noqa: E731
+        else:
+            whiten = lambda v: precond_inverse(adapt.scale, v)  # noqa: E731
 
         def finite(integ):
             return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad))
 
         def cond(c):
-            k, integ = c
-            return (k < n) & finite(integ)
+            k, integ, _, k_turn = c
+            more = (k < n) | (track & (k_turn == 0) & (k < self._max_steps))
+            return more & finite(integ)
 
         def body(c):
-            k, integ = c
-            return k + 1, euclidean_leapfrog(integ, adapt.step_size, value_and_grad, adapt.scale)
+            k, integ, prop, k_turn = c
+            integ = euclidean_leapfrog(integ, adapt.step_size, value_and_grad, adapt.scale)
+            k = k + 1
+            prop = jax.tree.map(lambda a, b: jnp.where(k == n, a, b), integ, prop)
+            if track_uturn:
+                turned = jnp.sum(whiten(integ.x - x0) * integ.u) < 0
+                k_turn = jnp.where((k_turn == 0) & turned, k, k_turn)
+            return k, integ, prop, k_turn
 
-        k, end = lax.while_loop(cond, body, (jnp.array(0, jnp.int32), start._replace(u=p0)))
+        init = start._replace(u=p0)
+        k, last, end, k_turn = lax.while_loop(cond, body, (zero_i, init, init, zero_i))
+        end = jax.tree.map(lambda a, b: jnp.where(k >= n, a, b), end, last)  # stopped early: non-finite
         kinetic0 = 0.5 * jnp.sum(p0 * p0)
         kinetic1 = 0.5 * jnp.sum(end.u * end.u)
         energy_error = end.energy - start.energy + kinetic1 - kinetic0
@@ -262,13 +313,15 @@ class TunedHMC(FlatKernel):
         new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), end, start)
 
         i = state.i
-        boundary = i == self._num_warmup
-        mean_accept = jnp.where(boundary, 0.0, state.mean_accept_prob)
+        mean_accept = jnp.where(i == self._num_warmup, 0.0, state.mean_accept_prob)
         count = jnp.where(i < self._num_warmup, i, i - self._num_warmup) + 1
         mean_accept = mean_accept + (accept_prob - mean_accept) / count
+        # a trajectory that never turned before max_steps counts as turning there; one
+        # that stopped on a non-finite energy tells nothing (0)
+        k_turn = jnp.where(track & (k_turn == 0) & finite(last), k, k_turn)
         proposal = _Proposal(
-            x0, end.x, end.u, k.astype(dtype) * adapt.step_size, accept_prob,
-            jnp.logical_not(diverging) & ok,
+            x0, end.x, end.u, jnp.minimum(k, n).astype(dtype) * adapt.step_size, accept_prob,
+            jnp.logical_not(diverging) & ok, k_turn.astype(dtype) * adapt.step_size,
         )
         new_state = TunedHMCState(
             i + 1, self._to_z(new.x), new.energy, new._replace(u=jnp.zeros_like(x0)),
@@ -277,86 +330,82 @@ class TunedHMC(FlatKernel):
         )
         return new_state, proposal
 
-    # -- adaptation ------------------------------------------------------------------------
-
-    def _whiten(self, scale, proposal, center):
-        """Positions (and the centre) in the whitened frame ``L^{-1} x``."""
-        if self._dense_mass:
-            inv = jnp.linalg.inv(scale)
-            white = lambda v: (inv @ v[..., None])[..., 0]  # noqa: E731
-        else:
-            white = lambda v: precond_inverse(scale, v)  # noqa: E731
-        return white(proposal.x_start), white(proposal.x_proposal), white(center)
+    # -- adaptation ----------------------------------------------------------------------
 
     def _adapt_chain(self, adapt, i, x, proposal):
-        """Single-chain rule: own acceptance, own metric, ChEES about the running mean."""
+        """Single-chain rule: own acceptance, own metric, T from the mean U-turn time."""
         schedule = MetricSchedule.build(self._num_warmup)
         step, dual = adapt.step_size, adapt.dual
         if self._step_size is None:
             dual = dual_averaging_step(dual, proposal.accept_prob, self._target_accept_prob)
             step = jnp.exp(dual.log_step)
-        chees, center = adapt.chees, adapt.center
-        length = adapt.trajectory_length
-        if self._trajectory_length is None:
-            x0, x1, c = self._whiten(adapt.scale, proposal, center.mean)
-            valid = proposal.valid & (center.count > 1)
-            g = chees_gradient(
-                x0[None], x1[None], proposal.velocity[None], proposal.duration[None],
-                proposal.accept_prob[None], valid[None], c, c, normalize=False,
-            )
-            chees = chees_update(chees, g, self._learning_rate)
-        center = welford_update(center, x)
         welford, scale, ended = adapt.welford, adapt.scale, jnp.array(False)
         if self._adapt_mass_matrix:
             welford, scale, ended = metric_update(schedule, i, welford, scale, x)
-        return self._finish_adapt(adapt, i, step, dual, scale, welford, chees, center, ended)
+        step, dual = self._finish_step_size(i, step, dual, ended)
+        length, uturn = adapt.trajectory_length, adapt.uturn
+        if self._tune_length:
+            # running mean over about the last half of the iterations, restarted with each
+            # new metric (U-turn times measured in the old whitened frame say little)
+            measured = proposal.uturn_time > 0
+            updated = forgetful_mean_update(uturn, proposal.uturn_time[None], 1.0 + 0.5 * i)
+            uturn = jax.tree.map(lambda a, b: jnp.where(measured, a, b), updated, uturn)
+            tuned = self.uturn_factor * uturn.mean[0]
+            length = jnp.where(uturn.count > 0, tuned, length)
+            length = jnp.clip(length, step, self._max_steps * step)
+            uturn = uturn._replace(count=jnp.where(ended, 0.0 * uturn.count, uturn.count))
+        return TunedHMCAdaptState(step, length, scale, dual, welford, adapt.chees, uturn)
 
-    def _adapt_batch(self, adapt, i, x, proposal):
-        """Cross-chain rule (every leaf of ``adapt`` has a leading chain axis and the shared
-        tuning parameters are equal across it)."""
+    def _adapt_cross_chain(self, adapt, i, x, proposal):
+        """Cross-chain rule. Every leaf of ``adapt`` has a leading chain axis; the tuning
+        parameters are equal across it and are updated once for all chains."""
         schedule = MetricSchedule.build(self._num_warmup)
         num_chains = x.shape[0]
         one = jax.tree.map(lambda a: a[0], adapt)
         step, dual = one.step_size, one.dual
         if self._step_size is None:
             alpha = jnp.where(proposal.valid, proposal.accept_prob, 0.0)
-            inv_mean = jnp.mean(1.0 / jnp.maximum(alpha, 1e-10))
-            harmonic = jnp.where(jnp.isfinite(inv_mean), 1.0 / inv_mean, 0.0)
-            dual = dual_averaging_step(dual, harmonic, self._target_accept_prob)
+            dual = dual_averaging_step(dual, jnp.mean(alpha), self._target_accept_prob)
             step = jnp.exp(dual.log_step)
-        chees = one.chees
-        if self._trajectory_length is None:
-            x0, x1, _ = self._whiten(one.scale, proposal, one.center.mean)
-            g = chees_gradient(
-                x0, x1, proposal.velocity, proposal.duration, proposal.accept_prob,
-                proposal.valid,
-            )
-            chees = chees_update(chees, g, self._learning_rate)
         welford, scale, ended = adapt.welford, one.scale, jnp.array(False)
         if self._adapt_mass_matrix:
-            welford = vmap(welford_update, in_axes=(0, 0, None))(
-                welford, x, jnp.where(schedule.collecting(i), 1.0, 0.0).astype(x.dtype)
-            )
+            # every chain feeds its own window estimate; at a window end they are pooled
+            weight = jnp.where(schedule.collecting(i), 1.0, 0.0).astype(x.dtype)
+            welford = vmap(welford_update, in_axes=(0, 0, None))(welford, x, weight)
             ended = schedule.window_end(i)
-            pooled = welford_pool(welford)
-            new_scale = scale_from_covariance(welford_covariance(pooled, regularize=True))
-            scale = jnp.where(ended, new_scale, scale)
+            pooled = welford_covariance(welford_pool(welford), regularize=True)
+            scale = jnp.where(ended, scale_from_covariance(pooled, dense=self._dense_mass), scale)
             empty = vmap(lambda v: welford_init(v, dense=self._dense_mass))(x)
-            welford = type(welford)(*[jnp.where(ended, e, w) for e, w in zip(empty, welford)])
-        shared = self._finish_adapt(one, i, step, dual, scale, one.welford, chees, one.center, ended)
+            welford = jax.tree.map(lambda e, w: jnp.where(ended, e, w), empty, welford)
+        step, dual = self._finish_step_size(i, step, dual, ended)
+        length, chees = one.trajectory_length, one.chees
+        if self._tune_length:
+            white = self._whitener(one.scale)
+            g = chees_gradient(
+                white(proposal.x_start), white(proposal.x_proposal), proposal.velocity,
+                proposal.duration, proposal.accept_prob, proposal.valid,
+            )
+            chees = chees_update(chees, g, self._learning_rate)
+            # restart the iterate average with each new metric, except after the last
+            # window: T then averages the last slow window and the final buffer
+            if len(schedule.window_ends):
+                chees = chees_restart_average(chees, ended & (i != schedule.window_ends[-1]))
+            length = jnp.clip(jnp.exp(chees.log_length_avg), step, self._max_steps * step)
+        shared = TunedHMCAdaptState(step, length, scale, dual, one.welford, chees, one.uturn)
         shared = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains,) + jnp.shape(a)), shared)
         return shared._replace(welford=welford)
 
-    def _finish_adapt(self, adapt, i, step, dual, scale, welford, chees, center, ended):
-        """Common end of an adaptation step: restart dual averaging after a new metric,
-        switch to the averaged step size at the end of warmup, set T from ChEES."""
+    def _finish_step_size(self, i, step, dual, ended):
+        """Restart dual averaging after a new metric; at the last warmup iteration switch to
+        the averaged iterate."""
         if self._step_size is None:
-            restarted = dual_averaging_restart(step)
-            dual = jax.tree.map(lambda r, o: jnp.where(ended, r, o), restarted, dual)
-            last = i == self._num_warmup - 1
-            step = jnp.where(last, jnp.exp(dual.log_step_avg), step)
-        length = adapt.trajectory_length
-        if self._trajectory_length is None:
-            length = jnp.exp(chees.log_length_avg)
-            length = jnp.clip(length, step, self._max_steps * step)
-        return TunedHMCAdaptState(step, length, scale, dual, welford, chees, center)
+            dual = jax.tree.map(lambda r, o: jnp.where(ended, r, o), dual_averaging_restart(step), dual)
+            step = jnp.where(i == self._num_warmup - 1, jnp.exp(dual.log_step_avg), step)
+        return step, dual
+
+    def _whitener(self, scale):
+        """``v -> L^{-1} v`` for a batch of vectors ``(C, d)``."""
+        if self._dense_mass:
+            inv = jnp.linalg.inv(scale)
+            return lambda v: v @ inv.T
+        return lambda v: precond_inverse(scale, v)
