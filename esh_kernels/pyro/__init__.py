@@ -14,3 +14,6 @@ __all__ += ["ESH", "ESHState"]
 from esh_kernels.pyro.batched import BatchedMCMC, run_batched
 
 __all__ += ["BatchedMCMC", "run_batched"]
+from esh_kernels.pyro.tuned_hmc import TunedHMC, TunedHMCState
+
+__all__ += ["TunedHMC", "TunedHMCState"]

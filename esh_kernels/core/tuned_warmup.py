@@ -1,0 +1,176 @@
+"""Warmup control of ``TunedHMC``, backend-neutral (``esh_math.md`` §7-8).
+
+The torch kernel (``esh_kernels/pyro/tuned_hmc.py``) runs these; they restate, on the
+core primitives and with :func:`esh_kernels.core.warmup.select` in place of JAX control
+flow, the adaptation of the NumPyro kernel (``esh_kernels/numpyro/tuned_hmc.py``), and
+``tests/test_pyro_cross_backend.py`` checks the two against each other step by step. The
+iteration ``i`` may be a Python int or a traced JAX integer; arrays may carry a leading
+chain axis (the single-chain rule is elementwise over chains).
+
+Two rules for the trajectory length ``T`` (the step size and mass matrix follow the same
+pattern in both):
+
+* single-chain: ``T = uturn_factor * (mean integration time to a U-turn)``, a forgetful
+  running mean restarted with each new metric;
+* cross-chain: ChEES over the ensemble (Adam on ``log T``, iterate average restarted with
+  each new metric except the last), one shared step size (dual averaging on the mean
+  acceptance) and one mass matrix pooled over the chains' draws.
+"""
+
+from typing import Any, NamedTuple
+
+from esh_kernels.core.adaptation import (
+    chees_gradient,
+    chees_init,
+    chees_restart_average,
+    chees_update,
+    dual_averaging_update,
+    forgetful_mean_update,
+    welford_covariance,
+    welford_init,
+    welford_pool,
+    welford_update,
+)
+from esh_kernels.core.backend import namespace
+from esh_kernels.core.preconditioning import precond_inverse, scale_from_covariance
+from esh_kernels.core.warmup import (
+    MetricSchedule,
+    dual_averaging_restart,
+    initial_scale,
+    metric_update,
+    select,
+)
+
+
+class TunedHMCAdaptState(NamedTuple):
+    step_size: Any
+    trajectory_length: Any  # T: the longest jittered trajectory, n = ceil(h T / eps)
+    scale: Any  # mass-matrix factor L, L L^T = M^{-1} (vector, or lower-triangular matrix)
+    dual: Any  # DualAveragingState of log eps
+    welford: Any  # WelfordState of the current metric window
+    chees: Any  # ChEESState (cross-chain rule): Adam on log T and its iterate average
+    uturn: Any  # WelfordState, mean shape (1,): running mean U-turn time (single-chain rule)
+
+
+class TunedWarmupConfig(NamedTuple):
+    num_warmup: int
+    target_accept_prob: float
+    tune_step_size: bool
+    tune_metric: bool
+    tune_length: bool
+    dense: bool
+    max_steps: int
+    learning_rate: float
+    uturn_factor: float
+
+
+def tuned_warmup_init(x, step_size, trajectory_length, dense):
+    """Identity metric, dual averaging started at ``step_size``, ``T`` as given."""
+    ones_1 = x[..., :1] * 0.0
+    return TunedHMCAdaptState(
+        step_size, trajectory_length, initial_scale(x, dense), dual_averaging_restart(step_size),
+        welford_init(x, dense=dense), chees_init(trajectory_length), welford_init(ones_1),
+    )
+
+
+def _select_rows(cond, a, b):
+    """``select`` whose array condition (one per chain) broadcasts over trailing axes."""
+    if isinstance(cond, bool) or not isinstance(a, tuple):
+        if isinstance(cond, bool):
+            return select(cond, a, b)
+        xp = namespace(cond, a, b)
+        c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
+        return xp.where(c, a, b)
+    return type(a)(*[_select_rows(cond, x, y) for x, y in zip(a, b)])
+
+
+def _finish_step_size(i, step, dual, ended, config):
+    """Restart dual averaging after a new metric; at the last warmup iteration switch to
+    the averaged iterate."""
+    if config.tune_step_size:
+        dual = select(ended, dual_averaging_restart(step), dual)
+        xp = namespace(dual.log_step_avg)
+        step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
+    return step, dual
+
+
+def _clip_length(length, step, config):
+    xp = namespace(length, step)
+    return xp.minimum(xp.maximum(length, step), config.max_steps * step)
+
+
+def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
+    """Single-chain rule after a transition to ``x`` with acceptance ``accept_prob`` and
+    U-turn time ``uturn_time`` (0: none measured)."""
+    schedule = MetricSchedule.build(config.num_warmup)
+    xp = namespace(x)
+    step, dual = adapt.step_size, adapt.dual
+    if config.tune_step_size:
+        dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
+        step = xp.exp(dual.log_step)
+    welford, scale, ended = adapt.welford, adapt.scale, False
+    if config.tune_metric:
+        welford, scale, ended = metric_update(schedule, i, welford, scale, x)
+    step, dual = _finish_step_size(i, step, dual, ended, config)
+    length, uturn = adapt.trajectory_length, adapt.uturn
+    if config.tune_length:
+        # running mean over about the last half of the iterations, restarted with each
+        # new metric (U-turn times measured in the old whitened frame say little)
+        measured = uturn_time > 0
+        horizon = uturn_time * 0.0 + (1.0 + 0.5 * i)
+        updated = forgetful_mean_update(uturn, uturn_time[..., None], horizon)
+        uturn = _select_rows(measured, updated, uturn)
+        tuned = config.uturn_factor * uturn.mean[..., 0]
+        length = xp.where(uturn.count > 0, tuned, length)
+        length = _clip_length(length, step, config)
+        uturn = uturn._replace(count=select(ended, 0.0 * uturn.count, uturn.count))
+    return TunedHMCAdaptState(step, length, scale, dual, welford, adapt.chees, uturn)
+
+
+def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocity, duration,
+                             accept_prob, valid, config):
+    """Cross-chain rule. ``shared`` holds one set of tuning parameters (no chain axis;
+    its ``welford`` is ignored), ``welford`` the chains' window estimates (chain axis
+    first); the other arrays are the chains' transitions, chain axis first. Returns
+    ``(shared, welford)``."""
+    schedule = MetricSchedule.build(config.num_warmup)
+    xp = namespace(x)
+    step, dual = shared.step_size, shared.dual
+    if config.tune_step_size:
+        alpha = xp.where(valid, accept_prob, 0.0)
+        dual = dual_averaging_update(dual, config.target_accept_prob - xp.mean(alpha))
+        step = xp.exp(dual.log_step)
+    scale, ended = shared.scale, False
+    if config.tune_metric:
+        # every chain feeds its own window estimate; at a window end they are pooled
+        collecting = schedule.collecting(i)
+        weight = select(collecting, 1.0, 0.0) if isinstance(collecting, bool) else collecting * 1.0
+        welford = welford_update(welford, x, weight)
+        ended = schedule.window_end(i)
+        if ended is not False:
+            pooled = welford_covariance(welford_pool(welford), regularize=True)
+            scale = select(ended, scale_from_covariance(pooled, dense=config.dense), scale)
+            welford = select(ended, welford_init(x, dense=config.dense), welford)
+    step, dual = _finish_step_size(i, step, dual, ended, config)
+    length, chees = shared.trajectory_length, shared.chees
+    if config.tune_length:
+        white = whitener(shared.scale, config.dense)
+        g = chees_gradient(white(x_start), white(x_proposal), velocity, duration, accept_prob, valid)
+        chees = chees_update(chees, g, config.learning_rate)
+        # restart the iterate average with each new metric, except after the last window:
+        # T then averages the last slow window and the final buffer
+        if len(schedule.window_ends) and ended is not False:
+            restart = ended & (i != schedule.window_ends[-1])
+            if isinstance(restart, bool):  # Python int i: an array flag like avg_count
+                restart = (chees.avg_count * 0.0 + (1.0 if restart else 0.0)) > 0.5
+            chees = chees_restart_average(chees, restart)
+        length = _clip_length(xp.exp(chees.log_length_avg), step, config)
+    return TunedHMCAdaptState(step, length, scale, dual, shared.welford, chees, shared.uturn), welford
+
+
+def whitener(scale, dense):
+    """``v -> L^{-1} v`` for vectors ``(..., d)`` (one ``L`` for all of them)."""
+    if dense:
+        inv = namespace(scale).linalg.inv(scale)
+        return lambda v: v @ inv.T
+    return lambda v: precond_inverse(scale, v)

@@ -1,0 +1,332 @@
+"""``TunedHMC`` for Pyro: the algorithm of :class:`esh_kernels.numpyro.TunedHMC`.
+
+Per transition: a fresh momentum ``p ~ N(0, I)`` in the whitened frame, ``n`` leapfrog
+steps (:func:`esh_kernels.core.euclidean_leapfrog` with the preconditioner ``L``) and a
+Metropolis test on ``dH = dE + |p'|^2/2 - |p|^2/2``; ``n = ceil(h T / eps)`` with ``h`` the
+base-2 Halton number of the iteration, capped at ``max_steps``. Warmup
+(:mod:`esh_kernels.core.tuned_warmup`) tunes the step size, the mass matrix and ``T``:
+
+* under ``pyro.infer.MCMC`` (one chain per kernel run), or in ``BatchedMCMC`` with
+  ``cross_chain=False`` or one chain: each chain on its own, ``T = uturn_factor * (mean
+  time to a U-turn)``, the trajectory being continued past the proposal during warmup
+  until NUTS's no-U-turn criterion fails (the NumPyro kernel's single-chain rule);
+* in ``BatchedMCMC`` with ``C >= 2`` chains and ``cross_chain=True`` (default): ChEES
+  across the chains, one shared step size and one pooled mass matrix (the NumPyro
+  kernel's rule under ``chain_method="vectorized"``).
+
+Host synchronisation: one per transition (the largest number of steps), except while a
+warmup trajectory is continued to its U-turn, whose length is not known in advance: then
+the loop checks every ``host_check_every`` steps (1 on CPU, 4 on other devices) whether a
+chain still runs, as ``ESH`` does.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from pyro.infer.autoguide.initialization import init_to_uniform
+
+from esh_kernels.core.adaptation import halton
+from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
+from esh_kernels.core.integrators import IntegratorState, euclidean_leapfrog
+from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.tuned_warmup import (
+    TunedHMCAdaptState,
+    TunedWarmupConfig,
+    tuned_chain_update,
+    tuned_cross_chain_update,
+    tuned_warmup_init,
+    whitener,
+)
+from esh_kernels.pyro._base import FlatKernel, finite_rows, where
+from esh_kernels.pyro._model import Compiled
+
+
+class TunedHMCState(NamedTuple):
+    """A batch of chains (leading axis ``C``): the NumPyro kernel's state less
+    ``z``/``rng_key`` (the draw is ``integrator.x``)."""
+
+    i: int
+    potential_energy: Any
+    integrator: IntegratorState
+    diverging: Any
+    accept_prob: Any
+    mean_accept_prob: Any
+    n_steps: Any  # gradient evaluations spent on this draw
+    energy: Any  # Hamiltonian E(x) + |p|^2/2 at the start of the transition
+    energy_error: Any
+    adapt_state: TunedHMCAdaptState
+
+
+class TunedHMCDraws(NamedTuple):
+    """The random numbers of one transition (injectable for tests)."""
+
+    normal: Any  # (C, d) standard normal momentum (whitened frame)
+    uniform_accept: Any  # (C,) uniforms in [0, 1) for the Metropolis test
+
+
+class TunedHMC(FlatKernel):
+    """HMC with nothing to set: step size, mass matrix and trajectory length are tuned in
+    warmup. Exact (Metropolis-adjusted). Same algorithm, arguments and defaults as
+    :class:`esh_kernels.numpyro.TunedHMC`.
+
+    :param model: a Pyro model (give this or ``potential_fn``).
+    :param potential_fn: potential energy on a dict of unconstrained tensors; needs
+        ``initial_params``.
+    :param step_size: fixed leapfrog step size (whitened frame). Default: dual averaging.
+    :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
+        integrates for ``h T``, ``h`` in (0, 1) jittered). Default: tuned.
+    :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
+    :param dense_mass: dense (Cholesky) mass matrix instead of a diagonal one.
+    :param adapt_mass_matrix: estimate the mass matrix in warmup (default True).
+    :param cross_chain: in ``BatchedMCMC`` with 2 or more chains, tune jointly across
+        chains (ChEES; default True). False keeps every chain's tuning to itself.
+    :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
+    :param learning_rate: Adam learning rate on ``log T`` (ChEES).
+    :param init_strategy, transforms, max_plate_nesting, jit_compile, jit_options,
+        ignore_jit_warnings: as :class:`esh_kernels.pyro.AdjustedESH`.
+    """
+
+    min_dim = 1
+    #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (the NumPyro kernel's value)
+    uturn_factor = 0.75
+    #: initial step size (whitened frame), before dual averaging takes over
+    initial_step_size = 0.1
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        step_size=None,
+        trajectory_length=None,
+        target_accept_prob=0.8,
+        dense_mass=False,
+        adapt_mass_matrix=True,
+        cross_chain=True,
+        max_steps=1024,
+        learning_rate=0.025,
+        init_strategy=init_to_uniform,
+        transforms=None,
+        max_plate_nesting=None,
+        jit_compile=False,
+        jit_options=None,
+        ignore_jit_warnings=False,
+    ):
+        super().__init__(
+            model, potential_fn, dense_mass=dense_mass, init_strategy=init_strategy,
+            transforms=transforms, max_plate_nesting=max_plate_nesting,
+            jit_compile=jit_compile, jit_options=jit_options,
+            ignore_jit_warnings=ignore_jit_warnings,
+        )
+        self._step_size = check_positive("step_size", step_size)
+        self._trajectory_length = check_positive("trajectory_length", trajectory_length)
+        self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
+        self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
+        self._cross_chain = check_bool("cross_chain", cross_chain)
+        self._max_steps = check_int("max_steps", max_steps, 1)
+        self._learning_rate = check_positive("learning_rate", learning_rate, allow_none=False)
+
+    @property
+    def _tune_length(self):
+        return self._trajectory_length is None
+
+    @property
+    def _cross_chain_tuning(self):
+        return self._cross_chain and self._num_chains >= 2
+
+    @property
+    def host_check_every(self):
+        if self._state is None or self._state.integrator.x.device.type == "cpu":
+            return 1
+        return 4
+
+    def _config(self):
+        return TunedWarmupConfig(
+            num_warmup=self._num_warmup,
+            target_accept_prob=self._target_accept_prob,
+            tune_step_size=self._step_size is None,
+            tune_metric=self._adapt_mass_matrix,
+            tune_length=self._tune_length,
+            dense=self._dense_mass,
+            max_steps=self._max_steps,
+            learning_rate=self._learning_rate,
+            uturn_factor=self.uturn_factor,
+        )
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _init_state(self, x, energy, grad):
+        C = x.shape[0]
+        step = x.new_full((C,), self._step_size if self._step_size is not None else self.initial_step_size)
+        length = step * 0.0 + (self._trajectory_length if not self._tune_length else step)
+        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
+        zero = x.new_zeros(C)
+        integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
+        return TunedHMCState(0, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
+                             zero, zero, energy, zero, adapt)
+
+    def _draw(self, state):
+        return state.integrator.x
+
+    def _resync(self, state, x, energy, grad):
+        integ = state.integrator._replace(x=x, energy=energy, grad=grad)
+        return state._replace(integrator=integ, potential_energy=energy)
+
+    def _iteration_stats(self, state):
+        return {
+            "diverging": state.diverging,
+            "accept_prob": state.accept_prob,
+            "n_steps": state.n_steps,
+            "energy": state.energy,
+            "energy_error": state.energy_error,
+            "potential_energy": state.potential_energy,
+        }
+
+    def _final_parameters(self):
+        a = self._state.adapt_state
+        return {"step size": a.step_size, "trajectory length": a.trajectory_length}
+
+    # -- one leapfrog step of every chain (masked) ----------------------------------------
+
+    def _step_fn(self, *args, track_uturn=False):
+        integ, prop = IntegratorState(*args[:5]), IntegratorState(*args[5:10])
+        k, k_turn, n, x0, step_size, scale, white, track, max_steps = args[10:]
+        more = (k < n) | (track & (k_turn == 0) & (k < max_steps))
+        active = more & torch.isfinite(integ.energy) & finite_rows(integ.grad)
+        new = euclidean_leapfrog(integ, step_size, self._value_and_grad, scale)
+        k1 = k + 1.0
+        prop_new = where(k1 == n, new, prop)
+        k_turn_new = k_turn
+        if track_uturn:
+            dx = new.x - x0
+            dx = (dx[..., None, :] @ white.transpose(-1, -2))[..., 0, :] if self._dense_mass else dx / white
+            turned = (dx * new.u).sum(-1) < 0
+            k_turn_new = torch.where((k_turn == 0) & turned, k1, k_turn)
+        integ = where(active, new, integ)
+        prop = where(active, prop_new, prop)
+        k = torch.where(active, k1, k)
+        k_turn = torch.where(active, k_turn_new, k_turn)
+        more = (k < n) | (track & (k_turn == 0) & (k < max_steps))
+        still = more & torch.isfinite(integ.energy) & finite_rows(integ.grad)
+        return (*integ, *prop, k, k_turn, still)
+
+    def _build(self, x):
+        s = self._state
+        a = s.adapt_state
+        C = x.shape[0]
+        zero = x.new_zeros(C)
+        mode = "trace" if self._jit_compile else "eager"
+        integ = s.integrator._replace(u=torch.ones_like(x) * 0.3)
+        white = a.scale
+        example = (*integ, *integ, zero, zero, zero + 2.0, x, a.step_size, a.scale, white,
+                   torch.ones_like(zero, dtype=torch.bool), zero + self._max_steps)
+        self._compiled["HMC step"] = Compiled(
+            lambda *args: self._step_fn(*args, track_uturn=False), example, mode, "HMC step",
+            self._jit_options, self._ignore_jit_warnings,
+        )
+        if self._tune_length and not self._cross_chain_tuning and self._num_warmup > 0:
+            self._compiled["HMC step (U-turn)"] = Compiled(
+                lambda *args: self._step_fn(*args, track_uturn=True), example, mode,
+                "HMC step with U-turn tracking", self._jit_options, self._ignore_jit_warnings,
+            )
+
+    # -- one transition ------------------------------------------------------------------
+
+    def _draws(self, x):
+        C, d = x.shape
+        return TunedHMCDraws(self._rng.normal(x, (C, d)), self._rng.uniform(x, (C,)))
+
+    def _transition(self, state, i, draws=None):
+        adapt = state.adapt_state
+        start = state.integrator
+        x0 = start.x
+        draws = self._draws(x0) if draws is None else draws
+        p0 = draws.normal
+        n = torch.clamp(torch.ceil(halton(i) * adapt.trajectory_length / adapt.step_size),
+                        1.0, float(self._max_steps))
+        warm = i < self._num_warmup
+        cross = self._cross_chain_tuning
+        track_uturn = self._tune_length and not cross and warm
+        zero = torch.zeros_like(start.energy)
+        track = torch.full_like(zero, 1.0 if track_uturn else 0.0) > 0.5
+        if track_uturn and self._dense_mass:
+            white = torch.linalg.inv(adapt.scale)
+        else:
+            white = adapt.scale
+        integ = start._replace(u=p0)
+        carry = (*integ, *integ, zero, zero)
+        max_steps = zero + self._max_steps
+        host = torch.stack([n.max(), adapt.step_size.mean(), state.mean_accept_prob.mean()]).tolist()
+        self._set_log_values({"step size": f"{host[1]:.2e}", "acc. prob": f"{host[2]:.3f}"})
+        if not track_uturn:
+            step = self._compiled["HMC step"]
+            for _ in range(int(host[0])):
+                carry = step(*carry, n, x0, adapt.step_size, adapt.scale, white, track, max_steps)[:-1]
+        else:
+            step = self._compiled["HMC step (U-turn)"]
+            running, done, every = True, 0, self.host_check_every
+            while running and done < self._max_steps:
+                for _ in range(every):
+                    out = step(*carry, n, x0, adapt.step_size, adapt.scale, white, track, max_steps)
+                    carry, still = out[:-1], out[-1]
+                    done += 1
+                running = bool(still.any())
+        last, end = IntegratorState(*carry[:5]), IntegratorState(*carry[5:10])
+        k, k_turn = carry[10], carry[11]
+        end = where(k >= n, end, last)  # stopped early: non-finite
+        kinetic0 = 0.5 * (p0 * p0).sum(-1)
+        kinetic1 = 0.5 * (end.u * end.u).sum(-1)
+        energy_error = end.energy - start.energy + kinetic1 - kinetic0
+        ok = (torch.isfinite(end.energy) & finite_rows(end.grad) & finite_rows(end.x)
+              & finite_rows(end.u))
+        energy_error = torch.where(ok, energy_error, torch.full_like(energy_error, math.inf))
+        log_alpha = log_accept_prob(energy_error)
+        accept_prob = torch.exp(log_alpha)
+        accept = torch.log(draws.uniform_accept) < log_alpha
+        diverging = energy_error > self.divergence_threshold
+        new = where(accept, end, start)
+        mean_accept = state.mean_accept_prob
+        if i == self._num_warmup:
+            mean_accept = torch.zeros_like(mean_accept)
+        count = (i if i < self._num_warmup else i - self._num_warmup) + 1
+        mean_accept = mean_accept + (accept_prob - mean_accept) / count
+        if warm:
+            valid = ~diverging & ok
+            if cross:
+                adapt = self._adapt_cross_chain(adapt, i, x0, new.x, end, torch.minimum(k, n) * adapt.step_size,
+                                                accept_prob, valid)
+            else:
+                finite_last = torch.isfinite(last.energy) & finite_rows(last.grad)
+                k_turn = torch.where(track & (k_turn == 0) & finite_last, k, k_turn)
+                adapt = tuned_chain_update(adapt, i, new.x, accept_prob, k_turn * adapt.step_size,
+                                           self._config())
+        return TunedHMCState(
+            i + 1, new.energy, new._replace(u=torch.zeros_like(x0)), diverging, accept_prob,
+            mean_accept, k, start.energy + kinetic0, energy_error, adapt,
+        )
+
+    def _adapt_cross_chain(self, adapt, i, x0, x, end, duration, accept_prob, valid):
+        C = x.shape[0]
+        shared = TunedHMCAdaptState(*[_first(leaf) for leaf in adapt])
+        shared, welford = tuned_cross_chain_update(
+            shared, adapt.welford, i, x0, x, end.x, end.u, duration, accept_prob, valid,
+            self._config(),
+        )
+        shared = TunedHMCAdaptState(*[_broadcast(leaf, C) for leaf in shared])
+        return shared._replace(welford=welford)
+
+
+def _first(tree):
+    if isinstance(tree, tuple):
+        return type(tree)(*[_first(t) for t in tree])
+    return tree[0]
+
+
+def _broadcast(tree, C):
+    if isinstance(tree, tuple):
+        return type(tree)(*[_broadcast(t, C) for t in tree])
+    return tree.unsqueeze(0).expand((C,) + tuple(tree.shape))
+
+
+__all__ = ["TunedHMC", "TunedHMCState", "TunedHMCDraws", "whitener"]
