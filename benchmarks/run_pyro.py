@@ -337,6 +337,17 @@ def compute_metrics(raw):
     return out
 
 
+def median_record(reps):
+    """Per-repeat metrics -> one record: medians of the numbers (the rest from the first)."""
+    out = dict(reps[0])
+    for key, value in reps[0].items():
+        vals = [r.get(key) for r in reps]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None for v in vals):
+            out[key] = float(np.median(vals))
+    out["num_repeats"] = len(reps)
+    return out
+
+
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -430,7 +441,8 @@ def markdown_section(payload):
         f"- Repository commit: {m['git_commit']}",
         f"- Budget: {cfg['num_warmup']} warmup + {cfg['num_samples']} draws per chain; "
         f"`pyro.infer.MCMC` samplers 1 chain, `BatchedMCMC` {cfg['batched_chains']} chains; "
-        f"seed {cfg['seed']}; float64",
+        f"seed {cfg['seed']}; {cfg.get('repeats', 1)} runs per cell with different seeds, "
+        "medians shown (each run's numbers are in the JSON); float64",
         "",
     ]
     tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
@@ -554,6 +566,8 @@ def main(argv=None):
     p.add_argument("--num-warmup", type=int, default=None, help="default 300 (100 with --quick)")
     p.add_argument("--num-samples", type=int, default=None, help="default 500 (100 with --quick)")
     p.add_argument("--batched-chains", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per (target, sampler) with different seeds; the tables show medians")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/pyro[_quick].json)")
     p.add_argument("--md", default=os.path.join(REPO, "docs", "benchmarks.md"))
     p.add_argument("--no-md", action="store_true")
@@ -567,6 +581,7 @@ def main(argv=None):
         batched_chains=args.batched_chains,
         seed=args.seed,
     )
+    cfg.repeats = args.repeats
     if args.num_warmup or args.num_samples:
         mode = f"{mode}-w{cfg.num_warmup}-s{cfg.num_samples}"
     out = args.out or os.path.join(HERE, "results", "pyro_quick.json" if args.quick else "pyro.json")
@@ -625,9 +640,15 @@ def main(argv=None):
             t0 = time.perf_counter()
             try:
                 runner = run_batched_sampler if sname.endswith("_batched") else run_mcmc_sampler
-                raw = runner(sname, target, cfg, seed)
-                if raw["status"] == "ok":
-                    rec.update(status="ok", **compute_metrics(raw))
+                reps = []
+                for r in range(args.repeats):
+                    raw = runner(sname, target, cfg, seed + 7919 * r)
+                    if raw["status"] != "ok":
+                        break
+                    reps.append(compute_metrics(raw))
+                if reps:
+                    rec.update(status="ok", **median_record(reps))
+                    rec["repeats"] = reps
                 else:
                     rec.update(raw)
             except Exception as e:  # keep going

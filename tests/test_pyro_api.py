@@ -166,6 +166,18 @@ def test_invalid_esh_arguments(kwargs, match):
         ESH(gauss_model(), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"cross_chain": "yes"}, "cross_chain"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"target_accept_prob": 1.5}, "target_accept_prob"),
+])
+def test_invalid_tuned_hmc_arguments(kwargs, match):
+    if not hasattr(ekp, "TunedHMC"):
+        pytest.skip("no TunedHMC")
+    with pytest.raises(ValueError, match=match):
+        ekp.TunedHMC(gauss_model(), **kwargs)
+
+
 def test_model_and_potential_are_exclusive():
     with pytest.raises(ValueError, match="exactly one"):
         AdjustedESH(gauss_model(), potential_fn=lambda p: 0.0)
