@@ -19,6 +19,11 @@ from pyro.infer import MCMC  # noqa: E402
 import esh_kernels.pyro as ekp  # noqa: E402
 from esh_kernels.pyro import ESH, AdjustedESH, BatchedMCMC, run_batched  # noqa: E402
 
+# Short warmups here: cap the steps per draw so that a badly tuned draw length cannot make a
+# test slow (with 40 warmup iterations ESH's time per draw is occasionally tuned far too
+# long, in NumPyro too; docs/pyro.md, "Known issues").
+CAP = {"max_steps": 64}
+
 KERNELS = [AdjustedESH, ESH]
 if hasattr(ekp, "TunedHMC"):
     KERNELS.append(ekp.TunedHMC)
@@ -205,7 +210,7 @@ def test_unbatchable_model_gives_a_clear_error():
 @pytest.mark.parametrize("cls", KERNELS)
 def test_mcmc_interface(cls):
     pyro.set_rng_seed(1)
-    kernel = cls(eight_schools())
+    kernel = cls(eight_schools(), **CAP)
     mcmc = run_mcmc(kernel, warmup=40, samples=30, chains=2)
     samples = mcmc.get_samples(group_by_chain=True)
     assert samples["theta_tilde"].shape == (2, 30, 8)
@@ -228,10 +233,10 @@ def test_same_seed_same_draws(cls):
     draws = []
     for _ in range(2):
         pyro.set_rng_seed(3)
-        draws.append(run_mcmc(cls(eight_schools())).get_samples()["mu"])
+        draws.append(run_mcmc(cls(eight_schools(), **CAP)).get_samples()["mu"])
     assert torch.equal(draws[0], draws[1])
     pyro.set_rng_seed(4)
-    assert not torch.equal(draws[0], run_mcmc(cls(eight_schools())).get_samples()["mu"])
+    assert not torch.equal(draws[0], run_mcmc(cls(eight_schools(), **CAP)).get_samples()["mu"])
 
 
 @pytest.mark.parametrize("cls", KERNELS)
@@ -239,7 +244,7 @@ def test_jit_compile_gives_the_eager_draws(cls):
     out = {}
     for jit in (False, True):
         pyro.set_rng_seed(5)
-        kernel = cls(eight_schools(), jit_compile=jit, ignore_jit_warnings=True)
+        kernel = cls(eight_schools(), jit_compile=jit, ignore_jit_warnings=True, **CAP)
         out[jit] = run_mcmc(kernel, warmup=30, samples=20).get_samples()["theta_tilde"]
         if jit:
             assert kernel.compiled_modes and set(kernel.compiled_modes.values()) == {"trace"}
@@ -286,7 +291,7 @@ def test_float32_runs_finite(cls):
 
 @pytest.mark.parametrize("cls", KERNELS)
 def test_pickle_round_trip(cls):
-    kernel = cls(eight_schools_module_level, jit_compile=True)
+    kernel = cls(eight_schools_module_level, jit_compile=True, **CAP)
     clone = pickle.loads(pickle.dumps(kernel))
     pyro.set_rng_seed(0)
     run_mcmc(kernel, warmup=10, samples=5)
@@ -327,7 +332,7 @@ def test_arviz_from_pyro():
 @pytest.mark.parametrize("cls", KERNELS)
 def test_batched_interface(cls, capsys):
     pyro.set_rng_seed(0)
-    mcmc = BatchedMCMC(cls(eight_schools()), num_samples=25, warmup_steps=40, num_chains=3,
+    mcmc = BatchedMCMC(cls(eight_schools(), **CAP), num_samples=25, warmup_steps=40, num_chains=3,
                        disable_progbar=True).run()
     s = mcmc.get_samples(group_by_chain=True)
     assert s["theta_tilde"].shape == (3, 25, 8) and s["mu"].shape == (3, 25)
@@ -346,10 +351,10 @@ def test_one_batched_chain_is_the_mcmc_chain(cls):
     """C = 1 in BatchedMCMC (chain-plate potential) equals pyro.infer.MCMC (Pyro's own
     potential) up to rounding: same algorithm, same random numbers."""
     pyro.set_rng_seed(7)
-    a = run_mcmc(cls(eight_schools()), warmup=25, samples=15).get_samples()["theta_tilde"]
+    a = run_mcmc(cls(eight_schools(), **CAP), warmup=25, samples=15).get_samples()["theta_tilde"]
     pyro.set_rng_seed(7)
     b = run_batched(cls, eight_schools(), num_chains=1, warmup_steps=25,
-                    num_samples=15).get_samples()["theta_tilde"]
+                    num_samples=15, **CAP).get_samples()["theta_tilde"]
     assert torch.allclose(a, b, atol=1e-7, rtol=1e-7)
 
 
