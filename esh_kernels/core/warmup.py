@@ -244,8 +244,10 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     physical time its steps spanned:
 
     * step size: the energy-error predictor (§7.1);
-    * time per draw: ``steps_per_draw`` times the mean physical time of a step over
-      phase 2, fixed at the last warmup iteration. Phase-2 draws restart the clock at
+    * time per draw: ``steps_per_draw`` times the mean physical time of a step over the
+      phase-2 draws whose mean squared energy error per dimension is below 100x the
+      target (a step with a large error but no divergence would otherwise blow the mean
+      up by ``e^(dH/d)``), fixed at the last warmup iteration. Phase-2 draws restart the clock at
       each draw, so that time is in units of ``e^r`` at typical energies; the mean draw
       ``energy`` is kept to start the sampling clock at the same reference
       (:func:`esh_sampling_log_speed`).
@@ -256,7 +258,11 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
             predictor, step, energy_error_sq_per_dim, diverging,
             desired_energy_var=config.desired_energy_var,
         )
-    good = ~diverging if not isinstance(diverging, bool) else not diverging
+    # Only draws whose energy error is near the target inform the time per draw: phase-2
+    # draws restart the clock, so a single step with a large energy error dH (not a
+    # divergence) inflates its physical time by e^(dH/d) and would dominate the mean.
+    calm = energy_error_sq_per_dim < 100.0 * config.desired_energy_var
+    good = calm & ~diverging if not isinstance(diverging, bool) else calm & (not diverging)
     xp = namespace(adapt.log_time)
     log_time = xp.logaddexp(adapt.log_time, select(good, log_time, -float("inf")))
     step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
