@@ -19,9 +19,9 @@ from pyro.infer import MCMC  # noqa: E402
 import esh_kernels.pyro as ekp  # noqa: E402
 from esh_kernels.pyro import ESH, AdjustedESH, BatchedMCMC, run_batched  # noqa: E402
 
-# Short warmups here: cap the steps per draw so that a badly tuned draw length cannot make a
-# test slow (with 40 warmup iterations ESH's time per draw is occasionally tuned far too
-# long, in NumPyro too; docs/pyro.md, "Known issues").
+# Short warmups here: cap the steps per draw so that a poorly tuned draw length cannot make
+# a test slow (before 7b5bfca, 40 warmup iterations sometimes tuned ESH's time per draw
+# far too long, in NumPyro too).
 CAP = {"max_steps": 64}
 
 KERNELS = [AdjustedESH, ESH]
