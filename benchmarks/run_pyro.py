@@ -443,8 +443,12 @@ def markdown_section(payload):
         f"`pyro.infer.MCMC` samplers 1 chain, `BatchedMCMC` {cfg['batched_chains']} chains; "
         f"seed {cfg['seed']}; {cfg.get('repeats', 1)} runs per cell with different seeds, "
         "medians shown (each run's numbers are in the JSON); float64",
-        "",
     ]
+    if meta.get("merged_from_earlier"):
+        dates = sorted({r.get("date", "") for r in results})
+        lines.append("- Rows from several invocations of the same configuration are merged "
+                     f"(dates {', '.join(dates)}; each row's date is in the JSON; the earlier rows ran on commit 323ee7b plus the then uncommitted Pyro TunedHMC, identical to cc5cbd3)")
+    lines.append("")
     tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
     snames = [s for s in SAMPLER_ORDER if any(r["sampler"] == s for r in results)]
     by = {(r["target"], r["sampler"]): r for r in results}
