@@ -34,7 +34,6 @@ Warmup tunes, with nothing to set by hand:
   does NOT reproduce a sequential run draw for draw; with ``cross_chain=False`` it does.
 """
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -42,39 +41,18 @@ import jax.numpy as jnp
 from jax import lax, random, vmap
 from numpyro.util import is_prng_key
 
-from esh_kernels.core.adaptation import (
-    chees_gradient,
-    chees_init,
-    chees_restart_average,
-    chees_update,
-    forgetful_mean_update,
-    halton,
-    welford_covariance,
-    welford_init,
-    welford_pool,
-    welford_update,
-)
+from esh_kernels.core.adaptation import halton
 from esh_kernels.core.integrators import IntegratorState, euclidean_leapfrog
 from esh_kernels.core.metropolis import log_accept_prob
-from esh_kernels.core.preconditioning import precond_inverse, scale_from_covariance
-from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive, check_probability
-from esh_kernels.numpyro._warmup import (
-    MetricSchedule,
-    dual_averaging_restart,
-    dual_averaging_step,
-    initial_scale,
-    metric_update,
+from esh_kernels.core.tuned_warmup import (
+    TunedHMCAdaptState,
+    TunedWarmupConfig,
+    tuned_chain_update,
+    tuned_cross_chain_update,
+    tuned_warmup_init,
+    whitener,
 )
-
-
-class TunedHMCAdaptState(NamedTuple):
-    step_size: Any
-    trajectory_length: Any  # T: the longest jittered trajectory, n = ceil(h T / eps)
-    scale: Any  # mass-matrix factor L, L L^T = M^{-1} (vector, or lower-triangular matrix)
-    dual: Any  # DualAveragingState of log eps
-    welford: Any  # WelfordState of the current metric window
-    chees: Any  # ChEESState (cross-chain rule): Adam on log T and its iterate average
-    uturn: Any  # WelfordState, mean shape (1,): running mean U-turn time (single-chain rule)
+from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive, check_probability
 
 
 class TunedHMCState(NamedTuple):
@@ -229,16 +207,7 @@ class TunedHMC(FlatKernel):
         step = self._step_size if self._step_size is not None else self.initial_step_size
         step = jnp.asarray(step, dtype)
         length = jnp.asarray(self._trajectory_length if not self._tune_length else step, dtype)
-        one = jnp.zeros((1,), dtype)
-        adapt = TunedHMCAdaptState(
-            step,
-            length,
-            initial_scale(x, self._dense_mass),
-            dual_averaging_restart(step),
-            welford_init(x, dense=self._dense_mass),
-            chees_init(length),
-            welford_init(one),
-        )
+        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
         zero = jnp.zeros((), dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return TunedHMCState(
@@ -274,11 +243,7 @@ class TunedHMC(FlatKernel):
         n = n.astype(jnp.int32)
         zero_i = jnp.array(0, jnp.int32)
         track = jnp.asarray(track_uturn) & (state.i < self._num_warmup)
-        if track_uturn and self._dense_mass:
-            inv_scale = jnp.linalg.inv(adapt.scale)
-            whiten = lambda v: inv_scale @ v  # noqa: E731
-        else:
-            whiten = lambda v: precond_inverse(adapt.scale, v)  # noqa: E731
+        whiten = whitener(adapt.scale, self._dense_mass)
 
         def finite(integ):
             return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad))
@@ -332,80 +297,32 @@ class TunedHMC(FlatKernel):
 
     # -- adaptation ----------------------------------------------------------------------
 
+    def _warmup_config(self):
+        return TunedWarmupConfig(
+            num_warmup=self._num_warmup,
+            target_accept_prob=self._target_accept_prob,
+            tune_step_size=self._step_size is None,
+            tune_metric=self._adapt_mass_matrix,
+            tune_length=self._tune_length,
+            dense=self._dense_mass,
+            max_steps=self._max_steps,
+            learning_rate=self._learning_rate,
+            uturn_factor=self.uturn_factor,
+        )
+
     def _adapt_chain(self, adapt, i, x, proposal):
-        """Single-chain rule: own acceptance, own metric, T from the mean U-turn time."""
-        schedule = MetricSchedule.build(self._num_warmup)
-        step, dual = adapt.step_size, adapt.dual
-        if self._step_size is None:
-            dual = dual_averaging_step(dual, proposal.accept_prob, self._target_accept_prob)
-            step = jnp.exp(dual.log_step)
-        welford, scale, ended = adapt.welford, adapt.scale, jnp.array(False)
-        if self._adapt_mass_matrix:
-            welford, scale, ended = metric_update(schedule, i, welford, scale, x)
-        step, dual = self._finish_step_size(i, step, dual, ended)
-        length, uturn = adapt.trajectory_length, adapt.uturn
-        if self._tune_length:
-            # running mean over about the last half of the iterations, restarted with each
-            # new metric (U-turn times measured in the old whitened frame say little)
-            measured = proposal.uturn_time > 0
-            updated = forgetful_mean_update(uturn, proposal.uturn_time[None], 1.0 + 0.5 * i)
-            uturn = jax.tree.map(lambda a, b: jnp.where(measured, a, b), updated, uturn)
-            tuned = self.uturn_factor * uturn.mean[0]
-            length = jnp.where(uturn.count > 0, tuned, length)
-            length = jnp.clip(length, step, self._max_steps * step)
-            uturn = uturn._replace(count=jnp.where(ended, 0.0 * uturn.count, uturn.count))
-        return TunedHMCAdaptState(step, length, scale, dual, welford, adapt.chees, uturn)
+        """Single-chain rule (``core/tuned_warmup.py``)."""
+        return tuned_chain_update(adapt, i, x, proposal.accept_prob, proposal.uturn_time, self._warmup_config())
 
     def _adapt_cross_chain(self, adapt, i, x, proposal):
-        """Cross-chain rule. Every leaf of ``adapt`` has a leading chain axis; the tuning
-        parameters are equal across it and are updated once for all chains."""
-        schedule = MetricSchedule.build(self._num_warmup)
+        """Cross-chain rule (``core/tuned_warmup.py``). Every leaf of ``adapt`` has a
+        leading chain axis; the tuning parameters are equal across it and are updated once
+        for all chains, then broadcast back."""
         num_chains = x.shape[0]
         one = jax.tree.map(lambda a: a[0], adapt)
-        step, dual = one.step_size, one.dual
-        if self._step_size is None:
-            alpha = jnp.where(proposal.valid, proposal.accept_prob, 0.0)
-            dual = dual_averaging_step(dual, jnp.mean(alpha), self._target_accept_prob)
-            step = jnp.exp(dual.log_step)
-        welford, scale, ended = adapt.welford, one.scale, jnp.array(False)
-        if self._adapt_mass_matrix:
-            # every chain feeds its own window estimate; at a window end they are pooled
-            weight = jnp.where(schedule.collecting(i), 1.0, 0.0).astype(x.dtype)
-            welford = vmap(welford_update, in_axes=(0, 0, None))(welford, x, weight)
-            ended = schedule.window_end(i)
-            pooled = welford_covariance(welford_pool(welford), regularize=True)
-            scale = jnp.where(ended, scale_from_covariance(pooled, dense=self._dense_mass), scale)
-            empty = vmap(lambda v: welford_init(v, dense=self._dense_mass))(x)
-            welford = jax.tree.map(lambda e, w: jnp.where(ended, e, w), empty, welford)
-        step, dual = self._finish_step_size(i, step, dual, ended)
-        length, chees = one.trajectory_length, one.chees
-        if self._tune_length:
-            white = self._whitener(one.scale)
-            g = chees_gradient(
-                white(proposal.x_start), white(proposal.x_proposal), proposal.velocity,
-                proposal.duration, proposal.accept_prob, proposal.valid,
-            )
-            chees = chees_update(chees, g, self._learning_rate)
-            # restart the iterate average with each new metric, except after the last
-            # window: T then averages the last slow window and the final buffer
-            if len(schedule.window_ends):
-                chees = chees_restart_average(chees, ended & (i != schedule.window_ends[-1]))
-            length = jnp.clip(jnp.exp(chees.log_length_avg), step, self._max_steps * step)
-        shared = TunedHMCAdaptState(step, length, scale, dual, one.welford, chees, one.uturn)
+        shared, welford = tuned_cross_chain_update(
+            one, adapt.welford, i, proposal.x_start, x, proposal.x_proposal, proposal.velocity,
+            proposal.duration, proposal.accept_prob, proposal.valid, self._warmup_config(),
+        )
         shared = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains,) + jnp.shape(a)), shared)
         return shared._replace(welford=welford)
-
-    def _finish_step_size(self, i, step, dual, ended):
-        """Restart dual averaging after a new metric; at the last warmup iteration switch to
-        the averaged iterate."""
-        if self._step_size is None:
-            dual = jax.tree.map(lambda r, o: jnp.where(ended, r, o), dual_averaging_restart(step), dual)
-            step = jnp.where(i == self._num_warmup - 1, jnp.exp(dual.log_step_avg), step)
-        return step, dual
-
-    def _whitener(self, scale):
-        """``v -> L^{-1} v`` for a batch of vectors ``(C, d)``."""
-        if self._dense_mass:
-            inv = jnp.linalg.inv(scale)
-            return lambda v: v @ inv.T
-        return lambda v: precond_inverse(scale, v)
