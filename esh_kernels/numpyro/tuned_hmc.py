@@ -9,7 +9,7 @@ Metropolis test on ``dH = dE + |p'|^2/2 - |p|^2/2``. The number of steps is jitt
 Warmup tunes, with nothing to set by hand:
 
 * the step size ``eps``: dual averaging to ``target_accept_prob``, restarted after every
-  metric window (Stan's schedule, shared with ``AdjustedESH`` through ``_warmup.py``);
+  metric window (Stan's schedule, shared with ``AdjustedESH`` through ``core/warmup.py``);
 * a diagonal (or dense) mass matrix from windowed Welford estimates;
 * the trajectory length ``T``, by one of two rules:
 
