@@ -37,15 +37,12 @@ jax.config.update("jax_cpu_enable_async_dispatch", False)
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import importlib  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from importlib import metadata  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,6 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import results_io  # noqa: E402
 from targets import TARGET_NAMES, make_targets  # noqa: E402
 
 SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc", "bj_mclmc", "bj_mams", "bj_chees")
@@ -536,44 +534,11 @@ RUNNERS = {
 
 
 def machine_info():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "numpyro", "blackjax", "optax", "arviz", "numpy", "scipy",
-                "scikit-learn", "esh-kernels"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "esh_kernels"],
-                               capture_output=True, text=True).stdout.strip()
-        commit += " (esh_kernels/ has uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "platform": platform.platform(),
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "loadavg_at_start": load,
-        "versions": versions,
-        "git_commit": commit,
-    }
+    info = results_io.machine_info(("jax", "jaxlib", "numpyro", "blackjax", "optax", "arviz",
+                                    "numpy", "scipy", "scikit-learn", "esh-kernels"))
+    info["jax_backend"] = jax.default_backend()
+    info["jax_devices"] = [str(d) for d in jax.devices()]
+    return info
 
 
 def _fmt(v, digits=3):
@@ -769,34 +734,6 @@ def write_markdown(path, payload):
         f.write(text)
 
 
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    return o
-
-
-def load_previous(path, config):
-    """Earlier results of the same configuration (budgets, chains, seed), to merge."""
-    if not os.path.exists(path):
-        return []
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError):
-        return []
-    if old.get("meta", {}).get("config") != config:
-        return []
-    return old.get("results", [])
-
-
 def main(argv=None):
     global CLOCK
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -845,7 +782,7 @@ def main(argv=None):
         + (sys.argv[1:] if argv is None else list(argv))
     )
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    previous = [] if args.fresh else load_previous(out, cfg_dict)
+    previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
     targets = make_targets()
     print(f"[run_numpyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, {machine['cpu_model']}", flush=True)
 
@@ -875,9 +812,9 @@ def main(argv=None):
         }
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:
-            json.dump(_jsonable(payload), f, indent=1)
+            json.dump(results_io.jsonable(payload), f, indent=1)
         if not args.no_md:
-            write_markdown(args.md, _jsonable(payload))
+            write_markdown(args.md, results_io.jsonable(payload))
 
     base_key = random.PRNGKey(args.seed)
     for ti, tname in enumerate(TARGET_NAMES):

@@ -29,13 +29,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
 import warnings
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -53,6 +50,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)
 
 import esh_kernels.pyro as ekp  # noqa: E402
+import results_io  # noqa: E402
 
 # The eight-schools data (checked against the posteriordb file when it exists) and the
 # breast-cancer design matrix are the ones run_numpyro.py uses (benchmarks/targets.py).
@@ -352,38 +350,10 @@ def median_record(reps):
 
 
 def machine_info():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version()}
-    for pkg in ("torch", "pyro-ppl", "arviz", "numpy", "scikit-learn", "esh-kernels"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "esh_kernels"],
-                               capture_output=True, text=True).stdout.strip()
-        commit += " (esh_kernels/ has uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "versions": versions,
-        "git_commit": commit,
-    }
+    info = results_io.machine_info(("torch", "pyro-ppl", "arviz", "numpy", "scikit-learn",
+                                    "esh-kernels"))
+    info["torch_threads"] = torch.get_num_threads()
+    return info
 
 
 def _fmt(v, digits=3):
@@ -533,33 +503,6 @@ def write_markdown(path, payload):
         f.write(text)
 
 
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    return o
-
-
-def load_previous(path, config):
-    if not os.path.exists(path):
-        return []
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError):
-        return []
-    if old.get("meta", {}).get("config") != config:
-        return []
-    return old.get("results", [])
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -595,7 +538,7 @@ def main(argv=None):
         ["benchmarks/run_pyro.py"] + (sys.argv[1:] if argv is None else list(argv))
     )
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    previous = [] if args.fresh else load_previous(out, cfg_dict)
+    previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
     targets = make_targets()
     print(f"[run_pyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, load {machine['loadavg_at_start']}", flush=True)
     prime(args.samplers)
@@ -627,9 +570,9 @@ def main(argv=None):
         }
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:
-            json.dump(_jsonable(payload), f, indent=1)
+            json.dump(results_io.jsonable(payload), f, indent=1)
         if not args.no_md:
-            write_markdown(args.md, _jsonable(payload))
+            write_markdown(args.md, results_io.jsonable(payload))
 
     for ti, tname in enumerate(TARGET_NAMES):
         if tname not in args.targets:
