@@ -24,7 +24,7 @@ from jax import lax, random
 
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
-from esh_kernels.core.reservoir import reservoir_take
+from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
 from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive
 from esh_kernels.core.warmup import (
@@ -231,14 +231,12 @@ class ESH(FlatKernel):
         max_steps = jnp.where(warm, warm_steps, self._max_steps).astype(jnp.int32)
 
         def offer(c, x, energy, time, key):
-            spent = jnp.minimum(time, c.remaining)
-            log_total, take = reservoir_take(c.log_total, jnp.log(spent), jnp.log(random.uniform(key, (), dtype)))
-            return c._replace(
-                remaining=c.remaining - spent,
-                log_total=log_total,
-                pick_x=jnp.where(take, x, c.pick_x),
-                pick_energy=jnp.where(take, energy, c.pick_energy),
-            ), time - spent
+            remaining, log_total, pick_x, pick_energy, left = offer_time(
+                c.remaining, c.log_total, c.pick_x, c.pick_energy, x, energy, time,
+                jnp.log(random.uniform(key, (), dtype)),
+            )
+            return c._replace(remaining=remaining, log_total=log_total, pick_x=pick_x,
+                              pick_energy=pick_energy), left
 
         def offer_pending(c, key):
             k1, k2 = random.split(key)

@@ -31,7 +31,7 @@ from esh_kernels.core.checks import (
 )
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
-from esh_kernels.core.reservoir import reservoir_take
+from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
 from esh_kernels.core.warmup import (
     ESHAdaptState,
@@ -214,15 +214,11 @@ class ESH(FlatKernel):
 
     @staticmethod
     def _offer(c, x, energy, time, uniform):
-        spent = torch.minimum(time, c.remaining)
-        log_total, take = reservoir_take(c.log_total, torch.log(spent), torch.log(uniform))
-        c = c._replace(
-            remaining=c.remaining - spent,
-            log_total=log_total,
-            pick_x=where(take, x, c.pick_x),
-            pick_energy=torch.where(take, energy, c.pick_energy),
+        remaining, log_total, pick_x, pick_energy, left = offer_time(
+            c.remaining, c.log_total, c.pick_x, c.pick_energy, x, energy, time, torch.log(uniform)
         )
-        return c, time - spent
+        return c._replace(remaining=remaining, log_total=log_total, pick_x=pick_x,
+                          pick_energy=pick_energy), left
 
     def _offer_pending(self, c, uniform1, uniform2):
         c, t_prev = self._offer(c, c.x_prev, c.energy_prev, c.time_prev, uniform1)
