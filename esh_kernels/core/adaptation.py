@@ -5,7 +5,6 @@ torch can call them eagerly. The window schedule is plain Python (it depends onl
 number of warmup iterations).
 """
 
-import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.backend import namespace

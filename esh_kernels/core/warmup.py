@@ -56,7 +56,6 @@ class MetricSchedule(NamedTuple):
         """True at the last iteration of a metric window."""
         if isinstance(i, int):
             return i in self.window_ends
-        xp = namespace(i)
         hit = i < 0  # an all-False array like i
         for end in self.window_ends:
             hit = hit | (i == end)

@@ -10,7 +10,6 @@ and the trajectory length.
 import math
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax, random
 

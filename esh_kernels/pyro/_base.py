@@ -20,7 +20,6 @@ them.
 
 from collections import OrderedDict
 
-import pyro
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
