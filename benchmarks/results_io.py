@@ -79,3 +79,33 @@ def load_previous(path, config):
     if old.get("meta", {}).get("config") != config:
         return []
     return old.get("results", [])
+
+
+DOC_HEADER = """# Benchmarks
+
+Sampler comparisons for `esh_kernels`. The sections below are written by the benchmark
+scripts; each section says how it was produced. Re-run a script to refresh its section.
+"""
+
+
+def write_markdown_section(path, script, mode, body):
+    """Replace the part of ``path`` between ``<!-- BEGIN {script}:{mode} -->`` and
+    ``<!-- END {script}:{mode} -->`` with ``body`` (appended at the end, or the full run's
+    section just before the quick one, when the markers are not there yet); the rest of
+    the file (hand-written notes) is left alone."""
+    begin, end = f"<!-- BEGIN {script}:{mode} -->", f"<!-- END {script}:{mode} -->"
+    section = f"{begin}\n{body}\n{end}\n"
+    text = open(path).read() if os.path.exists(path) else DOC_HEADER + "\n"
+    quick_begin = f"<!-- BEGIN {script}:quick -->"
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = pre + section.rstrip("\n") + post
+    elif mode == "full" and quick_begin in text:
+        pre, post = text.split(quick_begin, 1)
+        text = pre + section + "\n" + quick_begin + post
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
