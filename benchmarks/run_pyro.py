@@ -483,26 +483,6 @@ COLUMN_DOC = """### What the columns mean
   done; its ESS/s is the honest number.
 """
 
-SECTION_BEGIN = "<!-- BEGIN run_pyro:{mode} -->"
-SECTION_END = "<!-- END run_pyro:{mode} -->"
-
-
-def write_markdown(path, payload):
-    mode = payload["meta"]["mode"]
-    begin, end = SECTION_BEGIN.format(mode=mode), SECTION_END.format(mode=mode)
-    section = f"{begin}\n{markdown_section(payload)}\n{end}\n"
-    text = open(path).read() if os.path.exists(path) else ""
-    if begin in text and end in text:
-        pre, rest = text.split(begin, 1)
-        _, post = rest.split(end, 1)
-        text = pre + section.rstrip("\n") + post
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -572,7 +552,9 @@ def main(argv=None):
         with open(out, "w") as f:
             json.dump(results_io.jsonable(payload), f, indent=1)
         if not args.no_md:
-            write_markdown(args.md, results_io.jsonable(payload))
+            payload = results_io.jsonable(payload)
+            results_io.write_markdown_section(args.md, "run_pyro", payload["meta"]["mode"],
+                                              markdown_section(payload))
 
     for ti, tname in enumerate(TARGET_NAMES):
         if tname not in args.targets:
