@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """ESS per gradient / per second: NumPyro NUTS, the esh_kernels NumPyro kernels and
-BlackJAX MCLMC / adjusted MCLMC (MAMS) / ChEES-HMC, on four targets, in one process.
+BlackJAX MCLMC / adjusted MCLMC (MAMS) / ChEES-HMC, on six targets, in one process.
 
-    python benchmarks/run_numpyro.py [--quick] [--targets ...] [--samplers ...] [--seed 0]
+    python benchmarks/run_numpyro.py [--quick | --smoke] [--targets ...] [--samplers ...] [--seed 0]
 
-Writes ``benchmarks/results/numpyro.json`` (``numpyro_quick.json`` with ``--quick``) and
-a markdown section in ``docs/benchmarks.md``. See ``benchmarks/README.md`` and the
+Writes ``benchmarks/results/numpyro.json`` (``numpyro_quick.json`` with ``--quick``,
+``numpyro_smoke.json`` with ``--smoke``) and a markdown section in ``docs/benchmarks.md``
+(not with ``--smoke`` unless ``--md`` is given). See ``benchmarks/README.md`` and the
 "What the columns mean" part of ``docs/benchmarks.md`` for the exact definitions.
 
 Conventions (the same for every sampler):
@@ -15,6 +16,13 @@ Conventions (the same for every sampler):
 * ESS is computed on the unconstrained draws (``tau`` of eight schools on the log
   scale), min over all scalar coordinates of ArviZ's rank-normalised bulk ESS over all
   chains.
+* Second-moment bias, per unconstrained coordinate ``i``:
+  ``b2_i = (mean over all chains and draws of x_i^2 - E[x_i^2])^2 / Var[x_i^2]``,
+  reported as ``b2_max`` / ``b2_mean`` over ``i``. Truth: analytic for the Gaussians,
+  otherwise the long NUTS run in ``benchmarks/reference/<target>.json``
+  (``make_reference.py``), whose own Monte Carlo error gives ``b2_floor_i =
+  1 / ESS_ref(x_i^2)``; an unbiased sampler has ``b2_i ~ 1 / ESS(x_i^2) + b2_floor_i``
+  on average (``b2_excess`` = ``b2_mean`` over the mean of that, ~1 when unbiased).
 * Gradient evaluations are summed over chains (per-chain work, whatever the
   vectorisation does to the wall clock).
 * Times are wall clock with ``block_until_ready``, minus the JAX tracing / lowering / XLA
@@ -54,7 +62,13 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import results_io  # noqa: E402
-from targets import TARGET_NAMES, make_targets  # noqa: E402
+from targets import (  # noqa: E402
+    TARGET_NAMES,
+    load_reference,
+    make_targets,
+    second_moment_bias,
+    second_moment_truth,
+)
 
 SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc", "bj_mclmc", "bj_mams", "bj_chees")
 SAMPLER_LABELS = {
@@ -66,6 +80,11 @@ SAMPLER_LABELS = {
     "bj_mams": "BlackJAX adjusted MCLMC (MAMS)",
     "bj_chees": "BlackJAX ChEES-HMC",
 }
+#: ``--smoke`` (CI): every sampler on these targets with this budget per chain, chosen to
+#: exercise both kinds of second-moment truth (analytic and reference file) in a couple of
+#: minutes; the time is almost all XLA compilation.
+SMOKE_TARGETS = ("std_gauss", "eight_schools_centered")
+SMOKE_BUDGET = 100
 MAMS_TARGET_ACCEPT = 0.9  # BlackJAX/MAMS authors' recommendation (sampling-book examples)
 CHEES_LEARNING_RATE = 0.025  # optax.adam(0.025); TFP's ChEES default (esh_math.md §8)
 CHEES_INITIAL_STEP_SIZE = 0.1  # as in BlackJAX's own ChEES test
@@ -508,13 +527,31 @@ def compute_metrics(raw, target, cfg):
         "ess_per_s": ess / ts["net"] if ts["net"] > 0 else float("nan"),
         "ess_per_s_with_warmup": ess / (ts["net"] + tw["net"]) if ts["net"] + tw["net"] > 0 else float("nan"),
     }
-    if target.true_sd is not None:
-        sd2 = np.asarray(target.true_sd) ** 2
-        ex2 = np.mean(draws**2, axis=(0, 1))  # pooled over chains and draws
-        b2 = (ex2 - sd2) ** 2 / (2.0 * sd2**2)
+    truth = second_moment_truth(target)
+    if truth is not None:
+        ex2, var_x2, ex2_mcse, source = truth
+        b2, floor = second_moment_bias(draws, ex2, var_x2, ex2_mcse)
+        # what b2_i would be on average for an unbiased sampler: its own MC error of the
+        # mean of x_i^2 (1 / ESS(x_i^2)) plus the reference's (b2_floor_i)
+        ess_x2 = np.asarray(az.ess(az.convert_to_dataset({"x2": draws**2}), method="mean")["x2"].values)
+        with np.errstate(divide="ignore"):
+            expected = 1.0 / ess_x2 + floor
+        out["b2_truth"] = source
         out["b2_max"] = float(np.max(b2))
         out["b2_mean"] = float(np.mean(b2))
-        out["mean_err_max_sd"] = float(np.max(np.abs(np.mean(draws, axis=(0, 1))) / np.asarray(target.true_sd)))
+        out["b2_max_coord"] = int(np.argmax(b2))
+        out["b2_floor_max"] = float(np.max(floor))
+        out["b2_floor_mean"] = float(np.mean(floor))
+        out["b2_expected_mean"] = float(np.mean(expected))
+        out["b2_excess"] = float(np.mean(b2) / np.mean(expected))
+        out["ess_x2_min"] = float(np.min(ess_x2))
+        ref = None if target.true_sd is not None else load_reference(target.name)
+        mean, sd = ((np.zeros(D), np.asarray(target.true_sd)) if ref is None
+                    else (np.asarray(ref["mean"]), np.asarray(ref["sd"])))
+        out["mean_err_max_sd"] = float(np.max(np.abs(np.mean(draws, axis=(0, 1)) - mean) / sd))
+        if ref is not None and "coords" in ref:
+            out["b2_max_coord_name"] = ref["coords"][out["b2_max_coord"]]
+            out["ess_bulk_min_coord_name"] = ref["coords"][out["ess_bulk_min_coord"]]
     out.update(raw["info"])
     return out
 
@@ -590,22 +627,32 @@ def markdown_section(payload):
     tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
     snames = [s for s in SAMPLER_ORDER if any(r["sampler"] == s for r in results)]
     by = {(r["target"], r["sampler"]): r for r in results}
-    lines.append("### Summary: min bulk ESS per 1000 gradient evaluations (after warmup / with warmup)")
-    lines.append("")
-    lines.append("| sampler | " + " | ".join(tnames) + " |")
-    lines.append("|---|" + "---|" * len(tnames))
-    for s in snames:
-        cells = []
-        for t in tnames:
-            r = by.get((t, s))
-            if r is None:
-                cells.append("")
-            elif r["status"] != "ok":
-                cells.append(r["status"])
-            else:
-                cells.append(f"{_fmt(r['ess_per_1k_grad'])} / {_fmt(r['ess_per_1k_grad_with_warmup'])}")
-        lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
-    lines.append("")
+
+    def summary_table(title, cell):
+        lines.append(title)
+        lines.append("")
+        lines.append("| sampler | " + " | ".join(tnames) + " |")
+        lines.append("|---|" + "---|" * len(tnames))
+        for s in snames:
+            cells = []
+            for t in tnames:
+                r = by.get((t, s))
+                if r is None:
+                    cells.append("")
+                elif r["status"] != "ok":
+                    cells.append(r["status"])
+                else:
+                    cells.append(cell(r))
+            lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    summary_table("### Summary: min bulk ESS per 1000 gradient evaluations (after warmup / with warmup)",
+                  lambda r: f"{_fmt(r['ess_per_1k_grad'])} / {_fmt(r['ess_per_1k_grad_with_warmup'])}")
+    summary_table("### Warmup cost: gradient evaluations per chain (warmup seconds, all chains)",
+                  lambda r: f"{r['grads_warmup'] / r['num_chains']:.3g} ({_fmt(r['time_warmup_s'])} s)")
+    summary_table("### Second-moment bias: b2 max (b2 mean / its value for an unbiased sampler)",
+                  lambda r: "" if r.get("b2_max") is None
+                  else _fmt(r["b2_max"]) + ("" if r.get("b2_excess") is None else f" ({_fmt(r['b2_excess'])})"))
     cols = [
         ("chains", "num_chains"),
         ("min ESS", "ess_bulk_min"),
@@ -619,6 +666,8 @@ def markdown_section(payload):
         ("warmup s", "time_warmup_s"),
         ("compile s", None),
         ("b2 max", "b2_max"),
+        ("b2 mean", "b2_mean"),
+        ("b2 mean / unbiased", "b2_excess"),
         ("R-hat max", "rhat_max"),
         ("accept", "accept_mean"),
         ("step size", "step_size_mean"),
@@ -627,6 +676,8 @@ def markdown_section(payload):
     for t in tnames:
         desc = next(r["target_description"] for r in results if r["target"] == t)
         lines.append(f"### {t}: {desc}")
+        lines.append("")
+        lines.append(_truth_line(t, [r for r in results if r["target"] == t and r["status"] == "ok"]))
         lines.append("")
         lines.append("| sampler | " + " | ".join(c for c, _ in cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
@@ -653,6 +704,25 @@ def markdown_section(payload):
     return "\n".join(lines)
 
 
+def _truth_line(tname, rows):
+    """One sentence on where the target's second-moment truth comes from."""
+    row = next((r for r in rows if r.get("b2_truth")), None)
+    if row is None:
+        if any(r.get("b2_max") is not None for r in rows):  # rows from before b2_truth was recorded
+            return "Second-moment truth: analytic (`E[x^2] = sd^2`, `Var[x^2] = 2 sd^4`)."
+        return "Second-moment truth: none available (no reference file when these rows were computed), so no b2."
+    if row["b2_truth"] == "analytic":
+        return "Second-moment truth: analytic (`E[x^2] = sd^2`, `Var[x^2] = 2 sd^4`)."
+    ref = load_reference(tname) or {}
+    run = (f"NumPyro NUTS, {ref.get('num_chains')} chains x {ref.get('num_samples_per_chain')} draws, "
+           f"`target_accept_prob` {ref.get('target_accept_prob')}"
+           + (f", run on `{ref['source_model']}` and transformed" if ref.get("source_model") != tname else "")
+           + f"; min ESS(x^2) {_fmt(ref.get('summary', {}).get('ess_x2_min'))}, "
+             f"max R-hat {_fmt(ref.get('summary', {}).get('rhat_max'))}") if ref else "file missing now"
+    return (f"Second-moment truth: `benchmarks/reference/{tname}.json` ({run}). Reference noise floor "
+            f"of b2: max {_fmt(row.get('b2_floor_max'))}, mean {_fmt(row.get('b2_floor_mean'))}.")
+
+
 def _fmt_load(load):
     return "n/a" if not load else ", ".join(f"{x:.2f}" for x in load)
 
@@ -660,7 +730,8 @@ def _fmt_load(load):
 COLUMN_DOC = """### What the columns mean
 
 - **min ESS**: minimum over all scalar unconstrained coordinates (eight schools: `mu`,
-  `log tau`, `theta_tilde`) of ArviZ's rank-normalised bulk ESS (`arviz.ess(method="bulk")`)
+  `log tau`, `theta_tilde`; centred eight schools: `mu`, `log tau`, `theta`; hier_500:
+  `beta`, `mu`, `log sigma`, `log tau`, `z`) of ArviZ's rank-normalised bulk ESS (`arviz.ess(method="bulk")`)
   computed over all chains' post-warmup draws together (4 chains; 64 for ChEES). The JSON
   also has the min tail ESS, the min of NumPyro's (non-rank-normalised) ESS and the max
   split R-hat.
@@ -689,10 +760,25 @@ COLUMN_DOC = """### What the columns mean
   samplers run all chains at once (vmapped / `vectorized`), where every transition lasts
   as long as the slowest chain's. Timings on a shared machine are noisy; the gradient
   counts are not.
-- **b2 max** (Gaussians only): max over coordinates i of
-  `(E_hat[x_i^2] - sigma_i^2)^2 / (2 sigma_i^4)`, with `E_hat` the average over all chains'
-  post-warmup draws (a squared relative error of the second moment, ~ 1/ESS(x_i^2) when
-  unbiased; MCLMC is unadjusted so it also carries the discretisation bias).
+- **b2** (second-moment bias), per unconstrained coordinate i:
+  `b2_i = (E_hat[x_i^2] - E[x_i^2])^2 / Var[x_i^2]`, with `E_hat` the average over all
+  chains' post-warmup draws; **b2 max** and **b2 mean** are the max and mean over i. The
+  truth `E[x_i^2]`, `Var[x_i^2] = E[x_i^4] - E[x_i^2]^2` is analytic for the Gaussians
+  (`sd_i^2`, `2 sd_i^4`: a squared relative error of the variance) and otherwise comes
+  from a long NUTS run in `benchmarks/reference/<target>.json` (`make_reference.py`; for
+  `eight_schools_centered` the non-centred model's draws mapped to the centred coordinates,
+  since NUTS is biased on the centred funnel). An unbiased sampler has on average
+  `b2_i ~ 1/ESS(x_i^2) + b2_floor_i`, where `b2_floor_i = MCSE_ref(E[x_i^2])^2 / Var[x_i^2]
+  = 1/ESS_ref(x_i^2)` is the reference's own Monte Carlo error (stated under each target's
+  heading; 0 for the Gaussians). **b2 mean / unbiased** divides b2 mean by the mean of that
+  expectation (the sampler's `1/ESS(x_i^2)` from ArviZ `ess(method="mean")` of its squared
+  draws, plus the floor): about 1 for an unbiased sampler, well above 1 (say > 3) when the
+  sampler's second moments are biased (MCLMC and ESH are unadjusted and also carry the
+  discretisation bias; divergences on the funnel show up here). It is as noisy as the ESS
+  estimates of the squared draws, which are poor for short, badly mixed runs.
+- **Warmup cost** (summary table): warmup gradient evaluations per chain (the total in
+  **warmup grads** divided by the number of chains, 64 for ChEES) and the warmup wall clock
+  (`warmup s`, all chains, compilation excluded).
 - **R-hat max**: max over coordinates of ArviZ's rank-normalised split R-hat.
 - **accept**: mean acceptance probability of the post-warmup transitions (not defined for
   MCLMC and ESH, which are unadjusted).
@@ -738,17 +824,27 @@ def main(argv=None):
     global CLOCK
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small budgets (200 warmup + 200 draws)")
-    p.add_argument("--targets", nargs="+", choices=TARGET_NAMES, default=list(TARGET_NAMES))
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small budgets (200 warmup + 200 draws)")
+    size.add_argument("--smoke", action="store_true",
+                      help=f"CI smoke run: {SMOKE_BUDGET} warmup + {SMOKE_BUDGET} draws on "
+                           f"{' and '.join(SMOKE_TARGETS)} only (unless --targets), no markdown "
+                           "unless --md is given")
+    p.add_argument("--targets", nargs="+", choices=TARGET_NAMES, default=None,
+                   help="default: all (--smoke: " + " ".join(SMOKE_TARGETS) + ")")
     p.add_argument("--samplers", nargs="+", choices=SAMPLER_ORDER, default=list(SAMPLER_ORDER))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-warmup", type=int, default=None, help="override (default 1000; 200 with --quick)")
-    p.add_argument("--num-samples", type=int, default=None, help="override (default 1000; 200 with --quick)")
+    p.add_argument("--num-warmup", type=int, default=None,
+                   help=f"override (default 1000; 200 with --quick, {SMOKE_BUDGET} with --smoke)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help=f"override (default 1000; 200 with --quick, {SMOKE_BUDGET} with --smoke)")
     p.add_argument("--num-chains", type=int, default=4)
     p.add_argument("--chees-chains", type=int, default=64)
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/numpyro[_quick].json)")
-    p.add_argument("--md", default=os.path.join(REPO, "docs", "benchmarks.md"),
-                   help="markdown file whose run_numpyro section is (re)written")
+    p.add_argument("--out", default=None,
+                   help="JSON path (default benchmarks/results/numpyro[_quick|_smoke].json)")
+    p.add_argument("--md", default=None,
+                   help="markdown file whose run_numpyro section is (re)written (default "
+                        "docs/benchmarks.md; none with --smoke)")
     p.add_argument("--no-md", action="store_true", help="do not touch the markdown file")
     p.add_argument("--fresh", action="store_true",
                    help="do not merge with earlier results of the same configuration in --out")
@@ -757,8 +853,14 @@ def main(argv=None):
                         "wall time of the script, compile time is excluded from the timings anyway")
     args = p.parse_args(argv)
 
-    mode = "quick" if args.quick else "full"
-    default_budget = 200 if args.quick else 1000
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    default_budget = {"smoke": SMOKE_BUDGET, "quick": 200, "full": 1000}[mode]
+    if args.targets is None:
+        args.targets = list(SMOKE_TARGETS if args.smoke else TARGET_NAMES)
+    if args.md is None and not args.smoke:
+        args.md = os.path.join(REPO, "docs", "benchmarks.md")
+    if args.md is None:
+        args.no_md = True
     cfg = Config(
         num_warmup=args.num_warmup or default_budget,
         num_samples=args.num_samples or default_budget,
@@ -768,7 +870,8 @@ def main(argv=None):
     )
     if args.num_warmup or args.num_samples:
         mode = f"{mode}-w{cfg.num_warmup}-s{cfg.num_samples}"
-    out = args.out or os.path.join(HERE, "results", "numpyro_quick.json" if args.quick else "numpyro.json")
+    suffix = "_smoke" if args.smoke else "_quick" if args.quick else ""
+    out = args.out or os.path.join(HERE, "results", f"numpyro{suffix}.json")
     if args.compile_cache:
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

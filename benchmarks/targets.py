@@ -16,8 +16,42 @@ Targets
                  (569 rows, 30 features standardised to mean 0 / sd 1, plus an intercept
                  column of ones): ``w ~ N(0, 1)`` for all 31 coefficients,
                  ``y ~ Bernoulli(logits = X w)``.
+``eight_schools_centered``  eight schools, centred (posteriordb
+                 ``eight_schools-eight_schools_centered``): ``mu ~ N(0, 5)``,
+                 ``tau ~ HalfCauchy(5)``, ``theta ~ N(mu, tau)`` (8 schools),
+                 ``y ~ N(theta, sigma)``.  10 unconstrained parameters (``mu``, ``log tau``,
+                 ``theta``).  The funnel: small ``tau`` pinches ``theta`` around ``mu``;
+                 divergences are expected.
+``hier_500``     504-D non-centred varying-intercept regression on synthetic data:
+                 ``J = 500`` groups with 2-6 observations each (1992 rows), drawn once
+                 from ``numpy.random.default_rng(HIER_500_SEED)`` with ``mu = 1``,
+                 ``beta = 0.5``, ``tau = 1``, ``sigma = 2``, ``x ~ N(0, 1)``.  Model:
+                 ``mu ~ N(0, 5)``, ``beta ~ N(0, 2)``, ``tau ~ HalfNormal(2)``,
+                 ``sigma ~ HalfNormal(2)``, ``z_j ~ N(0, 1)``,
+                 ``y_ij ~ N(mu + tau z_j + beta x_ij, sigma)``.  Unconstrained order
+                 (``ravel_pytree`` sorts the site names): ``beta``, ``mu``, ``log sigma``,
+                 ``log tau``, ``z[0..499]``.  The posterior is benign (``log tau`` about
+                 0 +- 0.07), but the data's pull on ``log tau`` is proportional to ``tau``:
+                 at small ``tau`` only the log-Jacobian's constant +1 pushes back (a nearly
+                 flat region), so a chain that drifts to ``log tau < -2`` early in warmup
+                 can take hundreds of iterations to come back.
+
+Known truth for the second-moment bias ``b2``
+--------------------------------------------
+For every unconstrained coordinate ``i`` the benchmark needs ``E[x_i^2]`` and
+``Var[x_i^2] = E[x_i^4] - E[x_i^2]^2``: analytic for the two Gaussians (``sd_i^2`` and
+``2 sd_i^4``), otherwise from a long NumPyro NUTS reference run stored in
+``benchmarks/reference/<target>.json`` (written by ``benchmarks/make_reference.py``).
+``second_moment_bias`` computes, per coordinate,
+
+    b2_i = (mean over all chains and draws of x_i^2 - E[x_i^2])^2 / Var[x_i^2]
+
+(for an unbiased sampler about ``1 / ESS(x_i^2)``), and ``b2_floor_i =
+MCSE_ref(E[x_i^2])^2 / Var[x_i^2] = 1 / ESS_ref(x_i^2)``: the part of ``b2_i`` that the
+reference's own Monte Carlo error can produce (0 for the analytic Gaussians).
 """
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,7 +59,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-EIGHT_SCHOOLS_DATA = "/work/shared/data/posteriordb/eight_schools-eight_schools_noncentered/data.json"
+HERE = os.path.dirname(os.path.abspath(__file__))
+REFERENCE_DIR = os.path.join(HERE, "reference")
+POSTERIORDB = "/work/shared/data/posteriordb"
+EIGHT_SCHOOLS_DATA = f"{POSTERIORDB}/eight_schools-eight_schools_noncentered/data.json"
+EIGHT_SCHOOLS_CENTERED_DATA = f"{POSTERIORDB}/eight_schools-eight_schools_centered/data.json"
 EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 EIGHT_SCHOOLS_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
 
@@ -40,15 +78,42 @@ class Target:
     notes: dict = field(default_factory=dict)
 
 
-def _eight_schools_data():
+def _eight_schools_data(path=EIGHT_SCHOOLS_DATA):
     """The posteriordb data file when it exists (checked against the numbers above)."""
     y, sigma = EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SIGMA
-    if os.path.exists(EIGHT_SCHOOLS_DATA):
-        with open(EIGHT_SCHOOLS_DATA) as f:
+    if os.path.exists(path):
+        with open(path) as f:
             data = json.load(f)
         if [float(v) for v in data["y"]] != y or [float(v) for v in data["sigma"]] != sigma:
-            raise ValueError(f"{EIGHT_SCHOOLS_DATA} disagrees with the built-in eight-schools data")
+            raise ValueError(f"{path} disagrees with the built-in eight-schools data")
     return np.asarray(y), np.asarray(sigma)
+
+
+HIER_500_SEED = 20240607
+HIER_500_GROUPS = 500
+HIER_500_TRUTH = {"mu": 1.0, "beta": 0.5, "tau": 1.0, "sigma": 2.0}
+
+
+def hier_500_data(num_groups=HIER_500_GROUPS, seed=HIER_500_SEED):
+    """Synthetic data of ``hier_500``: ``(group index, x, y)``, deterministic in ``seed``
+    (numpy ``PCG64``; the SHA-256 of the arrays is recorded in the reference file)."""
+    rng = np.random.default_rng(seed)
+    n_per = rng.integers(2, 7, size=num_groups)  # 2..6 observations per group
+    g = np.repeat(np.arange(num_groups), n_per)
+    z = rng.standard_normal(num_groups)
+    x = rng.standard_normal(g.size)
+    t = HIER_500_TRUTH
+    y = t["mu"] + t["tau"] * z[g] + t["beta"] * x + t["sigma"] * rng.standard_normal(g.size)
+    return g.astype(np.int64), x.astype(np.float64), y.astype(np.float64)
+
+
+def data_sha256(*arrays):
+    """SHA-256 of the little-endian float64 bytes of ``arrays`` (to check that a reference
+    file was made from the data the targets generate now)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(np.asarray(a, dtype="<f8")).tobytes())
+    return h.hexdigest()
 
 
 def _breast_cancer():
@@ -97,6 +162,29 @@ def make_targets():
         w = numpyro.sample("w", dist.Normal(jnp.zeros(p), 1.0).to_event(1))
         numpyro.sample("y", dist.Bernoulli(logits=X_j @ w).to_event(1), obs=yb_j)
 
+    yc, sc = _eight_schools_data(EIGHT_SCHOOLS_CENTERED_DATA)
+    yc_j, sc_j = jnp.asarray(yc), jnp.asarray(sc)
+
+    def eight_schools_centered():
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+        with numpyro.plate("school", 8):
+            theta = numpyro.sample("theta", dist.Normal(mu, tau))
+            numpyro.sample("y", dist.Normal(theta, sc_j), obs=yc_j)
+
+    g, xh, yh = hier_500_data()
+    J = HIER_500_GROUPS
+    g_j, xh_j, yh_j = jnp.asarray(g), jnp.asarray(xh), jnp.asarray(yh)
+
+    def hier_500():
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        beta = numpyro.sample("beta", dist.Normal(0.0, 2.0))
+        tau = numpyro.sample("tau", dist.HalfNormal(2.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+        z = numpyro.sample("z", dist.Normal(jnp.zeros(J), 1.0).to_event(1))
+        loc = mu + tau * z[g_j] + beta * xh_j
+        numpyro.sample("y", dist.Normal(loc, sigma).to_event(1), obs=yh_j)
+
     return {
         "ill_gauss": Target(
             "ill_gauss", "100-D Gaussian, sd = logspace(-2, 0, 100)", ill_gauss, d, sd_ill
@@ -112,7 +200,84 @@ def make_targets():
             p,
             notes={"n_obs": int(X.shape[0]), "n_coef": int(p)},
         ),
+        "eight_schools_centered": Target(
+            "eight_schools_centered",
+            "eight schools, centred: the funnel (10-D)",
+            eight_schools_centered,
+            10,
+        ),
+        "hier_500": Target(
+            "hier_500",
+            f"non-centred varying-intercept regression, {J} groups, {g.size} rows (504-D)",
+            hier_500,
+            J + 4,
+            notes={"n_obs": int(g.size), "n_groups": J, "seed": HIER_500_SEED,
+                   "data_sha256": data_sha256(g, xh, yh)},
+        ),
     }
 
 
-TARGET_NAMES = ("ill_gauss", "std_gauss", "eight_schools", "logreg")
+TARGET_NAMES = ("ill_gauss", "std_gauss", "eight_schools", "logreg", "eight_schools_centered", "hier_500")
+GAUSSIAN_TARGETS = ("ill_gauss", "std_gauss")
+REFERENCE_TARGETS = tuple(t for t in TARGET_NAMES if t not in GAUSSIAN_TARGETS)
+"""Targets whose second-moment truth comes from ``benchmarks/reference/<target>.json``."""
+
+
+# -- known truth and the second-moment bias ---------------------------------------------
+
+
+def coordinate_names(shapes):
+    """Names of the flat unconstrained coordinates in ``ravel_pytree`` order for a dict
+    ``{site: shape}`` of unconstrained sample sites (sites sorted by name, each site
+    ravelled in C order): ``"mu"``, ``"theta[3]"``, ... ."""
+    names = []
+    for site in sorted(shapes):
+        shape = tuple(shapes[site])
+        if shape == ():
+            names.append(site)
+        else:
+            names.extend(f"{site}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape))
+    return names
+
+
+def reference_path(name):
+    return os.path.join(REFERENCE_DIR, f"{name}.json")
+
+
+def load_reference(name):
+    """The reference record of target ``name`` (a dict, see ``make_reference.py``), or
+    ``None`` if the file does not exist."""
+    path = reference_path(name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def second_moment_truth(target):
+    """``(E[x^2], Var[x^2], MCSE of E[x^2], source)`` per unconstrained coordinate, or
+    ``None`` when no truth is known (no reference file, or a file of another dimension)."""
+    if target.true_sd is not None:
+        sd2 = np.asarray(target.true_sd, dtype=np.float64) ** 2
+        return sd2, 2.0 * sd2**2, np.zeros_like(sd2), "analytic"
+    ref = load_reference(target.name)
+    if ref is None or ref["dim"] != target.dim:
+        return None
+    ex2 = np.asarray(ref["ex2"], dtype=np.float64)
+    var_x2 = np.asarray(ref["var_x2"], dtype=np.float64)
+    mcse = np.asarray(ref["ex2_mcse"], dtype=np.float64)
+    return ex2, var_x2, mcse, f"reference: benchmarks/reference/{target.name}.json"
+
+
+def second_moment_bias(draws, ex2, var_x2, ex2_mcse=None):
+    """Per-coordinate ``b2_i = (mean(x_i^2) - E[x_i^2])^2 / Var[x_i^2]`` of ``draws``
+    (``(..., D)``: the mean runs over all leading axes, i.e. all chains and draws), and
+    ``b2_floor_i = ex2_mcse_i^2 / Var[x_i^2]`` (zeros when ``ex2_mcse`` is None).
+    Returns ``(b2, b2_floor)``, two arrays of length ``D``."""
+    draws = np.asarray(draws, dtype=np.float64)
+    d = draws.shape[-1]
+    m2 = np.mean(draws.reshape(-1, d) ** 2, axis=0)
+    ex2, var_x2 = np.asarray(ex2, dtype=np.float64), np.asarray(var_x2, dtype=np.float64)
+    b2 = (m2 - ex2) ** 2 / var_x2
+    floor = np.zeros(d) if ex2_mcse is None else np.asarray(ex2_mcse, dtype=np.float64) ** 2 / var_x2
+    return b2, floor

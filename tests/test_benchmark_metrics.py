@@ -1,0 +1,158 @@
+"""The benchmark's second-moment bias ``b2`` and its reference files
+(``benchmarks/targets.py``, ``benchmarks/reference/*.json``). No MCMC is run."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+
+import targets as bt  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------
+# b2 on exact draws
+
+
+def test_b2_of_exact_gaussian_draws_is_monte_carlo_noise():
+    """iid N(0, sd^2) draws: b2_i = (m2 - sd^2)^2 / (2 sd^4) is (chi^2_1 / n) in law, so its
+    mean over coordinates is about 1/n and its max over D coordinates a few times that."""
+    rng = np.random.default_rng(0)
+    n, d = 4000, 200
+    sd = np.logspace(-2, 0, d)
+    draws = rng.standard_normal((4, n // 4, d)) * sd  # (chains, draws, D)
+    b2, floor = bt.second_moment_bias(draws, sd**2, 2 * sd**4)
+    assert b2.shape == floor.shape == (d,)
+    assert np.all(floor == 0)
+    assert 0.7 / n < b2.mean() < 1.4 / n
+    assert b2.max() < 25.0 / n  # P(chi^2_1 > 25) ~ 6e-7 per coordinate
+
+
+def test_b2_detects_a_wrong_variance():
+    """Draws with 10 % too large a standard deviation: b2 ~ (1.21 - 1)^2 / 2 = 0.022, far
+    above the 1/n noise."""
+    rng = np.random.default_rng(1)
+    n, d = 4000, 50
+    draws = 1.1 * rng.standard_normal((n, d))
+    b2, _ = bt.second_moment_bias(draws, np.ones(d), 2 * np.ones(d))
+    assert np.all(b2 > 0.01)
+    assert abs(b2.mean() - 0.21**2 / 2) < 0.01
+
+
+def test_b2_formula_and_floor_non_gaussian():
+    """The general formula on a hand-checkable case, with a reference MC error."""
+    draws = np.array([[[1.0, 2.0]], [[3.0, 0.0]]])  # 2 chains x 1 draw x 2 coordinates
+    ex2 = np.array([4.0, 1.0])
+    var_x2 = np.array([8.0, 4.0])
+    mcse = np.array([0.4, 0.2])
+    b2, floor = bt.second_moment_bias(draws, ex2, var_x2, mcse)
+    m2 = np.array([5.0, 2.0])  # means of x^2 over all chains and draws
+    np.testing.assert_allclose(b2, (m2 - ex2) ** 2 / var_x2)
+    np.testing.assert_allclose(floor, mcse**2 / var_x2)
+
+
+def test_b2_against_a_reference_built_from_other_draws():
+    """Truth estimated from a second, longer iid sample (a stand-in for the NUTS reference;
+    Var[x^2] of a Gamma variable): an unbiased sample's b2 is about 1/n + floor."""
+    rng = np.random.default_rng(2)
+    d = 50
+    ref = rng.gamma(2.0, size=(100_000, d))
+    ex2 = np.mean(ref**2, axis=0)
+    var_x2 = np.mean(ref**4, axis=0) - ex2**2
+    mcse = np.sqrt(var_x2 / ref.shape[0])
+    n = 2000
+    b2, floor = bt.second_moment_bias(rng.gamma(2.0, size=(n, d)), ex2, var_x2, mcse)
+    np.testing.assert_allclose(floor, 1.0 / ref.shape[0], rtol=1e-12)
+    assert 0.6 / n < b2.mean() < 1.5 / n
+
+
+def test_gaussian_truth_matches_the_old_definition():
+    """For the Gaussians the general b2 is the former ``(m2 - sd^2)^2 / (2 sd^4)``."""
+    sd = np.logspace(-2, 0, 5)
+    target = bt.Target("g", "", None, 5, true_sd=sd)
+    ex2, var_x2, mcse, source = bt.second_moment_truth(target)
+    assert source == "analytic"
+    np.testing.assert_allclose(ex2, sd**2)
+    np.testing.assert_allclose(var_x2, 2 * sd**4)
+    assert np.all(mcse == 0)
+
+
+# ---------------------------------------------------------------------------------------
+# reference files
+
+#: unconstrained dimension and ravel_pytree coordinate names (first, last) of each target
+EXPECTED = {
+    "eight_schools": (10, "mu", "theta_tilde[7]"),
+    "logreg": (31, "w[0]", "w[30]"),
+    "eight_schools_centered": (10, "mu", "theta[7]"),
+    "hier_500": (504, "beta", "z[499]"),
+}
+
+
+def test_every_non_gaussian_target_has_an_expected_entry():
+    assert set(bt.REFERENCE_TARGETS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reference_file(name):
+    ref = bt.load_reference(name)
+    assert ref is not None, f"benchmarks/reference/{name}.json is missing (run make_reference.py)"
+    dim, first, last = EXPECTED[name]
+    assert ref["target"] == name
+    assert ref["dim"] == dim
+    assert len(ref["coords"]) == dim and ref["coords"][0] == first and ref["coords"][-1] == last
+    for key in ("mean", "sd", "ex2", "var_x2", "ex2_mcse", "ess_x2", "b2_floor", "ess_bulk", "rhat"):
+        arr = np.asarray(ref[key], dtype=float)
+        assert arr.shape == (dim,), key
+        assert np.all(np.isfinite(arr)), key
+    ex2, var_x2 = np.asarray(ref["ex2"]), np.asarray(ref["var_x2"])
+    assert np.all(var_x2 > 0)
+    np.testing.assert_allclose(ex2, np.asarray(ref["mean"]) ** 2 + np.asarray(ref["sd"]) ** 2, rtol=1e-8)
+    # the reference must resolve biases well below a 1000-draw benchmark's own noise
+    assert ref["summary"]["rhat_max"] < 1.01
+    assert ref["summary"]["b2_floor_max"] < 2e-4
+    np.testing.assert_allclose(ref["b2_floor"], 1.0 / np.asarray(ref["ess_x2"]), rtol=1e-3)
+    for key in ("command", "date", "seed", "num_draws", "target_accept_prob", "machine"):
+        assert key in ref
+
+
+def test_hier_500_reference_was_made_from_the_current_data():
+    g, x, y = bt.hier_500_data()
+    assert g.size == 1992 and np.bincount(g).min() == 2 and np.bincount(g).max() == 6
+    ref = bt.load_reference("hier_500")
+    assert ref["target_notes"]["data_sha256"] == bt.data_sha256(g, x, y)
+
+
+def test_coordinate_names_follow_ravel_pytree_order():
+    names = bt.coordinate_names({"tau": (), "mu": (), "theta": (3,), "a": (2, 2)})
+    assert names == ["a[0,0]", "a[0,1]", "a[1,0]", "a[1,1]", "mu", "tau", "theta[0]", "theta[1]", "theta[2]"]
+
+
+def test_reference_coordinates_match_the_models(jax_x64):
+    """The coordinates in each file are those of the model's unconstrained sample dict, in
+    ``ravel_pytree`` order (what ``run_numpyro._flatten_draws`` produces). The latent sites
+    are read from a trace of the model (no compilation); their constraints here are all
+    elementwise, so the unconstrained shapes are the sites' shapes."""
+    import jax.numpy as jnp
+    from jax import random
+    from jax.flatten_util import ravel_pytree
+    from numpyro import handlers
+
+    models = bt.make_targets()
+    for name in EXPECTED:
+        tr = handlers.trace(handlers.seed(models[name].model, random.PRNGKey(0))).get_trace()
+        shapes = {k: np.shape(v["value"]) for k, v in tr.items()
+                  if v["type"] == "sample" and not v["is_observed"]}
+        names = bt.coordinate_names(shapes)
+        assert len(names) == models[name].dim, name
+        assert bt.load_reference(name)["coords"] == names, name
+        assert bt.second_moment_truth(models[name]) is not None, name
+        # ravel_pytree puts coordinate k of the flat vector where coordinate_names says
+        tagged = {}
+        for k, shp in shapes.items():
+            idx = [i for i, n in enumerate(names) if n == k or n.startswith(k + "[")]
+            tagged[k] = jnp.asarray(idx, dtype=jnp.float64).reshape(shp)
+        np.testing.assert_array_equal(np.asarray(ravel_pytree(tagged)[0]), np.arange(len(names)))
