@@ -789,36 +789,6 @@ COLUMN_DOC = """### What the columns mean
   because of a non-finite state).
 """
 
-SECTION_BEGIN = "<!-- BEGIN run_numpyro:{mode} -->"
-SECTION_END = "<!-- END run_numpyro:{mode} -->"
-
-DOC_HEADER = """# Benchmarks
-
-Sampler comparisons for `esh_kernels`. The sections below are written by the benchmark
-scripts; each section says how it was produced. Re-run a script to refresh its section.
-"""
-
-
-def write_markdown(path, payload):
-    mode = payload["meta"]["mode"]
-    begin, end = SECTION_BEGIN.format(mode=mode), SECTION_END.format(mode=mode)
-    section = f"{begin}\n{markdown_section(payload)}\n{end}\n"
-    text = open(path).read() if os.path.exists(path) else DOC_HEADER + "\n"
-    if begin in text and end in text:
-        pre, rest = text.split(begin, 1)
-        _, post = rest.split(end, 1)
-        text = pre + section.rstrip("\n") + post
-    else:
-        # the full run's section goes first, the quick one after it
-        if mode == "full" and SECTION_BEGIN.format(mode="quick") in text:
-            pre, post = text.split(SECTION_BEGIN.format(mode="quick"), 1)
-            text = pre + section + "\n" + SECTION_BEGIN.format(mode="quick") + post
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
 
 def main(argv=None):
     global CLOCK
@@ -917,7 +887,9 @@ def main(argv=None):
         with open(out, "w") as f:
             json.dump(results_io.jsonable(payload), f, indent=1)
         if not args.no_md:
-            write_markdown(args.md, results_io.jsonable(payload))
+            payload = results_io.jsonable(payload)
+            results_io.write_markdown_section(args.md, "run_numpyro", payload["meta"]["mode"],
+                                              markdown_section(payload))
 
     base_key = random.PRNGKey(args.seed)
     for ti, tname in enumerate(TARGET_NAMES):
