@@ -73,6 +73,10 @@ def step_commands(quick, out_dir):
     if quick:
         for name, extra in QUICK_ARGS.items():
             cmds[name] += extra
+    # paths inside the repository as relative ones (the steps run in REPO), so that the
+    # commands recorded in the outputs read the same on every machine
+    cmds = {k: [v[0]] + [os.path.relpath(a, REPO) if a.startswith(REPO + os.sep) else a for a in v[1:]]
+            for k, v in cmds.items()}
     return cmds, res
 
 
@@ -83,7 +87,7 @@ def sampler_errors(cmd):
     if not path.endswith(".json"):
         return []
     try:
-        with open(path) as f:
+        with open(os.path.join(REPO, path)) as f:  # relative paths are relative to REPO
             results = json.load(f).get("results", [])
     except (OSError, ValueError):
         return [f"(no readable results in {path})"]
@@ -117,8 +121,7 @@ def main(argv=None):
         if name not in args.only:
             continue
         cmd = cmds[name]
-        print(f"[run_all] {name}: {' '.join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd[1:])}",
-              flush=True)
+        print(f"[run_all] {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
         minutes = (time.perf_counter() - t0) / 60

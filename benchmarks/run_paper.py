@@ -45,7 +45,7 @@ from paper_metrics import MMD, paper_ess, states_at_budgets  # noqa: E402
 from paper_samplers import SAMPLER_LABELS, SAMPLER_ORDER, run_sampler  # noqa: E402
 from paper_targets import TARGET_NAMES, make_paper_targets  # noqa: E402
 
-FULL = {"chains": 64, "budget": 20000, "ref_samples": 10000, "num_warmup": 200, "points": 30}
+FULL = {"chains": 256, "budget": 10000, "ref_samples": 10000, "num_warmup": 200, "points": 30}
 QUICK = {"chains": 16, "budget": 1000, "ref_samples": 1000, "num_warmup": 100, "points": 12}
 
 
@@ -54,11 +54,11 @@ def budget_grid(budget, points):
     return np.unique(np.round(np.logspace(1, np.log10(budget), points)).astype(int))
 
 
-def noise_floor(target, mmd, chains, rng, repeats=20):
-    """97.5% quantile of the MMD^2 estimate for ``chains`` exact independent draws: below
+def noise_floor(target, mmd, chains, rng, repeats=100):
+    """99% quantile of the MMD^2 estimate for ``chains`` exact independent draws: below
     it a sampler is indistinguishable from exact sampling at this number of chains."""
     vals = [mmd(target.whiten(target.sample_true(rng, chains)))[0] for _ in range(repeats)]
-    return float(np.quantile(vals, 0.975))
+    return float(np.quantile(vals, 0.99))
 
 
 def evaluate(trace, target, mmd, budgets, rng):
@@ -148,7 +148,7 @@ def markdown_section(payload, plot_rel):
                 cells.append(f"{_num(r['ess_per_1k_grad_mean'])} ({_num(r['ess_per_1k_grad_sd'])})")
         L.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
     L += ["", f"### MMD^2 x 1000 after {cfg['budget']} gradient evaluations per chain [95% bootstrap interval]", "",
-          "`*`: at or below the noise floor (the 97.5% quantile of the estimate for the same "
+          "`*`: at or below the noise floor (the 99% quantile of the estimate for the same "
           "number of exact independent draws), i.e. indistinguishable from exact sampling with "
           "this many chains. Lower is better.", "",
           "| sampler | " + " | ".join(tnames) + " |", "|---|" + "---|" * len(tnames)]
@@ -167,7 +167,9 @@ def markdown_section(payload, plot_rel):
                                            for t in tnames) + " |")
     L += ["", "### Gradient evaluations to reach the noise floor", "",
           "First budget on the grid at which the MMD^2 estimate is at or below the noise floor "
-          "(and stays there for the rest of the run); `-`: not within the budget.", "",
+          "and from which at least 90% of the later estimates are; `-`: not within the budget. "
+          "This is the paper's question (how fast do many short chains forget a bad start?) "
+          "in one number per target.", "",
           "| sampler | " + " | ".join(tnames) + " |", "|---|" + "---|" * len(tnames)]
     for s in snames:
         cells = []
@@ -195,11 +197,13 @@ def markdown_section(payload, plot_rel):
     return "\n".join(L)
 
 
-def _first_below(r, floor):
-    vals = r["mmd2"]
-    for i in range(len(vals)):
-        tail = vals[i:]
-        if all(isinstance(v, list) and v[0] <= floor for v in tail):
+def _first_below(r, floor, share=0.9):
+    """First grid budget whose estimate is at or below the noise floor and from which at
+    least ``share`` of the remaining estimates are (single noisy excursions above a 99%
+    quantile are expected among 30 points and are not counted as leaving)."""
+    below = [isinstance(v, list) and v[0] <= floor for v in r["mmd2"]]
+    for i in range(len(below)):
+        if below[i] and np.mean(below[i:]) >= share:
             return str(r["budgets"][i])
     return "-"
 
@@ -209,7 +213,7 @@ COLUMN_DOC = """### How to read it
 - **Protocol** (the paper's, esh_math.md §9): chains start from the paper's initial states
   and nothing is thrown away. Adaptive samplers (esh_kernels ESH / AdjustedESH / TunedHMC,
   NUTS) run their warmup inside the budget and their warmup draws are states;
-  BlackJAX MCLMC's tuner spends about 30% of the budget and the chains hold their initial
+  BlackJAX MCLMC's tuner spends about 17% of the budget and the chains hold their initial
   states until it ends. A state reached with `g` gradient evaluations counts from budget
   `g` on. The paper's ESH-leap (step 0.1, no velocity refresh) reports at each budget an
   ergodic draw: one time-weighted pick from its trajectory so far.
@@ -362,13 +366,16 @@ def main(argv=None):
             try:
                 trace = run_sampler(sname, target, x0, cfg["budget"], key, budgets,
                                     np.random.default_rng([cfg["seed"], ti, si]), cfg["num_warmup"],
-                                    max_draws=cfg["budget"])
+                                    max_draws=4 * cfg["budget"])
                 rec.update(status="ok", **evaluate(trace, target, mmd, budgets,
                                                    np.random.default_rng([cfg["seed"], ti, si, 1])))
             except Exception as e:  # one broken sampler must not lose the rest
                 rec.update(status="error", error=f"{type(e).__name__}: {e}",
                            traceback=traceback.format_exc(limit=8))
             rec["script_seconds"] = time.perf_counter() - t1
+            # free this run's compiled executables: one process compiles ~100 programs, and
+            # keeping them all exhausted LLVM's code memory once (a crash, not an error)
+            jax.clear_caches()
             new.append(rec)
             if rec["status"] == "ok":
                 fin = rec["mmd2_final"]
