@@ -211,20 +211,22 @@ def run_numpyro(name, target, x0, budget, key, num_warmup, max_draws):
         gs.append(np.asarray(mcmc.get_extra_fields(group_by_chain=True)[field], np.float64))
         used = gs[0].sum(1)
         tail = gs[0][:, num_warmup // 2:] if num_warmup >= 2 else gs[0]
-        per_draw = max(float(np.max(tail.mean(1))), 1.0)
+        rate = tail.mean(1)  # gradients per draw of each chain (ESH in 2-D: below 1)
         draws = 0
         for k in random.split(k_samp, 4):  # at most four top-ups
-            remaining = budget - used.min()
-            if remaining <= 0 or draws >= max_draws:
+            short = np.maximum(budget - used, 0.0)
+            if not np.any(short > 0) or draws >= max_draws:
                 break
-            n = int(min(max_draws - draws, math.ceil(1.3 * remaining / per_draw) + 5))
+            # enough draws for the chain that needs the most of them, with 30% to spare
+            need = np.max(short / np.maximum(rate, 1e-2))
+            n = int(min(max_draws - draws, math.ceil(1.3 * need) + 5))
             mcmc.num_samples = n
             mcmc.run(k, extra_fields=(field,))
             xs.append(np.asarray(mcmc.get_samples(group_by_chain=True)["x"]))
             g = np.asarray(mcmc.get_extra_fields(group_by_chain=True)[field], np.float64)
             gs.append(g)
             used = used + g.sum(1)
-            per_draw = max(float(np.max(g.mean(1))), 1.0)
+            rate = g.mean(1)
             draws += n
             mcmc.post_warmup_state = mcmc.last_state
     seconds = time.perf_counter() - t0  # includes compilation
@@ -233,7 +235,7 @@ def run_numpyro(name, target, x0, budget, key, num_warmup, max_draws):
     states = np.concatenate([np.asarray(x0)[:, None], chain], axis=1)
     grads = np.concatenate([np.zeros((C, 1)), grads], axis=1)
     info = {"num_warmup": num_warmup, "grads_warmup_mean": float(gs[0].sum(1).mean()),
-            "draws_after_warmup": draws, "grads_per_draw_after_warmup": per_draw,
+            "draws_after_warmup": draws, "grads_per_draw_after_warmup": float(np.mean(rate)),
             "reached_budget": bool(np.all(grads[:, -1] >= budget))}
     return Trace(states, grads, chain, grads[:, -1].copy(), seconds, info)
 

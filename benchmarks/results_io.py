@@ -109,3 +109,30 @@ def write_markdown_section(path, script, mode, body):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
+
+
+def merge_results(previous, new, target_order, sampler_order):
+    """``previous`` records not re-run in ``new``, plus ``new``, in target then sampler
+    order (how a partial re-run of a script updates its JSON)."""
+    keep = {(r["target"], r["sampler"]) for r in new}
+    merged = [r for r in previous if (r["target"], r["sampler"]) not in keep] + list(new)
+    torder = {n: i for i, n in enumerate(target_order)}
+    sorder = {n: i for i, n in enumerate(sampler_order)}
+    merged.sort(key=lambda r: (torder[r["target"]], sorder[r["sampler"]]))
+    return merged
+
+
+def sampler_table(results, target_order, sampler_order, labels, cell):
+    """Markdown lines of a samplers x targets table: ``cell(record)`` for records with
+    status ``ok``, the status otherwise, blank where a pair was not run."""
+    tnames = [t for t in target_order if any(r["target"] == t for r in results)]
+    snames = [s for s in sampler_order if any(r["sampler"] == s for r in results)]
+    by = {(r["target"], r["sampler"]): r for r in results}
+    lines = ["| sampler | " + " | ".join(tnames) + " |", "|---|" + "---|" * len(tnames)]
+    for s in snames:
+        cells = []
+        for t in tnames:
+            r = by.get((t, s))
+            cells.append("" if r is None else cell(r) if r["status"] == "ok" else r["status"])
+        lines.append(f"| {labels[s]} | " + " | ".join(cells) + " |")
+    return lines

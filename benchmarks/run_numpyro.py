@@ -629,21 +629,8 @@ def markdown_section(payload):
     by = {(r["target"], r["sampler"]): r for r in results}
 
     def summary_table(title, cell):
-        lines.append(title)
-        lines.append("")
-        lines.append("| sampler | " + " | ".join(tnames) + " |")
-        lines.append("|---|" + "---|" * len(tnames))
-        for s in snames:
-            cells = []
-            for t in tnames:
-                r = by.get((t, s))
-                if r is None:
-                    cells.append("")
-                elif r["status"] != "ok":
-                    cells.append(r["status"])
-                else:
-                    cells.append(cell(r))
-            lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
+        lines.extend([title, ""])
+        lines.extend(results_io.sampler_table(results, TARGET_NAMES, SAMPLER_ORDER, SAMPLER_LABELS, cell))
         lines.append("")
 
     summary_table("### Summary: min bulk ESS per 1000 gradient evaluations (after warmup / with warmup)",
@@ -862,11 +849,7 @@ def main(argv=None):
     new_results = []
 
     def save():
-        keep = {(r["target"], r["sampler"]) for r in new_results}
-        merged = [r for r in previous if (r["target"], r["sampler"]) not in keep] + new_results
-        order = {n: i for i, n in enumerate(TARGET_NAMES)}
-        sorder = {n: i for i, n in enumerate(SAMPLER_ORDER)}
-        merged.sort(key=lambda r: (order[r["target"]], sorder[r["sampler"]]))
+        merged = results_io.merge_results(previous, new_results, TARGET_NAMES, SAMPLER_ORDER)
         payload = {
             "meta": {
                 "mode": mode,

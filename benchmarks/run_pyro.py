@@ -424,20 +424,10 @@ def markdown_section(payload):
     by = {(r["target"], r["sampler"]): r for r in results}
     lines.append("### Summary: min bulk ESS per second, warmup and set-up included (x Pyro NUTS)")
     lines.append("")
-    lines.append("| sampler | " + " | ".join(tnames) + " |")
-    lines.append("|---|" + "---|" * len(tnames))
-    for s in snames:
-        cells = []
-        for t in tnames:
-            r = by.get((t, s))
-            if r is None:
-                cells.append("")
-            elif r["status"] != "ok":
-                cells.append(r["status"])
-            else:
-                sp = r.get("speedup")
-                cells.append(f"{_fmt(r['ess_per_s_with_warmup'])}" + (f" ({_fmt(sp)}x)" if sp else ""))
-        lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
+    lines.extend(results_io.sampler_table(
+        results, TARGET_NAMES, SAMPLER_ORDER, SAMPLER_LABELS,
+        lambda r: f"{_fmt(r['ess_per_s_with_warmup'])}"
+        + (f" ({_fmt(r['speedup'])}x)" if r.get("speedup") else "")))
     lines.append("")
     for t in tnames:
         desc = next(r["target_description"] for r in results if r["target"] == t)
@@ -525,17 +515,13 @@ def main(argv=None):
     new_results = []
 
     def save():
-        keep = {(r["target"], r["sampler"]) for r in new_results}
-        merged = [r for r in previous if (r["target"], r["sampler"]) not in keep] + new_results
+        merged = results_io.merge_results(previous, new_results, TARGET_NAMES, SAMPLER_ORDER)
         for t in TARGET_NAMES:
             base = next((r for r in merged if r["target"] == t and r["sampler"] == BASELINE
                          and r["status"] == "ok"), None)
             for r in merged:
                 if r["target"] == t and r["status"] == "ok" and base is not None:
                     r["speedup"] = r["ess_per_s_with_warmup"] / base["ess_per_s_with_warmup"]
-        order = {n: i for i, n in enumerate(TARGET_NAMES)}
-        sorder = {n: i for i, n in enumerate(SAMPLER_ORDER)}
-        merged.sort(key=lambda r: (order[r["target"]], sorder[r["sampler"]]))
         payload = {
             "meta": {
                 "mode": mode, "command": command, "date": date, "machine": machine,
