@@ -217,8 +217,11 @@ def run_numpyro(name, target, x0, budget, key, num_warmup, max_draws):
             short = np.maximum(budget - used, 0.0)
             if not np.any(short > 0) or draws >= max_draws:
                 break
-            # enough draws for the chain that needs the most of them, with 30% to spare
-            need = np.max(short / np.maximum(rate, 1e-2))
+            # enough draws for the chain that needs the most of them, with 30% to spare,
+            # but at most 4x the median chain's need: ESH's cost per draw can differ
+            # 100-fold between chains, and a vectorized run waits for the slowest chain
+            need_c = short / np.maximum(rate, 1e-2)
+            need = min(np.max(need_c), 4 * np.median(need_c[short > 0]))
             n = int(min(max_draws - draws, math.ceil(1.3 * need) + 5))
             mcmc.num_samples = n
             mcmc.run(k, extra_fields=(field,))
@@ -236,7 +239,8 @@ def run_numpyro(name, target, x0, budget, key, num_warmup, max_draws):
     grads = np.concatenate([np.zeros((C, 1)), grads], axis=1)
     info = {"num_warmup": num_warmup, "grads_warmup_mean": float(gs[0].sum(1).mean()),
             "draws_after_warmup": draws, "grads_per_draw_after_warmup": float(np.mean(rate)),
-            "reached_budget": bool(np.all(grads[:, -1] >= budget))}
+            "reached_budget": bool(np.all(grads[:, -1] >= budget)),
+            "chains_short_of_budget": int(np.sum(grads[:, -1] < budget))}
     return Trace(states, grads, chain, grads[:, -1].copy(), seconds, info)
 
 

@@ -137,7 +137,11 @@ def markdown_section(payload, plot_rel):
          f"- Repository commit: {m['git_commit']}",
          f"- {cfg['chains']} chains per target, {cfg['budget']} gradient evaluations per chain, "
          f"{cfg['ref_samples']} exact reference draws for the MMD, adaptive samplers' warmup "
-         f"{cfg['num_warmup']} draws (counted in the budget), seed {cfg['seed']}, float64", ""]
+         f"{cfg['num_warmup']} draws (counted in the budget), seed {cfg['seed']}, float64"]
+    if meta.get("merged_from_earlier"):
+        L.append("- Rows come from several invocations of this configuration (the command above is "
+                 "the last; re-runs of some samplers are merged into `benchmarks/results/paper.json`)")
+    L.append("")
     L += ["### Table 1 shape: the paper's ESS per 1000 gradient evaluations, mean (sd) over chains", ""]
     L += table(lambda r: f"{_num(r['ess_per_1k_grad_mean'])} ({_num(r['ess_per_1k_grad_sd'])})")
     L += ["", f"### MMD^2 x 1000 after {cfg['budget']} gradient evaluations per chain [95% bootstrap interval]", "",
@@ -154,8 +158,8 @@ def markdown_section(payload, plot_rel):
           "in one number per target.", ""]
     L += table(lambda r: _first_below(r, floors[r["target"]]))
     L += ["", "### Details", "",
-          "| target | sampler | grads/chain | warmup grads | accept | seconds (incl. compile) |",
-          "|---|---|---|---|---|---|"]
+          "| target | sampler | grads/chain | warmup grads | chains short of budget | accept | seconds (incl. compile) |",
+          "|---|---|---|---|---|---|---|"]
     for t in tnames:
         for s in snames:
             r = by.get((t, s))
@@ -163,14 +167,21 @@ def markdown_section(payload, plot_rel):
                 continue
             if r["status"] != "ok":
                 msg = (r.get("error") or "").splitlines()[0][:100] if r.get("error") else ""
-                L.append(f"| {t} | {SAMPLER_LABELS[s]} | {r['status']}: {msg} | | | |")
+                L.append(f"| {t} | {SAMPLER_LABELS[s]} | {r['status']}: {msg} | | | | |")
                 continue
             wg = r.get("grads_warmup_mean", r.get("tuning_grads"))
             L.append(f"| {t} | {SAMPLER_LABELS[s]} | {_num(r['grads_per_chain_mean'])} | "
-                     f"{_num(wg) if wg is not None else ''} | {_num(r.get('accept_mean'))} | "
+                     f"{_num(wg) if wg is not None else ''} | {_short(r)} | "
+                     f"{_num(r.get('accept_mean'))} | "
                      f"{_num(r['seconds'])} |")
     L += ["", f"![MMD^2 vs gradient evaluations per chain]({plot_rel})", "", COLUMN_DOC]
     return "\n".join(L)
+
+
+def _short(r):
+    if "chains_short_of_budget" in r:
+        return str(r["chains_short_of_budget"])
+    return "some" if r.get("reached_budget") is False else "0"
 
 
 def _first_below(r, floor, share=0.9):
@@ -198,6 +209,14 @@ COLUMN_DOC = """### How to read it
   squared distance of the exact draws; Gaussians and the funnel are whitened first
   (`(y, x) -> (y / 3, x e^{y/2})` for the funnel). Unbiased, so it can be slightly
   negative; multiplied by 1000 in the tables.
+- **A fixed gradient budget favours cheap draws.** The state a chain holds at budget `g`
+  is a length-biased pick: a draw that cost many gradients is held over a long stretch
+  of the budget axis. For samplers whose cost per draw depends on the state or differs
+  between chains (NUTS's tree depth, ESH's steps per unit of physical time), the states
+  at a fixed budget are not draws from the chains' stationary law even when every draw
+  is; and a chain whose draws are expensive may still be in its warmup at budgets where
+  the others sample. Fixed-cost samplers (MALA, ULA, HMC, MCLMC, ESH-leap) are not
+  affected. This is the paper's protocol, kept for comparability.
 - **ESS**: the paper's estimator on each chain's whole sequence (every state for the
   fixed-step samplers and ESH-leap's unweighted grid points; every draw, warmup included,
   for the adaptive samplers; MCLMC's post-tuning states), features `x` and `x^2`
@@ -205,6 +224,11 @@ COLUMN_DOC = """### How to read it
   first lag below 0.05 with a linear taper; min over features, divided by the chain's
   gradient evaluations. It is a mixing proxy and ignores bias (a chain in the wrong place
   can score well), so read it with the MMD.
+- **grads/chain**: mean gradient evaluations per chain actually run (adaptive samplers
+  overshoot the budget: they run whole draws until every chain has reached it). **chains
+  short of budget**: chains whose run ended before the budget (the top-up runs are capped
+  at 4x the median chain's need, because ESH's cost per draw can differ 100-fold between
+  chains in 2-D); from their last gradient on, such a chain's last state stands in.
 - **seconds**: wall clock of the whole run of that sampler on that target, JAX
   compilation included (these are small targets; the Bayesian suite below reports
   compile-free timings).
@@ -272,6 +296,8 @@ def main(argv=None):
     p.add_argument("--no-md", action="store_true", help="do not touch the markdown file")
     p.add_argument("--plot", default=None, help="PNG (default docs/img/paper_mmd[_quick].png)")
     p.add_argument("--fresh", action="store_true", help="do not merge with earlier results in --out")
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite the markdown section and the plot from --out (no sampling)")
     p.add_argument("--compile-cache", default=os.path.join(tempfile.gettempdir(), "esh_kernels_bench_jax_cache"),
                    help="JAX persistent compilation cache ('' to disable)")
     args = p.parse_args(argv)
@@ -301,6 +327,18 @@ def main(argv=None):
     print(f"[run_paper] {mode}: {cfg}", flush=True)
     new = []
 
+    def render(payload):
+        plot(payload, plot_path)
+        if not args.no_md:
+            rel = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(args.md)))
+            results_io.write_markdown_section(args.md, "run_paper", payload["meta"]["mode"].split("-")[0],
+                                              markdown_section(payload, rel))
+
+    if args.render:
+        with open(out) as f:
+            render(json.load(f))
+        return
+
     def save():
         merged = results_io.merge_results(previous, new, TARGET_NAMES, SAMPLER_ORDER)
         payload = results_io.jsonable({
@@ -311,11 +349,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:
             json.dump(payload, f, indent=1)
-        plot(payload, plot_path)
-        if not args.no_md:
-            rel = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(args.md)))
-            results_io.write_markdown_section(args.md, "run_paper", mode.split("-")[0],
-                                              markdown_section(payload, rel))
+        render(payload)
 
     for ti, tname in enumerate(TARGET_NAMES):
         if tname not in args.targets:
