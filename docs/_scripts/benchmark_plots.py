@@ -36,7 +36,7 @@ def load(path):
 
 def plot(path, out):
     meta, targets, samplers, labels, _, table = load(path)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharey=True)
     width = 0.8 / len(samplers)
     x = np.arange(len(targets))
     panels = [("ess_per_1k_grad", "after warmup"), ("ess_per_1k_grad_with_warmup", "warmup gradients counted")]
@@ -44,18 +44,19 @@ def plot(path, out):
         for j, sampler in enumerate(samplers):
             values = [table.get((t, sampler), {}).get(key) or np.nan for t in targets]
             ax.bar(x + (j - (len(samplers) - 1) / 2) * width, values, width, label=labels[sampler])
-        ax.set_xticks(x, targets)
+        ax.set_xticks(x, targets, rotation=25, ha="right")
         ax.set_yscale("log")
         ax.set_title(f"min bulk ESS per 1000 gradients, {title}", fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
     axes[0].set_ylabel("ESS / 1000 gradient evaluations (log scale)")
-    axes[1].legend(fontsize=8, loc="upper right")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="lower center", ncol=4)
     config = meta.get("config", {})
     fig.suptitle(
         f"NumPyro benchmark ({meta.get('date', '')[:10]}): {config.get('num_warmup')} warmup + "
         f"{config.get('num_samples')} draws, {config.get('num_chains')} chains "
         f"({config.get('chees_chains')} for ChEES)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
