@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""TunedHMC's cross-chain (ChEES) tuning against its per-chain (U-turn) rule on the 504-D
+hierarchical regression ``hier_500``, for several chain counts and seeds.
+
+    python benchmarks/tuned_hmc_cross_chain.py                      # cross_chain=True, 4/8/16 chains
+    python benchmarks/tuned_hmc_cross_chain.py --per-chain --chains 4
+
+Prints, per (chains, seed): the tuned trajectory length T and step size, min bulk ESS,
+max R-hat and min ESS per 1000 gradient evaluations after warmup (1000 warmup + 500
+draws, vectorized, float64). The table in ``docs/kernels/tuned_hmc.md`` came from these
+two commands (about 10 minutes together on 2 CPU cores). Seeds use the same key
+derivation as ``run_numpyro.py`` (seed 0 is the benchmark's own run).
+"""
+
+import argparse
+import os
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import arviz as az  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import random  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+from numpyro.infer import MCMC  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from run_numpyro import SAMPLER_ORDER  # noqa: E402
+from targets import TARGET_NAMES, make_targets  # noqa: E402
+
+from esh_kernels.numpyro import TunedHMC  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--chains", type=int, nargs="+", default=[4, 8, 16])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--per-chain", action="store_true", help="cross_chain=False")
+    args = p.parse_args(argv)
+    model = make_targets()["hier_500"].model
+    ti, si = TARGET_NAMES.index("hier_500"), SAMPLER_ORDER.index("tuned_hmc")
+    for C in args.chains:
+        for seed in args.seeds:
+            key = random.split(random.fold_in(random.fold_in(random.PRNGKey(seed), ti), si))[0]
+            mcmc = MCMC(TunedHMC(model, cross_chain=not args.per_chain), num_warmup=1000,
+                        num_samples=500, num_chains=C, chain_method="vectorized",
+                        progress_bar=False, postprocess_fn=lambda z: z)
+            mcmc.run(key, extra_fields=("n_steps",))
+            adapt = mcmc.last_state.adapt_state
+            flat = np.asarray(jax.vmap(jax.vmap(lambda z: ravel_pytree(z)[0]))(
+                mcmc.get_samples(group_by_chain=True)))
+            ds = az.convert_to_dataset({"x": flat})
+            ess = float(np.min(az.ess(ds)["x"].values))
+            rhat = float(np.max(az.rhat(ds)["x"].values))
+            grads = float(np.asarray(mcmc.get_extra_fields()["n_steps"]).sum())
+            print(f"chains={C} seed={seed} cross_chain={not args.per_chain} "
+                  f"T={float(np.mean(adapt.trajectory_length)):.2f} "
+                  f"step={float(np.mean(adapt.step_size)):.3f} minESS={ess:.0f} rhat={rhat:.2f} "
+                  f"ESS/1k grad={1000 * ess / grads:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
