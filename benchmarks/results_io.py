@@ -136,3 +136,25 @@ def sampler_table(results, target_order, sampler_order, labels, cell):
             cells.append("" if r is None else cell(r) if r["status"] == "ok" else r["status"])
         lines.append(f"| {labels[s]} | " + " | ".join(cells) + " |")
     return lines
+
+
+def fmt(v, digits=3, small_digits=1):
+    """A number for a markdown table: integers as they are, ``>= 100`` without decimals,
+    ``>= 0.01`` to ``digits`` significant digits, smaller ones in ``e`` notation with
+    ``small_digits`` decimals; ``None`` as blank, strings unchanged."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if not np.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 1e-2:
+        return f"{v:.{digits}g}"
+    return f"{v:.{small_digits}e}"

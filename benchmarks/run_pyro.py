@@ -357,22 +357,7 @@ def machine_info():
 
 
 def _fmt(v, digits=3):
-    if v is None:
-        return ""
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if not np.isfinite(v):
-        return str(v)
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 1e-2:
-        return f"{v:.{digits}g}"
-    return f"{v:.2e}"
+    return results_io.fmt(v, digits, small_digits=2)
 
 
 COLUMNS = [
