@@ -481,6 +481,9 @@ BAD_COMMON = [
     {"step_size": float("inf")},
     {"trajectory_length": -1.0},
     {"max_steps": 0},
+    {"max_steps": True},
+    {"adapt_mass_matrix": None},
+    {"adapt_mass_matrix": "yes"},
 ]
 
 

@@ -1,9 +1,5 @@
-"""Argument checks shared by the kernels of both backends (plain Python, no array library).
-
-The NumPyro kernels have the same checks in ``esh_kernels/numpyro/_base.py``; these are
-the backend-neutral copies the torch/Pyro kernels use, so that both backends reject the
-same arguments with the same messages.
-"""
+"""Argument checks shared by the kernels of both backends (plain Python, no array library),
+written once so that NumPyro and Pyro reject the same arguments with the same messages."""
 
 import math
 import numbers

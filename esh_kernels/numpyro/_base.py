@@ -1,4 +1,4 @@
-"""What every NumPyro kernel of this package shares: argument checks, model/potential
+"""What every NumPyro kernel of this package shares: model/potential
 set-up through NumPyro's ``initialize_model``, flat-vector potentials, the batched
 (``chain_method="vectorized"``) plumbing and pickling (``docs/api_notes.md`` §1).
 
@@ -14,7 +14,6 @@ rebuilds the potential from ``model_args`` inside ``sample`` so that
 ``MCMC(jit_model_args=True)`` sees new data (api_notes Gotcha #2).
 """
 
-import math
 from functools import partial
 
 import jax
@@ -29,35 +28,7 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import ParamInfo, initialize_model
 from numpyro.util import identity, is_prng_key
 
-
-def check_positive(name, value, allow_none=True, allow_inf=False):
-    """``ValueError`` unless ``value`` is a positive number (or ``None`` when allowed)."""
-    if value is None and allow_none:
-        return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (v > 0) or (math.isinf(v) and not allow_inf) or math.isnan(v):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def check_probability(name, value):
-    """``ValueError`` unless ``0 < value < 1``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < v < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
-    return v
-
-
-def check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+from esh_kernels.core.checks import check_int
 
 
 class FlatKernel(MCMCKernel):

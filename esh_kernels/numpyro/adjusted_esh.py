@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from esh_kernels.core.integrators import IntegratorState
-from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive, check_probability
+from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
+from esh_kernels.numpyro._base import FlatKernel
 from esh_kernels.numpyro._isokinetic import isokinetic_transition
 from esh_kernels.core.warmup import (
     AdjustedESHAdaptState,
@@ -90,7 +91,7 @@ class AdjustedESH(FlatKernel):
         self._step_size = check_positive("step_size", step_size)
         self._trajectory_length = check_positive("trajectory_length", trajectory_length)
         self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
-        self._adapt_mass_matrix = bool(adapt_mass_matrix)
+        self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
         self._max_steps = check_int("max_steps", max_steps, 1)
         self._trajectory_factor = check_positive("trajectory_factor", trajectory_factor, allow_none=False)
 

@@ -26,7 +26,8 @@ from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
 from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
-from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive
+from esh_kernels.core.checks import check_bool, check_int, check_positive, check_refresh_rate
+from esh_kernels.numpyro._base import FlatKernel
 from esh_kernels.core.warmup import (
     ESHAdaptState,
     ESHWarmupConfig,
@@ -132,17 +133,9 @@ class ESH(FlatKernel):
         self._step_size = check_positive("step_size", step_size)
         self._trajectory_length = check_positive("trajectory_length", trajectory_length)
         self._steps_per_draw = check_positive("steps_per_draw", steps_per_draw, allow_none=False)
-        if refresh_rate is not None:
-            try:
-                rate = float(refresh_rate)
-            except (TypeError, ValueError):
-                raise ValueError(f"refresh_rate must be a number >= 0 or None, got {refresh_rate!r}") from None
-            if not (rate >= 0) or math.isinf(rate):
-                raise ValueError(f"refresh_rate must be a finite number >= 0, got {refresh_rate!r}")
-            refresh_rate = rate
-        self._refresh_rate = refresh_rate
+        self._refresh_rate = check_refresh_rate(refresh_rate)
         self._desired_energy_var = check_positive("desired_energy_var", desired_energy_var, allow_none=False)
-        self._adapt_mass_matrix = bool(adapt_mass_matrix)
+        self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
         self._max_steps = check_int("max_steps", max_steps, 1)
 
     def get_diagnostics_str(self, state):

@@ -52,7 +52,8 @@ from esh_kernels.core.tuned_warmup import (
     tuned_warmup_init,
     whitener,
 )
-from esh_kernels.numpyro._base import FlatKernel, check_int, check_positive, check_probability
+from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
+from esh_kernels.numpyro._base import FlatKernel
 
 
 class TunedHMCState(NamedTuple):
@@ -157,12 +158,8 @@ class TunedHMC(FlatKernel):
         self._step_size = check_positive("step_size", step_size)
         self._trajectory_length = check_positive("trajectory_length", trajectory_length)
         self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
-        if not isinstance(adapt_mass_matrix, bool):
-            raise ValueError(f"`adapt_mass_matrix` must be True or False, got {adapt_mass_matrix!r}")
-        if not isinstance(cross_chain, bool):
-            raise ValueError(f"`cross_chain` must be True or False, got {cross_chain!r}")
-        self._adapt_mass_matrix = adapt_mass_matrix
-        self._cross_chain = cross_chain
+        self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
+        self._cross_chain = check_bool("cross_chain", cross_chain)
         self._max_steps = check_int("max_steps", max_steps, 1)
         self._learning_rate = check_positive("learning_rate", learning_rate, allow_none=False)
         self._batched_tuning = False
