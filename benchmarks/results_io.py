@@ -158,3 +158,13 @@ def fmt(v, digits=3, small_digits=1):
     if a >= 1e-2:
         return f"{v:.{digits}g}"
     return f"{v:.{small_digits}e}"
+
+
+def write_results(path, meta, results):
+    """Write ``{"meta": meta, "results": results}`` as JSON (numpy values converted,
+    non-finite numbers as null) and return that JSON-safe payload."""
+    payload = jsonable({"meta": meta, "results": results})
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    return payload

@@ -44,7 +44,6 @@ jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import importlib  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -835,29 +834,18 @@ def main(argv=None):
 
     def save():
         merged = results_io.merge_results(previous, new_results, TARGET_NAMES, SAMPLER_ORDER)
-        payload = {
-            "meta": {
-                "mode": mode,
-                "command": command,
-                "date": date,
-                "machine": machine,
-                "config": cfg_dict,
-                "merged_from_earlier": len(merged) > len(new_results),
-                "conventions": {
-                    "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
-                    "grads": "summed over chains",
-                    "times": "wall clock minus JAX trace/lower/compile spans inside the phase",
-                },
+        meta = {
+            "mode": mode, "command": command, "date": date, "machine": machine,
+            "config": cfg_dict, "merged_from_earlier": len(merged) > len(new_results),
+            "conventions": {
+                "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
+                "grads": "summed over chains",
+                "times": "wall clock minus JAX trace/lower/compile spans inside the phase",
             },
-            "results": merged,
         }
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(results_io.jsonable(payload), f, indent=1)
+        payload = results_io.write_results(out, meta, merged)
         if not args.no_md:
-            payload = results_io.jsonable(payload)
-            results_io.write_markdown_section(args.md, "run_numpyro", payload["meta"]["mode"],
-                                              markdown_section(payload))
+            results_io.write_markdown_section(args.md, "run_numpyro", mode, markdown_section(payload))
 
     base_key = random.PRNGKey(args.seed)
     for ti, tname in enumerate(TARGET_NAMES):

@@ -341,15 +341,9 @@ def main(argv=None):
 
     def save():
         merged = results_io.merge_results(previous, new, TARGET_NAMES, SAMPLER_ORDER)
-        payload = results_io.jsonable({
-            "meta": {"mode": mode, "command": command.strip(), "date": date, "machine": machine,
-                     "config": cfg, "merged_from_earlier": len(merged) > len(new)},
-            "results": merged,
-        })
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(payload, f, indent=1)
-        render(payload)
+        meta = {"mode": mode, "command": command.strip(), "date": date, "machine": machine,
+                "config": cfg, "merged_from_earlier": len(merged) > len(new)}
+        render(results_io.write_results(out, meta, merged))
 
     for ti, tname in enumerate(TARGET_NAMES):
         if tname not in args.targets:

@@ -507,25 +507,18 @@ def main(argv=None):
             for r in merged:
                 if r["target"] == t and r["status"] == "ok" and base is not None:
                     r["speedup"] = r["ess_per_s_with_warmup"] / base["ess_per_s_with_warmup"]
-        payload = {
-            "meta": {
-                "mode": mode, "command": command, "date": date, "machine": machine,
-                "config": cfg_dict, "merged_from_earlier": len(merged) > len(new_results),
-                "conventions": {
-                    "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
-                    "grads": "summed over chains",
-                    "times": "wall clock of MCMC.run / BatchedMCMC.run, set-up and jit tracing included",
-                },
+        meta = {
+            "mode": mode, "command": command, "date": date, "machine": machine,
+            "config": cfg_dict, "merged_from_earlier": len(merged) > len(new_results),
+            "conventions": {
+                "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
+                "grads": "summed over chains",
+                "times": "wall clock of MCMC.run / BatchedMCMC.run, set-up and jit tracing included",
             },
-            "results": merged,
         }
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(results_io.jsonable(payload), f, indent=1)
+        payload = results_io.write_results(out, meta, merged)
         if not args.no_md:
-            payload = results_io.jsonable(payload)
-            results_io.write_markdown_section(args.md, "run_pyro", payload["meta"]["mode"],
-                                              markdown_section(payload))
+            results_io.write_markdown_section(args.md, "run_pyro", mode, markdown_section(payload))
 
     for ti, tname in enumerate(TARGET_NAMES):
         if tname not in args.targets:
