@@ -194,7 +194,11 @@ def _numpyro_kernel(name):
         return f"esh_kernels.numpyro.{cls_name} is not available yet (ImportError)"
 
 
-def run_numpyro_sampler(name, target, cfg, key):
+def run_numpyro_sampler(name, target, cfg, key, constrained=False):
+    """One NumPyro ``MCMC`` run (warmup and sampling timed apart, gradient counts from the
+    kernel's extra field). ``draws`` are the flat unconstrained draws ``(C, N, D)``; with
+    ``constrained`` the record also has ``samples``, NumPyro's constrained draws and
+    deterministic sites grouped by chain."""
     from numpyro.infer import MCMC
 
     cls = _numpyro_kernel(name)
@@ -227,7 +231,8 @@ def run_numpyro_sampler(name, target, cfg, key):
         with Phase() as ps:
             mcmc.run(k_samp, extra_fields=tuple(extra))
             jax.block_until_ready(mcmc.last_state)
-    draws = _flatten_draws(mcmc.get_samples(group_by_chain=True))
+    unconstrained = mcmc.get_samples(group_by_chain=True)
+    draws = _flatten_draws(unconstrained)
     ef = mcmc.get_extra_fields(group_by_chain=True)
     grads_sample = np.asarray(ef[field]).sum(axis=1)
     info = {
@@ -245,7 +250,7 @@ def run_numpyro_sampler(name, target, cfg, key):
         info["step_size_mean"] = float(np.mean(adapt.step_size))
     if adapt is not None and hasattr(adapt, "trajectory_length"):
         info["trajectory_length_mean"] = float(np.mean(adapt.trajectory_length))
-    return {
+    out = {
         "status": "ok",
         "draws": draws,
         "grads_warmup": float(grads_warmup.sum()),
@@ -254,6 +259,10 @@ def run_numpyro_sampler(name, target, cfg, key):
         "time_sample": ps.result(),
         "info": info,
     }
+    if constrained:  # the model's own postprocessing: constrain, add deterministic sites
+        post = kernel.postprocess_fn((), {})  # the targets take no arguments
+        out["samples"] = jax.vmap(jax.vmap(post))(unconstrained)
+    return out
 
 
 # -- BlackJAX ---------------------------------------------------------------------------

@@ -27,7 +27,6 @@ and metrics as ``benchmarks/run_numpyro.py``; the differences:
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -52,12 +51,10 @@ sys.path.insert(0, REPO)
 import esh_kernels.pyro as ekp  # noqa: E402
 import results_io  # noqa: E402
 
-# The eight-schools data (checked against the posteriordb file when it exists) and the
-# breast-cancer design matrix are the ones run_numpyro.py uses (benchmarks/targets.py).
-EIGHT_SCHOOLS_DATA = "/work/shared/data/posteriordb/eight_schools-eight_schools_noncentered/data.json"
-EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
-EIGHT_SCHOOLS_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
+from targets import breast_cancer_data, eight_schools_data  # noqa: E402
 
+# The eight-schools data and the breast-cancer design matrix are the ones run_numpyro.py
+# uses (benchmarks/targets.py).
 TARGET_NAMES = ("eight_schools", "logreg")
 SAMPLER_ORDER = (
     "nuts", "nuts_jit", "hmc",
@@ -88,22 +85,13 @@ class Target:
 
 
 def _eight_schools_data():
-    y, sigma = EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SIGMA
-    if os.path.exists(EIGHT_SCHOOLS_DATA):
-        with open(EIGHT_SCHOOLS_DATA) as f:
-            data = json.load(f)
-        if [float(v) for v in data["y"]] != y or [float(v) for v in data["sigma"]] != sigma:
-            raise ValueError(f"{EIGHT_SCHOOLS_DATA} disagrees with the built-in eight-schools data")
+    y, sigma = eight_schools_data()
     return torch.tensor(y), torch.tensor(sigma)
 
 
 def _breast_cancer():
-    from sklearn.datasets import load_breast_cancer
-
-    X, y = load_breast_cancer(return_X_y=True)
-    X = (X - X.mean(0)) / X.std(0)
-    X = np.concatenate([np.ones((X.shape[0], 1)), X], axis=1)
-    return torch.tensor(X), torch.tensor(y, dtype=torch.float64)
+    X, y = breast_cancer_data()
+    return torch.tensor(X), torch.tensor(y)
 
 
 def make_targets():

@@ -58,12 +58,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+from shared_data import shared_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE_DIR = os.path.join(HERE, "reference")
-POSTERIORDB = "/work/shared/data/posteriordb"
-EIGHT_SCHOOLS_DATA = f"{POSTERIORDB}/eight_schools-eight_schools_noncentered/data.json"
-EIGHT_SCHOOLS_CENTERED_DATA = f"{POSTERIORDB}/eight_schools-eight_schools_centered/data.json"
+EIGHT_SCHOOLS_DATA = ("data", "posteriordb", "eight_schools-eight_schools_noncentered", "data.json")
+EIGHT_SCHOOLS_CENTERED_DATA = ("data", "posteriordb", "eight_schools-eight_schools_centered", "data.json")
 EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 EIGHT_SCHOOLS_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
 
@@ -78,9 +78,11 @@ class Target:
     notes: dict = field(default_factory=dict)
 
 
-def _eight_schools_data(path=EIGHT_SCHOOLS_DATA):
-    """The posteriordb data file when it exists (checked against the numbers above)."""
+def eight_schools_data(parts=EIGHT_SCHOOLS_DATA):
+    """The numbers above, checked against the posteriordb data file in ``shared/`` when
+    that file is there (the numbers are built in, so the benchmark runs without it)."""
     y, sigma = EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SIGMA
+    path = shared_path(*parts, required=False)
     if os.path.exists(path):
         with open(path) as f:
             data = json.load(f)
@@ -116,7 +118,7 @@ def data_sha256(*arrays):
     return h.hexdigest()
 
 
-def _breast_cancer():
+def breast_cancer_data():
     from sklearn.datasets import load_breast_cancer
 
     X, y = load_breast_cancer(return_X_y=True)
@@ -143,7 +145,7 @@ def make_targets():
     def std_gauss():
         numpyro.sample("x", dist.Normal(0.0, ones))
 
-    y8, s8 = _eight_schools_data()
+    y8, s8 = eight_schools_data()
     y8_j, s8_j = jnp.asarray(y8), jnp.asarray(s8)
 
     def eight_schools():
@@ -154,7 +156,7 @@ def make_targets():
             theta = numpyro.deterministic("theta", mu + tau * theta_tilde)
             numpyro.sample("y", dist.Normal(theta, s8_j), obs=y8_j)
 
-    X, yb = _breast_cancer()
+    X, yb = breast_cancer_data()
     X_j, yb_j = jnp.asarray(X), jnp.asarray(yb)
     p = X.shape[1]
 
@@ -162,7 +164,7 @@ def make_targets():
         w = numpyro.sample("w", dist.Normal(jnp.zeros(p), 1.0).to_event(1))
         numpyro.sample("y", dist.Bernoulli(logits=X_j @ w).to_event(1), obs=yb_j)
 
-    yc, sc = _eight_schools_data(EIGHT_SCHOOLS_CENTERED_DATA)
+    yc, sc = eight_schools_data(EIGHT_SCHOOLS_CENTERED_DATA)
     yc_j, sc_j = jnp.asarray(yc), jnp.asarray(sc)
 
     def eight_schools_centered():
