@@ -112,14 +112,54 @@ def write_markdown_section(path, script, mode, body):
 
 
 def merge_results(previous, new, target_order, sampler_order):
-    """``previous`` records not re-run in ``new``, plus ``new``, in target then sampler
-    order (how a partial re-run of a script updates its JSON)."""
-    keep = {(r["target"], r["sampler"]) for r in new}
-    merged = [r for r in previous if (r["target"], r["sampler"]) not in keep] + list(new)
+    """``previous`` records not re-run in ``new``, plus ``new``, in target, sampler and seed
+    order (how a partial re-run of a script updates its JSON). A record is identified by
+    its target, sampler and (when it has one) seed."""
+
+    def ident(r):
+        return r["target"], r["sampler"], r.get("seed")
+
+    keep = {ident(r) for r in new}
+    merged = [r for r in previous if ident(r) not in keep] + list(new)
     torder = {n: i for i, n in enumerate(target_order)}
     sorder = {n: i for i, n in enumerate(sampler_order)}
-    merged.sort(key=lambda r: (torder[r["target"]], sorder[r["sampler"]]))
+    merged.sort(key=lambda r: (torder[r["target"]], sorder[r["sampler"]], r.get("seed") or 0))
     return merged
+
+
+def aggregate_seeds(results):
+    """One record per (target, sampler) from records of several seeds: every number is the
+    median over the seeds whose run finished (``status == "ok"``), its min and max are under
+    ``range[key]``, ``seeds`` lists the seeds used and ``seeds_failed`` the others. A pair
+    with no finished seed keeps the first record as it is. ``None`` (e.g. "never reached")
+    counts as larger than any number, so the median of ``[10, None, None]`` is ``None``."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["target"], r["sampler"]), []).append(r)
+    out = []
+    for recs in groups.values():
+        ok = [r for r in recs if r.get("status") == "ok"]
+        if not ok:
+            out.append(dict(recs[0]))
+            continue
+        agg = dict(ok[0])
+        agg["seeds"] = [r.get("seed") for r in ok]
+        agg["seeds_failed"] = [r.get("seed") for r in recs if r.get("status") != "ok"]
+        agg["range"] = {}
+        for k, v in ok[0].items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
+                continue
+            vals = [r.get(k) for r in ok]
+            if all(x is None for x in vals) or any(isinstance(x, bool) or
+                                                  not isinstance(x, (int, float, type(None))) for x in vals):
+                continue
+            key = np.array([np.inf if x is None else x for x in vals], dtype=np.float64)
+            med = float(np.median(key))
+            agg[k] = None if not np.isfinite(med) and np.isinf(key).any() else med
+            agg["range"][k] = (None if np.isinf(key.min()) else float(key.min()),
+                               None if np.isinf(key.max()) else float(key.max()))
+        out.append(agg)
+    return out
 
 
 def sampler_table(results, target_order, sampler_order, labels, cell):

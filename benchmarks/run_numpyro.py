@@ -49,6 +49,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
+import dataclasses  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
@@ -61,6 +62,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import results_io  # noqa: E402
+from yardstick import ess_x_and_x2, gradients_to_b2  # noqa: E402
 from targets import (  # noqa: E402
     TARGET_NAMES,
     load_reference,
@@ -69,9 +71,10 @@ from targets import (  # noqa: E402
     second_moment_truth,
 )
 
-SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc", "bj_mclmc", "bj_mams", "bj_chees")
+SAMPLER_ORDER = ("nuts", "nuts_dense", "adjusted_esh", "esh", "tuned_hmc", "bj_mclmc", "bj_mams", "bj_chees")
 SAMPLER_LABELS = {
     "nuts": "NumPyro NUTS",
+    "nuts_dense": "NumPyro NUTS (dense_mass=True)",
     "adjusted_esh": "esh_kernels AdjustedESH",
     "esh": "esh_kernels ESH",
     "tuned_hmc": "esh_kernels TunedHMC",
@@ -174,7 +177,7 @@ def _identity(z):
 
 def _numpyro_kernel(name):
     """The kernel class, or a string saying why it is not available."""
-    if name == "nuts":
+    if name in ("nuts", "nuts_dense"):
         from numpyro.infer import NUTS
 
         return NUTS
@@ -204,9 +207,12 @@ def run_numpyro_sampler(name, target, cfg, key, constrained=False):
     cls = _numpyro_kernel(name)
     if isinstance(cls, str):
         return {"status": "skipped", "note": cls}
-    field = "num_steps" if name == "nuts" else "n_steps"
-    chain_method = "sequential" if name == "nuts" else "vectorized"
-    kernel = cls(target.model)
+    nuts = name in ("nuts", "nuts_dense")
+    field = "num_steps" if nuts else "n_steps"
+    chain_method = "sequential" if nuts else "vectorized"
+    # NUTS with a dense metric: numpyro.infer.NUTS(dense_mass=True), as NumPyro's API docs
+    # show (https://num.pyro.ai/en/stable/mcmc.html#numpyro.infer.hmc.NUTS)
+    kernel = cls(target.model, dense_mass=True) if name == "nuts_dense" else cls(target.model)
     mcmc = MCMC(
         kernel,
         num_warmup=cfg.num_warmup,
@@ -234,7 +240,8 @@ def run_numpyro_sampler(name, target, cfg, key, constrained=False):
     unconstrained = mcmc.get_samples(group_by_chain=True)
     draws = _flatten_draws(unconstrained)
     ef = mcmc.get_extra_fields(group_by_chain=True)
-    grads_sample = np.asarray(ef[field]).sum(axis=1)
+    grads_by_draw = np.asarray(ef[field], dtype=np.float64)  # (chains, draws)
+    grads_sample = grads_by_draw.sum(axis=1)
     info = {
         "chain_method": chain_method,
         "grad_field": field,
@@ -253,6 +260,7 @@ def run_numpyro_sampler(name, target, cfg, key, constrained=False):
     out = {
         "status": "ok",
         "draws": draws,
+        "grads_by_draw": grads_by_draw,
         "grads_warmup": float(grads_warmup.sum()),
         "grads_sample": float(grads_sample.sum()),
         "time_warmup": pw.result(),
@@ -499,33 +507,43 @@ def run_bj_chees(target, cfg, key):
 
 
 def compute_metrics(raw, target, cfg):
+    """The yardstick (``docs/benchmarks.md``, "What the columns mean"): ESS of ``x`` and
+    ``x^2`` per gradient, warmup cost, second-moment bias and gradients to ``b2 < 0.01``."""
     import arviz as az
     from numpyro.diagnostics import effective_sample_size
 
     draws = raw["draws"]  # (C, N, D) unconstrained
     C, N, D = draws.shape
-    ds = az.convert_to_dataset({"x": draws})
-    ess_bulk = np.asarray(az.ess(ds, method="bulk")["x"].values)
+    ds = az.convert_to_dataset({"x": draws, "x2": draws**2})
+    y = ess_x_and_x2(draws)
+    ess, ess_x, ess_x2, rhat_x, rhat_x2 = y["ess"], y["ess_x"], y["ess_x2"], y["rhat_x"], y["rhat_x2"]
     ess_tail = np.asarray(az.ess(ds, method="tail")["x"].values)
-    rhat = np.asarray(az.rhat(ds)["x"].values)
     ess_np = np.asarray(effective_sample_size(draws))
-    ess = float(np.min(ess_bulk))
     gw, gs = raw["grads_warmup"], raw["grads_sample"]
     tw, ts = raw["time_warmup"], raw["time_sample"]
+
+    def per_1k(e, g):
+        return 1000.0 * e / g if g > 0 else float("nan")
+
     out = {
         "num_chains": C,
         "num_draws_per_chain": N,
         "dim": D,
         "ess_bulk_min": ess,
-        "ess_bulk_min_coord": int(np.argmin(ess_bulk)),
+        "ess_bulk_min_stat": y["stat"],
+        "ess_bulk_min_coord": y["coord"],
+        "ess_x_min": float(np.min(ess_x)),
+        "ess_x2_bulk_min": float(np.min(ess_x2)),
         "ess_tail_min": float(np.min(ess_tail)),
         "ess_numpyro_min": float(np.min(ess_np)),
-        "rhat_max": float(np.max(rhat)),
+        "rhat_max": float(max(np.max(rhat_x), np.max(rhat_x2))),
+        "rhat_x_max": float(np.max(rhat_x)),
         "grads_warmup": gw,
         "grads_sample": gs,
         "grads_per_draw": gs / (C * N),
-        "ess_per_1k_grad": 1000.0 * ess / gs if gs > 0 else float("nan"),
-        "ess_per_1k_grad_with_warmup": 1000.0 * ess / (gs + gw) if gs + gw > 0 else float("nan"),
+        "ess_per_1k_grad": per_1k(ess, gs),
+        "ess_per_1k_grad_with_warmup": per_1k(ess, gs + gw),
+        "ess_x_per_1k_grad": per_1k(float(np.min(ess_x)), gs),
         "time_warmup_s": tw["net"],
         "time_sample_s": ts["net"],
         "compile_warmup_s": tw["compile"],
@@ -541,9 +559,9 @@ def compute_metrics(raw, target, cfg):
         b2, floor = second_moment_bias(draws, ex2, var_x2, ex2_mcse)
         # what b2_i would be on average for an unbiased sampler: its own MC error of the
         # mean of x_i^2 (1 / ESS(x_i^2)) plus the reference's (b2_floor_i)
-        ess_x2 = np.asarray(az.ess(az.convert_to_dataset({"x2": draws**2}), method="mean")["x2"].values)
+        ess_x2_mean = np.asarray(az.ess(ds, method="mean")["x2"].values)
         with np.errstate(divide="ignore"):
-            expected = 1.0 / ess_x2 + floor
+            expected = 1.0 / ess_x2_mean + floor
         out["b2_truth"] = source
         out["b2_max"] = float(np.max(b2))
         out["b2_mean"] = float(np.mean(b2))
@@ -552,7 +570,16 @@ def compute_metrics(raw, target, cfg):
         out["b2_floor_mean"] = float(np.mean(floor))
         out["b2_expected_mean"] = float(np.mean(expected))
         out["b2_excess"] = float(np.mean(b2) / np.mean(expected))
-        out["ess_x2_min"] = float(np.min(ess_x2))
+        out["ess_x2_min"] = float(np.min(ess_x2_mean))
+        grads_by_draw = raw.get("grads_by_draw")
+        if grads_by_draw is None:  # a sampler that reports totals only: spread them evenly
+            grads_by_draw = gs / (C * N)
+        g_b2, n_b2, b2_end = gradients_to_b2(draws, grads_by_draw, gw / C, ex2, var_x2,
+                                              num_chains=min(C, cfg.num_chains))
+        out["grads_to_b2"] = g_b2
+        out["draws_to_b2"] = n_b2
+        out["b2_chains"] = min(C, cfg.num_chains)
+        out["grads_per_chain_total"] = (gs + gw) / C
         ref = None if target.true_sd is not None else load_reference(target.name)
         mean, sd = ((np.zeros(D), np.asarray(target.true_sd)) if ref is None
                     else (np.asarray(ref["mean"]), np.asarray(ref["sd"])))
@@ -566,6 +593,7 @@ def compute_metrics(raw, target, cfg):
 
 RUNNERS = {
     "nuts": lambda t, c, k: run_numpyro_sampler("nuts", t, c, k),
+    "nuts_dense": lambda t, c, k: run_numpyro_sampler("nuts_dense", t, c, k),
     "adjusted_esh": lambda t, c, k: run_numpyro_sampler("adjusted_esh", t, c, k),
     "esh": lambda t, c, k: run_numpyro_sampler("esh", t, c, k),
     "tuned_hmc": lambda t, c, k: run_numpyro_sampler("tuned_hmc", t, c, k),
@@ -592,7 +620,8 @@ def _fmt(v, digits=3):
 
 def markdown_section(payload):
     meta = payload["meta"]
-    results = payload["results"]
+    seeds = sorted({r["seed"] for r in payload["results"] if r.get("seed") is not None})
+    results = results_io.aggregate_seeds(payload["results"])
     m = meta["machine"]
     cfg = meta["config"]
     lines = []
@@ -610,8 +639,9 @@ def markdown_section(payload):
     lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in v if v[k] is not None))
     lines.append(f"- Repository commit: {m['git_commit']}")
     lines.append(f"- Budget: {cfg['num_warmup']} warmup + {cfg['num_samples']} draws per chain, "
-                 f"{cfg['num_chains']} chains ({cfg['chees_chains']} for ChEES), seed {cfg['seed']}, "
-                 "float64")
+                 f"{cfg['num_chains']} chains ({cfg['chees_chains']} for ChEES), "
+                 f"seeds {', '.join(map(str, seeds))}, float64. Every cell is the median over the "
+                 "seeds, with [min-max] where there are several.")
     if meta.get("merged_from_earlier"):
         lines.append("- Some rows come from earlier invocations (merged into the JSON); their "
                      "dates are in `benchmarks/results/*.json`.")
@@ -626,8 +656,29 @@ def markdown_section(payload):
         lines.extend(results_io.sampler_table(results, TARGET_NAMES, SAMPLER_ORDER, SAMPLER_LABELS, cell))
         lines.append("")
 
-    summary_table("### Summary: min bulk ESS per 1000 gradient evaluations (after warmup / with warmup)",
-                  lambda r: f"{_fmt(r['ess_per_1k_grad'])} / {_fmt(r['ess_per_1k_grad_with_warmup'])}")
+    def med(r, k):
+        lo, hi = r.get("range", {}).get(k, (None, None))
+        if len(r.get("seeds", ())) < 2 or lo == hi:
+            return _fmt(r.get(k))
+        return f"{_fmt(r.get(k))} [{_fmt(lo) if lo is not None else 'n.r.'}-{_fmt(hi) if hi is not None else 'n.r.'}]"
+
+    def to_b2(r):
+        if r.get("b2_max") is None and r.get("grads_to_b2") is None:
+            return ""
+        if r.get("grads_to_b2") is None:
+            return f"not reached in {r['grads_per_chain_total']:.3g} (b2 {_fmt(r.get('b2_max'))})"
+        return med(r, "grads_to_b2")
+
+    summary_table("### Headline: min bulk ESS of x and x^2 per 1000 gradient evaluations, after warmup",
+                  lambda r: med(r, "ess_per_1k_grad"))
+    summary_table("### The same with the warmup gradients counted",
+                  lambda r: med(r, "ess_per_1k_grad_with_warmup"))
+    summary_table("### Gradients per chain, warmup included, until b2_max < 0.01 (and stays below); "
+                  "n.r. = not reached within the run",
+                  to_b2)
+    summary_table("### For reference: min bulk ESS of x alone per 1000 gradients, after warmup "
+                  "(the old headline; flatters antithetic trajectories)",
+                  lambda r: med(r, "ess_x_per_1k_grad"))
     summary_table("### Warmup cost: gradient evaluations per chain (warmup seconds, all chains)",
                   lambda r: f"{r['grads_warmup'] / r['num_chains']:.3g} ({_fmt(r['time_warmup_s'])} s)")
     summary_table("### Second-moment bias: b2 max (b2 mean / its value for an unbiased sampler)",
@@ -635,7 +686,9 @@ def markdown_section(payload):
                   else _fmt(r["b2_max"]) + ("" if r.get("b2_excess") is None else f" ({_fmt(r['b2_excess'])})"))
     cols = [
         ("chains", "num_chains"),
-        ("min ESS", "ess_bulk_min"),
+        ("min ESS (x, x^2)", "ess_bulk_min"),
+        ("min ESS x", "ess_x_min"),
+        ("min ESS x^2", "ess_x2_bulk_min"),
         ("grads/draw", "grads_per_draw"),
         ("ESS/1k grad", "ess_per_1k_grad"),
         ("ESS/1k grad (+warmup)", "ess_per_1k_grad_with_warmup"),
@@ -646,6 +699,7 @@ def markdown_section(payload):
         ("warmup s", "time_warmup_s"),
         ("compile s", None),
         ("b2 max", "b2_max"),
+        ("grads to b2<0.01", "grads_to_b2"),
         ("b2 mean", "b2_mean"),
         ("b2 mean / unbiased", "b2_excess"),
         ("R-hat max", "rhat_max"),
@@ -783,7 +837,9 @@ def main(argv=None):
     p.add_argument("--targets", nargs="+", choices=TARGET_NAMES, default=None,
                    help="default: all (--smoke: " + " ".join(SMOKE_TARGETS) + ")")
     p.add_argument("--samplers", nargs="+", choices=SAMPLER_ORDER, default=list(SAMPLER_ORDER))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="seeds to run, one full pass each (default 0 1 2; --quick and --smoke: 0); "
+                        "the tables give the median over seeds with the min-max range")
     p.add_argument("--num-warmup", type=int, default=None,
                    help=f"override (default 1000; 200 with --quick, {SMOKE_BUDGET} with --smoke)")
     p.add_argument("--num-samples", type=int, default=None,
@@ -816,8 +872,10 @@ def main(argv=None):
         num_samples=args.num_samples or default_budget,
         num_chains=args.num_chains,
         chees_chains=args.chees_chains,
-        seed=args.seed,
+        seed=0,
     )
+    if args.seeds is None:
+        args.seeds = [0] if args.quick or args.smoke else [0, 1, 2]
     if args.num_warmup or args.num_samples:
         mode = f"{mode}-w{cfg.num_warmup}-s{cfg.num_samples}"
     suffix = "_smoke" if args.smoke else "_quick" if args.quick else ""
@@ -828,7 +886,7 @@ def main(argv=None):
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     CLOCK = CompileClock()
 
-    cfg_dict = dict(cfg.__dict__)
+    cfg_dict = {k: v for k, v in cfg.__dict__.items() if k != "seed"}  # seeds are per record
     machine = machine_info()
     command = "python " + " ".join(
         [os.path.relpath(os.path.abspath(sys.argv[0]), REPO) if sys.argv and sys.argv[0] else "benchmarks/run_numpyro.py"]
@@ -856,47 +914,45 @@ def main(argv=None):
         if not args.no_md:
             results_io.write_markdown_section(args.md, "run_numpyro", mode, markdown_section(payload))
 
-    base_key = random.PRNGKey(args.seed)
-    for ti, tname in enumerate(TARGET_NAMES):
-        if tname not in args.targets:
-            continue
+    runs = [(seed, ti, tname, si, sname) for seed in args.seeds
+            for ti, tname in enumerate(TARGET_NAMES) if tname in args.targets
+            for si, sname in enumerate(SAMPLER_ORDER) if sname in args.samplers]
+    for seed, ti, tname, si, sname in runs:
         target = targets[tname]
-        for si, sname in enumerate(SAMPLER_ORDER):
-            if sname not in args.samplers:
-                continue
-            key = random.fold_in(random.fold_in(base_key, ti), si)
-            rec = {"target": tname, "target_description": target.description, "sampler": sname,
-                   "sampler_label": SAMPLER_LABELS[sname], "date": date}
-            t0 = time.perf_counter()
-            try:
-                if sname.startswith("bj_") and _have_blackjax():
-                    raw = {"status": "skipped", "note": _have_blackjax()}
-                else:
-                    raw = RUNNERS[sname](target, cfg, key)
-                if raw["status"] == "ok":
-                    rec.update(status="ok", **compute_metrics(raw, target, cfg))
-                else:
-                    rec.update(raw)
-            except Exception as e:  # keep going: one broken sampler must not lose the rest
-                rec.update(status="error", error=f"{type(e).__name__}: {e}",
-                           traceback=traceback.format_exc(limit=8))
-            rec["script_seconds"] = time.perf_counter() - t0
-            new_results.append(rec)
-            if rec["status"] == "ok":
-                print(
-                    f"  {tname:14s} {sname:13s} minESS {rec['ess_bulk_min']:8.1f}  "
-                    f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
-                    f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f}  "
-                    f"rhat {rec['rhat_max']:.3f}  b2 {_fmt(rec.get('b2_max'))}  "
-                    f"[{rec['script_seconds']:.0f}s, compile {rec['compile_warmup_s'] + rec['compile_sample_s']:.0f}s]",
-                    flush=True,
-                )
+        cfg = dataclasses.replace(cfg, seed=seed)
+        key = random.fold_in(random.fold_in(random.PRNGKey(seed), ti), si)
+        rec = {"target": tname, "target_description": target.description, "sampler": sname,
+               "sampler_label": SAMPLER_LABELS[sname], "seed": seed, "date": date}
+        t0 = time.perf_counter()
+        try:
+            if sname.startswith("bj_") and _have_blackjax():
+                raw = {"status": "skipped", "note": _have_blackjax()}
             else:
-                msg = rec.get("note") or rec.get("error")
-                print(f"  {tname:14s} {sname:13s} {rec['status'].upper()}: {msg}", flush=True)
-                if rec["status"] == "error":
-                    print(rec["traceback"], flush=True)
-            save()
+                raw = RUNNERS[sname](target, cfg, key)
+            if raw["status"] == "ok":
+                rec.update(status="ok", **compute_metrics(raw, target, cfg))
+            else:
+                rec.update(raw)
+        except Exception as e:  # keep going: one broken sampler must not lose the rest
+            rec.update(status="error", error=f"{type(e).__name__}: {e}",
+                       traceback=traceback.format_exc(limit=8))
+        rec["script_seconds"] = time.perf_counter() - t0
+        new_results.append(rec)
+        if rec["status"] == "ok":
+            print(
+                f"  s{seed} {tname:14s} {sname:13s} minESS {rec['ess_bulk_min']:8.1f}  "
+                f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
+                f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f}  "
+                f"rhat {rec['rhat_max']:.3f}  b2 {_fmt(rec.get('b2_max'))}  "
+                f"[{rec['script_seconds']:.0f}s, compile {rec['compile_warmup_s'] + rec['compile_sample_s']:.0f}s]",
+                flush=True,
+            )
+        else:
+            msg = rec.get("note") or rec.get("error")
+            print(f"  s{seed} {tname:14s} {sname:13s} {rec['status'].upper()}: {msg}", flush=True)
+            if rec["status"] == "error":
+                print(rec["traceback"], flush=True)
+        save()
     print(f"[run_numpyro] wrote {os.path.relpath(out, REPO)}"
           + ("" if args.no_md else f" and {os.path.relpath(args.md, REPO)}"), flush=True)
 

@@ -283,3 +283,4 @@ def second_moment_bias(draws, ex2, var_x2, ex2_mcse=None):
     b2 = (m2 - ex2) ** 2 / var_x2
     floor = np.zeros(d) if ex2_mcse is None else np.asarray(ex2_mcse, dtype=np.float64) ** 2 / var_x2
     return b2, floor
+

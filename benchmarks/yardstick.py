@@ -1,0 +1,71 @@
+"""The field's yardstick, written once for every benchmark script.
+
+* **Headline**: the minimum over coordinates of ArviZ's rank-normalised bulk ESS of ``x``
+  *and* of ``x^2``, over all chains (:func:`ess_x_and_x2`). ``x`` alone rewards
+  trajectories that make ``x`` antithetic (ESS per draw above 1) while ``x^2`` hardly moves,
+  as a half-period trajectory does on a Gaussian; the minimum over both does not.
+* **Gradients to b2 < 0.01** (:func:`gradients_to_b2`): the MCLMC and MAMS papers' measure
+  of the second-moment bias, warmup gradients included.
+"""
+
+import numpy as np
+
+
+def ess_x_and_x2(draws):
+    """Bulk ESS and split R-hat of ``x`` and ``x^2`` for ``draws`` of shape
+    ``(chains, draws, dim)``. Returns a dict: ``ess_x``, ``ess_x2``, ``rhat_x``, ``rhat_x2``
+    (arrays over coordinates; R-hat is NaN with one chain), ``ess`` (the headline: min over
+    both), ``stat`` (``"x"`` or ``"x^2"``, which one is slower) and ``coord`` (where)."""
+    import arviz as az
+
+    draws = np.asarray(draws, dtype=np.float64)
+    ds = az.convert_to_dataset({"x": draws, "x2": draws**2})
+    bulk = az.ess(ds, method="bulk")
+    ess_x, ess_x2 = np.asarray(bulk["x"].values), np.asarray(bulk["x2"].values)
+    if draws.shape[0] > 1:
+        rhat = az.rhat(ds)
+        rhat_x, rhat_x2 = np.asarray(rhat["x"].values), np.asarray(rhat["x2"].values)
+    else:
+        rhat_x = rhat_x2 = np.full(draws.shape[-1], np.nan)
+    x_slower = np.min(ess_x) <= np.min(ess_x2)
+    return {
+        "ess_x": ess_x,
+        "ess_x2": ess_x2,
+        "rhat_x": rhat_x,
+        "rhat_x2": rhat_x2,
+        "ess": float(min(np.min(ess_x), np.min(ess_x2))),
+        "stat": "x" if x_slower else "x^2",
+        "coord": int(np.argmin(ess_x) if x_slower else np.argmin(ess_x2)),
+    }
+
+
+B2_THRESHOLD = 0.01
+"""The MCLMC / MAMS papers' yardstick: second-moment bias ``b2_max`` below 0.01."""
+
+
+def gradients_to_b2(draws, grads_by_draw, grads_warmup_per_chain, ex2, var_x2,
+                    threshold=B2_THRESHOLD, num_chains=4):
+    """Gradient evaluations per chain, warmup included, until ``b2_max`` falls below
+    ``threshold`` and stays there for the rest of the run.
+
+    ``b2_max(n) = max_i (m_i(n) - E[x_i^2])^2 / Var[x_i^2]``, where ``m_i(n)`` is the mean of
+    ``x_i^2`` over the first ``n`` post-warmup draws of the first ``num_chains`` chains
+    pooled (the same number of chains for every sampler, so that a 64-chain ensemble is not
+    credited with its extra chains). ``grads_by_draw`` is ``(chains, draws)`` (gradients each
+    draw cost each chain); the count at draw ``n`` is ``grads_warmup_per_chain`` plus the
+    mean over those chains of the gradients of draws ``1..n``.
+
+    Returns ``(grads, draws_needed, b2_max_at_end)``; ``grads`` and ``draws_needed`` are
+    ``None`` when ``b2_max`` is still at or above ``threshold`` at the end of the run.
+    """
+    x = np.asarray(draws, dtype=np.float64)[:num_chains]
+    C, N, _ = x.shape
+    m2 = np.cumsum(np.sum(x**2, axis=0), axis=0) / (C * np.arange(1, N + 1))[:, None]
+    b2_max = np.max((m2 - np.asarray(ex2)) ** 2 / np.asarray(var_x2), axis=1)
+    above = np.flatnonzero(b2_max >= threshold)
+    if above.size and above[-1] == N - 1:
+        return None, None, float(b2_max[-1])
+    n = 0 if above.size == 0 else above[-1] + 1  # index of the first draw of the final run below
+    g = np.broadcast_to(np.asarray(grads_by_draw, dtype=np.float64), (np.shape(draws)[0], N))[:num_chains]
+    grads = float(grads_warmup_per_chain + np.mean(np.sum(g[:, : n + 1], axis=1)))
+    return grads, int(n + 1), float(b2_max[-1])

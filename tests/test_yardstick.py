@@ -1,0 +1,140 @@
+"""The benchmark yardstick (``benchmarks/yardstick.py``), the aggregation over seeds
+(``benchmarks/results_io.py``) and the posteriordb judge (``benchmarks/pdb_judge.py``,
+``benchmarks/posteriordb.py``) on synthetic chains whose answer is known. No MCMC is run."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+
+import pdb_judge  # noqa: E402
+import posteriordb as pdb  # noqa: E402
+import results_io  # noqa: E402
+import shared_data  # noqa: E402
+import yardstick  # noqa: E402
+
+
+def _antithetic_chains(rng, chains, n, d):
+    """x_{t+1} = -x_t + small noise: x is antithetic (ESS per draw far above 1), while x^2
+    is nearly frozen: the case that x-only ESS flatters."""
+    x = np.empty((chains, n, d))
+    x[:, 0] = rng.standard_normal((chains, d))
+    for t in range(1, n):
+        x[:, t] = -0.995 * x[:, t - 1] + np.sqrt(1 - 0.995**2) * rng.standard_normal((chains, d))
+    return x
+
+
+def test_headline_ess_takes_the_slower_of_x_and_x2():
+    rng = np.random.default_rng(0)
+    x = _antithetic_chains(rng, 4, 1000, 3)
+    y = yardstick.ess_x_and_x2(x)
+    assert np.min(y["ess_x"]) > 4000  # antithetic: more than one effective draw per draw
+    assert np.max(y["ess_x2"]) < 400  # x^2 = the slow AR(1) with rho = 0.99
+    assert y["ess"] == pytest.approx(np.min(y["ess_x2"]))
+    assert y["stat"] == "x^2" and y["coord"] == int(np.argmin(y["ess_x2"]))
+
+
+def test_headline_ess_of_iid_draws_is_the_number_of_draws():
+    rng = np.random.default_rng(1)
+    y = yardstick.ess_x_and_x2(rng.standard_normal((4, 1000, 5)))
+    assert 3000 < y["ess"] < 5000
+    assert np.all(y["rhat_x"] < 1.01) and np.all(y["rhat_x2"] < 1.01)
+
+
+def test_gradients_to_b2_counts_warmup_and_the_draws_needed():
+    """iid N(0, 1) draws at 3 gradients each after 100 warmup gradients: b2_max falls as
+    chi^2 / n, so the first draw after which it stays under 0.01 is found by brute force
+    and the gradient count is 100 + 3 n."""
+    rng = np.random.default_rng(2)
+    C, N, D = 4, 500, 3
+    x = rng.standard_normal((C, N, D))
+    grads, n, b2_end = yardstick.gradients_to_b2(x, 3.0, 100.0, np.ones(D), 2 * np.ones(D))
+    m2 = np.cumsum((x**2).sum(0), axis=0) / (C * np.arange(1, N + 1))[:, None]
+    b2 = np.max((m2 - 1) ** 2 / 2, axis=1)
+    stays = [k for k in range(N) if np.all(b2[k:] < 0.01)]
+    assert n == stays[0] + 1
+    assert grads == pytest.approx(100.0 + 3.0 * n)
+    assert b2_end == pytest.approx(b2[-1])
+
+
+def test_gradients_to_b2_is_none_for_a_biased_sampler_and_uses_the_first_chains():
+    rng = np.random.default_rng(3)
+    biased = 1.3 * rng.standard_normal((4, 400, 2))  # variance 1.69: b2 ~ 0.24
+    g, n, b2_end = yardstick.gradients_to_b2(biased, 1.0, 0.0, np.ones(2), 2 * np.ones(2))
+    assert g is None and n is None and b2_end > 0.1
+    # 64 chains: only the first 4 count, so 60 exact chains cannot hide 4 biased ones
+    many = np.concatenate([biased, rng.standard_normal((60, 400, 2))])
+    assert yardstick.gradients_to_b2(many, 1.0, 0.0, np.ones(2), 2 * np.ones(2))[0] is None
+
+
+def test_aggregate_seeds_medians_ranges_and_not_reached():
+    recs = [
+        {"target": "t", "sampler": "s", "seed": k, "status": "ok", "ess": e, "g": g, "label": "L"}
+        for k, (e, g) in enumerate([(10.0, 5.0), (30.0, None), (20.0, None)])
+    ] + [{"target": "t", "sampler": "u", "seed": 0, "status": "error", "error": "boom"}]
+    agg = {r["sampler"]: r for r in results_io.aggregate_seeds(recs)}
+    s = agg["s"]
+    assert s["ess"] == 20.0 and s["range"]["ess"] == (10.0, 30.0)
+    assert s["g"] is None and s["range"]["g"] == (5.0, None)  # 2 of 3 seeds never reached
+    assert s["seeds"] == [0, 1, 2] and s["label"] == "L"
+    assert agg["u"]["status"] == "error"
+
+
+def test_merge_results_keeps_one_record_per_seed():
+    old = [{"target": "a", "sampler": "x", "seed": 0, "v": 1}, {"target": "a", "sampler": "x", "seed": 1, "v": 2}]
+    new = [{"target": "a", "sampler": "x", "seed": 1, "v": 3}]
+    merged = results_io.merge_results(old, new, ["a"], ["x"])
+    assert [(r["seed"], r["v"]) for r in merged] == [(0, 1), (1, 3)]
+
+
+# ---------------------------------------------------------------------------------------
+# posteriordb: names, data location and the judge
+
+
+def test_split_flat_name_and_flat_draws():
+    assert pdb.split_flat_name("beta[2]") == ("beta", (1,))
+    assert pdb.split_flat_name("z[2,1]") == ("z", (1, 0))
+    assert pdb.split_flat_name("sigma") == ("sigma", ())
+    samples = {"beta": np.arange(2 * 3 * 4).reshape(2, 3, 4), "sigma": np.ones((2, 3))}
+    flat = pdb.flat_draws(samples, ["beta[4]", "sigma"])
+    np.testing.assert_array_equal(flat["beta[4]"], samples["beta"][:, :, 3])
+    with pytest.raises(KeyError, match="no site 'tau'"):
+        pdb.flat_draws(samples, ["tau"])
+
+
+def test_missing_shared_data_names_the_path(monkeypatch, tmp_path):
+    monkeypatch.setenv(shared_data.ENV_VAR, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="posteriordb_dev.*ESH_KERNELS_SHARED"):
+        pdb.load_data("sblrc-blr")
+
+
+def _iid(rng, loc, scale, chains=4, n=1000):
+    return loc + scale * rng.standard_normal((chains, n))
+
+
+def test_judge_passes_exact_draws_and_fails_shifted_or_stuck_ones():
+    rng = np.random.default_rng(4)
+    ref = {"a": _iid(rng, 0.0, 1.0, 10), "b[1]": _iid(rng, 5.0, 0.1, 10)}
+    good = {"a": _iid(rng, 0.0, 1.0), "b[1]": _iid(rng, 5.0, 0.1)}
+    v = pdb_judge.judge(good, ref)
+    assert v["verdict"] == "pass", v["failed"]
+    assert v["z_max"] < pdb_judge.Z_MAX and 0.9 < v["sd_ratio_min"] <= v["sd_ratio_max"] < 1.1
+
+    shifted = {"a": good["a"] + 0.3, "b[1]": good["b[1]"]}  # 0.3 sd: ~ 17 MCSE
+    v = pdb_judge.judge(shifted, ref)
+    assert v["verdict"] == "fail" and any(f.startswith("a mean") for f in v["failed"])
+
+    narrow = {"a": 0.7 * good["a"], "b[1]": good["b[1]"]}
+    v = pdb_judge.judge(narrow, ref)
+    assert v["verdict"] == "fail" and any(f.startswith("a sd") for f in v["failed"])
+
+    # one chain stuck far away: R-hat and ESS fail even though its MCSE is huge
+    stuck = {"a": good["a"].copy(), "b[1]": good["b[1]"]}
+    stuck["a"][0] = 3.0 + 0.01 * rng.standard_normal(1000)
+    v = pdb_judge.judge(stuck, ref)
+    assert v["verdict"] == "fail"
+    assert any(f.startswith("R-hat") for f in v["failed"]) and v["rhat_max_param"] == "a"
