@@ -8,10 +8,12 @@
 Steps (each a separate process, so that each script's JAX/torch settings start clean):
 
 1. ``run_paper.py``: the ESH paper's synthetic comparison (MMD vs gradients, Table 1 ESS).
-2. ``run_numpyro.py``: the Bayesian suite on NumPyro (ESS per gradient and per second,
-   second-moment bias, warmup cost) against NUTS and BlackJAX.
-3. ``run_pyro.py``: the Pyro kernels against Pyro's NUTS / HMC.
-4. ``docs/_scripts/benchmark_plots.py``: the ESS-per-gradient figure of step 2.
+2. ``run_numpyro.py``: the Bayesian suite on NumPyro (ESS of x and x^2 per gradient and per
+   second, gradients to b2 < 0.01, warmup cost; three seeds) against NUTS and BlackJAX.
+3. ``run_posteriordb.py``: the eleven posteriordb_dev posteriors, our kernels and NUTS
+   judged against the reference draws.
+4. ``run_pyro.py``: the Pyro kernels against Pyro's NUTS / HMC.
+5. ``docs/_scripts/benchmark_plots.py``: the ESS-per-gradient figure of step 2.
 
 Each step writes its JSON (``benchmarks/results/``), its section of
 ``docs/benchmarks.md`` and its PNG, with the machine, versions and command recorded in the
@@ -39,13 +41,14 @@ sys.path.insert(0, HERE)
 
 import results_io  # noqa: E402
 
-STEPS = ("paper", "numpyro", "pyro", "plots")
+STEPS = ("paper", "numpyro", "posteriordb", "pyro", "plots")
 
 # --quick: each script's reduced selection (every sampler runs at least once); run_numpyro
 # has its own CI-sized mode for this (--smoke: all samplers on two targets)
 QUICK_ARGS = {
     "paper": ["--quick", "--targets", "funnel"],
     "numpyro": ["--smoke"],
+    "posteriordb": ["--quick"],
     "pyro": ["--quick", "--targets", "eight_schools", "--repeats", "1"],
 }
 
@@ -64,6 +67,8 @@ def step_commands(quick, out_dir):
                   "--plot", os.path.join(img, f"paper_mmd{sfx}.png")],
         "numpyro": [py, os.path.join(HERE, "run_numpyro.py"),
                     "--out", os.path.join(res, f"numpyro{nsfx}.json"), "--md", md],
+        "posteriordb": [py, os.path.join(HERE, "run_posteriordb.py"),
+                        "--out", os.path.join(res, f"posteriordb{sfx}.json"), "--md", md],
         "pyro": [py, os.path.join(HERE, "run_pyro.py"),
                  "--out", os.path.join(res, f"pyro{sfx}.json"), "--md", md],
         "plots": [py, os.path.join(REPO, "docs", "_scripts", "benchmark_plots.py"),

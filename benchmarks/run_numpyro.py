@@ -763,12 +763,27 @@ def _fmt_load(load):
 
 COLUMN_DOC = """### What the columns mean
 
-- **min ESS**: minimum over all scalar unconstrained coordinates (eight schools: `mu`,
-  `log tau`, `theta_tilde`; centred eight schools: `mu`, `log tau`, `theta`; hier_500:
-  `beta`, `mu`, `log sigma`, `log tau`, `z`) of ArviZ's rank-normalised bulk ESS (`arviz.ess(method="bulk")`)
-  computed over all chains' post-warmup draws together (4 chains; 64 for ChEES). The JSON
-  also has the min tail ESS, the min of NumPyro's (non-rank-normalised) ESS and the max
-  split R-hat.
+- **min ESS (x, x^2)**, the headline: minimum over all scalar unconstrained coordinates
+  (eight schools: `mu`, `log tau`, `theta_tilde`; centred eight schools: `mu`, `log tau`,
+  `theta`; hier_500: `beta`, `mu`, `log sigma`, `log tau`, `z`) of ArviZ's rank-normalised
+  bulk ESS (`arviz.ess(method="bulk")`) of `x` **and** of `x^2`, computed over all
+  chains' post-warmup draws together (4 chains; 64 for ChEES, 128 for LAPS)
+  (`benchmarks/yardstick.py`). The ESS of `x` alone (**min ESS x**, and the "for
+  reference" summary table) rewards a trajectory that makes `x` antithetic while `x^2`
+  hardly moves (about half a period on a Gaussian): NUTS and fixed-length kernels get an
+  ESS of `x` above the number of draws there. The JSON also has the min tail ESS of `x`,
+  the min of NumPyro's (non-rank-normalised) ESS and the max split R-hat of `x` and `x^2`.
+- **Seeds**: every (target, sampler) is run once per seed (default 0, 1, 2; the key of a
+  run is folded from the seed, the target and the sampler); every table shows the median
+  over seeds, and the summary tables the [min-max] range too.
+- **Gradients to b2 < 0.01**: the MCLMC and MAMS papers' yardstick. After each
+  post-warmup draw `n`, `b2_max(n)` is computed from the running mean of `x_i^2` over the
+  first `n` draws of the first 4 chains pooled (4 for every sampler, so that a 64-chain
+  ensemble is not credited with its extra chains); the cell is the gradient evaluations per
+  chain, warmup included, up to the first draw after which `b2_max` stays below 0.01 until
+  the end of the run. **n.r.**: still at or above 0.01 at the end (the cell then gives the
+  run's gradients per chain and the final `b2_max`); a median over seeds with a majority
+  of n.r. is n.r. Truth as for **b2** below.
 - **grads/draw**: gradient evaluations per post-warmup draw, per chain. NUTS: the
   `num_steps` extra field (leapfrog steps of the tree). esh_kernels: the `n_steps` extra
   field. BlackJAX MCLMC: 2 per step (isokinetic McLachlan). MAMS: 2 per integration step

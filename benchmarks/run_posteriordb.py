@@ -37,6 +37,7 @@ from pdb_judge import ESS_MIN, RHAT_MAX, Z_MAX, judge  # noqa: E402
 
 SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc")
 SAMPLER_LABELS = {k: rn.SAMPLER_LABELS[k] for k in SAMPLER_ORDER}
+QUICK_POSTERIORS = ("sblrc-blr", "kidiq_with_mom_work-kidscore_interaction_c")
 
 
 class PosteriorTarget:
@@ -131,25 +132,36 @@ def markdown_section(payload):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--posteriors", nargs="+", choices=pdb.POSTERIORS, default=list(pdb.POSTERIORS))
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run (CI): {' and '.join(QUICK_POSTERIORS)}, 200 warmup + 200 draws")
+    p.add_argument("--posteriors", nargs="+", choices=pdb.POSTERIORS, default=None,
+                   help="default: all (--quick: " + " ".join(QUICK_POSTERIORS) + ")")
     p.add_argument("--samplers", nargs="+", choices=SAMPLER_ORDER, default=list(SAMPLER_ORDER))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-warmup", type=int, default=1000)
-    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--num-warmup", type=int, default=None, help="default 1000 (--quick: 200)")
+    p.add_argument("--num-samples", type=int, default=None, help="default 1000 (--quick: 200)")
     p.add_argument("--num-chains", type=int, default=4)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/posteriordb.json)")
-    p.add_argument("--md", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    p.add_argument("--md", default=None, help="markdown file whose run_posteriordb section is "
+                   "(re)written (default docs/benchmarks.md; none with --quick)")
     p.add_argument("--no-md", action="store_true")
     p.add_argument("--fresh", action="store_true", help="do not merge with earlier rows of the same configuration")
     args = p.parse_args(argv)
 
     rn.CLOCK = rn.CompileClock()
-    cfg = rn.Config(num_warmup=args.num_warmup, num_samples=args.num_samples,
+    budget = 200 if args.quick else 1000
+    if args.posteriors is None:
+        args.posteriors = list(QUICK_POSTERIORS if args.quick else pdb.POSTERIORS)
+    cfg = rn.Config(num_warmup=args.num_warmup or budget, num_samples=args.num_samples or budget,
                     num_chains=args.num_chains, chees_chains=0, seed=args.seed)
-    mode = "full" if (cfg.num_warmup, cfg.num_samples, cfg.num_chains) == (1000, 1000, 4) else (
-        f"w{cfg.num_warmup}-s{cfg.num_samples}-c{cfg.num_chains}")
+    mode = "quick" if args.quick else "full"
+    if (cfg.num_warmup, cfg.num_samples, cfg.num_chains) != (budget, budget, 4):
+        mode += f"-w{cfg.num_warmup}-s{cfg.num_samples}-c{cfg.num_chains}"
     out = args.out or os.path.join(HERE, "results", "posteriordb.json"
                                    if mode == "full" else f"posteriordb_{mode}.json")
+    if args.md is None and not args.quick:
+        args.md = os.path.join(REPO, "docs", "benchmarks.md")
+    args.no_md = args.no_md or args.md is None  # --quick: no markdown unless --md is given
     cfg_dict = dict(cfg.__dict__)
     previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
     command = "python benchmarks/run_posteriordb.py " + " ".join(sys.argv[1:] if argv is None else argv)
