@@ -43,9 +43,17 @@ def test_numpyro_and_pyro_models_have_the_same_potential(name, jax_x64):
     data = pdb.load_data(name)
     if not hasattr(module, "pyro_model"):
         pytest.fail(f"{module.__name__} has no pyro_model; say why in its docstring and list it here")
-    points, np_potential = _unconstrained_points(module.numpyro_model(data), 3, seed=1)
+    from numpyro.infer.util import constrain_fn
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    model = module.numpyro_model(data)
+    points, np_potential = _unconstrained_points(model, 3, seed=1)
     torch.set_num_threads(1)
-    _, pyro_potential, _, _ = pyro_initialize_model(module.pyro_model(data))
+    # Pyro's defaults sample every site once (plate guessing, init_to_uniform), which
+    # ImproperUniform (Stan's flat priors) refuses: give the nesting and a start point
+    start = {k: torch.as_tensor(np.asarray(v)) for k, v in constrain_fn(model, (), {}, points[0]).items()}
+    _, pyro_potential, _, _ = pyro_initialize_model(
+        module.pyro_model(data), max_plate_nesting=1, init_strategy=init_to_value(values=start))
     rtol = 1e-5 if name in ODE else 1e-9  # ODE: two solvers at rtol 1e-6
     for z in points:
         u_np = float(np_potential(z))
