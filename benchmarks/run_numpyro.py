@@ -71,7 +71,8 @@ from targets import (  # noqa: E402
     second_moment_truth,
 )
 
-SAMPLER_ORDER = ("nuts", "nuts_dense", "adjusted_esh", "esh", "tuned_hmc", "bj_mclmc", "bj_mams", "bj_chees")
+SAMPLER_ORDER = ("nuts", "nuts_dense", "adjusted_esh", "esh", "tuned_hmc", "bj_mclmc", "bj_mams", "bj_chees",
+                 "bj_laps")
 SAMPLER_LABELS = {
     "nuts": "NumPyro NUTS",
     "nuts_dense": "NumPyro NUTS (dense_mass=True)",
@@ -81,15 +82,41 @@ SAMPLER_LABELS = {
     "bj_mclmc": "BlackJAX MCLMC",
     "bj_mams": "BlackJAX adjusted MCLMC (MAMS)",
     "bj_chees": "BlackJAX ChEES-HMC",
+    "bj_laps": "BlackJAX LAPS",
 }
 #: ``--smoke`` (CI): every sampler on these targets with this budget per chain, chosen to
 #: exercise both kinds of second-moment truth (analytic and reference file) in a couple of
 #: minutes; the time is almost all XLA compilation.
 SMOKE_TARGETS = ("std_gauss", "eight_schools_centered")
 SMOKE_BUDGET = 100
-MAMS_TARGET_ACCEPT = 0.9  # BlackJAX/MAMS authors' recommendation (sampling-book examples)
-CHEES_LEARNING_RATE = 0.025  # optax.adam(0.025); TFP's ChEES default (esh_math.md §8)
-CHEES_INITIAL_STEP_SIZE = 0.1  # as in BlackJAX's own ChEES test
+DENSE_MAX_DIM = 200  # the NUTS dense-metric row is run on targets up to this dimension
+#: Unadjusted MCLMC: ``mclmc_find_L_and_step_size`` is run this many times in a row, each
+#: pass starting from the previous pass's state and parameters (its ``params=`` argument),
+#: with its default fractions (0.1, 0.1 (+1/3 of it for the preconditioner re-fit), 0.1)
+#: and ``num_steps = MCLMC_NUM_STEPS_FACTOR * num_warmup``, so that all passes together
+#: take ``num_warmup`` integrator steps. One pass from the ``init_to_uniform`` start left
+#: the diagonal preconditioner (estimated from the second 10% of the pass, in the identity
+#: metric) far off on ``ill_gauss``; see ``run_bj_mclmc``.
+MCLMC_TUNING_PASSES = 2
+MCLMC_NUM_STEPS_FACTOR = 1.5  # 2 passes x (0.1 + 0.1 + 0.1/3 + 0.1) x 1.5 = 1.0
+MAMS_TARGET_ACCEPT = 0.9  # "a target MH acceptance rate of 0.9 is a good choice" (sampling book, MCLMC page)
+#: MAMS warmup split: half of ``num_warmup`` as unadjusted MCLMC tuner steps, half as
+#: adjusted MH iterations of ``adjusted_mclmc_find_L_and_step_size`` (frac_tune1 +
+#: frac_tune2 + frac_tune1 again = 0.3 of its ``num_steps``).
+MAMS_UNADJUSTED_NUM_STEPS_FACTOR = 1.5  # (0.1 + 0.1 + 0.1/3 + 0.1) x 1.5 = 0.5
+MAMS_ADJUSTED_NUM_STEPS_FACTOR = 0.5 / 0.3
+#: ChEES optimiser: Adam on log T with learning rate 0.025, no momentum, beta2 = 0.95, i.e.
+#: TFP's ``GradientBasedTrajectoryLengthAdaptation`` defaults (``adaptation_rate=0.025``,
+#: ``averaged_sq_grad_adaptation_rate=0.05`` = 1 - beta2, no first-moment average), the ChEES
+#: authors' implementation; BlackJAX's own ChEES test also uses ``b1=0, b2=0.95``.
+CHEES_LEARNING_RATE = 0.025
+CHEES_ADAM_B1 = 0.0
+CHEES_ADAM_B2 = 0.95
+CHEES_INITIAL_STEP_SIZE = 0.1  # TFP's ChEES example and BlackJAX's ChEES test
+#: LAPS (sampling book, "The Late Adjusted Parallel Sampler"): an ensemble method; 128
+#: chains in every mode (the book's example uses 256 on a 2-D target).
+LAPS_CHAINS = 128
+LAPS_STEPS_PER_SAMPLE = 15  # the book's (and the function's default) steps_per_sample
 
 
 # -- timing: wall clock minus JAX compilation --------------------------------------------
@@ -207,6 +234,9 @@ def run_numpyro_sampler(name, target, cfg, key, constrained=False):
     cls = _numpyro_kernel(name)
     if isinstance(cls, str):
         return {"status": "skipped", "note": cls}
+    if name == "nuts_dense" and getattr(target, "dim", 0) > DENSE_MAX_DIM:
+        return {"status": "skipped",
+                "note": f"dense metric not run above {DENSE_MAX_DIM} dimensions (cost on 2 CPU cores)"}
     nuts = name in ("nuts", "nuts_dense")
     field = "num_steps" if nuts else "n_steps"
     chain_method = "sequential" if nuts else "vectorized"
@@ -305,15 +335,35 @@ def _have_blackjax():
 
 
 def run_bj_mclmc(target, cfg, key):
-    """Unadjusted MCLMC, default isokinetic McLachlan integrator (2 gradients per step),
-    tuned by ``mclmc_find_L_and_step_size`` (defaults, diagonal preconditioning,
-    ``num_steps = num_samples``); each chain tuned independently (vmapped)."""
+    """Unadjusted MCLMC as the sampling book shows it
+    (https://blackjax-devs.github.io/sampling-book/algorithms/mclmc.html, "How to run MCLMC
+    in BlackJax"; API: https://blackjax-devs.github.io/blackjax/autoapi/blackjax/adaptation/mclmc_adaptation/index.html):
+    ``blackjax.mcmc.mclmc.init`` -> ``mclmc.build_kernel`` (default isokinetic McLachlan,
+    2 gradients per step) -> ``mclmc_find_L_and_step_size`` with its default fractions,
+    ``desired_energy_var`` and ``diagonal_preconditioning=True`` -> run the kernel with the
+    tuned ``(L, step_size, inverse_mass_matrix)`` from the tuner's final state. Each chain is
+    tuned independently (vmapped), as the book's single-chain recipe.
+
+    Deviation, stated: the book calls the tuner once with ``num_steps`` = the sampling
+    length (here 333 tuning steps for 1000 draws). From ``init_to_uniform`` on
+    ``ill_gauss`` that left the chains unconverged (R-hat 1.18, min ESS(x, x^2) 2 per 1k
+    gradients), and a single pass with ``num_steps = 3 * num_warmup`` (1000 tuning steps)
+    still gave only 24-46 per 1k gradients (R-hat 1.01-1.04): the diagonal preconditioner
+    is estimated from the chain's second 10% in the identity metric, before it mixes along
+    the wide directions. So the tuner runs ``MCLMC_TUNING_PASSES`` = 2 times, the second
+    warm-started from the first's state and parameters through its documented ``params=``
+    argument (its stages 1-2 then run in the first pass's metric: the staging BlackJAX's
+    ``mclmc_lrd_adaptation`` docs describe, a cheap diagonal phase that reaches the typical
+    set, then the metric from draws already there), each pass with ``num_steps = 1.5 *
+    num_warmup``, i.e. ``num_warmup`` integrator steps in all (tuning gradients counted
+    exactly from the tuner's returned step counts)."""
     import blackjax
     from blackjax.mcmc import mclmc
     from blackjax.mcmc.integrators import isokinetic_mclachlan
 
     grads_per_step = 2  # McLachlan: [b1, 1/2, 1-2b1, 1/2, b1] -> 2 new gradients per step
     C, S = cfg.num_chains, cfg.num_samples
+    tune_num_steps = int(round(MCLMC_NUM_STEPS_FACTOR * cfg.num_warmup))
     k_init, k_tune, k_samp = random.split(key, 3)
     kernel = mclmc.build_kernel(integrator=isokinetic_mclachlan)
     n_tune_box = []
@@ -323,15 +373,19 @@ def run_bj_mclmc(target, cfg, key):
         def tune_one(x, k):
             k1, k2 = random.split(k)
             st = mclmc.init(x, logdensity, k1)
-            st, params, n_tune = blackjax.mclmc_find_L_and_step_size(
-                mclmc_kernel=kernel,
-                num_steps=S,
-                state=st,
-                rng_key=k2,
-                logdensity_fn=logdensity,
-                diagonal_preconditioning=True,
-            )
-            n_tune_box.append(n_tune)
+            params, n_total = None, 0
+            for i in range(MCLMC_TUNING_PASSES):
+                st, params, n_tune = blackjax.mclmc_find_L_and_step_size(
+                    mclmc_kernel=kernel,
+                    num_steps=tune_num_steps,
+                    state=st,
+                    rng_key=random.fold_in(k2, i),
+                    logdensity_fn=logdensity,
+                    diagonal_preconditioning=True,
+                    params=params,
+                )
+                n_total += n_tune
+            n_tune_box.append(n_total)
             return st, params
 
         states, params = jax.jit(jax.vmap(tune_one))(x0, random.split(k_tune, C))
@@ -352,6 +406,8 @@ def run_bj_mclmc(target, cfg, key):
     info = {
         "grads_per_step": grads_per_step,
         "tuning_steps_per_chain": n_tune,
+        "tuning_passes": MCLMC_TUNING_PASSES,
+        "tuner_num_steps": tune_num_steps,
         "step_size_mean": float(np.mean(params.step_size)),
         "L_mean": float(np.mean(params.L)),
         "energy_var_per_dim": float(np.mean(np.var(np.asarray(dE), axis=1)) / d),
@@ -369,38 +425,71 @@ def run_bj_mclmc(target, cfg, key):
 
 
 def run_bj_mams(target, cfg, key):
-    """Adjusted MCLMC with random trajectory length (``adjusted_mclmc_dynamic``, default
-    isokinetic McLachlan, 2 gradients per integration step), tuned by
-    ``adjusted_mclmc_find_L_and_step_size(target=0.9, frac_tune1=frac_tune2=frac_tune3=0.1,
-    diagonal_preconditioning=True)``, ``num_steps = num_samples``."""
+    """Adjusted MCLMC (MAMS) as the sampling book shows it
+    (https://blackjax-devs.github.io/sampling-book/algorithms/mclmc.html, "Adjusted MCLMC";
+    API: https://blackjax-devs.github.io/blackjax/autoapi/blackjax/adaptation/adjusted_mclmc_adaptation/index.html):
+    ``adjusted_mclmc_dynamic`` with a random trajectory length ``ceil(U * rescale(L /
+    step_size))`` (``make_random_trajectory_length_fn(True)``; default isokinetic McLachlan,
+    2 gradients per integration step), tuned by ``adjusted_mclmc_find_L_and_step_size(
+    target=0.9, frac_tune1=0.1, frac_tune2=0.1, frac_tune3=0.0,
+    diagonal_preconditioning=True)``, warm-started (``params=``, and the chain's position)
+    from the unadjusted MCLMC tuner ``mclmc_find_L_and_step_size`` (diagonal
+    preconditioning, default fractions), as the MAMS authors' set-up does; each chain tuned
+    independently (vmapped).
+
+    Budget: the unadjusted tuner gets ``num_steps = 1.5 * num_warmup`` (half of
+    ``num_warmup`` as integrator steps), the adjusted tuner ``num_steps = num_warmup / 0.6``
+    (its 0.1 + 0.1 + 0.1 = half of ``num_warmup`` as MH iterations). ``frac_tune3 = 0``:
+    in BlackJAX 1.7.1 the tuner ends by setting ``L = target_num_integration_steps *
+    step_size`` (default 2.0, "the robust sweet spot" in its docstring) on every path, so
+    the ESS-based third stage would only spend gradients. The sampler therefore averages
+    about 2 integration steps per proposal. Warmup gradients: 2 x (unadjusted steps +
+    the adjusted tuner's returned integration-step count), per chain, summed."""
     import blackjax
     from blackjax.mcmc import adjusted_mclmc_dynamic as amd
+    from blackjax.mcmc import mclmc
 
     grads_per_step = 2
     C, S = cfg.num_chains, cfg.num_samples
+    unadj_num_steps = int(round(MAMS_UNADJUSTED_NUM_STEPS_FACTOR * cfg.num_warmup))
+    adj_num_steps = int(round(MAMS_ADJUSTED_NUM_STEPS_FACTOR * cfg.num_warmup))
     k_init, k_tune, k_samp = random.split(key, 3)
     kernel = amd.build_kernel(integration_steps_fn=amd.make_random_trajectory_length_fn(True))
+    unadj_kernel = mclmc.build_kernel()  # default isokinetic McLachlan
+    n_unadj_box = []
     with Phase() as pw:
         logdensity, x0 = _blackjax_setup(target, C, k_init)
 
         def tune_one(x, k):
-            k1, k2 = random.split(k)
-            st = amd.init(x, logdensity, k1)
+            k1, k2, k3, k4 = random.split(k, 4)
+            st = mclmc.init(x, logdensity, k1)
+            st, unadj_params, n_unadj = blackjax.mclmc_find_L_and_step_size(
+                mclmc_kernel=unadj_kernel,
+                num_steps=unadj_num_steps,
+                state=st,
+                rng_key=k2,
+                logdensity_fn=logdensity,
+                diagonal_preconditioning=True,
+            )
+            n_unadj_box.append(n_unadj)
+            st = amd.init(st.position, logdensity, k3)
             return blackjax.adjusted_mclmc_find_L_and_step_size(
                 mclmc_kernel=kernel,
                 logdensity_fn=logdensity,
-                num_steps=S,
+                num_steps=adj_num_steps,
                 state=st,
-                rng_key=k2,
+                rng_key=k4,
                 target=MAMS_TARGET_ACCEPT,
                 frac_tune1=0.1,
                 frac_tune2=0.1,
-                frac_tune3=0.1,
+                frac_tune3=0.0,
                 diagonal_preconditioning=True,
+                params=unadj_params,
             )
 
         states, params, n_tune = jax.jit(jax.vmap(tune_one))(x0, random.split(k_tune, C))
         jax.block_until_ready((states, params, n_tune))
+    n_unadj = int(n_unadj_box[0])  # unadjusted integrator steps per chain (static int)
 
     def sample_one(st, p, k):
         avg = p.L / p.step_size
@@ -414,11 +503,12 @@ def run_bj_mams(target, cfg, key):
     with Phase() as ps:
         _, (pos, nsteps, acc, div) = jax.jit(jax.vmap(sample_one))(states, params, random.split(k_samp, C))
         jax.block_until_ready(pos)
-    n_tune = np.asarray(n_tune, dtype=np.float64)  # integration steps per chain
+    n_tune = np.asarray(n_tune, dtype=np.float64) + n_unadj  # integration steps per chain
     nsteps = np.asarray(nsteps, dtype=np.float64)
     info = {
         "grads_per_step": grads_per_step,
         "target_accept": MAMS_TARGET_ACCEPT,
+        "unadjusted_tuning_steps_per_chain": n_unadj,
         "tuning_integration_steps_per_chain": n_tune.tolist(),
         "step_size_mean": float(np.mean(params.step_size)),
         "L_mean": float(np.mean(params.L)),
@@ -429,7 +519,8 @@ def run_bj_mams(target, cfg, key):
     return {
         "status": "ok",
         "draws": np.asarray(pos, dtype=np.float64),
-        "grads_warmup": float(grads_per_step * n_tune.sum()),
+        # + 1 per chain: amd.init re-evaluates the gradient at the unadjusted tuner's end
+        "grads_warmup": float(grads_per_step * n_tune.sum() + C),
         "grads_sample": float(grads_per_step * nsteps.sum()),
         "time_warmup": pw.result(),
         "time_sample": ps.result(),
@@ -438,10 +529,22 @@ def run_bj_mams(target, cfg, key):
 
 
 def run_bj_chees(target, cfg, key):
-    """ChEES-HMC: ``blackjax.chees_adaptation`` over ``chees_chains`` chains (diagonal
-    metric, ``optax.adam(0.025)``, other arguments default, ``num_warmup`` steps), then
-    ``blackjax.dynamic_hmc`` with the tuned parameters (velocity Verlet: 1 gradient per
-    leapfrog step, cached across steps)."""
+    """ChEES-HMC as BlackJAX's API docs show it
+    (https://blackjax-devs.github.io/blackjax/autoapi/blackjax/adaptation/chees_adaptation/index.html,
+    the ``chees_adaptation`` example): ``blackjax.chees_adaptation(logdensity_fn,
+    num_chains)`` -> ``warmup.run(key, positions, initial_step_size, optax.adam(...),
+    num_warmup)`` -> ``blackjax.dynamic_hmc(logdensity_fn, **parameters)`` vmapped over the
+    chains (velocity Verlet: 1 gradient per leapfrog step, cached across steps). The docs
+    leave the numbers open; taken from the ChEES authors' implementation
+    (https://www.tensorflow.org/probability/api_docs/python/tfp/experimental/mcmc/GradientBasedTrajectoryLengthAdaptation:
+    ``adaptation_rate=0.025``, ``averaged_sq_grad_adaptation_rate=0.05``, no momentum ->
+    ``optax.adam(0.025, b1=0, b2=0.95)``; its example's initial step size 0.1, also
+    BlackJAX's test's). ``mass_matrix_estimation="diagonal"`` (with the default slow-direction
+    length floor), which the ``chees_adaptation`` docstring recommends for dispersed
+    (per-chain uniform box) initialisations on scale-separated targets, our
+    ``init_to_uniform`` starts. ``chees_chains`` (64) chains; jitter, target acceptance
+    (0.651), decay rate and ``max_leapfrog_steps`` default; ``max_sampling_steps =
+    num_samples``."""
     import blackjax
     import optax
     from blackjax.adaptation.base import get_filter_adapt_info_fn
@@ -462,7 +565,7 @@ def run_bj_chees(target, cfg, key):
             k_warm,
             x0,
             CHEES_INITIAL_STEP_SIZE,
-            optax.adam(CHEES_LEARNING_RATE),
+            optax.adam(CHEES_LEARNING_RATE, b1=CHEES_ADAM_B1, b2=CHEES_ADAM_B2),
             W,
             max_sampling_steps=S,
         )
@@ -484,6 +587,8 @@ def run_bj_chees(target, cfg, key):
     info = {
         "grads_per_step": 1,
         "learning_rate": CHEES_LEARNING_RATE,
+        "adam_b1": CHEES_ADAM_B1,
+        "adam_b2": CHEES_ADAM_B2,
         "initial_step_size": CHEES_INITIAL_STEP_SIZE,
         "step_size_mean": float(np.asarray(parameters["step_size"])),
         "mean_leapfrog_steps_param": float(np.asarray(parameters["integration_steps_params"][0])),
@@ -499,6 +604,119 @@ def run_bj_chees(target, cfg, key):
         "time_warmup": pw.result(),
         "time_sample": ps.result(),
         "info": info,
+        "num_chains": C,
+    }
+
+
+def run_bj_laps(target, cfg, key):
+    """LAPS (Late Adjusted Parallel Sampler) as the sampling book shows it
+    (https://blackjax-devs.github.io/sampling-book/algorithms/laps.html, "The Late Adjusted
+    Parallel Sampler (LAPS)"; API: https://blackjax-devs.github.io/blackjax/autoapi/blackjax/adaptation/laps/index.html):
+    ``blackjax.adaptation.laps.laps(logdensity_fn, sample_init, ndims, num_steps1,
+    num_steps2, num_chains, mesh, rng_key, early_stop=False, diagonal_preconditioning=True,
+    steps_per_sample=15, r_end=0.01, superchain_size=1)`` on a one-device mesh
+    ``Mesh(jax.devices()[:1], "chains")``, ``LAPS_CHAINS`` (128) chains in every mode.
+
+    Phase 1 (warmup here): ``num_steps1 = num_warmup`` unadjusted MCLMC steps with ensemble
+    tuning (isokinetic velocity Verlet, 1 gradient per step). Phase 2 (the draws here):
+    adjusted MCLMC (MAMS kernel, ``steps_per_sample`` = 15 integration steps per proposal,
+    McLachlan with 2 gradients per step for d <= 200, Omelyan with 3 above, as ``laps``
+    chooses), ``num_steps2 = num_samples * 15 * grads_per_step`` gradients, i.e.
+    ``num_samples`` MH draws per chain; its step size is set by bisection on the ensemble
+    acceptance (target 0.7 for d <= 200, 0.9 above) during the first few draws, then fixed.
+    LAPS itself returns only the final state of each chain; the per-chain draws are
+    recorded with its documented ``all_chains_info`` hook (the flat position at every
+    step; phase 1's record is dropped). ``sample_init`` draws uniform(-2, 2) on the flat
+    unconstrained vector, the distribution ``init_to_uniform`` uses. Gradients: phase 1
+    and phase 2 step counts from the returned per-step diagnostics (``diagnostics=True``)
+    times the gradients per step, summed over chains; the one initial gradient per chain
+    is not counted (as for the other samplers). Both phases run in one call: wall,
+    compile and net time are split between warmup and sampling in proportion to their
+    gradient counts (``info["time_split"]``)."""
+    from blackjax.adaptation.laps import laps as run_laps
+    from blackjax.mcmc.integrators import mclachlan_coefficients, omelyan_coefficients
+
+    C, W, S = LAPS_CHAINS, cfg.num_warmup, cfg.num_samples
+    k_init, k_run = random.split(key)
+    logdensity, x0 = _blackjax_setup(target, 1, k_init)  # the same potential; x0 unused
+    d = x0.shape[1]
+    # laps' own choice of integrator for phase 2 (omelyan above 200 dimensions)
+    coeffs = omelyan_coefficients if d > 200 else mclachlan_coefficients
+    grads_per_step = len(coeffs) // 2
+    mesh = jax.sharding.Mesh(jax.devices()[:1], "chains")
+
+    def sample_init(k):  # init_to_uniform: uniform(-2, 2) on the unconstrained space
+        return random.uniform(k, (d,), minval=-2.0, maxval=2.0)
+
+    # BlackJAX 1.7.1's run_eca gives the per-step history out_specs=P() (replicated); with
+    # all_chains_info that history holds per-chain arrays and JAX's replication check
+    # refuses it. On this one-device mesh P() and P("chains") are the same array, so the
+    # check is switched off (check_vma=False) for this call only.
+    import blackjax.eca as bj_eca
+
+    orig_shard_map = bj_eca.shard_map
+
+    def shard_map_unchecked(*args, **kwargs):
+        return orig_shard_map(*args, check_vma=False, **kwargs)
+
+    bj_eca.shard_map = shard_map_unchecked
+    try:
+        with Phase() as pt:
+            info, g_per_step, acc_target, final_state = run_laps(
+                logdensity_fn=logdensity,
+                sample_init=sample_init,
+                ndims=d,
+                num_steps1=W,
+                num_steps2=S * LAPS_STEPS_PER_SAMPLE * grads_per_step,
+                num_chains=C,
+                mesh=mesh,
+                rng_key=k_run,
+                early_stop=False,
+                diagonal_preconditioning=True,
+                steps_per_sample=LAPS_STEPS_PER_SAMPLE,
+                r_end=0.01,
+                diagnostics=True,
+                superchain_size=1,
+                all_chains_info=lambda position: ravel_pytree(position)[0],
+            )
+            jax.block_until_ready(final_state)
+    finally:
+        bj_eca.shard_map = orig_shard_map
+    if int(g_per_step) != grads_per_step:
+        raise RuntimeError(f"LAPS used {g_per_step} gradients per step, expected {grads_per_step}")
+    n1 = int(np.asarray(info["phase_1"]["step_size"]).shape[0])  # unadjusted steps per chain
+    n2 = int(np.asarray(info["phase_2"]["step_size"]).shape[0])  # adjusted draws per chain
+    pos = np.asarray(info["phase_2"]["all_chains_info"], dtype=np.float64)  # (draws, chains, d)
+    draws = np.ascontiguousarray(np.swapaxes(pos, 0, 1))
+    del info["phase_1"]["all_chains_info"], pos
+    grads_warmup = float(n1 * 1 * C)  # isokinetic velocity Verlet: 1 gradient per step
+    grads_sample = float(n2 * LAPS_STEPS_PER_SAMPLE * grads_per_step * C)
+    frac_w = grads_warmup / (grads_warmup + grads_sample)
+    tot = pt.result()
+    time_warmup = {k: v * frac_w for k, v in tot.items()}
+    time_sample = {k: v * (1.0 - frac_w) for k, v in tot.items()}
+    p2 = info["phase_2"]
+    info_out = {
+        "grads_per_step": grads_per_step,
+        "steps_per_sample": LAPS_STEPS_PER_SAMPLE,
+        "phase1_steps_per_chain": n1,
+        "phase2_draws_per_chain": n2,
+        "accept_target": float(acc_target),
+        "accept_mean": float(np.mean(np.asarray(p2["acc_prob"]))),
+        "step_size_mean": float(np.asarray(p2["step_size"])[-1]),
+        "step_size_phase1_final": float(np.asarray(info["phase_1"]["step_size"])[-1]),
+        "L_phase1_final": float(np.asarray(info["phase_1"]["L"])[-1]),
+        "time_split": "one laps() call; times split by gradient share",
+        "time_total": tot,
+    }
+    return {
+        "status": "ok",
+        "draws": draws,
+        "grads_warmup": grads_warmup,
+        "grads_sample": grads_sample,
+        "time_warmup": time_warmup,
+        "time_sample": time_sample,
+        "info": info_out,
         "num_chains": C,
     }
 
@@ -600,6 +818,7 @@ RUNNERS = {
     "bj_mclmc": run_bj_mclmc,
     "bj_mams": run_bj_mams,
     "bj_chees": run_bj_chees,
+    "bj_laps": run_bj_laps,
 }
 
 
@@ -657,10 +876,13 @@ def markdown_section(payload):
         lines.append("")
 
     def med(r, k):
+        n = len(r.get("seeds", ()))
+        fewer = f" ({n} of {len(seeds)} seeds)" if 0 < n < len(seeds) else ""
         lo, hi = r.get("range", {}).get(k, (None, None))
-        if len(r.get("seeds", ())) < 2 or lo == hi:
-            return _fmt(r.get(k))
-        return f"{_fmt(r.get(k))} [{_fmt(lo) if lo is not None else 'n.r.'}-{_fmt(hi) if hi is not None else 'n.r.'}]"
+        if n < 2 or lo == hi:
+            return _fmt(r.get(k)) + fewer
+        return (f"{_fmt(r.get(k))} [{_fmt(lo) if lo is not None else 'n.r.'}-"
+                f"{_fmt(hi) if hi is not None else 'n.r.'}]{fewer}")
 
     def to_b2(r):
         if r.get("b2_max") is None and r.get("grads_to_b2") is None:
@@ -869,6 +1091,11 @@ def main(argv=None):
     p.add_argument("--no-md", action="store_true", help="do not touch the markdown file")
     p.add_argument("--fresh", action="store_true",
                    help="do not merge with earlier results of the same configuration in --out")
+    p.add_argument("--merge-from", nargs="+", default=(), metavar="JSON",
+                   help="also merge the rows of these result files (same configuration; e.g. peers "
+                        "run in another process) and, with --render, only that")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: rewrite --out (merged with --merge-from) and its markdown section")
     p.add_argument("--compile-cache", default=os.path.join(tempfile.gettempdir(), "esh_kernels_bench_jax_cache"),
                    help="JAX persistent compilation cache directory ('' to disable); only saves "
                         "wall time of the script, compile time is excluded from the timings anyway")
@@ -909,6 +1136,11 @@ def main(argv=None):
     )
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
+    for extra in args.merge_from:
+        rows = results_io.load_previous(extra, cfg_dict)
+        if not rows:
+            raise SystemExit(f"--merge-from {extra}: no rows of this configuration ({cfg_dict})")
+        previous = results_io.merge_results(previous, rows, TARGET_NAMES, SAMPLER_ORDER)
     targets = make_targets()
     print(f"[run_numpyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, {machine['cpu_model']}", flush=True)
 
@@ -929,6 +1161,10 @@ def main(argv=None):
         if not args.no_md:
             results_io.write_markdown_section(args.md, "run_numpyro", mode, markdown_section(payload))
 
+    if args.render:
+        save()
+        print(f"[run_numpyro] rendered {os.path.relpath(out, REPO)}", flush=True)
+        return
     runs = [(seed, ti, tname, si, sname) for seed in args.seeds
             for ti, tname in enumerate(TARGET_NAMES) if tname in args.targets
             for si, sname in enumerate(SAMPLER_ORDER) if sname in args.samplers]

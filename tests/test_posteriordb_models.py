@@ -21,16 +21,25 @@ import posteriordb as pdb  # noqa: E402
 ODE = ("hudson_lynx_hare-lotka_volterra", "one_comp_mm_elim_abs-one_comp_mm_elim_abs")
 
 
-def _unconstrained_points(model, num, seed):
-    """``num`` points ``{site: array}`` in NumPyro's unconstrained space: the model's
-    ``init_to_uniform`` point plus N(0, 0.3^2) noise."""
+def _unconstrained_points(name, model, num):
+    """``num`` reference draws of posterior ``name`` as ``{site: array}`` in NumPyro's
+    unconstrained space (the posterior region, where the ODE solvers' tolerances hold),
+    and the model's NumPyro potential."""
     from jax import random
-    from numpyro.infer.util import initialize_model
+    from numpyro.infer.util import constrain_fn, initialize_model, unconstrain_fn
 
-    info = initialize_model(random.PRNGKey(seed), model)
-    rng = np.random.default_rng(seed)
-    z0 = {k: np.asarray(v, dtype=np.float64) for k, v in info.param_info.z.items()}
-    points = [{k: v + 0.3 * rng.standard_normal(v.shape) for k, v in z0.items()} for _ in range(num)]
+    info = initialize_model(random.PRNGKey(0), model)
+    shapes = {k: np.shape(v) for k, v in constrain_fn(model, (), {}, info.param_info.z).items()}
+    reference = pdb.load_reference(name)
+    points = []
+    for j in np.linspace(0, 999, num).astype(int):
+        sites = {k: np.zeros(shp) for k, shp in shapes.items() if k in info.param_info.z}
+        for flat, draws in reference.items():
+            site, idx = pdb.split_flat_name(flat)
+            if site in sites:
+                sites[site][idx] = draws[0, j]
+        z = unconstrain_fn(model, (), {}, sites)
+        points.append({k: np.asarray(v, dtype=np.float64) for k, v in z.items()})
     return points, info.potential_fn
 
 
@@ -47,7 +56,7 @@ def test_numpyro_and_pyro_models_have_the_same_potential(name, jax_x64):
     from pyro.infer.autoguide.initialization import init_to_value
 
     model = module.numpyro_model(data)
-    points, np_potential = _unconstrained_points(model, 3, seed=1)
+    points, np_potential = _unconstrained_points(name, model, 3)
     torch.set_num_threads(1)
     # Pyro's defaults sample every site once (plate guessing, init_to_uniform), which
     # ImproperUniform (Stan's flat priors) refuses: give the nesting and a start point
@@ -66,10 +75,13 @@ def test_numpyro_and_pyro_models_have_the_same_potential(name, jax_x64):
 def test_every_reference_parameter_is_a_site_of_the_model(name, jax_x64):
     from numpyro.infer.util import constrain_fn
 
-    model = pdb.model_module(name).numpyro_model(pdb.load_data(name))
-    points, _ = _unconstrained_points(model, 1, seed=2)
+    from jax import random
+    from numpyro.infer.util import initialize_model
 
-    constrained = constrain_fn(model, (), {}, points[0], return_deterministic=True)
+    model = pdb.model_module(name).numpyro_model(pdb.load_data(name))
+    z = initialize_model(random.PRNGKey(2), model).param_info.z
+
+    constrained = constrain_fn(model, (), {}, z, return_deterministic=True)
     reference = pdb.load_reference(name)
     draws = pdb.flat_draws({k: np.asarray(v)[None, None] for k, v in constrained.items()}, list(reference))
     assert set(draws) == set(reference)
