@@ -7,4 +7,9 @@ model with no arguments, whose sites carry the Stan parameters' names and shapes
 constrained scale (``posteriordb.flat_draws`` relies on it). The module docstring names the
 Stan program it follows (``posterior_database/models/stan/<model>.stan`` in posteriordb)
 and any choice the translation had to make. Numerical values: float64 throughout.
+
+Stan's implicit flat priors are ``ImproperUniform`` sites in both PPLs (they add nothing to
+the log density). Pyro cannot sample them, so Pyro's default start-up (plate-nesting guess
+and ``init_to_uniform``) fails on such a model: give ``max_plate_nesting`` and an
+``init_to_value`` start, as ``tests/test_posteriordb_models.py`` does.
 """

@@ -1,10 +1,8 @@
 """``earn_height.stan``: earnings regressed on height on the raw scale, flat priors.
 
 ``earn ~ normal(beta[1] + beta[2] * height, sigma)``, ``beta`` and ``sigma > 0`` with
-Stan's implicit improper uniform priors: NumPyro's ``ImproperUniform``, and in Pyro a
-distribution of the same support masked out (``.mask(False)``, Pyro's documented
-alternative to its ``ImproperUniform``, which cannot be sampled, so Pyro's init strategies
-fail on it). Either adds nothing to the log density, as Stan's omitted priors do. The raw-scale design makes ``beta[1]`` and
+Stan's implicit improper uniform priors (``ImproperUniform`` here: it adds nothing to the
+log density, as Stan's omitted priors do). The raw-scale design makes ``beta[1]`` and
 ``beta[2]`` correlated at about -0.998.
 """
 
@@ -32,14 +30,14 @@ def pyro_model(data):
     import pyro
     import pyro.distributions as dist
     import torch
+    from pyro.distributions import constraints
 
     earn = torch.as_tensor(np.asarray(data["earn"], dtype=np.float64))
     height = torch.as_tensor(np.asarray(data["height"], dtype=np.float64))
 
     def model():
-        flat = torch.zeros(2, dtype=earn.dtype)
-        beta = pyro.sample("beta", dist.Normal(flat, 1.0).to_event(1).mask(False))
-        sigma = pyro.sample("sigma", dist.LogNormal(flat[0], 1.0).mask(False))
+        beta = pyro.sample("beta", dist.ImproperUniform(constraints.real, (), (2,)))
+        sigma = pyro.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
         pyro.sample("earn", dist.Normal(beta[0] + beta[1] * height, sigma).to_event(1), obs=earn)
 
     return model

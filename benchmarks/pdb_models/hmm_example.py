@@ -18,13 +18,13 @@ translated.
 
 import numpy as np
 
+from pdb_models.hmm_forward import forward_jax, forward_torch
+
 
 def numpyro_model(data):
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
-    from jax import lax
-    from jax.scipy.special import logsumexp
     from numpyro.distributions import constraints
 
     K = int(data["K"])
@@ -41,13 +41,7 @@ def numpyro_model(data):
 
         log_theta = jnp.log(jnp.stack([theta1, theta2]))  # [j, k]: from j to k
         log_emit = dist.Normal(mu, 1.0).log_prob(y[:, None])  # (N, K)
-
-        def step(gamma, log_emit_t):
-            gamma = logsumexp(gamma[:, None] + log_theta, axis=0) + log_emit_t
-            return gamma, None
-
-        gamma, _ = lax.scan(step, log_emit[0], log_emit[1:])
-        numpyro.factor("y", logsumexp(gamma))
+        numpyro.factor("y", forward_jax(log_theta, log_emit))
 
     return model
 
@@ -73,9 +67,6 @@ def pyro_model(data):
 
         log_theta = torch.log(torch.stack([theta1, theta2]))  # [j, k]: from j to k
         log_emit = dist.Normal(mu, 1.0).log_prob(y[:, None])  # (N, K)
-        gamma = log_emit[0]
-        for t in range(1, y.shape[0]):
-            gamma = torch.logsumexp(gamma[:, None] + log_theta, dim=0) + log_emit[t]
-        pyro.factor("y", torch.logsumexp(gamma, dim=0))
+        pyro.factor("y", forward_torch(log_theta, log_emit))
 
     return model

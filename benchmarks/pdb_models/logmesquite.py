@@ -23,13 +23,15 @@ def _design(data):
     return X, np.log(col["weight"])
 
 
-def numpyro_model(data):
+def numpyro_model(data, design=_design):
+    """The model on ``design(data) -> (X, log_weight)`` (``logmesquite_logvas`` passes its
+    own design)."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
     from numpyro.distributions import constraints
 
-    X, log_weight = (jnp.asarray(a, dtype=jnp.float64) for a in _design(data))
+    X, log_weight = (jnp.asarray(a, dtype=jnp.float64) for a in design(data))
 
     def model():
         beta = numpyro.sample("beta", dist.ImproperUniform(constraints.real, (), (7,)))
@@ -39,13 +41,14 @@ def numpyro_model(data):
     return model
 
 
-def pyro_model(data):
+def pyro_model(data, design=_design):
+    """As :func:`numpyro_model`, in Pyro."""
     import pyro
     import pyro.distributions as dist
     import torch
     from pyro.distributions import constraints
 
-    X, log_weight = (torch.as_tensor(a) for a in _design(data))
+    X, log_weight = (torch.as_tensor(a) for a in design(data))
 
     def model():
         beta = pyro.sample("beta", dist.ImproperUniform(constraints.real, (), (7,)))

@@ -15,6 +15,8 @@ implicit improper uniform priors (``ImproperUniform``). Volume and area share
 
 import numpy as np
 
+from pdb_models import logmesquite
+
 
 def _design(data):
     """``(X, log_weight)``: the ``(N, 7)`` design matrix in the Stan program's order."""
@@ -28,32 +30,8 @@ def _design(data):
 
 
 def numpyro_model(data):
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
-    from numpyro.distributions import constraints
-
-    X, log_weight = (jnp.asarray(a, dtype=jnp.float64) for a in _design(data))
-
-    def model():
-        beta = numpyro.sample("beta", dist.ImproperUniform(constraints.real, (), (7,)))
-        sigma = numpyro.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
-        numpyro.sample("log_weight", dist.Normal(X @ beta, sigma).to_event(1), obs=log_weight)
-
-    return model
+    return logmesquite.numpyro_model(data, design=_design)
 
 
 def pyro_model(data):
-    import pyro
-    import pyro.distributions as dist
-    import torch
-    from pyro.distributions import constraints
-
-    X, log_weight = (torch.as_tensor(a) for a in _design(data))
-
-    def model():
-        beta = pyro.sample("beta", dist.ImproperUniform(constraints.real, (), (7,)))
-        sigma = pyro.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
-        pyro.sample("log_weight", dist.Normal(X @ beta, sigma).to_event(1), obs=log_weight)
-
-    return model
+    return logmesquite.pyro_model(data, design=_design)
