@@ -1189,6 +1189,9 @@ def main(argv=None):
                        traceback=traceback.format_exc(limit=8))
         rec["script_seconds"] = time.perf_counter() - t0
         new_results.append(rec)
+        # free the compiled programs: a long run otherwise accumulates LLVM code mappings
+        # until it hits the kernel's limit (vm.max_map_count) and aborts
+        jax.clear_caches()
         if rec["status"] == "ok":
             print(
                 f"  s{seed} {tname:14s} {sname:13s} minESS {rec['ess_bulk_min']:8.1f}  "

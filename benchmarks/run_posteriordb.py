@@ -184,6 +184,7 @@ def main(argv=None):
                            traceback=traceback.format_exc(limit=8))
             rec["script_seconds"] = time.perf_counter() - t0
             new.append(rec)
+            jax.clear_caches()  # free the compiled programs (see run_numpyro.py)
             if rec["status"] == "ok":
                 print(f"  {name:44s} {s:13s} {rec['verdict']:4s} rhat {rec['rhat_max']:.3f} "
                       f"ESS {rec['ess_bulk_min']:7.1f} ESS/1kgrad {rec['ess_per_1k_grad']:7.2f} "
@@ -198,7 +199,6 @@ def main(argv=None):
             payload = results_io.write_results(out, meta, merged)
             if not args.no_md:
                 results_io.write_markdown_section(args.md, "run_posteriordb", mode, markdown_section(payload))
-    jax.clear_caches()
     return 0 if all(r["status"] == "ok" for r in new) else 1
 
 
