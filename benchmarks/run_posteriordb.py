@@ -100,7 +100,20 @@ def markdown_section(payload):
         return (f"**{r['verdict']}**; {fmt(r['ess_per_1k_grad'])} / "
                 f"{fmt(r['ess_per_1k_grad_with_warmup'])}; {fmt(r['grads_per_draw'])}")
 
-    lines += results_io.sampler_table(results, pdb.POSTERIORS, SAMPLER_ORDER, SAMPLER_LABELS, cell)
+    # posteriors as rows (eleven long names make poor columns)
+    samplers = [x for x in SAMPLER_ORDER if any(r["sampler"] == x for r in results)]
+    by = {(r["target"], r["sampler"]): r for r in results}
+    lines += ["| posterior | " + " | ".join(SAMPLER_LABELS[x] for x in samplers) + " |",
+              "|---|" + "---|" * len(samplers)]
+    for t in pdb.POSTERIORS:
+        if not any((t, x) in by for x in samplers):
+            continue
+        cells = ["" if (t, x) not in by else cell(by[(t, x)]) if by[(t, x)]["status"] == "ok"
+                 else by[(t, x)]["status"] for x in samplers]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    passed = {x: sum(1 for t in pdb.POSTERIORS if by.get((t, x), {}).get("verdict") == "pass") for x in samplers}
+    run = {x: sum(1 for t in pdb.POSTERIORS if (t, x) in by) for x in samplers}
+    lines.append("| **passed** | " + " | ".join(f"**{passed[x]} of {run[x]}**" for x in samplers) + " |")
     lines += ["", "### Why a run failed (first three failed checks)", ""]
     any_fail = False
     for r in results:
@@ -146,6 +159,10 @@ def main(argv=None):
                    "(re)written (default docs/benchmarks.md; none with --quick)")
     p.add_argument("--no-md", action="store_true")
     p.add_argument("--fresh", action="store_true", help="do not merge with earlier rows of the same configuration")
+    p.add_argument("--merge-from", nargs="+", default=(), metavar="JSON",
+                   help="also merge the rows of these result files (same configuration)")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: rewrite --out (merged with --merge-from) and its markdown section")
     args = p.parse_args(argv)
 
     rn.CLOCK = rn.CompileClock()
@@ -164,10 +181,27 @@ def main(argv=None):
     args.no_md = args.no_md or args.md is None  # --quick: no markdown unless --md is given
     cfg_dict = dict(cfg.__dict__)
     previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
+    for extra in args.merge_from:
+        rows = results_io.load_previous(extra, cfg_dict)
+        if not rows:
+            raise SystemExit(f"--merge-from {extra}: no rows of this configuration ({cfg_dict})")
+        previous = results_io.merge_results(previous, rows, pdb.POSTERIORS, SAMPLER_ORDER)
     command = "python benchmarks/run_posteriordb.py " + " ".join(sys.argv[1:] if argv is None else argv)
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     machine = rn.machine_info()
     new = []
+
+    def save():
+        merged = results_io.merge_results(previous, new, pdb.POSTERIORS, SAMPLER_ORDER)
+        meta = {"mode": mode, "command": command, "date": date, "machine": machine, "config": cfg_dict,
+                "thresholds": {"z_max": Z_MAX, "rhat_max": RHAT_MAX, "ess_bulk_min": ESS_MIN}}
+        payload = results_io.write_results(out, meta, merged)
+        if not args.no_md:
+            results_io.write_markdown_section(args.md, "run_posteriordb", mode, markdown_section(payload))
+
+    if args.render:
+        save()
+        return 0
     for ti, name in enumerate(pdb.POSTERIORS):
         if name not in args.posteriors:
             continue
@@ -193,12 +227,7 @@ def main(argv=None):
             else:
                 print(f"  {name:44s} {s:13s} {rec['status'].upper()}: {rec.get('error')}", flush=True)
                 print(rec.get("traceback", ""), flush=True)
-            merged = results_io.merge_results(previous, new, pdb.POSTERIORS, SAMPLER_ORDER)
-            meta = {"mode": mode, "command": command, "date": date, "machine": machine, "config": cfg_dict,
-                    "thresholds": {"z_max": Z_MAX, "rhat_max": RHAT_MAX, "ess_bulk_min": ESS_MIN}}
-            payload = results_io.write_results(out, meta, merged)
-            if not args.no_md:
-                results_io.write_markdown_section(args.md, "run_posteriordb", mode, markdown_section(payload))
+            save()
     return 0 if all(r["status"] == "ok" for r in new) else 1
 
 
