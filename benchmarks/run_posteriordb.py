@@ -74,6 +74,38 @@ def run_one(name, sampler, cfg, key):
     }
 
 
+def _run_in_child(queue, name, sampler, cfg_dict, key_data):
+    """``run_one`` in a fresh process (``--time-limit``): puts the record on ``queue``."""
+    rn.CLOCK = rn.CompileClock()
+    key = jax.numpy.asarray(key_data, dtype=jax.numpy.uint32)
+    try:
+        rec = run_one(name, sampler, rn.Config(**cfg_dict), key)
+    except Exception as e:  # reported like an error in the parent's process
+        rec = {"status": "error", "error": f"{type(e).__name__}: {e}",
+               "traceback": traceback.format_exc(limit=8)}
+    queue.put(results_io.jsonable(rec))
+
+
+def run_one_limited(name, sampler, cfg, key, limit):
+    """``run_one`` in a spawned process that is stopped after ``limit`` seconds; a stopped
+    run is recorded with status ``timeout`` (a sampler whose chains sit at their step cap
+    can take hours on an ODE model, and the suite must go on)."""
+    import multiprocessing
+    import queue as queue_mod
+
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_run_in_child, args=(q, name, sampler, dict(cfg.__dict__), np.asarray(key)))
+    proc.start()
+    try:
+        rec = q.get(timeout=limit)
+    except queue_mod.Empty:
+        proc.terminate()
+        rec = {"status": "timeout", "note": f"did not finish in {limit:.0f} s (stopped)"}
+    proc.join()
+    return rec
+
+
 def markdown_section(payload):
     meta, results = payload["meta"], payload["results"]
     cfg, m = meta["config"], meta["machine"]
@@ -159,6 +191,9 @@ def main(argv=None):
                    "(re)written (default docs/benchmarks.md; none with --quick)")
     p.add_argument("--no-md", action="store_true")
     p.add_argument("--fresh", action="store_true", help="do not merge with earlier rows of the same configuration")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="run each (posterior, sampler) in its own process and stop it after this "
+                        "long (recorded as status 'timeout')")
     p.add_argument("--merge-from", nargs="+", default=(), metavar="JSON",
                    help="also merge the rows of these result files (same configuration)")
     p.add_argument("--render", action="store_true",
@@ -212,7 +247,8 @@ def main(argv=None):
             rec = {"target": name, "sampler": s, "sampler_label": SAMPLER_LABELS[s], "date": date}
             t0 = time.perf_counter()
             try:
-                rec.update(run_one(name, s, cfg, key))
+                rec.update(run_one(name, s, cfg, key) if args.time_limit is None
+                           else run_one_limited(name, s, cfg, key, args.time_limit))
             except Exception as e:  # one broken run must not lose the rest
                 rec.update(status="error", error=f"{type(e).__name__}: {e}",
                            traceback=traceback.format_exc(limit=8))
@@ -225,7 +261,7 @@ def main(argv=None):
                       f"grads/draw {rec['grads_per_draw']:6.1f} |z|max {rec['z_max']:.1f} "
                       f"[{rec['script_seconds']:.0f}s] {'; '.join(rec['failed'][:2])}", flush=True)
             else:
-                print(f"  {name:44s} {s:13s} {rec['status'].upper()}: {rec.get('error')}", flush=True)
+                print(f"  {name:44s} {s:13s} {rec['status'].upper()}: {rec.get('error') or rec.get('note')}", flush=True)
                 print(rec.get("traceback", ""), flush=True)
             save()
     return 0 if all(r["status"] == "ok" for r in new) else 1
