@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the whole benchmark suite with one command.
 
-    python benchmarks/run_all.py            # the real run (about 1 hour on 2 CPU cores)
+    python benchmarks/run_all.py            # the real run (3-4 hours on 2 CPU cores)
     python benchmarks/run_all.py --quick    # smoke run of every script (a few minutes)
     python benchmarks/run_all.py --quick --out-dir /tmp/bench   # leave the repository alone
 
