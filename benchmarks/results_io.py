@@ -127,6 +127,17 @@ def merge_results(previous, new, target_order, sampler_order):
     return merged
 
 
+def merge_files(previous, paths, config, target_order, sampler_order):
+    """``previous`` merged with the records of the result files ``paths`` (``--merge-from``:
+    runs made in other processes); a file without records of ``config`` is an error."""
+    for path in paths:
+        rows = load_previous(path, config)
+        if not rows:
+            raise SystemExit(f"--merge-from {path}: no rows of this configuration ({config})")
+        previous = merge_results(previous, rows, target_order, sampler_order)
+    return previous
+
+
 def aggregate_seeds(results):
     """One record per (target, sampler) from records of several seeds: every number is the
     median over the seeds whose run finished (``status == "ok"``), its min and max are under

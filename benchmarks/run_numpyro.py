@@ -62,7 +62,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import results_io  # noqa: E402
-from yardstick import ess_x_and_x2, gradients_to_b2  # noqa: E402
+from yardstick import ess_x_and_x2, gradients_to_b2, per_1k_grad  # noqa: E402
 from targets import (  # noqa: E402
     TARGET_NAMES,
     load_reference,
@@ -740,9 +740,6 @@ def compute_metrics(raw, target, cfg):
     gw, gs = raw["grads_warmup"], raw["grads_sample"]
     tw, ts = raw["time_warmup"], raw["time_sample"]
 
-    def per_1k(e, g):
-        return 1000.0 * e / g if g > 0 else float("nan")
-
     out = {
         "num_chains": C,
         "num_draws_per_chain": N,
@@ -759,9 +756,9 @@ def compute_metrics(raw, target, cfg):
         "grads_warmup": gw,
         "grads_sample": gs,
         "grads_per_draw": gs / (C * N),
-        "ess_per_1k_grad": per_1k(ess, gs),
-        "ess_per_1k_grad_with_warmup": per_1k(ess, gs + gw),
-        "ess_x_per_1k_grad": per_1k(float(np.min(ess_x)), gs),
+        "ess_per_1k_grad": per_1k_grad(ess, gs),
+        "ess_per_1k_grad_with_warmup": per_1k_grad(ess, gs + gw),
+        "ess_x_per_1k_grad": per_1k_grad(float(np.min(ess_x)), gs),
         "time_warmup_s": tw["net"],
         "time_sample_s": ts["net"],
         "compile_warmup_s": tw["compile"],
@@ -792,7 +789,7 @@ def compute_metrics(raw, target, cfg):
         grads_by_draw = raw.get("grads_by_draw")
         if grads_by_draw is None:  # a sampler that reports totals only: spread them evenly
             grads_by_draw = gs / (C * N)
-        g_b2, n_b2, b2_end = gradients_to_b2(draws, grads_by_draw, gw / C, ex2, var_x2,
+        g_b2, n_b2, _ = gradients_to_b2(draws, grads_by_draw, gw / C, ex2, var_x2,
                                               num_chains=min(C, cfg.num_chains))
         out["grads_to_b2"] = g_b2
         out["draws_to_b2"] = n_b2
@@ -1136,11 +1133,7 @@ def main(argv=None):
     )
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
-    for extra in args.merge_from:
-        rows = results_io.load_previous(extra, cfg_dict)
-        if not rows:
-            raise SystemExit(f"--merge-from {extra}: no rows of this configuration ({cfg_dict})")
-        previous = results_io.merge_results(previous, rows, TARGET_NAMES, SAMPLER_ORDER)
+    previous = results_io.merge_files(previous, args.merge_from, cfg_dict, TARGET_NAMES, SAMPLER_ORDER)
     targets = make_targets()
     print(f"[run_numpyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, {machine['cpu_model']}", flush=True)
 

@@ -34,6 +34,7 @@ from jax import random  # noqa: E402
 import posteriordb as pdb  # noqa: E402
 import results_io  # noqa: E402
 from pdb_judge import ESS_MIN, RHAT_MAX, Z_MAX, judge  # noqa: E402
+from yardstick import per_1k_grad  # noqa: E402
 
 SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc")
 SAMPLER_LABELS = {k: rn.SAMPLER_LABELS[k] for k in SAMPLER_ORDER}
@@ -66,8 +67,8 @@ def run_one(name, sampler, cfg, key):
         "grads_warmup": gw,
         "grads_sample": gs,
         "grads_per_draw": gs / (C * N),
-        "ess_per_1k_grad": 1000.0 * ess / gs if gs > 0 else float("nan"),
-        "ess_per_1k_grad_with_warmup": 1000.0 * ess / (gs + gw) if gs + gw > 0 else float("nan"),
+        "ess_per_1k_grad": per_1k_grad(ess, gs),
+        "ess_per_1k_grad_with_warmup": per_1k_grad(ess, gs + gw),
         "time_warmup_s": raw["time_warmup"]["net"],
         "time_sample_s": raw["time_sample"]["net"],
         **raw["info"],
@@ -216,11 +217,7 @@ def main(argv=None):
     args.no_md = args.no_md or args.md is None  # --quick: no markdown unless --md is given
     cfg_dict = dict(cfg.__dict__)
     previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
-    for extra in args.merge_from:
-        rows = results_io.load_previous(extra, cfg_dict)
-        if not rows:
-            raise SystemExit(f"--merge-from {extra}: no rows of this configuration ({cfg_dict})")
-        previous = results_io.merge_results(previous, rows, pdb.POSTERIORS, SAMPLER_ORDER)
+    previous = results_io.merge_files(previous, args.merge_from, cfg_dict, pdb.POSTERIORS, SAMPLER_ORDER)
     command = "python benchmarks/run_posteriordb.py " + " ".join(sys.argv[1:] if argv is None else argv)
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     machine = rn.machine_info()

@@ -50,7 +50,7 @@ sys.path.insert(0, REPO)
 
 import esh_kernels.pyro as ekp  # noqa: E402
 import results_io  # noqa: E402
-from yardstick import ess_x_and_x2  # noqa: E402
+from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
 
 from targets import breast_cancer_data, eight_schools_data  # noqa: E402
 
@@ -308,14 +308,14 @@ def compute_metrics(raw):
         "ess_bulk_min_stat": y["stat"],
         "ess_bulk_min_coord": y["coord"],
         "ess_x_min": float(np.min(y["ess_x"])),
-        "ess_x_per_1k_grad": 1000.0 * float(np.min(y["ess_x"])) / gs if gs > 0 else float("nan"),
+        "ess_x_per_1k_grad": per_1k_grad(float(np.min(y["ess_x"])), gs),
         "ess_tail_min": float(np.min(ess_tail)),
         "rhat_max": float(np.nanmax(rhat)) if C > 1 else None,
         "grads_warmup": gw,
         "grads_sample": gs,
         "grads_per_draw": gs / (C * N),
-        "ess_per_1k_grad": 1000.0 * ess / gs if gs > 0 else float("nan"),
-        "ess_per_1k_grad_with_warmup": 1000.0 * ess / (gs + gw) if gs + gw > 0 else float("nan"),
+        "ess_per_1k_grad": per_1k_grad(ess, gs),
+        "ess_per_1k_grad_with_warmup": per_1k_grad(ess, gs + gw),
         "time_warmup_s": tw,
         "time_sample_s": ts,
         "time_total_s": tw + ts,

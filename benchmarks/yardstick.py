@@ -11,6 +11,11 @@
 import numpy as np
 
 
+def per_1k_grad(ess, grads):
+    """``1000 * ess / grads`` (NaN without gradients): every "ESS per 1000 gradients" cell."""
+    return 1000.0 * ess / grads if grads > 0 else float("nan")
+
+
 def ess_x_and_x2(draws):
     """Bulk ESS and split R-hat of ``x`` and ``x^2`` for ``draws`` of shape
     ``(chains, draws, dim)``. Returns a dict: ``ess_x``, ``ess_x2``, ``rhat_x``, ``rhat_x2``
