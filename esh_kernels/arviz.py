@@ -10,7 +10,9 @@ ArviZ 1.x. The groups are
 * ``sample_stats``: per-draw statistics under the names ArviZ reads (``diverging``,
   ``acceptance_rate``, ``step_size``, ``lp``, ``n_steps``, ``energy_error``, ``energy``)
   plus the kernel's own statistics under their own names. There is never a
-  ``tree_depth`` (these kernels build no trees);
+  ``tree_depth`` (these kernels build no trees). When the kernel's self-check
+  (``esh_kernels/core/self_check.py``) found a problem, its messages are in
+  ``sample_stats.attrs["self_check"]``;
 * ``observed_data``: the observed sites of the model, found by running the model once
   with the MCMC's arguments;
 * ``log_likelihood`` (only with ``log_likelihood=True``): pointwise log-likelihood of the
@@ -315,6 +317,9 @@ def _from_numpyro(mcmc, want_observed, want_log_likelihood):
         "log_likelihood": log_lik,
     }
     attrs = {"posterior": _library_attrs(numpyro, mcmc.sampler), "sample_stats": {}}
+    findings = getattr(mcmc.sampler, "self_check_findings", None)
+    if findings:
+        attrs["sample_stats"]["self_check"] = "\n".join(message for _, _, message in findings)
     return groups, site_dims, attrs
 
 
@@ -470,6 +475,11 @@ def _pyro_sample_stats(per_chain, num_chains, num_draws):
     for key in keys:
         values = [d[key] for d in per_chain]
         if key == "divergences":
+            continue
+        if key == "self-check":  # the kernel's self-check messages (core/self_check.py)
+            messages = [m for chain in values for m in chain if isinstance(m, str)]
+            if messages:
+                attrs["self_check"] = "\n".join(dict.fromkeys(messages))
             continue
         if key in _PYRO_REDUNDANT and _PYRO_REDUNDANT[key] in keys:
             continue

@@ -14,12 +14,13 @@ rebuilds the potential from ``model_args`` inside ``sample`` so that
 ``MCMC(jit_model_args=True)`` sees new data (api_notes Gotcha #2).
 """
 
+import warnings
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import random, vmap
+from jax import lax, random, vmap
 from jax.flatten_util import ravel_pytree
 from numpyro.handlers import seed, trace
 from numpyro.infer.hmc_util import _value_and_grad
@@ -28,6 +29,7 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import ParamInfo, initialize_model
 from numpyro.util import identity, is_prng_key
 
+from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_int
 
 
@@ -37,6 +39,9 @@ class FlatKernel(MCMCKernel):
     #: smallest dimension the dynamics support (ESH is singular in 1-D)
     min_dim = 1
     sample_field = "z"
+    #: the kernel's own advice per self-check symptom (``core/self_check.py``), put
+    #: before the generic remedy in its warnings
+    self_check_remedies = {}
 
     def __init__(
         self,
@@ -71,6 +76,9 @@ class FlatKernel(MCMCKernel):
         self._unravel = None
         self._dim = None
         self._num_warmup = 0
+        self._chains_started = 0
+        #: what the self-check found in the latest run: ``(chain, symptom, message)``
+        self.self_check_findings = []
 
     # -- MCMCKernel API ------------------------------------------------------------------
 
@@ -110,7 +118,7 @@ class FlatKernel(MCMCKernel):
         state = vmap(init_one)(z0, rng_key) if batched else init_one(z0, rng_key)
         self._check_finite_start(state)
         self._sample_fn = self._sample_batch if batched else self._sample_chain
-        return state
+        return state._replace(monitor=self._monitor_init(state, batched))
 
     def _sample_batch(self, state, value_and_grad):
         """Transition of a batch of chains (``chain_method="vectorized"``)."""
@@ -118,7 +126,66 @@ class FlatKernel(MCMCKernel):
 
     def sample(self, state, model_args, model_kwargs):
         assert self._sample_fn is not None, "`init` must be called before `sample`."
-        return self._sample_fn(state, self._flat_value_and_grad(model_args, model_kwargs))
+        new = self._sample_fn(state, self._flat_value_and_grad(model_args, model_kwargs))
+        return self._self_check(state, new)
+
+    # -- self-check (core/self_check.py) -------------------------------------------------
+
+    def _monitor_init(self, state, batched):
+        """Empty self-check statistics, chains numbered in the order this kernel started
+        them (a vectorized run numbers its batch 0..C-1; under pmap the number is unknown)."""
+        x = self._flat_draw(state.z, batched)
+        if isinstance(x, jax.core.Tracer) and not batched:
+            chain = jnp.array(-1, jnp.int32)
+        elif batched:
+            chain = jnp.arange(x.shape[0], dtype=jnp.int32)
+            self._chains_started = 0
+        else:
+            chain = jnp.array(self._chains_started, jnp.int32)
+            self._chains_started += 1
+        if batched or self._chains_started <= 1:
+            self.self_check_findings = []
+        return self_check.monitor_init(x, chain)
+
+    def _flat_draw(self, z, batched):
+        return vmap(lambda t: ravel_pytree(t)[0])(z) if batched else ravel_pytree(z)[0]
+
+    def _self_check(self, old, new):
+        """Feed the new draw to the self-check statistics; at a checkpoint, report any
+        problem to the host (a callback taken only when a flag is up)."""
+        batched = jnp.ndim(new.i) > 0
+        i = old.i[0] if batched else old.i
+        x_prev = self._flat_draw(old.z, batched)
+        x = self._flat_draw(new.z, batched)
+        m = old.monitor if old.monitor is not None else self_check.monitor_init(x_prev, jnp.array(-1))
+        nw = self._num_warmup
+        m = self_check.monitor_restart(m, (i == nw // 2) | (i == nw))
+        accept = getattr(new, "accept_prob", None)
+        m = self_check.monitor_update(m, x_prev, x, new.n_steps, self._max_steps, accept)
+        adapt = new.adapt_state
+        scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
+
+        def check(sampling):
+            flags = self_check.problem_flags(m, adapt.step_size, scale_diag, sampling, accept is not None)
+            raised = jnp.any(jnp.stack([jnp.any(f) for f in flags]))
+            report = partial(self._report, "sampling" if sampling else "warmup")
+            lax.cond(raised, lambda: jax.debug.callback(report, m, adapt.step_size, scale_diag, flags),
+                     lambda: None)
+
+        lax.cond(i == nw - 1, lambda: check(False), lambda: None)
+        n = (i - nw + 1).astype(x.dtype)
+        lax.cond((i >= nw) & self_check.sampling_checkpoint(n), lambda: check(True), lambda: None)
+        return new._replace(monitor=m)
+
+    def _report(self, phase, m, step_size, scale_diag, flags):
+        """Host side of the self-check: warn once per chain and symptom."""
+        found = self_check.findings(type(self).__name__, phase, m, step_size, scale_diag, flags,
+                                    self._max_steps, self.self_check_remedies)
+        seen = {(c, symptom) for c, symptom, _ in self.self_check_findings}
+        for chain, symptom, message in found:
+            if (chain, symptom) not in seen:
+                self.self_check_findings.append((chain, symptom, message))
+                warnings.warn(message, UserWarning, stacklevel=2)
 
     def __getstate__(self):
         state = self.__dict__.copy()

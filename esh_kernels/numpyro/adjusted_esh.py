@@ -40,6 +40,7 @@ class AdjustedESHState(NamedTuple):
     energy_error: Any
     adapt_state: AdjustedESHAdaptState
     rng_key: Any
+    monitor: Any = None  # self-check statistics (core/self_check.py), set by FlatKernel
 
 
 class AdjustedESH(FlatKernel):

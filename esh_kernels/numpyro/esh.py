@@ -24,6 +24,7 @@ from jax import lax, random
 
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.self_check import ESH_REMEDIES
 from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_refresh_rate
@@ -58,6 +59,7 @@ class ESHState(NamedTuple):
     energy_error: Any  # change of H = E + d r over the draw
     adapt_state: ESHAdaptState
     rng_key: Any
+    monitor: Any = None  # self-check statistics (core/self_check.py), set by FlatKernel
 
 
 class _Carry(NamedTuple):
@@ -110,6 +112,7 @@ class ESH(FlatKernel):
 
     min_dim = 2
     divergence_threshold = 1000.0
+    self_check_remedies = ESH_REMEDIES
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ class TunedHMCState(NamedTuple):
     energy_error: Any
     adapt_state: TunedHMCAdaptState
     rng_key: Any
+    monitor: Any = None  # self-check statistics (core/self_check.py), set by FlatKernel
 
 
 class _Proposal(NamedTuple):

@@ -18,6 +18,7 @@ generator (``pyro.set_rng_seed``), drawn through ``self._rng`` so that tests can
 them.
 """
 
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -25,6 +26,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
 from pyro.infer.autoguide.initialization import init_to_uniform
 
+from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_bool, check_int
 from esh_kernels.pyro._model import (
     BatchedPotential,
@@ -76,6 +78,9 @@ class FlatKernel(MCMCKernel):
     #: smallest dimension the dynamics support (ESH is singular in 1-D)
     min_dim = 1
     divergence_threshold = 1000.0
+    #: the kernel's own advice per self-check symptom (``core/self_check.py``), put
+    #: before the generic remedy in its warnings
+    self_check_remedies = {}
 
     def __init__(
         self,
@@ -121,6 +126,9 @@ class FlatKernel(MCMCKernel):
         self._rng = TorchRandom()
         self._initial_params = None
         self.compiled_modes = {}
+        self._chains_started = 0
+        #: what the self-check found in the latest run: ``(chain, symptom, message)``
+        self.self_check_findings = []
         self._reset()
 
     # -- per-run bookkeeping ---------------------------------------------------------------
@@ -139,6 +147,7 @@ class FlatKernel(MCMCKernel):
         self._num_chains = 1
         self._compiled = {}
         self._isokinetic = None
+        self._monitor = None
 
     @property
     def initial_params(self):
@@ -216,7 +225,7 @@ class FlatKernel(MCMCKernel):
         self._last_params = None
 
     #: per-run attributes that are not pickled (compiled graphs, closures, tensors)
-    _transient = ("_state", "_value_and_grad", "_compiled", "_last_params", "_stats",
+    _transient = ("_state", "_value_and_grad", "_compiled", "_last_params", "_stats", "_monitor",
                   "_isokinetic", "_grads_warmup", "_grads_sample")
 
     def __getstate__(self):
@@ -300,6 +309,7 @@ class FlatKernel(MCMCKernel):
         energy, grad = self._value_and_grad(x)
         self._check_finite_start(energy, grad)
         self._state = self._init_state(x, energy, grad)
+        self._start_self_check(x)
         self._grads_warmup = x.new_zeros(x.shape[0])
         self._grads_sample = x.new_zeros(x.shape[0])
         self._t = 0
@@ -311,6 +321,7 @@ class FlatKernel(MCMCKernel):
 
     def _step_once(self):
         i = self._t
+        x_prev = self._draw(self._state)
         self._state = self._transition(self._state, i)
         stats = self._iteration_stats(self._state)
         if i < self._num_warmup:
@@ -319,6 +330,52 @@ class FlatKernel(MCMCKernel):
             self._grads_sample = self._grads_sample + stats["n_steps"]
             self._stats.append(stats)
         self._t = i + 1
+        self._update_self_check(i, x_prev, stats)
+
+    # -- self-check (core/self_check.py) ---------------------------------------------------
+
+    def _start_self_check(self, x):
+        """Empty self-check statistics. Chains are numbered in the order this kernel ran
+        them (``pyro.infer.MCMC`` sets up one chain at a time; ``BatchedMCMC`` numbers its
+        batch 0..C-1)."""
+        C = x.shape[0]
+        if C > 1:
+            self._chains_started = 0
+        if C > 1 or self._chains_started == 0:
+            self.self_check_findings = []
+        chain = torch.arange(self._chains_started, self._chains_started + C)
+        self._chains_started += C
+        self._monitor = self_check.monitor_init(x, chain)
+
+    def _update_self_check(self, i, x_prev, stats):
+        nw = self._num_warmup
+        if i in (nw // 2, nw):
+            self._monitor = self_check.monitor_restart(self._monitor, True)
+        self._monitor = self_check.monitor_update(
+            self._monitor, x_prev, self._draw(self._state), stats["n_steps"], self._max_steps,
+            stats.get("accept_prob"),
+        )
+        if i == nw - 1:
+            self._run_self_check("warmup")
+
+    def _run_self_check(self, phase):
+        """Look at the statistics; warn once per chain and symptom."""
+        m, adapt = self._monitor, self._state.adapt_state
+        scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
+        has_accept = "accept_prob" in self._iteration_stats(self._state)
+        flags = self_check.problem_flags(m, adapt.step_size, scale_diag, phase == "sampling", has_accept)
+        if not any(bool(torch.as_tensor(f).any()) for f in flags):
+            return
+        host = [torch.as_tensor(f).cpu().numpy() for f in flags]
+        m_host = type(m)(*(a.detach().cpu().numpy() for a in m))
+        found = self_check.findings(type(self).__name__, phase, m_host,
+                                    adapt.step_size.detach().cpu().numpy(), None, host,
+                                    self._max_steps, self.self_check_remedies)
+        seen = {(c, symptom) for c, symptom, _ in self.self_check_findings}
+        for chain, symptom, message in found:
+            if (chain, symptom) not in seen:
+                self.self_check_findings.append((chain, symptom, message))
+                warnings.warn(message, UserWarning, stacklevel=2)
 
     def _check_dim(self, d):
         if d < self.min_dim:
@@ -348,7 +405,11 @@ class FlatKernel(MCMCKernel):
 
     def _chain_diagnostics(self):
         """One dict per chain: ``divergences`` (post-warmup indices), the tuned step size,
-        gradient evaluations, and the per-draw sample statistics as lists."""
+        gradient evaluations, the per-draw sample statistics as lists, and what the
+        self-check found (``self-check``: a list of messages). Pyro asks for these at the
+        end of a chain, so the self-check looks at the sampling draws here."""
+        if self._monitor is not None and self._t > self._num_warmup:
+            self._run_self_check("sampling")
         C = self._num_chains
         if self._stats:
             stacked = {k: torch.stack([s[k] for s in self._stats]) for k in self._stats[0]}
@@ -371,6 +432,9 @@ class FlatKernel(MCMCKernel):
             d["gradient evaluations (sampling)"] = float(gs[c]) if gs is not None else 0.0
             for k, v in host.items():
                 d[k] = v[:, c].tolist()
+            first = self._chains_started - C
+            d["self-check"] = [msg for chain, _, msg in self.self_check_findings
+                               if chain in (first + c, -1)]
             out.append(d)
         return out
 

@@ -31,6 +31,7 @@ from esh_kernels.core.checks import (
 )
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.self_check import ESH_REMEDIES
 from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
 from esh_kernels.core.warmup import (
@@ -117,6 +118,7 @@ class ESH(FlatKernel):
     """
 
     min_dim = 2
+    self_check_remedies = ESH_REMEDIES
 
     def __init__(
         self,

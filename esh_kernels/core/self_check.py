@@ -1,0 +1,241 @@
+"""The self-check every kernel runs on itself: frozen chains, collapsed step sizes, capped
+trajectories, acceptance near zero and chains that disagree (``esh_math.md`` §9).
+
+A sampler that returns stuck chains without a word is worse than one that crashes, so each
+kernel of both backends keeps a few running statistics per chain (:class:`MonitorState`,
+updated after every draw at the cost of one Welford update) and looks at them at
+*checkpoints*: the end of warmup (over its second half) and, during sampling, after
+``100 * 2^k`` draws (over all sampling draws so far; a kernel is never told how many draws
+a run will take, so these are the latest points it can look). Pyro kernels also check at the
+end of sampling, which Pyro announces (``kernel.diagnostics()``).
+
+The device side (:func:`monitor_init`, :func:`monitor_update`, :func:`problem_flags`) is
+backend-neutral like the rest of ``core/``: the NumPyro kernels run it inside ``jit`` and
+call the host only when a flag is up (no host sync otherwise); the Pyro kernels run it
+eagerly. The host side (:func:`findings`) turns the same statistics into messages that name
+the chain, the symptom, the likely cause and the remedy; the kernel warns with each once.
+
+Thresholds, all on the whitened frame of the adapted metric (where the target has unit
+scale, so a healthy step size is of order 0.1-10 for every kernel):
+
+* ``frozen``: at least 90% of the window's draws repeat the previous draw exactly
+  (rejections or a draw that picked the point it started from), or, in sampling, the
+  chain's spread is below 1% of the metric's scale in every coordinate;
+* ``step_size``: the step size is below ``1e-3``;
+* ``cap``: more than half of the draws hit ``max_steps``;
+* ``acceptance``: mean Metropolis acceptance below 0.05 (adjusted kernels);
+* ``disagree``: chains run together (vectorized / batched) whose within-window means
+  disagree, max split-free R-hat over coordinates above 1.2 at the end of warmup, 1.1 in
+  sampling (only with at least 200 draws per chain; shorter windows are too noisy).
+
+None of these fires on the benchmark targets at the defaults (``tests/test_self_check.py``
+runs them); each fires on the failures it was written for.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+from esh_kernels.core.backend import namespace
+
+FROZEN_REPEAT_FRACTION = 0.9
+FROZEN_SPREAD = 0.01
+MIN_STEP_SIZE = 1e-3
+CAP_FRACTION = 0.5
+MIN_ACCEPTANCE = 0.05
+RHAT_WARMUP = 1.2
+RHAT_SAMPLING = 1.1
+RHAT_MIN_DRAWS = 200
+MIN_DRAWS = 20  # fewer draws in a window: nothing is judged
+FIRST_SAMPLING_CHECK = 100
+
+SYMPTOMS = ("frozen", "step_size", "cap", "acceptance", "disagree")
+
+
+class MonitorState(NamedTuple):
+    """Running statistics of one chain (or a batch, leading axis) over the current window."""
+
+    count: Any  # draws in the window
+    repeats: Any  # draws equal to the previous draw
+    cap_hits: Any  # draws that used max_steps gradient evaluations or more
+    accept_sum: Any  # sum of Metropolis acceptance probabilities (0 for ESH)
+    mean: Any  # (d,) Welford mean of the draws
+    m2: Any  # (d,) Welford sum of squared deviations
+    chain: Any  # chain number, for the messages (-1: unknown, e.g. under pmap)
+
+
+def monitor_init(x, chain):
+    """Empty statistics for draws shaped like ``x`` (``(d,)`` or ``(C, d)``)."""
+    zero = x[..., 0] * 0.0
+    return MonitorState(zero, zero, zero, zero, x * 0.0, x * 0.0, chain)
+
+
+def monitor_update(m, x_prev, x, n_steps, max_steps, accept_prob=None):
+    """Add the draw ``x`` that followed ``x_prev``, having cost ``n_steps`` gradients."""
+    xp = namespace(x)
+    count = m.count + 1.0
+    repeated = xp.all(x == x_prev, axis=-1) * 1.0
+    capped = (n_steps >= max_steps) * 1.0
+    accept = 0.0 if accept_prob is None else accept_prob
+    delta = x - m.mean
+    mean = m.mean + delta / count[..., None]
+    m2 = m.m2 + delta * (x - mean)
+    return MonitorState(count, m.repeats + repeated, m.cap_hits + capped,
+                        m.accept_sum + accept, mean, m2, m.chain)
+
+
+def monitor_restart(m, restart):
+    """Empty the window where ``restart`` is true (a bool, or one per chain)."""
+    xp = namespace(m.mean)
+    if isinstance(restart, bool):
+        return monitor_init(m.mean, m.chain) if restart else m
+    empty = monitor_init(m.mean, m.chain)
+    r = restart * 1.0
+    return MonitorState(*[
+        xp.where((r.reshape(r.shape + (1,) * (a.ndim - r.ndim)) > 0.5), e, a)
+        for e, a in zip(empty[:-1], m[:-1])
+    ], m.chain)
+
+
+def sampling_checkpoint(n):
+    """True when ``n`` sampling draws (``n >= 1``) is a checkpoint: ``100 * 2^k``."""
+    xp = namespace(n)
+    ratio = n / FIRST_SAMPLING_CHECK
+    k = xp.round(xp.log2(xp.where(ratio > 1.0, ratio, 1.0)))
+    return (n >= FIRST_SAMPLING_CHECK) & (n == FIRST_SAMPLING_CHECK * 2.0**k)
+
+
+def _variance(m):
+    xp = namespace(m.mean)
+    n = m.count[..., None]
+    return m.m2 / xp.where(n > 2.0, n - 1.0, 1.0)
+
+
+def rhat(m):
+    """Max over coordinates of the (non-split) potential scale reduction of the chains in
+    the batch ``m`` (leading axis), from their window means and variances (Gelman-Rubin:
+    ``sqrt(((n-1)/n W + B/n) / W)``). 1 for a single chain."""
+    xp = namespace(m.mean)
+    if m.mean.ndim < 2 or m.mean.shape[0] < 2:
+        return xp.max(m.count * 0.0) + 1.0
+    chains = m.mean.shape[0]
+    n = xp.min(m.count)
+    w = xp.sum(_variance(m), axis=0) / chains
+    centred = m.mean - xp.sum(m.mean, axis=0) / chains
+    b_over_n = xp.sum(centred * centred, axis=0) / (chains - 1.0)
+    var_plus = (n - 1.0) / xp.where(n > 1.0, n, 1.0) * w + b_over_n
+    ratio = xp.where(w > 0, var_plus / xp.where(w > 0, w, 1.0), 1.0)
+    return xp.sqrt(xp.max(ratio))
+
+
+def scale_diagonal(scale, dense):
+    """Marginal scale of each coordinate under the metric ``L`` (a vector, or a dense
+    lower-triangular matrix when ``dense``): ``sqrt(diag(L L^T))``."""
+    xp = namespace(scale)
+    return xp.sqrt(xp.sum(scale * scale, axis=-1)) if dense else xp.abs(scale)
+
+
+def problem_flags(m, step_size, scale_diag, sampling, has_accept):
+    """Per-chain booleans ``(frozen, step_size, cap, acceptance)`` and one batch boolean
+    ``disagree``, from the window statistics ``m`` and the chains' current step size and
+    metric scale (:func:`scale_diagonal`). ``sampling`` enables the checks that need a
+    fixed metric (spread) and selects the R-hat threshold."""
+    xp = namespace(m.mean)
+    enough = m.count >= MIN_DRAWS
+    safe = xp.where(m.count > 1.0, m.count, 1.0)
+    spread = xp.sqrt(_variance(m)) / scale_diag
+    tiny = xp.all(spread < FROZEN_SPREAD, axis=-1) if sampling else enough & False
+    frozen = enough & ((m.repeats / safe >= FROZEN_REPEAT_FRACTION) | tiny)
+    collapsed = step_size < MIN_STEP_SIZE
+    capped = enough & (m.cap_hits / safe > CAP_FRACTION)
+    rejecting = enough & (m.accept_sum / safe < MIN_ACCEPTANCE) if has_accept else enough & False
+    batch = m.mean.ndim >= 2 and m.mean.shape[0] >= 2
+    if batch:
+        threshold = RHAT_SAMPLING if sampling else RHAT_WARMUP
+        disagree = (xp.min(m.count) >= RHAT_MIN_DRAWS) & (rhat(m) > threshold)
+    else:
+        disagree = xp.any(enough) & False
+    return frozen, collapsed, capped, rejecting, disagree
+
+
+# ---------------------------------------------------------------------------------------
+# Host side: messages
+
+
+#: the likely cause of each symptom, and the generic remedy (a kernel may add its own)
+CAUSES = {
+    "frozen": "the step size is far too small for where the chain is (a region where the "
+              "density is NaN or infinite, a discontinuity, or the neck of a funnel)",
+    "step_size": "warmup was driven by a region of extreme curvature, a NaN region or a "
+                 "discontinuity of the density",
+    "cap": "the step size is tiny next to the trajectory length, or the metric is poorly "
+           "estimated (dense_mass in high dimension, too short a warmup)",
+    "acceptance": "the step size is too large for part of the posterior, or warmup did not "
+                  "converge",
+    "disagree": "a chain is stuck in another mode or has not converged",
+}
+REMEDIES = {
+    "frozen": "reparameterise the model (e.g. non-centred), check it for regions where the "
+              "density is NaN, or give a better init_strategy",
+    "step_size": "reparameterise the model, check it for NaN regions and discontinuities, "
+                 "or give a better init_strategy",
+    "cap": "use dense_mass=False, more warmup, or a larger max_steps",
+    "acceptance": "use more warmup or a smaller step_size",
+    "disagree": "use more warmup, a better init_strategy (e.g. init_to_median), and check the "
+                "model for multimodality",
+}
+
+
+def _chain_name(chain):
+    chain = int(chain)
+    return f"chain {chain}" if chain >= 0 else "a chain"
+
+
+def findings(kernel, phase, m, step_size, scale_diag, flags, max_steps, remedies=None):
+    """Messages for the raised ``flags`` (from :func:`problem_flags`, host numpy arrays):
+    a list of ``(chain, symptom, message)``. ``phase`` is ``"warmup"`` or ``"sampling"``;
+    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one."""
+    import numpy as np
+
+    remedies = remedies or {}
+    frozen, collapsed, capped, rejecting, disagree = (np.asarray(f) for f in flags)
+    count = np.atleast_1d(np.asarray(m.count, dtype=float))
+    chains = np.atleast_1d(np.asarray(m.chain))
+    step = np.broadcast_to(np.atleast_1d(np.asarray(step_size, dtype=float)), count.shape)
+    where = "over the second half of warmup" if phase == "warmup" else "during sampling"
+    out = []
+
+    def say(c, symptom, what):
+        advice = "; ".join(r for r in (remedies.get(symptom), REMEDIES[symptom]) if r)
+        name = _chain_name(chains[c]) if c is not None else "the chains"
+        out.append((int(chains[c]) if c is not None else -1, symptom,
+                    f"{kernel}: {name} {what} {where}. Likely cause: {CAUSES[symptom]}. "
+                    f"Remedy: {advice}."))
+
+    repeats = np.atleast_1d(np.asarray(m.repeats, dtype=float))
+    caps = np.atleast_1d(np.asarray(m.cap_hits, dtype=float))
+    accept = np.atleast_1d(np.asarray(m.accept_sum, dtype=float))
+    for c in range(count.shape[0]):
+        n = max(count[c], 1.0)
+        if np.atleast_1d(frozen)[c]:
+            say(c, "frozen", f"is frozen ({repeats[c] / n:.0%} of its {int(count[c])} draws "
+                             f"repeat the previous one, step size {step[c]:.2g})")
+        if np.atleast_1d(collapsed)[c]:
+            say(c, "step_size", f"has a step size of {step[c]:.2g}, orders of magnitude below "
+                                "the scale of the adapted metric (healthy: 0.1-10)")
+        if np.atleast_1d(capped)[c]:
+            say(c, "cap", f"hit the cap of max_steps={max_steps} gradient evaluations in "
+                          f"{caps[c] / n:.0%} of its {int(count[c])} draws")
+        if np.atleast_1d(rejecting)[c]:
+            say(c, "acceptance", f"accepted {accept[c] / n:.1%} of its proposals")
+    if bool(np.any(disagree)):
+        r = float(rhat(type(m)(*(np.asarray(a, dtype=float) for a in m))))
+        say(None, "disagree", f"disagree (R-hat {r:.2f} across {count.shape[0]} chains)")
+    return out
+
+
+#: ESH's own advice: an unadjusted sampler cannot cope with NaN regions or discontinuities
+ESH_REMEDIES = {
+    symptom: "use AdjustedESH, which is exact (Metropolis-adjusted) and copes with NaN "
+             "regions and discontinuities of the density"
+    for symptom in ("frozen", "step_size", "cap")
+}

@@ -1,0 +1,215 @@
+"""The self-check (``esh_kernels/core/self_check.py``): it fires on frozen or collapsed
+chains with a warning that names the chain, the symptom and the remedy, and stays silent
+on healthy runs, in both backends."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from esh_kernels.core import self_check
+
+
+def _stream(rng, chains, draws, d, frozen_chain=None, shift_chain=None):
+    """Statistics of iid N(0, I) draws; one chain may repeat its first draw, another may
+    sit 3 sd away."""
+    x = rng.normal(size=(chains, d))
+    m = self_check.monitor_init(x, np.arange(chains))
+    for _ in range(draws):
+        new = rng.normal(size=(chains, d))
+        if shift_chain is not None:
+            new[shift_chain] += 3.0
+        if frozen_chain is not None:
+            new[frozen_chain] = x[frozen_chain]
+        m = self_check.monitor_update(m, x, new, np.full(chains, 7), 1024, np.full(chains, 0.8))
+        x = new
+    return m
+
+
+def _flags(m, step=1.0, sampling=True):
+    chains, d = m.mean.shape
+    steps = np.full(chains, step)
+    return self_check.problem_flags(m, steps, np.ones((chains, d)), sampling, True)
+
+
+def test_healthy_stream_raises_nothing():
+    m = _stream(np.random.default_rng(0), 4, 500, 50)
+    assert not any(np.any(f) for f in _flags(m))
+    assert self_check.rhat(m) < 1.05
+
+
+def test_frozen_chain_and_collapsed_step_are_flagged_by_chain():
+    m = _stream(np.random.default_rng(1), 4, 300, 5, frozen_chain=2)
+    frozen, collapsed, capped, rejecting, disagree = _flags(m, step=1e-5)
+    assert list(frozen) == [False, False, True, False]
+    assert collapsed.all() and not capped.any() and not rejecting.any()
+    found = self_check.findings("ESH", "sampling", m, np.full(4, 1e-5), None,
+                                _flags(m, step=1e-5), 1024, self_check.ESH_REMEDIES)
+    messages = [msg for chain, symptom, msg in found if symptom == "frozen"]
+    assert len(messages) == 1 and "chain 2 is frozen" in messages[0]
+    assert "AdjustedESH" in messages[0]
+
+
+def test_chains_that_disagree_are_flagged():
+    m = _stream(np.random.default_rng(2), 4, 300, 3, shift_chain=0)
+    assert _flags(m)[-1]
+    assert self_check.rhat(m) > 1.5
+    few = _stream(np.random.default_rng(2), 4, 50, 3, shift_chain=0)
+    assert not _flags(few)[-1]  # under RHAT_MIN_DRAWS draws per chain: too noisy to judge
+
+
+def test_sampling_checkpoints():
+    n = np.arange(1, 2000)
+    hits = n[self_check.sampling_checkpoint(n * 1.0)]
+    assert list(hits) == [100, 200, 400, 800, 1600]
+
+
+# -- NumPyro --------------------------------------------------------------------------------
+
+numpyro = pytest.importorskip("numpyro")
+
+
+def _nan_region_model():
+    """Issue 14 case 1: ``x ~ N(0, I_2)``, ``factor(-sqrt(x0 + 1))`` (NaN for x0 < -1)."""
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+
+    x = numpyro.sample("x", dist.Normal(0, 1).expand([2]))
+    numpyro.factor("f", -jnp.sqrt(x[0] + 1))
+
+
+def _scaled_normal():
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+
+    numpyro.sample("x", dist.Normal(0, jnp.logspace(-1, 1, 10)))
+
+
+def _run_numpyro(kernel, num_chains, chain_method, seed=0, warmup=500, samples=800):
+    import jax
+    from numpyro.infer import MCMC
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=num_chains,
+                    chain_method=chain_method, progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(seed))
+    return mcmc, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+@pytest.mark.parametrize("name", ["ESH", "AdjustedESH", "TunedHMC"])
+@pytest.mark.parametrize("chain_method", ["vectorized", "sequential"])
+def test_numpyro_healthy_run_is_silent(name, chain_method):
+    import esh_kernels.numpyro as kernels
+
+    mcmc, messages = _run_numpyro(getattr(kernels, name)(_scaled_normal), 2, chain_method)
+    assert [m for m in messages if "Likely cause" in m] == []
+    assert mcmc.sampler.self_check_findings == []
+
+
+def test_numpyro_collapsed_step_warns_per_chain_and_points_esh_to_adjusted_esh():
+    import esh_kernels
+    from esh_kernels.numpyro import ESH
+
+    mcmc, messages = _run_numpyro(ESH(_scaled_normal, step_size=1e-5), 2, "vectorized",
+                                  warmup=100, samples=200)
+    found = mcmc.sampler.self_check_findings
+    assert {(c, s) for c, s, _ in found if s == "step_size"} == {(0, "step_size"), (1, "step_size")}
+    ours = [m for m in messages if m.startswith("ESH: ")]
+    assert len(ours) == len(found)  # each finding warned once
+    assert all("AdjustedESH" in m for _, s, m in found if s == "step_size")
+    idata = esh_kernels.to_arviz(mcmc)
+    assert found[0][2] in idata.sample_stats.attrs["self_check"]
+
+
+def test_numpyro_rejecting_chain_is_frozen_and_named():
+    from esh_kernels.numpyro import AdjustedESH
+
+    mcmc, _ = _run_numpyro(AdjustedESH(_scaled_normal, step_size=30.0, adapt_mass_matrix=False), 1, "sequential",
+                           warmup=100, samples=200)
+    symptoms = {s for _, s, _ in mcmc.sampler.self_check_findings}
+    assert {"frozen", "acceptance"} <= symptoms
+
+
+def test_numpyro_capped_trajectories_are_flagged():
+    from esh_kernels.numpyro import TunedHMC
+
+    mcmc, _ = _run_numpyro(TunedHMC(_scaled_normal, step_size=0.01, trajectory_length=5.0,
+                                    max_steps=8), 1, "sequential", warmup=100, samples=200)
+    assert "cap" in {s for _, s, _ in mcmc.sampler.self_check_findings}
+
+
+def _two_modes():
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+
+    mix = dist.MixtureSameFamily(
+        dist.Categorical(jnp.array([0.5, 0.5])),
+        dist.Normal(jnp.array([-8.0, 8.0]), 1.0),
+    )
+    numpyro.sample("x", mix.expand([2]).to_event(1))
+
+
+def test_numpyro_chains_in_different_modes_disagree():
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC
+    from esh_kernels.numpyro import AdjustedESH
+
+    kernel = AdjustedESH(_two_modes)
+    init = {"x": jnp.array([[-8.0, -8.0], [-8.0, -8.0], [8.0, 8.0], [8.0, 8.0]])}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc = MCMC(kernel, num_warmup=400, num_samples=400, num_chains=4,
+                    chain_method="vectorized", progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0), init_params=init)
+    disagree = [m for c, s, m in kernel.self_check_findings if s == "disagree"]
+    assert len(disagree) == 1 and "R-hat" in disagree[0]
+    assert any(disagree[0] == str(w.message) for w in caught)
+
+
+# -- Pyro -----------------------------------------------------------------------------------
+
+
+def _pyro_models():
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    def scaled_normal():
+        pyro.sample("x", dist.Normal(0.0, torch.logspace(-1, 1, 10)).to_event(1))
+
+    return scaled_normal
+
+
+@pytest.mark.parametrize("name", ["ESH", "AdjustedESH", "TunedHMC"])
+def test_pyro_healthy_run_is_silent_and_collapsed_step_is_named(name):
+    pytest.importorskip("pyro")
+    import pyro
+    import torch
+    import esh_kernels
+    import esh_kernels.pyro as kernels
+
+    torch.set_num_threads(1)
+    model = _pyro_models()
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        healthy = kernels.BatchedMCMC(getattr(kernels, name)(model), num_samples=300,
+                                      warmup_steps=300, num_chains=2, disable_progbar=True)
+        healthy.run()
+    assert healthy.kernel.self_check_findings == []
+    assert [str(w.message) for w in caught if "Likely cause" in str(w.message)] == []
+
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc = pyro.infer.MCMC(getattr(kernels, name)(model, step_size=1e-5), num_samples=100,
+                               warmup_steps=50, num_chains=1, disable_progbar=True)
+        mcmc.run()
+    found = mcmc.kernel.self_check_findings
+    assert (0, "step_size") in {(c, s) for c, s, _ in found}
+    assert any(str(w.message) == found[0][2] for w in caught)
+    assert found[0][2] in mcmc.diagnostics()["self-check"]["chain 0"]
+    idata = esh_kernels.to_arviz(mcmc)
+    assert found[0][2] in idata.sample_stats.attrs["self_check"]
