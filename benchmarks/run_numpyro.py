@@ -282,6 +282,8 @@ def run_numpyro_sampler(name, target, cfg, key, constrained=False):
         info["accept_mean"] = float(np.mean(ef["accept_prob"]))
     if "diverging" in ef:
         info["divergences"] = int(np.sum(ef["diverging"]))
+    if hasattr(kernel, "self_check_findings"):  # esh_kernels/core/self_check.py
+        info["self_check"] = [message for _, _, message in kernel.self_check_findings]
     adapt = getattr(state, "adapt_state", None)
     if adapt is not None and hasattr(adapt, "step_size"):
         info["step_size_mean"] = float(np.mean(adapt.step_size))
@@ -1191,7 +1193,8 @@ def main(argv=None):
                 f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
                 f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f}  "
                 f"rhat {rec['rhat_max']:.3f}  b2 {_fmt(rec.get('b2_max'))}  "
-                f"[{rec['script_seconds']:.0f}s, compile {rec['compile_warmup_s'] + rec['compile_sample_s']:.0f}s]",
+                f"[{rec['script_seconds']:.0f}s, compile {rec['compile_warmup_s'] + rec['compile_sample_s']:.0f}s]"
+                f"  self-check: {len(rec.get('info', {}).get('self_check', []))}",
                 flush=True,
             )
         else:

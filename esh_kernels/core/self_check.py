@@ -1,5 +1,5 @@
 """The self-check every kernel runs on itself: frozen chains, collapsed step sizes, capped
-trajectories, acceptance near zero and chains that disagree (``esh_math.md`` §9).
+trajectories, acceptance near zero and chains that disagree (``docs/troubleshooting.md``, "Self-check warnings").
 
 A sampler that returns stuck chains without a word is worse than one that crashes, so each
 kernel of both backends keeps a few running statistics per chain (:class:`MonitorState`,
