@@ -4,7 +4,10 @@ The target is a 100-D Gaussian with a random rotation and eigenvalues ``logspace
 Before the dense metric kept its diagonal below ``2d`` window draws, the first windows'
 estimates were rank-deficient, the whitened frame was 1000 times too wide in the unseen
 directions and the isokinetic kernels never crossed them: AdjustedESH R-hat 3.2, ESH 6.5
-(4 chains, 1000 + 1000), and TunedHMC ran at about 410 gradients per draw.
+(4 chains, 1000 + 1000), and TunedHMC ran at about 410 gradients per draw. The test runs
+1000 warmup iterations (enough for a 200-draw window, 2d) and 500 draws, 1000 for ``ESH``:
+its min ESS is about 0.2 per draw here against 0.6 for the others, and with 500 draws its
+max R-hat over the 100 directions was 1.03.
 
 Checks, on the coordinates along the eigenvectors: split R-hat below 1.05, every variance
 within ``N_SE`` Monte Carlo standard errors of its eigenvalue (ESS of ``z^2`` over the
@@ -25,8 +28,9 @@ MAX_GRADIENTS_PER_DRAW = 100.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel_cls", [AdjustedESH, ESH, TunedHMC], ids=lambda k: k.__name__)
-def test_dense_metric_rotated_gaussian_100d(jax_x64, kernel_cls):
+@pytest.mark.parametrize("kernel_cls, num_samples", [(AdjustedESH, 500), (ESH, 1000), (TunedHMC, 500)],
+                         ids=["AdjustedESH", "ESH", "TunedHMC"])
+def test_dense_metric_rotated_gaussian_100d(jax_x64, kernel_cls, num_samples):
     import numpyro
     import numpyro.distributions as dist
     from jax import random
@@ -41,7 +45,7 @@ def test_dense_metric_rotated_gaussian_100d(jax_x64, kernel_cls):
     def model():
         numpyro.sample("x", dist.MultivariateNormal(jnp.zeros(D), scale_tril=jnp.asarray(scale_tril)))
 
-    mcmc = MCMC(kernel_cls(model, dense_mass=True), num_warmup=1000, num_samples=1000,
+    mcmc = MCMC(kernel_cls(model, dense_mass=True), num_warmup=1000, num_samples=num_samples,
                 num_chains=4, chain_method="vectorized", progress_bar=False)
     mcmc.run(random.PRNGKey(0), extra_fields=("n_steps",))
     z = np.asarray(mcmc.get_samples(group_by_chain=True)["x"]) @ q  # (chains, draws, D)
