@@ -107,16 +107,18 @@ def metric_covariance(state, num_chains=1):
     fewer than ``DENSE_MIN_DRAWS_PER_DIM * d`` draws per chain keeps only its diagonal
     (``num_chains``: how many chains' draws ``state`` pools, see :func:`welford_pool`).
 
-    A dense estimate from ``n`` draws in ``d`` dimensions has relative eigenvalues down to
-    about ``(1 - sqrt(d/n))^2`` (Marchenko-Pastur), zero for ``n <= d``, where Stan's jitter
+    A dense estimate from ``n`` independent draws in ``d`` dimensions has relative
+    eigenvalues down to about ``(1 - sqrt(d/n))^2`` (Marchenko-Pastur; autocorrelated draws
+    do worse), zero for ``n <= d``, where Stan's jitter
     leaves ``~1e-3 * 5/n``: the whitened target then has standard deviations of hundreds in
     the unseen directions, a trajectory of ``2 sqrt(d)`` whitened units cannot cross them,
     and the next window, drawn in that frame, does not see them either. With ``n >= 2d``
     the worst relative eigenvalue is about 0.09 (whitened sd 3.4). Measured on a 100-D
     rotated Gaussian with eigenvalues ``logspace(-2, 2)`` (AdjustedESH, 4 chains, 1000 +
     1000, x64): Stan's rule alone R-hat 3.2, min ESS 2; this rule with 2d: R-hat 1.003,
-    min ESS 2639 at 4.8 gradients per draw; with 4d: R-hat 1.002, min ESS 3215 at 5.3, with
-    warmup windows of 75 instead of 6 gradients per draw. Pooled chains (``TunedHMC``'s
+    min ESS 2639 at 4.8 gradients per draw; with 4d: R-hat 1.002, min ESS 3215 at 5.3, but
+    its last (500-draw) warmup window ran on a diagonal metric at 75 gradients per draw
+    instead of 6. Pooled chains (``TunedHMC``'s
     cross-chain rule) count per chain: their early draws, one leapfrog step each, are
     strongly autocorrelated; counting pooled draws left TunedHMC at 412 gradients per
     draw on that target, counting per chain at 79. Variances (diagonal estimates) are
