@@ -10,6 +10,7 @@ from esh_kernels.core.adaptation import (
     dual_averaging_init,
     dual_averaging_update,
     jittered_num_steps,
+    metric_covariance,
     step_size_predictor_init,
     step_size_predictor_update,
     welford_covariance,
@@ -103,6 +104,30 @@ def test_welford_matches_numpy(dense):
     if dense:
         np.testing.assert_allclose(reg, reg.T, rtol=0, atol=1e-14)
         assert np.all(np.linalg.eigvalsh(reg) > 0)
+
+
+def test_metric_covariance_dense_needs_two_draws_per_dimension():
+    """A dense window estimate from fewer than 2d draws keeps only its diagonal (Stan's
+    regularisation otherwise); variances pass through (``esh_math.md`` §7.3)."""
+    rng = np.random.default_rng(7)
+    d = 4
+    x = rng.normal(size=(2 * d, d)) @ rng.normal(size=(d, d))
+    for dense in (False, True):
+        state = welford_init(x[0], dense=dense)
+        for n, xi in enumerate(x, start=1):
+            state = welford_update(state, xi)
+            stan = welford_covariance(state, regularize=True)
+            expected = np.diag(np.diag(stan)) if dense and n < 2 * d else stan
+            np.testing.assert_array_equal(metric_covariance(state), expected)
+    # one rule per chain when the count is batched: chain 0 has 2d draws, chain 1 fewer
+    state = welford_init(x[:2], dense=True)
+    for xi in x:
+        state = welford_update(state, np.stack([xi, xi]), np.array([1.0, float(xi[0] > 0)]))
+    assert state.count[1] < 2 * d
+    out = metric_covariance(state)
+    stan = welford_covariance(state, regularize=True)
+    np.testing.assert_array_equal(out[0], stan[0])
+    np.testing.assert_array_equal(out[1], np.diag(np.diag(stan[1])))
 
 
 def test_welford_weight_zero_is_a_no_op():

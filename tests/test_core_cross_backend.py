@@ -30,6 +30,7 @@ from esh_kernels.core.adaptation import (
     dual_averaging_init,
     dual_averaging_update,
     jittered_num_steps,
+    metric_covariance,
     step_size_predictor_init,
     step_size_predictor_update,
     welford_covariance,
@@ -358,6 +359,19 @@ def test_welford_covariance(backend, dense, regularize):
         for xi in x:
             state = welford_update(state, b(xi))
         return welford_covariance(state, regularize=regularize)
+
+    _same(run(backend), run(NP))
+
+
+@pytest.mark.parametrize("n", [5, 15])  # below and above the 2d draws of a dense metric
+def test_metric_covariance(backend, n):
+    x = np.random.default_rng(602).normal(size=(n, 3))
+
+    def run(b):
+        state = welford_init(b(x[0]), dense=True)
+        for xi in x:
+            state = welford_update(state, b(xi))
+        return metric_covariance(state)
 
     _same(run(backend), run(NP))
 

@@ -123,6 +123,33 @@ def test_adjusted_warmup_update_agrees(jax_x64, dense):
         torch.tensor(xs[0]), torch.tensor(step0), torch.tensor(step0), dense).scale))
 
 
+def test_dense_metric_waits_for_2d_draws_in_both_backends(jax_x64):
+    """``esh_math.md`` §7.3 through the shared warmup: at d = 20 the 25-draw first window
+    gives a diagonal scale, the 50-draw second window a dense one, the same in torch and
+    JAX."""
+    import jax
+
+    jnp = jax_x64
+    C, W, d = 2, 150, 20
+    rng = np.random.default_rng(3)
+    xs = rng.normal(size=(W, C, d)) @ rng.normal(size=(d, d))
+    acc = rng.uniform(size=(W, C))
+    config = AdjustedWarmupConfig(W + 50, 0.8, True, True, True, 2.0)  # windows end at 99, 149
+    step0 = np.array([0.3, 0.5])
+    t_adapt = adjusted_warmup_init(torch.tensor(xs[0]), torch.tensor(step0), torch.tensor(step0), True)
+    j_adapt = jax.vmap(lambda x, s: adjusted_warmup_init(x, s, s, True))(jnp.asarray(xs[0]), jnp.asarray(step0))
+    j_update = jax.jit(jax.vmap(lambda a, i, x, p: adjusted_warmup_update(a, i, x, p, config),
+                                in_axes=(0, None, 0, 0)))
+    for i in range(W):
+        t_adapt = adjusted_warmup_update(t_adapt, i, torch.tensor(xs[i]), torch.tensor(acc[i]), config)
+        j_adapt = j_update(j_adapt, jnp.asarray(i, jnp.int32), jnp.asarray(xs[i]), jnp.asarray(acc[i]))
+        if i in (99, 149):
+            assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
+            scale = to_np(t_adapt.scale)
+            off_diagonal = scale - np.eye(d) * np.diagonal(scale, axis1=-2, axis2=-1)[..., None]
+            assert np.all(off_diagonal == 0) == (i == 99), f"iteration {i}"
+
+
 @pytest.mark.parametrize("dense", [False, True])
 def test_esh_warmup_updates_agree(jax_x64, dense):
     import jax

@@ -26,7 +26,7 @@ from esh_kernels.core.adaptation import (
     chees_update,
     dual_averaging_update,
     forgetful_mean_update,
-    welford_covariance,
+    metric_covariance,
     welford_init,
     welford_pool,
     welford_update,
@@ -148,7 +148,7 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
         welford = welford_update(welford, x, weight)
         ended = schedule.window_end(i)
         if ended is not False:
-            pooled = welford_covariance(welford_pool(welford), regularize=True)
+            pooled = metric_covariance(welford_pool(welford), num_chains=welford.count.shape[0])
             scale = select(ended, scale_from_covariance(pooled, dense=config.dense), scale)
             welford = select(ended, welford_init(x, dense=config.dense), welford)
     step, dual = _finish_step_size(i, step, dual, ended, config)

@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 from esh_kernels.core.adaptation import (
     dual_averaging_init,
     dual_averaging_update,
+    metric_covariance,
     step_size_predictor_init,
     step_size_predictor_update,
-    welford_covariance,
     welford_init,
     welford_update,
     window_schedule,
@@ -80,8 +80,9 @@ def initial_scale(x, dense):
 
 def metric_update(schedule, i, welford, scale, x):
     """Feed the draw ``x`` to the window estimate; at a window end replace the scale by
-    the Cholesky factor (or square root) of the regularised covariance and restart the
-    estimate. Returns ``(welford, scale, window_ended)``."""
+    the Cholesky factor (or square root) of the window's covariance (regularised, and
+    diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.3) and
+    restart the estimate. Returns ``(welford, scale, window_ended)``."""
     collecting = schedule.collecting(i)
     weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
     welford = welford_update(welford, x, weight)
@@ -89,7 +90,7 @@ def metric_update(schedule, i, welford, scale, x):
     if ended is False:
         return welford, scale, ended
     dense = welford.m2.ndim == welford.mean.ndim + 1
-    new_scale = scale_from_covariance(welford_covariance(welford, regularize=True), dense=dense)
+    new_scale = scale_from_covariance(metric_covariance(welford), dense=dense)
     empty = welford_init(x, dense=dense)
     return select(ended, empty, welford), select(ended, new_scale, scale), ended
 
