@@ -13,14 +13,15 @@ Warmup tunes, with nothing to set by hand:
 * a diagonal (or dense) mass matrix from windowed Welford estimates;
 * the trajectory length ``T``, by one of two rules:
 
-  - **cross-chain** (``chain_method="vectorized"`` with ``C >= 2`` chains and
-    ``cross_chain=True``, the default): ChEES (Hoffman, Radul & Sountsov 2021) as in
+  - **single-chain** (the default, whatever the ``chain_method``): see below.
+  - **cross-chain** (opt-in: ``chain_method="vectorized"`` with ``C >= 2`` chains and
+    ``cross_chain=True``; it couples the chains): ChEES (Hoffman, Radul & Sountsov 2021) as in
     BlackJAX/TFP. Adam ascent on ``log T`` of the acceptance-weighted ensemble ChEES
     gradient; one shared ``eps`` (dual averaging on the chains' mean acceptance), one
     shared ``T`` and one mass matrix pooled over all chains' draws. The shared values are
     stored broadcast to shape ``(C,)`` so that every collected field has a chain axis.
-  - **single-chain** (``sequential``/``parallel``, one chain, or ``cross_chain=False``):
-    each chain sets ``T = uturn_factor * (mean time to a U-turn)``. During warmup the
+  - **single-chain** (``cross_chain=False``, the default; also ``sequential``/``parallel``
+    or one chain whatever ``cross_chain`` says): each chain sets ``T = uturn_factor * (mean time to a U-turn)``. During warmup the
     trajectory is continued past the proposal until NUTS's no-U-turn criterion fails in the
     whitened frame; the running mean of these times (restarted with each new metric) sets
     ``T``. ChEES about the chain's running mean (the ensemble mean replaced by a Welford
@@ -31,7 +32,12 @@ Warmup tunes, with nothing to set by hand:
     nearly deterministic in high dimension (T within 5% across chains).
 
   The two rules are different algorithms, so a vectorized run with ``cross_chain=True``
-  does NOT reproduce a sequential run draw for draw; with ``cross_chain=False`` it does.
+  does NOT reproduce a sequential run draw for draw; with the default it does (chain ``k``
+  of a vectorized run equals chain ``k`` run alone). Per-chain tuning is the default
+  because shared tuning lets one stuck chain set everyone's parameters: on the 504-D
+  hierarchical regression ``hier_500`` (``benchmarks/tuned_hmc_cross_chain.py``) the shared
+  ``T`` collapsed to 0.37 with 4 chains and the shared ``eps`` to 0.02-0.04 with 16, while
+  the per-chain rule converged on every seed (``docs/kernels/tuned_hmc.md``).
 """
 
 from typing import Any, NamedTuple
@@ -112,10 +118,12 @@ class TunedHMC(FlatKernel):
         averaging's averaged iterate.
     :param dense_mass: estimate a dense (Cholesky) mass matrix instead of a diagonal one.
     :param adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
-    :param cross_chain: with ``chain_method="vectorized"``, tune step size, mass matrix and
-        trajectory length jointly across the chains (ChEES, default True). False: every
-        chain tunes itself with the single-chain rule, so vectorized runs equal sequential
-        ones draw for draw.
+    :param cross_chain: False (default): every chain tunes itself with the single-chain
+        rule, so the chains are independent and a vectorized run equals a sequential one
+        draw for draw. True, with ``chain_method="vectorized"``: tune step size, mass matrix
+        and trajectory length jointly across the chains (ChEES). This couples the chains
+        (a chain's draws depend on the others'), and one stuck chain can drag everyone's
+        tuning down (see the module docstring).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param learning_rate: Adam learning rate on ``log T`` for ChEES (TFP's 0.025).
     :param init_strategy: NumPyro init strategy (default ``init_to_uniform``).
@@ -146,7 +154,7 @@ class TunedHMC(FlatKernel):
         target_accept_prob=0.8,
         dense_mass=False,
         adapt_mass_matrix=True,
-        cross_chain=True,
+        cross_chain=False,
         max_steps=1024,
         learning_rate=0.025,
         init_strategy=None,

@@ -6,13 +6,14 @@ Metropolis test on ``dH = dE + |p'|^2/2 - |p|^2/2``; ``n = ceil(h T / eps)`` wit
 base-2 Halton number of the iteration, capped at ``max_steps``. Warmup
 (:mod:`esh_kernels.core.tuned_warmup`) tunes the step size, the mass matrix and ``T``:
 
-* under ``pyro.infer.MCMC`` (one chain per kernel run), or in ``BatchedMCMC`` with
-  ``cross_chain=False`` or one chain: each chain on its own, ``T = uturn_factor * (mean
+* by default (``cross_chain=False``), under ``pyro.infer.MCMC`` or in ``BatchedMCMC``:
+  each chain on its own, independent of the others, ``T = uturn_factor * (mean
   time to a U-turn)``, the trajectory being continued past the proposal during warmup
   until NUTS's no-U-turn criterion fails (the NumPyro kernel's single-chain rule);
-* in ``BatchedMCMC`` with ``C >= 2`` chains and ``cross_chain=True`` (default): ChEES
+* opt-in, in ``BatchedMCMC`` with ``C >= 2`` chains and ``cross_chain=True``: ChEES
   across the chains, one shared step size and one pooled mass matrix (the NumPyro
-  kernel's rule under ``chain_method="vectorized"``).
+  kernel's rule under ``chain_method="vectorized"``). This couples the chains, and one
+  stuck chain can drag everyone's tuning down (the NumPyro kernel's docstring).
 
 Host synchronisation: one per transition (the largest number of steps), except while a
 warmup trajectory is continued to its U-turn, whose length is not known in advance: then
@@ -79,8 +80,9 @@ class TunedHMC(FlatKernel):
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
     :param dense_mass: dense (Cholesky) mass matrix instead of a diagonal one.
     :param adapt_mass_matrix: estimate the mass matrix in warmup (default True).
-    :param cross_chain: in ``BatchedMCMC`` with 2 or more chains, tune jointly across
-        chains (ChEES; default True). False keeps every chain's tuning to itself.
+    :param cross_chain: False (default): every chain tunes itself; the chains are
+        independent. True, in ``BatchedMCMC`` with 2 or more chains: tune jointly across
+        the chains (ChEES); this couples them.
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param learning_rate: Adam learning rate on ``log T`` (ChEES).
     :param init_strategy, transforms, max_plate_nesting, jit_compile, jit_options,
@@ -103,7 +105,7 @@ class TunedHMC(FlatKernel):
         target_accept_prob=0.8,
         dense_mass=False,
         adapt_mass_matrix=True,
-        cross_chain=True,
+        cross_chain=False,
         max_steps=1024,
         learning_rate=0.025,
         init_strategy=init_to_uniform,
