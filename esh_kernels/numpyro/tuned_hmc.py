@@ -40,6 +40,7 @@ Warmup tunes, with nothing to set by hand:
   the per-chain rule converged on every seed (``docs/kernels/tuned_hmc.md``).
 """
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -53,10 +54,17 @@ from esh_kernels.core.metropolis import log_accept_prob
 from esh_kernels.core.tuned_warmup import (
     TunedHMCAdaptState,
     TunedWarmupConfig,
+    initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
+    untuned_warning,
     whitener,
+)
+from esh_kernels.core.warmup import (
+    step_size_search_init,
+    step_size_search_result,
+    step_size_search_update,
 )
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
 from esh_kernels.numpyro._base import FlatKernel
@@ -141,8 +149,8 @@ class TunedHMC(FlatKernel):
     #: 176/129, 170/134, 103/95, 38/47; 1.0 gave 220/102, 222/103, 100/72, 48/42 (longer,
     #: more antithetic trajectories help means and hurt second moments and tails).
     uturn_factor = 0.75
-    #: initial step size (whitened frame), before dual averaging takes over
-    initial_step_size = 0.1
+    #: where the initial step-size search starts (whitened frame; NumPyro's and Stan's 1)
+    initial_step_size = 1.0
 
     def __init__(
         self,
@@ -186,12 +194,56 @@ class TunedHMC(FlatKernel):
     # -- cross-chain plumbing ------------------------------------------------------------
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
+        message = untuned_warning(num_warmup, self._step_size, self._trajectory_length)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)
         state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
-        num_chains = 1 if is_prng_key(rng_key) else rng_key.shape[0]
+        batched = not is_prng_key(rng_key)
+        num_chains = rng_key.shape[0] if batched else 1
         self._batched_tuning = self._cross_chain and num_chains >= 2
+        if self._step_size is None:
+            value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
+            search = lambda s: self._search_step_size(s, value_and_grad)  # noqa: E731
+            state = vmap(search)(state) if batched else search(state)
+            if self._batched_tuning:  # shared tuning starts from one step: the smallest
+                step = jnp.broadcast_to(jnp.min(state.adapt_state.step_size), (num_chains,))
+                state = vmap(self._with_initial_step)(state, step)
         if self._batched_tuning:
             self._sample_fn = self._sample_cross_chain
         return state
+
+    def _search_step_size(self, state, value_and_grad):
+        """Initial step size by the reasonable-step-size search (``core/warmup.py``,
+        ``esh_math.md`` §7.3): one leapfrog step from the initial point per trial. Without
+        it, dual averaging started at a fixed 0.1 and a far-tail start (e.g. NumPyro's
+        ``test_binomial_stable``, gradient 1e6 at the initial point) made the first accepted
+        trajectory overshoot by 40 logit units into a region it never left."""
+        key, k_p = random.split(state.rng_key)
+        start = state.integrator
+        p0 = random.normal(k_p, start.x.shape, start.x.dtype)
+        kinetic0 = 0.5 * jnp.sum(p0 * p0)
+        scale = state.adapt_state.scale
+
+        def trial(search):
+            end = euclidean_leapfrog(start._replace(u=p0), search.step, value_and_grad, scale)
+            energy_error = end.energy - start.energy + 0.5 * jnp.sum(end.u * end.u) - kinetic0
+            return step_size_search_update(search, energy_error)
+
+        search = lax.while_loop(lambda s: jnp.logical_not(s.done), trial,
+                                step_size_search_init(state.adapt_state.step_size))
+        state = state._replace(rng_key=key)
+        return self._with_initial_step(state, step_size_search_result(search))
+
+    def _with_initial_step(self, state, step):
+        adapt = self._initial_adapt(state.integrator.x, step)
+        return state._replace(adapt_state=adapt)
+
+    def _initial_adapt(self, x, step):
+        if self._tune_length:
+            length = initial_trajectory_length(step, self._warmup_config())
+        else:
+            length = jnp.asarray(self._trajectory_length, x.dtype)
+        return tuned_warmup_init(x, step, length, self._dense_mass)
 
     def _sample_cross_chain(self, state, value_and_grad):
         """All chains at once: per-chain transitions, then one shared adaptation step."""
@@ -210,9 +262,7 @@ class TunedHMC(FlatKernel):
     def _init_chain(self, x, energy, grad, rng_key, num_warmup):
         dtype = x.dtype
         step = self._step_size if self._step_size is not None else self.initial_step_size
-        step = jnp.asarray(step, dtype)
-        length = jnp.asarray(self._trajectory_length if not self._tune_length else step, dtype)
-        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
+        adapt = self._initial_adapt(x, jnp.asarray(step, dtype))
         zero = jnp.zeros((), dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return TunedHMCState(
