@@ -22,6 +22,7 @@ chain still runs, as ``ESH`` does.
 """
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -34,10 +35,17 @@ from esh_kernels.core.metropolis import log_accept_prob
 from esh_kernels.core.tuned_warmup import (
     TunedHMCAdaptState,
     TunedWarmupConfig,
+    initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
+    untuned_warning,
     whitener,
+)
+from esh_kernels.core.warmup import (
+    step_size_search_init,
+    step_size_search_result,
+    step_size_search_update,
 )
 from esh_kernels.pyro._base import FlatKernel, finite_rows, where
 from esh_kernels.pyro._model import Compiled
@@ -92,8 +100,8 @@ class TunedHMC(FlatKernel):
     min_dim = 1
     #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (the NumPyro kernel's value)
     uturn_factor = 0.75
-    #: initial step size (whitened frame), before dual averaging takes over
-    initial_step_size = 0.1
+    #: where the initial step-size search starts (the NumPyro kernel's value)
+    initial_step_size = 1.0
 
     def __init__(
         self,
@@ -160,13 +168,36 @@ class TunedHMC(FlatKernel):
 
     def _init_state(self, x, energy, grad):
         C = x.shape[0]
-        step = x.new_full((C,), self._step_size if self._step_size is not None else self.initial_step_size)
-        length = step * 0.0 + (self._trajectory_length if not self._tune_length else step)
-        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
+        message = untuned_warning(self._num_warmup, self._step_size, self._trajectory_length)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)
         zero = x.new_zeros(C)
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
+        if self._step_size is not None:
+            step = x.new_full((C,), self._step_size)
+        else:
+            step = self._search_step_size(integ, x.new_full((C,), self.initial_step_size))
+            if self._cross_chain_tuning:  # shared tuning starts from one step: the smallest
+                step = step * 0.0 + step.min()
+        if self._tune_length:
+            length = initial_trajectory_length(step, self._config())
+        else:
+            length = step * 0.0 + self._trajectory_length
+        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
         return TunedHMCState(0, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
                              zero, zero, energy, zero, adapt)
+
+    def _search_step_size(self, start, step):
+        """Initial step size per chain by the reasonable-step-size search (the NumPyro
+        kernel's ``_search_step_size``; ``core/warmup.py``)."""
+        p0 = self._rng.normal(start.x, tuple(start.x.shape))
+        kinetic0 = 0.5 * (p0 * p0).sum(-1)
+        search = step_size_search_init(step)
+        while not bool(search.done.all()):
+            end = euclidean_leapfrog(start._replace(u=p0), search.step, self._value_and_grad)
+            energy_error = end.energy - start.energy + 0.5 * (end.u * end.u).sum(-1) - kinetic0
+            search = step_size_search_update(search, energy_error)
+        return step_size_search_result(search)
 
     def _draw(self, state):
         return state.integrator.x
