@@ -8,8 +8,11 @@ Metropolis test on ``dH = dE + |p'|^2/2 - |p|^2/2``. The number of steps is jitt
 
 Warmup tunes, with nothing to set by hand:
 
-* the step size ``eps``: dual averaging to ``target_accept_prob``, restarted after every
-  metric window (Stan's schedule, shared with ``AdjustedESH`` through ``core/warmup.py``);
+* the step size ``eps``: dual averaging to ``target_accept_prob``, started from a
+  reasonable-step-size search at the initial point and restarted after every metric
+  window (Stan's schedule, shared with ``AdjustedESH`` through ``core/warmup.py``), and
+  at 0.1 when it collapses below 1e-3 in the whitened frame after the first window
+  (``esh_math.md`` §7.3);
 * a diagonal (or dense) mass matrix from windowed Welford estimates;
 * the trajectory length ``T``, by one of two rules:
 
@@ -109,7 +112,9 @@ class TunedHMC(FlatKernel):
     :param potential_fn: a potential energy ``E(z) = -log p(z)`` on an unconstrained pytree;
         needs ``init_params``.
     :param step_size: fixed leapfrog step size (whitened frame). Given: no step-size
-        adaptation. Default: dual averaging.
+        adaptation. Default: a reasonable-step-size search at the initial point, then dual
+        averaging. With ``num_warmup=0`` and this or ``trajectory_length`` not given, the
+        kernel warns that nothing is tuned (then ``T = pi/2``; ``esh_math.md`` §7.3).
     :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
         integrates for ``h T``, ``h`` in (0, 1) jittered, ``T/2`` on average). Given: not
         tuned. Default: tuned in warmup (see the module docstring).

@@ -82,7 +82,10 @@ class TunedHMC(FlatKernel):
     :param model: a Pyro model (give this or ``potential_fn``).
     :param potential_fn: potential energy on a dict of unconstrained tensors; needs
         ``initial_params``.
-    :param step_size: fixed leapfrog step size (whitened frame). Default: dual averaging.
+    :param step_size: fixed leapfrog step size (whitened frame). Default: a
+        reasonable-step-size search at the initial point, then dual averaging (with the
+        collapse guard of ``esh_math.md`` §7.3). ``warmup_steps=0`` without this and
+        ``trajectory_length`` warns that nothing is tuned.
     :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
         integrates for ``h T``, ``h`` in (0, 1) jittered). Default: tuned.
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
