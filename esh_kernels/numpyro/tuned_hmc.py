@@ -16,23 +16,23 @@ Warmup tunes, with nothing to set by hand:
 * a diagonal (or dense) mass matrix from windowed Welford estimates;
 * the trajectory length ``T``, by one of two rules:
 
-  - **single-chain** (the default, whatever the ``chain_method``): see below.
-  - **cross-chain** (opt-in: ``chain_method="vectorized"`` with ``C >= 2`` chains and
-    ``cross_chain=True``; it couples the chains): ChEES (Hoffman, Radul & Sountsov 2021) as in
-    BlackJAX/TFP. Adam ascent on ``log T`` of the acceptance-weighted ensemble ChEES
-    gradient; one shared ``eps`` (dual averaging on the chains' mean acceptance), one
-    shared ``T`` and one mass matrix pooled over all chains' draws. The shared values are
-    stored broadcast to shape ``(C,)`` so that every collected field has a chain axis.
   - **single-chain** (``cross_chain=False``, the default; also ``sequential``/``parallel``
-    or one chain whatever ``cross_chain`` says): each chain sets ``T = uturn_factor * (mean time to a U-turn)``. During warmup the
-    trajectory is continued past the proposal until NUTS's no-U-turn criterion fails in the
-    whitened frame; the running mean of these times (restarted with each new metric) sets
+    or one chain whatever ``cross_chain`` says): each chain sets
+    ``T = uturn_factor * (mean time to a U-turn)``. During warmup the trajectory is
+    continued past the proposal until NUTS's no-U-turn criterion fails in the whitened
+    frame; the running mean of these times (restarted with each new metric) sets
     ``T``. ChEES about the chain's running mean (the ensemble mean replaced by a Welford
     mean) was tried first and rejected by measurement: one chain's ChEES gradient is so
     noisy (signal/noise ~0.1 per iteration at d = 100) that Adam wanders past the first
     optimum onto the plateau of later local optima (T = 10-40 on a 100-D Gaussian whose
     optimum is ~2.3; 13-24 ESS per 1000 gradients instead of 160), while U-turn times are
     nearly deterministic in high dimension (T within 5% across chains).
+  - **cross-chain** (opt-in: ``chain_method="vectorized"`` with ``C >= 2`` chains and
+    ``cross_chain=True``; it couples the chains): ChEES (Hoffman, Radul & Sountsov 2021)
+    as in BlackJAX/TFP. Adam ascent on ``log T`` of the acceptance-weighted ensemble ChEES
+    gradient; one shared ``eps`` (dual averaging on the chains' mean acceptance), one
+    shared ``T`` and one mass matrix pooled over all chains' draws. The shared values are
+    stored broadcast to shape ``(C,)`` so that every collected field has a chain axis.
 
   The two rules are different algorithms, so a vectorized run with ``cross_chain=True``
   does NOT reproduce a sequential run draw for draw; with the default it does (chain ``k``
