@@ -3,8 +3,8 @@
 Running hundreds of short chains in one vectorised computation is how these kernels use a
 GPU (and a CPU's SIMD units): every transition of all chains is one batched gradient.
 
-* NumPyro: ``MCMC(..., num_chains=C, chain_method="vectorized")``. ``TunedHMC`` then
-  tunes across chains (one step size, one trajectory length by ChEES, one mass matrix
+* NumPyro: ``MCMC(..., num_chains=C, chain_method="vectorized")``. ``TunedHMC`` with
+  ``cross_chain=True`` (an opt-in that couples the chains) tunes across them (one step size, one trajectory length by ChEES, one mass matrix
   pooled over all chains' draws), so warmup can be short.
 * Pyro: :class:`esh_kernels.pyro.BatchedMCMC` runs ``C`` chains as one ``(C, d)`` batch
   in one process (``pyro.infer.MCMC`` would run them one by one or in separate processes).
@@ -76,7 +76,7 @@ def run_numpyro(dim, chains, warmup, draws):
     def model():
         numpyro.sample("x", dist.Normal(0.0, sd).to_event(1))
 
-    mcmc = MCMC(TunedHMC(model), num_warmup=warmup, num_samples=draws, num_chains=chains,
+    mcmc = MCMC(TunedHMC(model, cross_chain=True), num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method="vectorized", progress_bar=False)
     start = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(0), extra_fields=("n_steps",))

@@ -415,10 +415,10 @@ def test_tuned_hmc_cross_chain_transitions_agree(jax_x64, dense):
         return 0.5 * ((x @ Pt) * x).sum(-1) + 0.05 * (x**4).sum(-1)
 
     x0 = rng.normal(size=(C, D))
-    np_kernel = NumPyroTunedHMC(potential_fn=pe_jax, dense_mass=dense)
+    np_kernel = NumPyroTunedHMC(potential_fn=pe_jax, dense_mass=dense, cross_chain=True)
     np_state = np_kernel.init(jax.random.split(jax.random.PRNGKey(5), C), W, {"x": jnp.asarray(x0)}, (), {})
     sample = jax.jit(lambda s: np_kernel.sample(s, (), {}))
-    t_kernel = TunedHMC(potential_fn=pe_torch, dense_mass=dense)
+    t_kernel = TunedHMC(potential_fn=pe_torch, dense_mass=dense, cross_chain=True)
     t_kernel.setup_batched(W, C, initial_params={"x": torch.tensor(x0)})
     assert t_kernel._cross_chain_tuning
 

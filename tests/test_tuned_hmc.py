@@ -188,8 +188,9 @@ def ill_conditioned_model():
 def test_ill_conditioned_50d(chain_method):
     """Variances 0.01..1: the windowed diagonal mass matrix whitens the target, so the tuned
     step size is O(1) in the whitened frame and a few gradients buy an effective sample.
-    Vectorized: cross-chain (ChEES) tuning; sequential: the single-chain (U-turn) rule."""
-    kernel = TunedHMC(ill_conditioned_model)
+    Vectorized: the opt-in cross-chain (ChEES) tuning; sequential: the default
+    single-chain (U-turn) rule."""
+    kernel = TunedHMC(ill_conditioned_model, cross_chain=chain_method == "vectorized")
     mcmc = make_mcmc(kernel, num_warmup=400, num_samples=400, chain_method=chain_method)
     mcmc.run(random.PRNGKey(1), extra_fields=FIELDS)
     x = mcmc.get_samples(group_by_chain=True)["x"]
@@ -278,8 +279,8 @@ def api_data():
 
 @pytest.fixture(scope="module")
 def per_chain_run():
-    """Vectorized chains with per-chain tuning (``cross_chain=False``), seed 0."""
-    kernel = TunedHMC(api_model, cross_chain=False)
+    """Vectorized chains with per-chain tuning (the default), seed 0."""
+    kernel = TunedHMC(api_model)
     pickled = pickle.dumps(kernel)
     mcmc = make_mcmc(kernel, num_warmup=150, num_samples=100)
     mcmc.run(random.PRNGKey(0), api_data(), extra_fields=FIELDS)
@@ -289,8 +290,8 @@ def per_chain_run():
 
 @pytest.fixture(scope="module")
 def cross_chain_run():
-    """Vectorized chains with cross-chain (ChEES ensemble) tuning, the default."""
-    mcmc = make_mcmc(TunedHMC(api_model), num_warmup=150, num_samples=100, num_chains=3)
+    """Vectorized chains with cross-chain (ChEES ensemble) tuning, the opt-in."""
+    mcmc = make_mcmc(TunedHMC(api_model, cross_chain=True), num_warmup=150, num_samples=100, num_chains=3)
     mcmc.run(random.PRNGKey(0), api_data(), extra_fields=FIELDS)
     return mcmc
 
@@ -312,11 +313,26 @@ def test_per_chain_tuning_sequential_equals_vectorized(jax_x64):
     vmap may sum in another order, and warmup's feedback loops (dual averaging multiplies
     acceptance errors by ~sqrt(t)/0.05) amplify last-bit differences about 1.5x per
     iteration, so the check runs in float64 over 70 iterations."""
-    ref = _per_chain_draws("vectorized", cross_chain=False).get_samples(group_by_chain=True)
+    ref = _per_chain_draws("vectorized").get_samples(group_by_chain=True)
     assert np.asarray(ref["mu"]).dtype == np.float64
     # one chain at a time: the single-chain rule whatever cross_chain says
     seq = _per_chain_draws("sequential").get_samples(group_by_chain=True)
     assert_same_draws(seq, ref, "sequential")
+
+
+def test_default_vectorized_chain_equals_chain_run_alone(jax_x64):
+    """Chains are independent by default (NumPyro's ``test_compile_warmup_run``): chain 0 of
+    a 2-chain vectorized run is the 1-chain run fed the key ``MCMC`` hands chain 0, i.e.
+    ``random.split(key, 2)[0]`` (``MCMC.run`` splits one key into ``num_chains``)."""
+    key = random.PRNGKey(7)
+    both = make_mcmc(TunedHMC(api_model), num_warmup=40, num_samples=30, num_chains=2)
+    both.run(key, api_data())
+    alone = make_mcmc(TunedHMC(api_model), num_warmup=40, num_samples=30, num_chains=1)
+    alone.run(random.split(key, 2)[0], api_data())
+    a = both.get_samples(group_by_chain=True)["mu"][0]
+    b = alone.get_samples(group_by_chain=True)["mu"][0]
+    assert np.asarray(a).dtype == np.float64
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
 
 
 def test_cross_chain_tuning_is_shared_and_differs_from_per_chain(cross_chain_run, per_chain_run):
@@ -396,7 +412,7 @@ def test_warmup_then_run_then_continue():
     samples without adapting; continuing from ``last_state`` neither re-adapts nor
     restarts the iteration counter."""
     y = api_data()
-    mcmc = make_mcmc(TunedHMC(api_model), num_warmup=150, num_samples=100)
+    mcmc = make_mcmc(TunedHMC(api_model, cross_chain=True), num_warmup=150, num_samples=100)
     mcmc.warmup(random.PRNGKey(3), y)
     warm = mcmc.post_warmup_state
     np.testing.assert_array_equal(np.asarray(warm.i), 150)

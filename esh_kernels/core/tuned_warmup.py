@@ -17,6 +17,7 @@ pattern in both):
   acceptance) and one mass matrix pooled over the chains' draws.
 """
 
+import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import (
@@ -64,6 +65,36 @@ class TunedWarmupConfig(NamedTuple):
     uturn_factor: float
 
 
+#: trajectory length ``T`` (whitened frame) used when nothing tunes it (``num_warmup=0``):
+#: a whitened standard Gaussian's half period, so the jittered lengths ``h T`` (mean
+#: ``T/2``) stay below the first U-turn (``pi``), as the tuned ``T`` does (``esh_math.md``
+#: §7.3).
+UNTUNED_TRAJECTORY_LENGTH = 0.5 * math.pi
+
+
+def initial_trajectory_length(step_size, config):
+    """``T`` before any tuning: one step when warmup will tune it (the first U-turn or
+    ChEES update replaces it), :data:`UNTUNED_TRAJECTORY_LENGTH` when nothing will
+    (``num_warmup=0``), clipped to ``[step, max_steps * step]``."""
+    if config.num_warmup > 0:
+        return step_size
+    return _clip_length(step_size * 0.0 + UNTUNED_TRAJECTORY_LENGTH, step_size, config)
+
+
+def untuned_warning(num_warmup, step_size, trajectory_length):
+    """The ``UserWarning`` text for a run whose step size or trajectory length nobody tunes
+    (``num_warmup=0`` without both given), or None."""
+    if num_warmup > 0 or (step_size is not None and trajectory_length is not None):
+        return None
+    return (
+        "TunedHMC with num_warmup=0 tunes nothing: the step size comes from a one-step "
+        "search at the initial point, the trajectory length is pi/2 and the mass matrix "
+        "is the identity, none of them adapted to the target. Run with num_warmup > 0, or "
+        "pass step_size= and trajectory_length= (e.g. a tuned run's "
+        "last_state.adapt_state values)."
+    )
+
+
 def tuned_warmup_init(x, step_size, trajectory_length, dense):
     """Identity metric, dual averaging started at ``step_size``, ``T`` as given."""
     ones_1 = x[..., :1] * 0.0
@@ -84,13 +115,38 @@ def _select_rows(cond, a, b):
     return type(a)(*[_select_rows(cond, x, y) for x, y in zip(a, b)])
 
 
-def _finish_step_size(i, step, dual, ended, config):
+#: collapse guard (``esh_math.md`` §7.3): once a metric has been estimated, a step size
+#: below ``COLLAPSED_STEP`` in the whitened frame (where the target has unit scale and tuned
+#: steps are 0.1-1) means the acceptance rate is limited by something other than the
+#: integration error, and dual averaging restarts at ``RESTART_STEP``.
+COLLAPSED_STEP = 1e-3
+RESTART_STEP = 0.1
+
+
+def _finish_step_size(schedule, i, step, dual, ended, config):
     """Restart dual averaging after a new metric; at the last warmup iteration switch to
-    the averaged iterate."""
+    the averaged iterate. After the first metric window, a step below
+    :data:`COLLAPSED_STEP` restarts dual averaging at :data:`RESTART_STEP`.
+
+    Why the guard: dual averaging assumes that a smaller step raises the acceptance rate.
+    Where the potential is rough (float32 cancellation: NumPyro's ``test_binomial_stable``
+    computes ``log C(n, k)`` from ``lgamma`` terms of 7e7, whose rounding leaves +-4 of
+    noise in ``E``), any move off the current rounding plateau is rejected at the same rate
+    whatever the step, so the step fell to 1e-7, the U-turn length ran at the cap (511
+    gradients per draw) and the chain froze. Measured there (float32, 200 + 200, one
+    chain): with the initial step search but without the guard the posterior mean of ``p``
+    was 0.58-0.98 of the truth on seeds 1-4, frozen at 511 gradients per draw; with the
+    guard 0.98-1.02 on seeds 0-8 (NumPyro's tolerance: 0.95-1.05), 1-10 gradients per
+    draw. Float64 runs were right with or without it (seeds 0-5)."""
     if config.tune_step_size:
         dual = select(ended, dual_averaging_restart(step), dual)
         xp = namespace(dual.log_step_avg)
         step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
+        if config.tune_metric:
+            collapsed = (step < COLLAPSED_STEP) & schedule.after_first_window(i)
+            restart = step * 0.0 + RESTART_STEP
+            dual = _select_rows(collapsed, dual_averaging_restart(restart), dual)
+            step = xp.where(collapsed, restart, step)
     return step, dual
 
 
@@ -111,7 +167,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
     welford, scale, ended = adapt.welford, adapt.scale, False
     if config.tune_metric:
         welford, scale, ended = metric_update(schedule, i, welford, scale, x)
-    step, dual = _finish_step_size(i, step, dual, ended, config)
+    step, dual = _finish_step_size(schedule, i, step, dual, ended, config)
     length, uturn = adapt.trajectory_length, adapt.uturn
     if config.tune_length:
         # running mean over about the last half of the iterations, restarted with each
@@ -151,7 +207,7 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
             pooled = metric_covariance(welford_pool(welford), num_chains=welford.count.shape[0])
             scale = select(ended, scale_from_covariance(pooled, dense=config.dense), scale)
             welford = select(ended, welford_init(x, dense=config.dense), welford)
-    step, dual = _finish_step_size(i, step, dual, ended, config)
+    step, dual = _finish_step_size(schedule, i, step, dual, ended, config)
     length, chees = shared.trajectory_length, shared.chees
     if config.tune_length:
         white = whitener(shared.scale, config.dense)

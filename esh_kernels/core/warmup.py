@@ -103,6 +103,47 @@ def dual_averaging_restart(step_size):
     return dual_averaging_init(log_step, log_step + math.log(10.0))
 
 
+class StepSizeSearch(NamedTuple):
+    """State of :func:`step_size_search_update` (one entry per chain)."""
+
+    step: Any  # step size of the next trial
+    best: Any  # largest acceptable step size tried so far (0: none)
+    direction: Any  # +1: doubling, -1: halving, 0: before the first trial
+    trials: Any  # number of trials so far
+    done: Any  # bool
+
+
+def step_size_search_init(step_size):
+    """A search for a reasonable step size starting at ``step_size`` (array, one per chain)."""
+    zero = step_size * 0.0
+    return StepSizeSearch(step_size, zero, zero, zero, zero > 1.0)
+
+
+def step_size_search_update(state, energy_error, max_trials=40):
+    """One trial of the reasonable-step-size heuristic (Hoffman & Gelman 2014, Alg. 4; NumPyro's
+    ``find_reasonable_step_size``), ``esh_math.md`` §7: ``energy_error`` is ``dH`` of ONE
+    leapfrog step of size ``state.step`` from the initial point with a random momentum. A
+    step is acceptable when ``exp(-dH) > 0.8`` (a non-finite ``dH`` is not). The first trial
+    fixes the direction: double while acceptable, or halve until acceptable; the search ends
+    at the first change, or after ``max_trials`` trials (``2^40 ~ 1e12``, so a flat or
+    non-finite target cannot loop forever). :func:`step_size_search_result` is the largest
+    acceptable step tried (the last one when none was)."""
+    xp = namespace(state.step, energy_error)
+    ok = -energy_error > math.log(0.8)  # False for NaN
+    direction = xp.where(state.direction == 0.0, xp.where(ok, 1.0, -1.0), state.direction)
+    best = xp.where(ok, state.step, state.best)
+    trials = state.trials + 1.0
+    done = xp.where(direction > 0.0, xp.logical_not(ok), ok) | (trials >= max_trials)
+    step = xp.where(done, state.step, state.step * 2.0**direction)
+    new = StepSizeSearch(step, best, direction, trials, done)
+    return select(state.done, state, new)
+
+
+def step_size_search_result(state):
+    """The step size a finished :func:`step_size_search_update` search found."""
+    return namespace(state.best).where(state.best > 0.0, state.best, state.step)
+
+
 # ---------------------------------------------------------------------------------------
 # AdjustedESH
 

@@ -8,32 +8,42 @@ Metropolis test on ``dH = dE + |p'|^2/2 - |p|^2/2``. The number of steps is jitt
 
 Warmup tunes, with nothing to set by hand:
 
-* the step size ``eps``: dual averaging to ``target_accept_prob``, restarted after every
-  metric window (Stan's schedule, shared with ``AdjustedESH`` through ``core/warmup.py``);
+* the step size ``eps``: dual averaging to ``target_accept_prob``, started from a
+  reasonable-step-size search at the initial point and restarted after every metric
+  window (Stan's schedule, shared with ``AdjustedESH`` through ``core/warmup.py``), and
+  at 0.1 when it collapses below 1e-3 in the whitened frame after the first window
+  (``esh_math.md`` §7.3);
 * a diagonal (or dense) mass matrix from windowed Welford estimates;
 * the trajectory length ``T``, by one of two rules:
 
-  - **cross-chain** (``chain_method="vectorized"`` with ``C >= 2`` chains and
-    ``cross_chain=True``, the default): ChEES (Hoffman, Radul & Sountsov 2021) as in
-    BlackJAX/TFP. Adam ascent on ``log T`` of the acceptance-weighted ensemble ChEES
-    gradient; one shared ``eps`` (dual averaging on the chains' mean acceptance), one
-    shared ``T`` and one mass matrix pooled over all chains' draws. The shared values are
-    stored broadcast to shape ``(C,)`` so that every collected field has a chain axis.
-  - **single-chain** (``sequential``/``parallel``, one chain, or ``cross_chain=False``):
-    each chain sets ``T = uturn_factor * (mean time to a U-turn)``. During warmup the
-    trajectory is continued past the proposal until NUTS's no-U-turn criterion fails in the
-    whitened frame; the running mean of these times (restarted with each new metric) sets
+  - **single-chain** (``cross_chain=False``, the default; also ``sequential``/``parallel``
+    or one chain whatever ``cross_chain`` says): each chain sets
+    ``T = uturn_factor * (mean time to a U-turn)``. During warmup the trajectory is
+    continued past the proposal until NUTS's no-U-turn criterion fails in the whitened
+    frame; the running mean of these times (restarted with each new metric) sets
     ``T``. ChEES about the chain's running mean (the ensemble mean replaced by a Welford
     mean) was tried first and rejected by measurement: one chain's ChEES gradient is so
     noisy (signal/noise ~0.1 per iteration at d = 100) that Adam wanders past the first
     optimum onto the plateau of later local optima (T = 10-40 on a 100-D Gaussian whose
     optimum is ~2.3; 13-24 ESS per 1000 gradients instead of 160), while U-turn times are
     nearly deterministic in high dimension (T within 5% across chains).
+  - **cross-chain** (opt-in: ``chain_method="vectorized"`` with ``C >= 2`` chains and
+    ``cross_chain=True``; it couples the chains): ChEES (Hoffman, Radul & Sountsov 2021)
+    as in BlackJAX/TFP. Adam ascent on ``log T`` of the acceptance-weighted ensemble ChEES
+    gradient; one shared ``eps`` (dual averaging on the chains' mean acceptance), one
+    shared ``T`` and one mass matrix pooled over all chains' draws. The shared values are
+    stored broadcast to shape ``(C,)`` so that every collected field has a chain axis.
 
   The two rules are different algorithms, so a vectorized run with ``cross_chain=True``
-  does NOT reproduce a sequential run draw for draw; with ``cross_chain=False`` it does.
+  does NOT reproduce a sequential run draw for draw; with the default it does (chain ``k``
+  of a vectorized run equals chain ``k`` run alone). Per-chain tuning is the default
+  because shared tuning lets one stuck chain set everyone's parameters: on the 504-D
+  hierarchical regression ``hier_500`` (``benchmarks/tuned_hmc_cross_chain.py``) the shared
+  ``T`` collapsed to 0.37 with 4 chains and the shared ``eps`` to 0.02-0.04 with 16, while
+  the per-chain rule converged on every seed (``docs/kernels/tuned_hmc.md``).
 """
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -47,10 +57,17 @@ from esh_kernels.core.metropolis import log_accept_prob
 from esh_kernels.core.tuned_warmup import (
     TunedHMCAdaptState,
     TunedWarmupConfig,
+    initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
+    untuned_warning,
     whitener,
+)
+from esh_kernels.core.warmup import (
+    step_size_search_init,
+    step_size_search_result,
+    step_size_search_update,
 )
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
 from esh_kernels.numpyro._base import FlatKernel
@@ -96,7 +113,9 @@ class TunedHMC(FlatKernel):
     :param potential_fn: a potential energy ``E(z) = -log p(z)`` on an unconstrained pytree;
         needs ``init_params``.
     :param step_size: fixed leapfrog step size (whitened frame). Given: no step-size
-        adaptation. Default: dual averaging.
+        adaptation. Default: a reasonable-step-size search at the initial point, then dual
+        averaging. With ``num_warmup=0`` and this or ``trajectory_length`` not given, the
+        kernel warns that nothing is tuned (then ``T = pi/2``; ``esh_math.md`` §7.3).
     :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
         integrates for ``h T``, ``h`` in (0, 1) jittered, ``T/2`` on average). Given: not
         tuned. Default: tuned in warmup (see the module docstring).
@@ -113,10 +132,12 @@ class TunedHMC(FlatKernel):
         averaging's averaged iterate.
     :param dense_mass: estimate a dense (Cholesky) mass matrix instead of a diagonal one.
     :param adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
-    :param cross_chain: with ``chain_method="vectorized"``, tune step size, mass matrix and
-        trajectory length jointly across the chains (ChEES, default True). False: every
-        chain tunes itself with the single-chain rule, so vectorized runs equal sequential
-        ones draw for draw.
+    :param cross_chain: False (default): every chain tunes itself with the single-chain
+        rule, so the chains are independent and a vectorized run equals a sequential one
+        draw for draw. True, with ``chain_method="vectorized"``: tune step size, mass matrix
+        and trajectory length jointly across the chains (ChEES). This couples the chains
+        (a chain's draws depend on the others'), and one stuck chain can drag everyone's
+        tuning down (see the module docstring).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param learning_rate: Adam learning rate on ``log T`` for ChEES (TFP's 0.025).
     :param init_strategy: NumPyro init strategy (default ``init_to_uniform``).
@@ -134,8 +155,8 @@ class TunedHMC(FlatKernel):
     #: 176/129, 170/134, 103/95, 38/47; 1.0 gave 220/102, 222/103, 100/72, 48/42 (longer,
     #: more antithetic trajectories help means and hurt second moments and tails).
     uturn_factor = 0.75
-    #: initial step size (whitened frame), before dual averaging takes over
-    initial_step_size = 0.1
+    #: where the initial step-size search starts (whitened frame; NumPyro's and Stan's 1)
+    initial_step_size = 1.0
 
     def __init__(
         self,
@@ -147,7 +168,7 @@ class TunedHMC(FlatKernel):
         target_accept_prob=0.8,
         dense_mass=False,
         adapt_mass_matrix=True,
-        cross_chain=True,
+        cross_chain=False,
         max_steps=1024,
         learning_rate=0.025,
         init_strategy=None,
@@ -179,12 +200,56 @@ class TunedHMC(FlatKernel):
     # -- cross-chain plumbing ------------------------------------------------------------
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
+        message = untuned_warning(num_warmup, self._step_size, self._trajectory_length)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)
         state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
-        num_chains = 1 if is_prng_key(rng_key) else rng_key.shape[0]
+        batched = not is_prng_key(rng_key)
+        num_chains = rng_key.shape[0] if batched else 1
         self._batched_tuning = self._cross_chain and num_chains >= 2
+        if self._step_size is None:
+            value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
+            search = lambda s: self._search_step_size(s, value_and_grad)  # noqa: E731
+            state = vmap(search)(state) if batched else search(state)
+            if self._batched_tuning:  # shared tuning starts from one step: the smallest
+                step = jnp.broadcast_to(jnp.min(state.adapt_state.step_size), (num_chains,))
+                state = vmap(self._with_initial_step)(state, step)
         if self._batched_tuning:
             self._sample_fn = self._sample_cross_chain
         return state
+
+    def _search_step_size(self, state, value_and_grad):
+        """Initial step size by the reasonable-step-size search (``core/warmup.py``,
+        ``esh_math.md`` §7.3): one leapfrog step from the initial point per trial. Without
+        it, dual averaging started at a fixed 0.1 and a far-tail start (e.g. NumPyro's
+        ``test_binomial_stable``, gradient 1e6 at the initial point) made the first accepted
+        trajectory overshoot by 40 logit units into a region it never left."""
+        key, k_p = random.split(state.rng_key)
+        start = state.integrator
+        p0 = random.normal(k_p, start.x.shape, start.x.dtype)
+        kinetic0 = 0.5 * jnp.sum(p0 * p0)
+        scale = state.adapt_state.scale
+
+        def trial(search):
+            end = euclidean_leapfrog(start._replace(u=p0), search.step, value_and_grad, scale)
+            energy_error = end.energy - start.energy + 0.5 * jnp.sum(end.u * end.u) - kinetic0
+            return step_size_search_update(search, energy_error)
+
+        search = lax.while_loop(lambda s: jnp.logical_not(s.done), trial,
+                                step_size_search_init(state.adapt_state.step_size))
+        state = state._replace(rng_key=key)
+        return self._with_initial_step(state, step_size_search_result(search))
+
+    def _with_initial_step(self, state, step):
+        adapt = self._initial_adapt(state.integrator.x, step)
+        return state._replace(adapt_state=adapt)
+
+    def _initial_adapt(self, x, step):
+        if self._tune_length:
+            length = initial_trajectory_length(step, self._warmup_config())
+        else:
+            length = jnp.asarray(self._trajectory_length, x.dtype)
+        return tuned_warmup_init(x, step, length, self._dense_mass)
 
     def _sample_cross_chain(self, state, value_and_grad):
         """All chains at once: per-chain transitions, then one shared adaptation step."""
@@ -203,9 +268,7 @@ class TunedHMC(FlatKernel):
     def _init_chain(self, x, energy, grad, rng_key, num_warmup):
         dtype = x.dtype
         step = self._step_size if self._step_size is not None else self.initial_step_size
-        step = jnp.asarray(step, dtype)
-        length = jnp.asarray(self._trajectory_length if not self._tune_length else step, dtype)
-        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
+        adapt = self._initial_adapt(x, jnp.asarray(step, dtype))
         zero = jnp.zeros((), dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return TunedHMCState(

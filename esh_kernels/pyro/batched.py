@@ -8,8 +8,8 @@ inside a chain plate (pyro issue #2902; :class:`esh_kernels.pyro._model.BatchedP
 so a transition of all chains costs about as much as one chain's on small models, and a
 GPU is used in earnest. The per-chain algorithm is exactly the kernel's under
 ``pyro.infer.MCMC`` (the NumPyro kernels' under ``chain_method="vectorized"``); what is
-shared across chains is only the work, not the tuning, except for ``TunedHMC``, whose
-ChEES trajectory-length rule uses all chains (its cross-chain mode).
+shared across chains is only the work, not the tuning, unless ``TunedHMC`` is built
+with ``cross_chain=True`` (an opt-in that tunes across the chains, coupling them).
 
 The interface follows ``pyro.infer.MCMC``: ``run(*args, **kwargs)``,
 ``get_samples(num_samples=None, group_by_chain=False)`` (constrained, shape

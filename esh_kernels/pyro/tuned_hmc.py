@@ -6,13 +6,14 @@ Metropolis test on ``dH = dE + |p'|^2/2 - |p|^2/2``; ``n = ceil(h T / eps)`` wit
 base-2 Halton number of the iteration, capped at ``max_steps``. Warmup
 (:mod:`esh_kernels.core.tuned_warmup`) tunes the step size, the mass matrix and ``T``:
 
-* under ``pyro.infer.MCMC`` (one chain per kernel run), or in ``BatchedMCMC`` with
-  ``cross_chain=False`` or one chain: each chain on its own, ``T = uturn_factor * (mean
+* by default (``cross_chain=False``), under ``pyro.infer.MCMC`` or in ``BatchedMCMC``:
+  each chain on its own, independent of the others, ``T = uturn_factor * (mean
   time to a U-turn)``, the trajectory being continued past the proposal during warmup
   until NUTS's no-U-turn criterion fails (the NumPyro kernel's single-chain rule);
-* in ``BatchedMCMC`` with ``C >= 2`` chains and ``cross_chain=True`` (default): ChEES
+* opt-in, in ``BatchedMCMC`` with ``C >= 2`` chains and ``cross_chain=True``: ChEES
   across the chains, one shared step size and one pooled mass matrix (the NumPyro
-  kernel's rule under ``chain_method="vectorized"``).
+  kernel's rule under ``chain_method="vectorized"``). This couples the chains, and one
+  stuck chain can drag everyone's tuning down (the NumPyro kernel's docstring).
 
 Host synchronisation: one per transition (the largest number of steps), except while a
 warmup trajectory is continued to its U-turn, whose length is not known in advance: then
@@ -21,6 +22,7 @@ chain still runs, as ``ESH`` does.
 """
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -33,10 +35,17 @@ from esh_kernels.core.metropolis import log_accept_prob
 from esh_kernels.core.tuned_warmup import (
     TunedHMCAdaptState,
     TunedWarmupConfig,
+    initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
+    untuned_warning,
     whitener,
+)
+from esh_kernels.core.warmup import (
+    step_size_search_init,
+    step_size_search_result,
+    step_size_search_update,
 )
 from esh_kernels.pyro._base import FlatKernel, finite_rows, where
 from esh_kernels.pyro._model import Compiled
@@ -73,14 +82,18 @@ class TunedHMC(FlatKernel):
     :param model: a Pyro model (give this or ``potential_fn``).
     :param potential_fn: potential energy on a dict of unconstrained tensors; needs
         ``initial_params``.
-    :param step_size: fixed leapfrog step size (whitened frame). Default: dual averaging.
+    :param step_size: fixed leapfrog step size (whitened frame). Default: a
+        reasonable-step-size search at the initial point, then dual averaging (with the
+        collapse guard of ``esh_math.md`` §7.3). ``warmup_steps=0`` without this and
+        ``trajectory_length`` warns that nothing is tuned.
     :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
         integrates for ``h T``, ``h`` in (0, 1) jittered). Default: tuned.
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
     :param dense_mass: dense (Cholesky) mass matrix instead of a diagonal one.
     :param adapt_mass_matrix: estimate the mass matrix in warmup (default True).
-    :param cross_chain: in ``BatchedMCMC`` with 2 or more chains, tune jointly across
-        chains (ChEES; default True). False keeps every chain's tuning to itself.
+    :param cross_chain: False (default): every chain tunes itself; the chains are
+        independent. True, in ``BatchedMCMC`` with 2 or more chains: tune jointly across
+        the chains (ChEES); this couples them.
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param learning_rate: Adam learning rate on ``log T`` (ChEES).
     :param init_strategy, transforms, max_plate_nesting, jit_compile, jit_options,
@@ -90,8 +103,8 @@ class TunedHMC(FlatKernel):
     min_dim = 1
     #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (the NumPyro kernel's value)
     uturn_factor = 0.75
-    #: initial step size (whitened frame), before dual averaging takes over
-    initial_step_size = 0.1
+    #: where the initial step-size search starts (the NumPyro kernel's value)
+    initial_step_size = 1.0
 
     def __init__(
         self,
@@ -103,7 +116,7 @@ class TunedHMC(FlatKernel):
         target_accept_prob=0.8,
         dense_mass=False,
         adapt_mass_matrix=True,
-        cross_chain=True,
+        cross_chain=False,
         max_steps=1024,
         learning_rate=0.025,
         init_strategy=init_to_uniform,
@@ -158,13 +171,36 @@ class TunedHMC(FlatKernel):
 
     def _init_state(self, x, energy, grad):
         C = x.shape[0]
-        step = x.new_full((C,), self._step_size if self._step_size is not None else self.initial_step_size)
-        length = step * 0.0 + (self._trajectory_length if not self._tune_length else step)
-        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
+        message = untuned_warning(self._num_warmup, self._step_size, self._trajectory_length)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)
         zero = x.new_zeros(C)
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
+        if self._step_size is not None:
+            step = x.new_full((C,), self._step_size)
+        else:
+            step = self._search_step_size(integ, x.new_full((C,), self.initial_step_size))
+            if self._cross_chain_tuning:  # shared tuning starts from one step: the smallest
+                step = step * 0.0 + step.min()
+        if self._tune_length:
+            length = initial_trajectory_length(step, self._config())
+        else:
+            length = step * 0.0 + self._trajectory_length
+        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
         return TunedHMCState(0, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
                              zero, zero, energy, zero, adapt)
+
+    def _search_step_size(self, start, step):
+        """Initial step size per chain by the reasonable-step-size search (the NumPyro
+        kernel's ``_search_step_size``; ``core/warmup.py``)."""
+        p0 = self._rng.normal(start.x, tuple(start.x.shape))
+        kinetic0 = 0.5 * (p0 * p0).sum(-1)
+        search = step_size_search_init(step)
+        while not bool(search.done.all()):
+            end = euclidean_leapfrog(start._replace(u=p0), search.step, self._value_and_grad)
+            energy_error = end.energy - start.energy + 0.5 * (end.u * end.u).sum(-1) - kinetic0
+            search = step_size_search_update(search, energy_error)
+        return step_size_search_result(search)
 
     def _draw(self, state):
         return state.integrator.x
