@@ -279,13 +279,15 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
 
 
 def esh_sampling_log_speed(adapt, energy, d):
-    """Log speed ``r`` to start sampling with at potential ``energy``: ``(E_mean - E)/d``.
+    """Log speed ``r`` to start a sampling draw with at potential ``energy``: ``(E_mean - E)/d``.
 
     On the energy shell ``E + d r = const`` this sets ``r = 0`` at the mean phase-2 draw
     energy, the reference in which the time per draw was tuned (§2.1: ``e^r ∝ p^{1/d}``).
     Anchoring on the last warmup point instead would scale the clock by
-    ``e^{(E_last - E_mean)/d}``, a factor of several in 2-D. A constant shift of ``r`` at a
-    fixed iteration rescales physical time uniformly and biases nothing.
+    ``e^{(E_last - E_mean)/d}``, a factor of several in 2-D. Applied at every sampling draw
+    it also removes the energy error accumulated by the integrator, which a carried ``r``
+    absorbs and which over a long run starves draws of steps (``esh_math.md`` §4.4: one
+    factor per draw, depending on the accumulated error only, so it biases nothing).
     """
     xp = namespace(adapt.energy_sum)
     has = adapt.draw_count > 0

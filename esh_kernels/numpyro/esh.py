@@ -87,8 +87,9 @@ class ESH(FlatKernel):
         ``init_params``.
     :param step_size: fixed scaled-time step size (preconditioned frame); tuned if None.
     :param trajectory_length: physical time per draw, in units of scaled time at the
-        reference energy (the chain's energy at the start of sampling); tuned if None so
-        that a draw takes ``steps_per_draw`` steps on average.
+        reference energy (the mean potential energy of the warmup draws that tuned it;
+        the clock is re-anchored to it at every draw, ``esh_math.md`` §4.4); tuned if None
+        so that a draw takes ``steps_per_draw`` steps on average.
     :param steps_per_draw: mean leapfrog steps per draw that tuning aims for. The default 2
         gave the most effective samples per gradient on the benchmark Gaussians (1: 83,
         2: 247, 4: 199, 8: 117 per 1000 gradients on the 100-D ill-conditioned one): one
@@ -207,14 +208,11 @@ class ESH(FlatKernel):
         warm = state.i < self._num_warmup
         # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
         # length, the clock restarting at each (r = 0 at the draw start, no time carried
-        # over), with the pick still weighted by physical time. From the first sampling
-        # draw on, the clock runs on untouched and each draw covers exactly
-        # `trajectory_length` physical time.
-        first = state.i == self._num_warmup
-        r0 = jnp.where(
-            warm, 0.0,
-            jnp.where(first, esh_sampling_log_speed(adapt, state.integrator.energy, d), state.integrator.r),
-        )
+        # over), with the pick still weighted by physical time. Sampling draws each cover
+        # exactly `trajectory_length` physical time, the clock re-anchored to the energy
+        # shell at every draw start so that it does not drift with the accumulated
+        # energy error (`esh_math.md` §4.4).
+        r0 = jnp.where(warm, 0.0, esh_sampling_log_speed(adapt, state.integrator.energy, d))
         integ0 = state.integrator._replace(r=r0)
         time_prev = jnp.where(warm, 0.0, state.time_prev)
         time_cur = jnp.where(warm, 0.0, state.time_cur)

@@ -320,9 +320,10 @@ class ESH(FlatKernel):
         zero = torch.zeros_like(state.potential_energy)
         # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
         # length, the clock restarting at each (r = 0 at the draw start, no time carried
-        # over), with the pick still weighted by physical time. From the first sampling
-        # draw on, the clock runs on untouched and each draw covers exactly
-        # `trajectory_length` physical time.
+        # over), with the pick still weighted by physical time. Sampling draws each cover
+        # exactly `trajectory_length` physical time, the clock re-anchored to the energy
+        # shell at every draw start so that it does not drift with the accumulated
+        # energy error (`esh_math.md` §4.4).
         if warm:
             integ0 = state.integrator._replace(r=zero)
             time_prev = time_cur = zero
@@ -332,9 +333,8 @@ class ESH(FlatKernel):
             max_steps = torch.floor(torch.clamp(torch.ceil(warm_distance / adapt.step_size),
                                                 self._steps_per_draw, self._max_steps))
         else:
-            integ0 = state.integrator
-            if i == self._num_warmup:  # first sampling draw: the clock's reference energy
-                integ0 = integ0._replace(r=esh_sampling_log_speed(adapt, integ0.energy, d))
+            integ0 = state.integrator._replace(
+                r=esh_sampling_log_speed(adapt, state.integrator.energy, d))
             time_prev, time_cur = state.time_prev, state.time_cur
             length = adapt.trajectory_length
             max_steps = zero + self._max_steps
