@@ -220,3 +220,24 @@ def test_esh_clock_reanchored_after_energy_drift():
     kernel._state = state._replace(integrator=state.integrator._replace(r=state.integrator.r + 2.0))
     after = mean_steps(200)
     assert after > 0.7 * before, f"steps per draw {before:.2f} before the drift, {after:.2f} after"
+
+
+@pytest.mark.parametrize("kernel_cls", [AdjustedESH, ESH])
+def test_step_size_survives_a_nan_region(kernel_cls):
+    """Issue 14 case 1: next to a region where the density is NaN (``-sqrt(x0 + 1)``,
+    ``x0 < -1``) warmup drove the step to 1e-4 or below (trajectories reaching the
+    region were rejected, or lowered the ESH predictor's cap, whatever the step size).
+    The NumPyro twin, with the moments, is ``tests/test_numpyro_hard_targets.py``."""
+    torch.manual_seed(0)
+
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        pyro.factor("f", -torch.sqrt(x[..., 0] + 1.0))
+
+    kernel = kernel_cls(model, init_strategy=pyro.infer.autoguide.initialization.init_to_sample)
+    with pyro.validation_enabled(False):  # the NaN factor is the point of the test
+        kernel.setup_batched(300, 2)
+        for _ in range(300):
+            kernel.sample_batched()
+    step = kernel._state.adapt_state.step_size
+    assert bool((step > 1e-2).all()), f"step sizes {step}"

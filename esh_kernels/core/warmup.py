@@ -237,12 +237,14 @@ def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config):
 
 
 def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
-                      energy=0.0):
+                      energy=0.0, non_finite=False):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
     step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
-    physical time its steps spanned:
+    physical time its steps spanned (``non_finite``: the divergence, if any, reached a
+    non-finite state):
 
-    * step size: the energy-error predictor (§7.1);
+    * step size: the energy-error predictor (§7.1; a non-finite divergence backs off
+      without lowering its cap, see ``step_size_predictor_update``);
     * time per draw: ``steps_per_draw`` times the mean physical time of a step over the
       phase-2 draws whose mean squared energy error per dimension is below 100x the
       target (a step with a large error but no divergence would otherwise blow the mean
@@ -255,7 +257,7 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     if config.tune_step_size:
         predictor, step = step_size_predictor_update(
             predictor, step, energy_error_sq_per_dim, diverging,
-            desired_energy_var=config.desired_energy_var,
+            desired_energy_var=config.desired_energy_var, non_finite=non_finite,
         )
     # Only draws whose energy error is near the target inform the time per draw: phase-2
     # draws restart the clock, so a single step with a large energy error dH (not a

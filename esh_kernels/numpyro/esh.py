@@ -36,7 +36,7 @@ from esh_kernels.core.warmup import (
     esh_warmup_init,
     esh_warmup_update,
 )
-from esh_kernels.numpyro._isokinetic import isokinetic_transition
+from esh_kernels.numpyro._isokinetic import finite_state, isokinetic_transition
 
 
 class ESHState(NamedTuple):
@@ -192,7 +192,7 @@ class ESH(FlatKernel):
             adapt.adjusted.trajectory_length, adapt.scale, value_and_grad, self._max_steps,
         )
         new = prop.state._replace(r=jnp.zeros_like(prop.state.r))
-        adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.accept_prob, self._warmup_config())
+        adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.adapt_accept_prob, self._warmup_config())
         zero = jnp.zeros_like(new.energy)
         return ESHState(
             state.i + 1, self._to_z(new.x), new.energy, new, new.x, new.energy, zero, zero,
@@ -270,6 +270,7 @@ class ESH(FlatKernel):
         carry = lax.while_loop(cond, body, offer_pending(carry, k_pre))
 
         diverging = jnp.logical_not(carry.ok)
+        non_finite = jnp.logical_not(jnp.isfinite(carry.sum_dh) & finite_state(carry.integ))
         # A divergent draw is dropped: restart from where it began with a fresh direction.
         restart = integ0._replace(u=unit_vector(random.normal(k_u, (d,), dtype)))
         integ = jax.tree.map(lambda a, b: jnp.where(diverging, a, b), restart, carry.integ)
@@ -286,6 +287,7 @@ class ESH(FlatKernel):
             lambda a: esh_warmup_update(
                 a, i, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
+                non_finite=non_finite,
             ),
             lambda a: a,
             adapt,

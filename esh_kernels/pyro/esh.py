@@ -42,7 +42,7 @@ from esh_kernels.core.warmup import (
     esh_warmup_update,
 )
 from esh_kernels.pyro._base import FlatKernel, finite_rows, where
-from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic
+from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic, finite_state
 from esh_kernels.pyro._model import Compiled
 
 
@@ -303,7 +303,7 @@ class ESH(FlatKernel):
         )
         self._set_log_values({"step size": f"{step_mean:.2e}", "phase": "adjusted"})
         new = prop.state._replace(r=torch.zeros_like(prop.state.r))
-        adapt = esh_warmup_adjusted_update(adapt, i, new.x, prop.accept_prob, self._warmup_config())
+        adapt = esh_warmup_adjusted_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config())
         zero = torch.zeros_like(new.energy)
         return ESHState(
             i + 1, new.x, new.energy, new, new.x, new.energy, zero, zero, prop.diverging,
@@ -363,6 +363,7 @@ class ESH(FlatKernel):
         carry = _unflatten_carry(flat)
 
         diverging = ~carry.ok
+        non_finite = ~(torch.isfinite(carry.sum_dh) & finite_state(carry.integ))
         # A divergent draw is dropped: restart from where it began with a fresh direction.
         restart = integ0._replace(u=unit_vector(draws.restart()))
         integ = where(diverging, restart, carry.integ)
@@ -376,6 +377,7 @@ class ESH(FlatKernel):
             adapt = esh_warmup_update(
                 adapt, i, carry.sum_dh2 / (torch.clamp(carry.k, min=1.0) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
+                non_finite=non_finite,
             )
         return ESHState(
             i + 1, pick_x, pick_energy, integ, x_prev, energy_prev, time_prev, time_cur,
