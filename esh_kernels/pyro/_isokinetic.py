@@ -58,8 +58,7 @@ def finite_state(integ):
 def _energy_error(integ, energy0, sum_dr, d):
     """``dE + (d-1) sum(dr)`` from the start, ``+inf`` where the state is not finite."""
     energy_error = integ.energy - energy0 + kinetic_energy_change(sum_dr, d - 1)
-    ok = _finite(integ.x, integ.energy, integ.grad)
-    return torch.where(ok, energy_error, torch.full_like(energy_error, math.inf))
+    return torch.where(finite_state(integ), energy_error, torch.full_like(energy_error, math.inf))
 
 
 class IsokineticTransition:
@@ -106,7 +105,6 @@ class IsokineticTransition:
         accept = torch.log(draws.uniform_accept) < log_alpha
         new = where(accept, end, start)
         accept_prob = torch.exp(log_alpha)
-        ok = _finite(end.x, end.energy, end.grad)
         proposal = Proposal(new, accept_prob, k, energy_error, energy_error > DIVERGENCE_THRESHOLD,
-                            adaptation_accept_prob(accept_prob, ok, sum_accept, k))
+                            adaptation_accept_prob(accept_prob, finite_state(end), sum_accept, k))
         return proposal, host[1:]
