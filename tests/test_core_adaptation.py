@@ -204,6 +204,31 @@ def test_step_size_predictor_converges(c, eps0):
     assert np.isinf(state.max_step)
 
 
+def test_step_size_predictor_non_finite_divergence_backs_off_without_cap():
+    """A divergence that reached a non-finite state (a NaN region of the target) backs the
+    next step off to 0.8 eps but leaves the cap alone, and the next finite observation
+    restores the predicted step; repeated, it must not ratchet the step to zero (issue 14
+    case 1)."""
+    desired, c = 5e-4, 1.0
+    eps_star = (desired / c) ** (1 / 6)
+    eps = np.float64(0.2)
+    state = step_size_predictor_init(eps)
+    for _ in range(30):
+        state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+    before = eps
+    state, eps = step_size_predictor_update(
+        state, eps, np.float64(np.nan), np.bool_(True), desired, non_finite=np.bool_(True)
+    )
+    assert eps == pytest.approx(0.8 * before, rel=1e-14)
+    assert np.isinf(state.max_step)
+    for _ in range(100):  # every other draw reaches the NaN region
+        state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+        state, eps = step_size_predictor_update(
+            state, eps, np.float64(np.nan), np.bool_(True), desired, non_finite=np.bool_(True)
+        )
+    state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+    assert abs(eps / eps_star - 1) < 1e-3
+
 def test_step_size_predictor_divergence_caps_step():
     desired = 5e-4
     c = 1.0
@@ -268,3 +293,16 @@ def test_jittered_num_steps(length, eps):
     # U = 1 gives the longest trajectory, ceil(2 L / eps)
     longest = jittered_num_steps(np.float64(1.0), length, eps, 1000)
     assert longest == max(1, math.ceil(2 * length / eps - 1e-12))
+
+
+def test_adaptation_accept_prob():
+    """A finite trajectory gives its Metropolis acceptance; one that reached a non-finite
+    value gives the mean acceptance of the points it reached, the failing one counting 0."""
+    from esh_kernels.core.metropolis import adaptation_accept_prob
+
+    accept = np.array([0.7, 0.0, 0.0])
+    finite = np.array([True, False, False])
+    sums = np.array([3.5, 2.7, 0.0])  # points' acceptances summed (the failing one adds 0)
+    steps = np.array([5, 4, 1])
+    out = adaptation_accept_prob(accept, finite, sums, steps)
+    np.testing.assert_allclose(out, [0.7, 2.7 / 4, 0.0])

@@ -189,3 +189,55 @@ def test_mcmc_two_chains_gaussian(cls):
     for i in range(4):
         check_mean(x[..., i] / SD_MCMC[i], 0.0, f"x[{i}]")
         check_variance(x[..., i] / SD_MCMC[i], 0.0, 1.0, f"x[{i}]")
+
+
+def test_esh_clock_reanchored_after_energy_drift():
+    """Issue 14 case 5, cheaply: the energy error that a long run accumulates in the log
+    speed ``r`` is injected directly (``r += 2``, an error of +4 in 2-D), and the next
+    draws must take as many steps as before it, since the clock is re-anchored to the
+    energy shell at each draw (``esh_math.md`` §4.4). A carried clock would run ``e^2``
+    times too fast and take about 1/7 of the steps."""
+    torch.manual_seed(0)
+    cov = torch.tensor([[1.0, 0.95], [0.95, 1.0]])
+
+    def model():
+        pyro.sample("x", dist.MultivariateNormal(torch.zeros(2), covariance_matrix=cov))
+
+    kernel = ESH(model)
+    kernel.setup_batched(200, 4)
+    for _ in range(200):
+        kernel.sample_batched()
+
+    def mean_steps(n):
+        total = 0.0
+        for _ in range(n):
+            kernel.sample_batched()
+            total += float(kernel._state.n_steps.mean())
+        return total / n
+
+    before = mean_steps(200)
+    state = kernel._state
+    kernel._state = state._replace(integrator=state.integrator._replace(r=state.integrator.r + 2.0))
+    after = mean_steps(200)
+    assert after > 0.7 * before, f"steps per draw {before:.2f} before the drift, {after:.2f} after"
+
+
+@pytest.mark.parametrize("kernel_cls", [AdjustedESH, ESH])
+def test_step_size_survives_a_nan_region(kernel_cls):
+    """Issue 14 case 1: next to a region where the density is NaN (``-sqrt(x0 + 1)``,
+    ``x0 < -1``) warmup drove the step to 1e-4 or below (trajectories reaching the
+    region were rejected, or lowered the ESH predictor's cap, whatever the step size).
+    The NumPyro twin, with the moments, is ``tests/test_numpyro_hard_targets.py``."""
+    torch.manual_seed(0)
+
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        pyro.factor("f", -torch.sqrt(x[..., 0] + 1.0))
+
+    kernel = kernel_cls(model, init_strategy=pyro.infer.autoguide.initialization.init_to_sample)
+    with pyro.validation_enabled(False):  # the NaN factor is the point of the test
+        kernel.setup_batched(300, 2)
+        for _ in range(300):
+            kernel.sample_batched()
+    step = kernel._state.adapt_state.step_size
+    assert bool((step > 1e-2).all()), f"step sizes {step}"

@@ -186,6 +186,7 @@ def step_size_predictor_update(
     desired_energy_var=5e-4,
     trust_in_estimate=1.5,
     num_effective_samples=150.0,
+    non_finite=False,
 ):
     """One update of the ``Var[dH]/d`` step-size rule (§7.1); returns ``(state, step)``.
 
@@ -193,18 +194,26 @@ def step_size_predictor_update(
     ``eps`` against the target; for a second-order integrator ``Var[dH] ∝ eps^6`` (per
     step, before averaging), so each observation predicts ``eps * xi^(-1/6)``. Observations
     far from the target are down-weighted (they extrapolate badly), and old ones decay with
-    ``gamma = (n_eff - 1)/(n_eff + 1)``. A divergence lowers the cap to ``0.8 eps`` and
-    contributes nothing else.
+    ``gamma = (n_eff - 1)/(n_eff + 1)``. A divergence (``diverged``) lowers the cap to
+    ``0.8 eps`` and contributes nothing else. A divergence that reached a non-finite energy,
+    gradient or position (``diverged & non_finite``) only backs the next step off to
+    ``0.8 eps``, with the cap and the estimate left alone, so the next finite observation
+    restores the predicted step: such values usually come from a region of the target (a
+    NaN density), which a draw covering a fixed distance reaches at any step size, and a
+    cap lowered at each would ratchet the step to zero (issue 14 case 1, ``esh_math.md``
+    §10, BlackJAX #973). A step so large that it overflows keeps being backed off while it
+    does.
     """
     xp = namespace(step_size, energy_error_sq_per_dim)
     gamma = (num_effective_samples - 1.0) / (num_effective_samples + 1.0)
+    wall = diverged & non_finite
     ok = xp.logical_not(diverged) & xp.isfinite(energy_error_sq_per_dim)
     xi = xp.where(ok, energy_error_sq_per_dim, 0.0) / desired_energy_var + 1e-8
     w = xp.exp(-0.5 * (xp.log(xi) / (6.0 * trust_in_estimate)) ** 2)
     w = xp.where(ok, w, 0.0)
     weighted_sum = gamma * state.weighted_sum + w * xi / step_size**6
     weight_sum = gamma * state.weight_sum + w
-    max_step = xp.where(ok, state.max_step, 0.8 * step_size)
+    max_step = xp.where(ok | wall, state.max_step, 0.8 * step_size)
     has_info = weight_sum > 0
     predicted = (weighted_sum / xp.where(has_info, weight_sum, 1.0)) ** (-1.0 / 6.0)
     new_step = xp.where(has_info, predicted, step_size)

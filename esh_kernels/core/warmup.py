@@ -279,12 +279,14 @@ def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config):
 
 
 def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
-                      energy=0.0):
+                      energy=0.0, non_finite=False):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
     step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
-    physical time its steps spanned:
+    physical time its steps spanned (``non_finite``: the divergence, if any, reached a
+    non-finite state):
 
-    * step size: the energy-error predictor (§7.1);
+    * step size: the energy-error predictor (§7.1; a non-finite divergence backs off
+      without lowering its cap, see ``step_size_predictor_update``);
     * time per draw: ``steps_per_draw`` times the mean physical time of a step over the
       phase-2 draws whose mean squared energy error per dimension is below 100x the
       target (a step with a large error but no divergence would otherwise blow the mean
@@ -297,7 +299,7 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     if config.tune_step_size:
         predictor, step = step_size_predictor_update(
             predictor, step, energy_error_sq_per_dim, diverging,
-            desired_energy_var=config.desired_energy_var,
+            desired_energy_var=config.desired_energy_var, non_finite=non_finite,
         )
     # Only draws whose energy error is near the target inform the time per draw: phase-2
     # draws restart the clock, so a single step with a large energy error dH (not a
@@ -321,13 +323,15 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
 
 
 def esh_sampling_log_speed(adapt, energy, d):
-    """Log speed ``r`` to start sampling with at potential ``energy``: ``(E_mean - E)/d``.
+    """Log speed ``r`` to start a sampling draw with at potential ``energy``: ``(E_mean - E)/d``.
 
     On the energy shell ``E + d r = const`` this sets ``r = 0`` at the mean phase-2 draw
     energy, the reference in which the time per draw was tuned (§2.1: ``e^r ∝ p^{1/d}``).
     Anchoring on the last warmup point instead would scale the clock by
-    ``e^{(E_last - E_mean)/d}``, a factor of several in 2-D. A constant shift of ``r`` at a
-    fixed iteration rescales physical time uniformly and biases nothing.
+    ``e^{(E_last - E_mean)/d}``, a factor of several in 2-D. Applied at every sampling draw
+    it also removes the energy error accumulated by the integrator, which a carried ``r``
+    absorbs and which over a long run starves draws of steps (``esh_math.md`` §4.4: one
+    factor per draw, depending on the accumulated error only, so it biases nothing).
     """
     xp = namespace(adapt.energy_sum)
     has = adapt.draw_count > 0

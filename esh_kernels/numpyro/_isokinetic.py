@@ -10,7 +10,7 @@ from jax import lax, random
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog
-from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.metropolis import adaptation_accept_prob, log_accept_prob
 from esh_kernels.core.sphere import unit_vector
 
 DIVERGENCE_THRESHOLD = 1000.0
@@ -22,16 +22,18 @@ class Proposal(NamedTuple):
     num_steps: Any  # gradient evaluations spent
     energy_error: Any  # dE + (d-1) sum(dr); +inf when non-finite
     diverging: Any
+    adapt_accept_prob: Any  # statistic for step-size adaptation (``adaptation_accept_prob``)
 
 
-def _finite(integ):
+def finite_state(integ):
     return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad)) & jnp.all(jnp.isfinite(integ.x))
 
 
 def isokinetic_transition(start, key, step_size, trajectory_length, scale, value_and_grad, max_steps):
     """Fresh unit velocity, ``ceil(U 2L/eps)`` isokinetic steps (``D = d - 1``), Metropolis
     test on the energy error. A non-finite energy, gradient or position ends the trajectory
-    early and is rejected and flagged divergent, as is an energy error above 1000."""
+    early and is rejected and flagged divergent, as is an energy error above 1000. Also
+    returns the statistic step-size adaptation uses (``adaptation_accept_prob``)."""
     k_u, k_n, k_acc = random.split(key, 3)
     d = start.x.shape[0]
     dtype = start.x.dtype
@@ -39,20 +41,28 @@ def isokinetic_transition(start, key, step_size, trajectory_length, scale, value
     uniform = 1.0 - random.uniform(k_n, (), dtype)  # in (0, 1]
     n = jittered_num_steps(uniform, trajectory_length, step_size, max_steps).astype(jnp.int32)
 
+    def error(integ, sum_dr):
+        energy_error = integ.energy - start.energy + kinetic_energy_change(sum_dr, d - 1)
+        return jnp.where(finite_state(integ), energy_error, jnp.inf)
+
     def cond(c):
-        k, integ, _ = c
-        return (k < n) & _finite(integ)
+        k, integ, _, _ = c
+        return (k < n) & finite_state(integ)
 
     def body(c):
-        k, integ, dr = c
+        k, integ, dr, sum_accept = c
         integ, step_dr = esh_leapfrog(integ, step_size, value_and_grad, d - 1, scale)
-        return k + 1, integ, dr + step_dr
+        dr = dr + step_dr
+        return k + 1, integ, dr, sum_accept + jnp.exp(log_accept_prob(error(integ, dr)))
 
     zero = jnp.zeros((), dtype)
-    k, end, sum_dr = lax.while_loop(cond, body, (jnp.array(0, jnp.int32), start._replace(u=u0, r=zero), zero))
-    energy_error = end.energy - start.energy + kinetic_energy_change(sum_dr, d - 1)
-    energy_error = jnp.where(_finite(end), energy_error, jnp.inf)
+    k, end, sum_dr, sum_accept = lax.while_loop(
+        cond, body, (jnp.array(0, jnp.int32), start._replace(u=u0, r=zero), zero, zero)
+    )
+    energy_error = error(end, sum_dr)
     log_alpha = log_accept_prob(energy_error)
     accept = jnp.log(random.uniform(k_acc, (), dtype)) < log_alpha
     new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), end, start)
-    return Proposal(new, jnp.exp(log_alpha), k, energy_error, energy_error > DIVERGENCE_THRESHOLD)
+    accept_prob = jnp.exp(log_alpha)
+    return Proposal(new, accept_prob, k, energy_error, energy_error > DIVERGENCE_THRESHOLD,
+                    adaptation_accept_prob(accept_prob, finite_state(end), sum_accept, k))

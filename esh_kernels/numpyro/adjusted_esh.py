@@ -128,7 +128,7 @@ class AdjustedESH(FlatKernel):
         i = state.i
         adapt = lax.cond(
             i < self._num_warmup,
-            lambda a: adjusted_warmup_update(a, i, new.x, accept_prob, self._warmup_config(self._num_warmup)),
+            lambda a: adjusted_warmup_update(a, i, new.x, prop.adapt_accept_prob, self._warmup_config(self._num_warmup)),
             lambda a: a,
             adapt,
         )

@@ -37,7 +37,7 @@ from esh_kernels.core.warmup import (
     esh_warmup_init,
     esh_warmup_update,
 )
-from esh_kernels.numpyro._isokinetic import isokinetic_transition
+from esh_kernels.numpyro._isokinetic import finite_state, isokinetic_transition
 
 
 class ESHState(NamedTuple):
@@ -89,8 +89,9 @@ class ESH(FlatKernel):
         ``init_params``.
     :param step_size: fixed scaled-time step size (preconditioned frame); tuned if None.
     :param trajectory_length: physical time per draw, in units of scaled time at the
-        reference energy (the chain's energy at the start of sampling); tuned if None so
-        that a draw takes ``steps_per_draw`` steps on average.
+        reference energy (the mean potential energy of the warmup draws that tuned it;
+        the clock is re-anchored to it at every draw, ``esh_math.md`` §4.4); tuned if None
+        so that a draw takes ``steps_per_draw`` steps on average.
     :param steps_per_draw: mean leapfrog steps per draw that tuning aims for. The default 2
         gave the most effective samples per gradient on the benchmark Gaussians (1: 83,
         2: 247, 4: 199, 8: 117 per 1000 gradients on the 100-D ill-conditioned one): one
@@ -194,7 +195,7 @@ class ESH(FlatKernel):
             adapt.adjusted.trajectory_length, adapt.scale, value_and_grad, self._max_steps,
         )
         new = prop.state._replace(r=jnp.zeros_like(prop.state.r))
-        adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.accept_prob, self._warmup_config())
+        adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.adapt_accept_prob, self._warmup_config())
         zero = jnp.zeros_like(new.energy)
         return ESHState(
             state.i + 1, self._to_z(new.x), new.energy, new, new.x, new.energy, zero, zero,
@@ -210,14 +211,11 @@ class ESH(FlatKernel):
         warm = state.i < self._num_warmup
         # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
         # length, the clock restarting at each (r = 0 at the draw start, no time carried
-        # over), with the pick still weighted by physical time. From the first sampling
-        # draw on, the clock runs on untouched and each draw covers exactly
-        # `trajectory_length` physical time.
-        first = state.i == self._num_warmup
-        r0 = jnp.where(
-            warm, 0.0,
-            jnp.where(first, esh_sampling_log_speed(adapt, state.integrator.energy, d), state.integrator.r),
-        )
+        # over), with the pick still weighted by physical time. Sampling draws each cover
+        # exactly `trajectory_length` physical time, the clock re-anchored to the energy
+        # shell at every draw start so that it does not drift with the accumulated
+        # energy error (`esh_math.md` §4.4).
+        r0 = jnp.where(warm, 0.0, esh_sampling_log_speed(adapt, state.integrator.energy, d))
         integ0 = state.integrator._replace(r=r0)
         time_prev = jnp.where(warm, 0.0, state.time_prev)
         time_cur = jnp.where(warm, 0.0, state.time_cur)
@@ -275,6 +273,7 @@ class ESH(FlatKernel):
         carry = lax.while_loop(cond, body, offer_pending(carry, k_pre))
 
         diverging = jnp.logical_not(carry.ok)
+        non_finite = jnp.logical_not(jnp.isfinite(carry.sum_dh) & finite_state(carry.integ))
         # A divergent draw is dropped: restart from where it began with a fresh direction.
         restart = integ0._replace(u=unit_vector(random.normal(k_u, (d,), dtype)))
         integ = jax.tree.map(lambda a, b: jnp.where(diverging, a, b), restart, carry.integ)
@@ -291,6 +290,7 @@ class ESH(FlatKernel):
             lambda a: esh_warmup_update(
                 a, i, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
+                non_finite=non_finite,
             ),
             lambda a: a,
             adapt,

@@ -16,7 +16,7 @@ import torch
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
-from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.metropolis import adaptation_accept_prob, log_accept_prob
 from esh_kernels.core.sphere import unit_vector
 from esh_kernels.pyro._base import finite_rows, where
 from esh_kernels.pyro._model import Compiled
@@ -30,6 +30,7 @@ class Proposal(NamedTuple):
     num_steps: Any  # gradient evaluations spent
     energy_error: Any  # dE + (d-1) sum(dr); +inf when non-finite
     diverging: Any
+    adapt_accept_prob: Any  # statistic for step-size adaptation (``adaptation_accept_prob``)
 
 
 class IsokineticDraws(NamedTuple):
@@ -49,6 +50,17 @@ def _finite(x, energy, grad):
     return torch.isfinite(energy) & finite_rows(grad) & finite_rows(x)
 
 
+def finite_state(integ):
+    """Per chain: the energy, gradient and position of ``integ`` are finite."""
+    return _finite(integ.x, integ.energy, integ.grad)
+
+
+def _energy_error(integ, energy0, sum_dr, d):
+    """``dE + (d-1) sum(dr)`` from the start, ``+inf`` where the state is not finite."""
+    energy_error = integ.energy - energy0 + kinetic_energy_change(sum_dr, d - 1)
+    return torch.where(finite_state(integ), energy_error, torch.full_like(energy_error, math.inf))
+
+
 class IsokineticTransition:
     """The transition with its leapfrog step compiled once (``jit_compile``)."""
 
@@ -58,18 +70,22 @@ class IsokineticTransition:
         start, step_size, scale = example
         zero = torch.zeros_like(start.energy)
         u = torch.ones_like(start.x) / math.sqrt(start.x.shape[-1])
-        args = (start.x, u, zero, start.energy, start.grad, zero, zero, zero + 1.0, step_size, scale)
+        args = (start.x, u, zero, start.energy, start.grad, zero, zero, zero, zero + 1.0,
+                start.energy, step_size, scale)
         self.step = Compiled(self._step_fn, args, mode, "isokinetic leapfrog step",
                              jit_options, ignore_jit_warnings)
 
-    def _step_fn(self, x, u, r, energy, grad, k, sum_dr, n, step_size, scale):
+    def _step_fn(self, x, u, r, energy, grad, k, sum_dr, sum_accept, n, energy0, step_size, scale):
         d = x.shape[-1]
         integ = IntegratorState(x, u, r, energy, grad)
         active = (k < n) & _finite(x, energy, grad)
         new, dr = esh_leapfrog(integ, step_size, self.value_and_grad, d - 1, scale)
+        new_sum_dr = sum_dr + dr
+        point_accept = torch.exp(log_accept_prob(_energy_error(new, energy0, new_sum_dr, d)))
         integ = where(active, new, integ)
-        sum_dr = sum_dr + torch.where(active, dr, torch.zeros_like(dr))
-        return (*integ, k + active.to(k.dtype), sum_dr)
+        sum_dr = torch.where(active, new_sum_dr, sum_dr)
+        sum_accept = torch.where(active, sum_accept + point_accept, sum_accept)
+        return (*integ, k + active.to(k.dtype), sum_dr, sum_accept)
 
     def __call__(self, start, draws, step_size, trajectory_length, scale, max_steps, fetch=()):
         """Returns ``(Proposal, host)`` where ``host`` are the values of the scalar tensors
@@ -79,17 +95,16 @@ class IsokineticTransition:
         n = jittered_num_steps(1.0 - draws.uniform_steps, trajectory_length, step_size, max_steps)
         host = torch.stack([n.max()] + [f.reshape(()).to(n.dtype) for f in fetch]).tolist()
         zero = torch.zeros_like(start.energy)
-        carry = (start.x, u0, zero, start.energy, start.grad, zero, zero)
+        carry = (start.x, u0, zero, start.energy, start.grad, zero, zero, zero)
         for _ in range(int(host[0])):
-            carry = self.step(*carry, n, step_size, scale)
+            carry = self.step(*carry, n, start.energy, step_size, scale)
         end = IntegratorState(*carry[:5])
-        k, sum_dr = carry[5], carry[6]
-        energy_error = end.energy - start.energy + kinetic_energy_change(sum_dr, d - 1)
-        ok = _finite(end.x, end.energy, end.grad)
-        energy_error = torch.where(ok, energy_error, torch.full_like(energy_error, math.inf))
+        k, sum_dr, sum_accept = carry[5], carry[6], carry[7]
+        energy_error = _energy_error(end, start.energy, sum_dr, d)
         log_alpha = log_accept_prob(energy_error)
         accept = torch.log(draws.uniform_accept) < log_alpha
         new = where(accept, end, start)
-        proposal = Proposal(new, torch.exp(log_alpha), k, energy_error,
-                            energy_error > DIVERGENCE_THRESHOLD)
+        accept_prob = torch.exp(log_alpha)
+        proposal = Proposal(new, accept_prob, k, energy_error, energy_error > DIVERGENCE_THRESHOLD,
+                            adaptation_accept_prob(accept_prob, finite_state(end), sum_accept, k))
         return proposal, host[1:]

@@ -173,7 +173,7 @@ class AdjustedESH(FlatKernel):
         self._set_log_values({"step size": f"{step_mean:.2e}", "acc. prob": f"{acc_mean:.3f}"})
         new, accept_prob = prop.state, prop.accept_prob
         if i < self._num_warmup:
-            adapt = adjusted_warmup_update(adapt, i, new.x, accept_prob, self._warmup_config())
+            adapt = adjusted_warmup_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config())
         mean_accept = state.mean_accept_prob
         if i == self._num_warmup:
             mean_accept = torch.zeros_like(mean_accept)

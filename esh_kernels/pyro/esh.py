@@ -43,7 +43,7 @@ from esh_kernels.core.warmup import (
     esh_warmup_update,
 )
 from esh_kernels.pyro._base import FlatKernel, finite_rows, where
-from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic
+from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic, finite_state
 from esh_kernels.pyro._model import Compiled
 
 
@@ -305,7 +305,7 @@ class ESH(FlatKernel):
         )
         self._set_log_values({"step size": f"{step_mean:.2e}", "phase": "adjusted"})
         new = prop.state._replace(r=torch.zeros_like(prop.state.r))
-        adapt = esh_warmup_adjusted_update(adapt, i, new.x, prop.accept_prob, self._warmup_config())
+        adapt = esh_warmup_adjusted_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config())
         zero = torch.zeros_like(new.energy)
         return ESHState(
             i + 1, new.x, new.energy, new, new.x, new.energy, zero, zero, prop.diverging,
@@ -322,9 +322,10 @@ class ESH(FlatKernel):
         zero = torch.zeros_like(state.potential_energy)
         # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
         # length, the clock restarting at each (r = 0 at the draw start, no time carried
-        # over), with the pick still weighted by physical time. From the first sampling
-        # draw on, the clock runs on untouched and each draw covers exactly
-        # `trajectory_length` physical time.
+        # over), with the pick still weighted by physical time. Sampling draws each cover
+        # exactly `trajectory_length` physical time, the clock re-anchored to the energy
+        # shell at every draw start so that it does not drift with the accumulated
+        # energy error (`esh_math.md` §4.4).
         if warm:
             integ0 = state.integrator._replace(r=zero)
             time_prev = time_cur = zero
@@ -334,9 +335,8 @@ class ESH(FlatKernel):
             max_steps = torch.floor(torch.clamp(torch.ceil(warm_distance / adapt.step_size),
                                                 self._steps_per_draw, self._max_steps))
         else:
-            integ0 = state.integrator
-            if i == self._num_warmup:  # first sampling draw: the clock's reference energy
-                integ0 = integ0._replace(r=esh_sampling_log_speed(adapt, integ0.energy, d))
+            integ0 = state.integrator._replace(
+                r=esh_sampling_log_speed(adapt, state.integrator.energy, d))
             time_prev, time_cur = state.time_prev, state.time_cur
             length = adapt.trajectory_length
             max_steps = zero + self._max_steps
@@ -365,6 +365,7 @@ class ESH(FlatKernel):
         carry = _unflatten_carry(flat)
 
         diverging = ~carry.ok
+        non_finite = ~(torch.isfinite(carry.sum_dh) & finite_state(carry.integ))
         # A divergent draw is dropped: restart from where it began with a fresh direction.
         restart = integ0._replace(u=unit_vector(draws.restart()))
         integ = where(diverging, restart, carry.integ)
@@ -378,6 +379,7 @@ class ESH(FlatKernel):
             adapt = esh_warmup_update(
                 adapt, i, carry.sum_dh2 / (torch.clamp(carry.k, min=1.0) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
+                non_finite=non_finite,
             )
         return ESHState(
             i + 1, pick_x, pick_energy, integ, x_prev, energy_prev, time_prev, time_cur,
