@@ -108,7 +108,7 @@ def test_welford_matches_numpy(dense):
 
 def test_metric_covariance_dense_needs_two_draws_per_dimension():
     """A dense window estimate from fewer than 2d draws keeps only its diagonal (Stan's
-    regularisation otherwise); variances pass through (``esh_math.md`` §7.3)."""
+    regularisation otherwise); variances pass through (``esh_math.md`` §7.4)."""
     rng = np.random.default_rng(7)
     d = 4
     x = rng.normal(size=(2 * d, d)) @ rng.normal(size=(d, d))

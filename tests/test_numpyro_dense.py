@@ -1,4 +1,4 @@
-"""``dense_mass=True`` in high dimension (issue 14, case 2; ``esh_math.md`` §7.3).
+"""``dense_mass=True`` in high dimension (issue 14, case 2; ``esh_math.md`` §7.4).
 
 The target is a 100-D Gaussian with a random rotation and eigenvalues ``logspace(-2, 2)``.
 Before the dense metric kept its diagonal below ``2d`` window draws, the first windows'

@@ -124,7 +124,7 @@ def test_adjusted_warmup_update_agrees(jax_x64, dense):
 
 
 def test_dense_metric_waits_for_2d_draws_in_both_backends(jax_x64):
-    """``esh_math.md`` §7.3 through the shared warmup: at d = 20 the 25-draw first window
+    """``esh_math.md`` §7.4 through the shared warmup: at d = 20 the 25-draw first window
     gives a diagonal scale, the 50-draw second window a dense one, the same in torch and
     JAX."""
     import jax

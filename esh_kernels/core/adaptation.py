@@ -97,12 +97,12 @@ def _identity_like(mean):
     return xp.diag(xp.ones_like(mean[(0,) * (mean.ndim - 1)]))
 
 
-#: a dense metric estimate needs this many window draws per dimension (``esh_math.md`` §7.3)
+#: a dense metric estimate needs this many window draws per dimension (``esh_math.md`` §7.4)
 DENSE_MIN_DRAWS_PER_DIM = 2.0
 
 
 def metric_covariance(state, num_chains=1):
-    """The covariance a window's draws give the metric (``esh_math.md`` §7.3): Stan's
+    """The covariance a window's draws give the metric (``esh_math.md`` §7.4): Stan's
     regularised estimate (:func:`welford_covariance`), except that a dense estimate from
     fewer than ``DENSE_MIN_DRAWS_PER_DIM * d`` draws per chain keeps only its diagonal
     (``num_chains``: how many chains' draws ``state`` pools, see :func:`welford_pool`).

@@ -81,7 +81,7 @@ def initial_scale(x, dense):
 def metric_update(schedule, i, welford, scale, x):
     """Feed the draw ``x`` to the window estimate; at a window end replace the scale by
     the Cholesky factor (or square root) of the window's covariance (regularised, and
-    diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.3) and
+    diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.4) and
     restart the estimate. Returns ``(welford, scale, window_ended)``."""
     collecting = schedule.collecting(i)
     weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
