@@ -21,7 +21,8 @@ def _stream(rng, chains, draws, d, frozen_chain=None, shift_chain=None):
             new[shift_chain] += 3.0
         if frozen_chain is not None:
             new[frozen_chain] = x[frozen_chain]
-        m = self_check.monitor_update(m, x, new, np.full(chains, 7), 1024, np.full(chains, 0.8))
+        m = self_check.monitor_update(m, x, new, np.full(chains, 7), 1024, np.zeros(chains, bool),
+                                      np.full(chains, 0.8))
         x = new
     return m
 
@@ -40,7 +41,7 @@ def test_healthy_stream_raises_nothing():
 
 def test_frozen_chain_and_collapsed_step_are_flagged_by_chain():
     m = _stream(np.random.default_rng(1), 4, 300, 5, frozen_chain=2)
-    frozen, collapsed, capped, rejecting, disagree = _flags(m, step=1e-5)
+    frozen, collapsed, capped, rejecting, divergent, disagree = _flags(m, step=1e-5)
     assert list(frozen) == [False, False, True, False]
     assert collapsed.all() and not capped.any() and not rejecting.any()
     found = self_check.findings("ESH", "sampling", m, np.full(4, 1e-5), None,
@@ -204,7 +205,7 @@ def test_pyro_healthy_run_is_silent_and_collapsed_step_is_named(name):
     pyro.set_rng_seed(0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mcmc = pyro.infer.MCMC(getattr(kernels, name)(model, step_size=1e-5), num_samples=100,
+        mcmc = pyro.infer.MCMC(getattr(kernels, name)(model, step_size=1e-5, max_steps=16), num_samples=100,
                                warmup_steps=50, num_chains=1, disable_progbar=True)
         mcmc.run()
     found = mcmc.kernel.self_check_findings

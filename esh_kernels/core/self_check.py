@@ -24,6 +24,9 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
 * ``step_size``: the step size is below ``1e-3``;
 * ``cap``: more than half of the draws hit ``max_steps``;
 * ``acceptance``: mean Metropolis acceptance below 0.05 (adjusted kernels);
+* ``divergences``: (sampling) more than 1% of the draws are flagged ``diverging``: the
+  trajectories hit a region the integrator cannot follow (a NaN region, a discontinuity,
+  extreme curvature), which the draws then under-represent;
 * ``disagree``: chains run together (vectorized / batched) whose within-window means
   disagree, max split-free R-hat over coordinates above 1.2 at the end of warmup, 1.1 in
   sampling (only with at least 200 draws per chain; shorter windows are too noisy).
@@ -42,13 +45,14 @@ FROZEN_SPREAD = 0.01
 MIN_STEP_SIZE = 1e-3
 CAP_FRACTION = 0.5
 MIN_ACCEPTANCE = 0.05
+MAX_DIVERGENT_FRACTION = 0.01
 RHAT_WARMUP = 1.2
 RHAT_SAMPLING = 1.1
 RHAT_MIN_DRAWS = 200
 MIN_DRAWS = 20  # fewer draws in a window: nothing is judged
 FIRST_SAMPLING_CHECK = 100
 
-SYMPTOMS = ("frozen", "step_size", "cap", "acceptance", "disagree")
+SYMPTOMS = ("frozen", "step_size", "cap", "acceptance", "divergences", "disagree")
 
 
 class MonitorState(NamedTuple):
@@ -58,6 +62,7 @@ class MonitorState(NamedTuple):
     repeats: Any  # draws equal to the previous draw
     cap_hits: Any  # draws that used max_steps gradient evaluations or more
     accept_sum: Any  # sum of Metropolis acceptance probabilities (0 for ESH)
+    divergent: Any  # draws flagged diverging
     mean: Any  # (d,) Welford mean of the draws
     m2: Any  # (d,) Welford sum of squared deviations
     chain: Any  # chain number, for the messages (-1: unknown, e.g. under pmap)
@@ -66,11 +71,12 @@ class MonitorState(NamedTuple):
 def monitor_init(x, chain):
     """Empty statistics for draws shaped like ``x`` (``(d,)`` or ``(C, d)``)."""
     zero = x[..., 0] * 0.0
-    return MonitorState(zero, zero, zero, zero, x * 0.0, x * 0.0, chain)
+    return MonitorState(zero, zero, zero, zero, zero, x * 0.0, x * 0.0, chain)
 
 
-def monitor_update(m, x_prev, x, n_steps, max_steps, accept_prob=None):
-    """Add the draw ``x`` that followed ``x_prev``, having cost ``n_steps`` gradients."""
+def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None):
+    """Add the draw ``x`` that followed ``x_prev``, having cost ``n_steps`` gradients
+    (``diverging``: the draw's divergence flag)."""
     xp = namespace(x)
     count = m.count + 1.0
     repeated = xp.all(x == x_prev, axis=-1) * 1.0
@@ -80,7 +86,7 @@ def monitor_update(m, x_prev, x, n_steps, max_steps, accept_prob=None):
     mean = m.mean + delta / count[..., None]
     m2 = m.m2 + delta * (x - mean)
     return MonitorState(count, m.repeats + repeated, m.cap_hits + capped,
-                        m.accept_sum + accept, mean, m2, m.chain)
+                        m.accept_sum + accept, m.divergent + diverging * 1.0, mean, m2, m.chain)
 
 
 def monitor_restart(m, restart):
@@ -135,8 +141,8 @@ def scale_diagonal(scale, dense):
 
 
 def problem_flags(m, step_size, scale_diag, sampling, has_accept):
-    """Per-chain booleans ``(frozen, step_size, cap, acceptance)`` and one batch boolean
-    ``disagree``, from the window statistics ``m`` and the chains' current step size and
+    """Per-chain booleans ``(frozen, step_size, cap, acceptance, divergences)`` and one
+    batch boolean ``disagree``, from the window statistics ``m`` and the chains' current step size and
     metric scale (:func:`scale_diagonal`). ``sampling`` enables the checks that need a
     fixed metric (spread) and selects the R-hat threshold."""
     xp = namespace(m.mean)
@@ -148,13 +154,14 @@ def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     collapsed = step_size < MIN_STEP_SIZE
     capped = enough & (m.cap_hits / safe > CAP_FRACTION)
     rejecting = enough & (m.accept_sum / safe < MIN_ACCEPTANCE) if has_accept else enough & False
+    divergent = enough & (m.divergent / safe > MAX_DIVERGENT_FRACTION) if sampling else enough & False
     batch = m.mean.ndim >= 2 and m.mean.shape[0] >= 2
     if batch:
         threshold = RHAT_SAMPLING if sampling else RHAT_WARMUP
         disagree = (xp.min(m.count) >= RHAT_MIN_DRAWS) & (rhat(m) > threshold)
     else:
         disagree = xp.any(enough) & False
-    return frozen, collapsed, capped, rejecting, disagree
+    return frozen, collapsed, capped, rejecting, divergent, disagree
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,6 +178,9 @@ CAUSES = {
            "estimated (dense_mass in high dimension, too short a warmup)",
     "acceptance": "the step size is too large for part of the posterior, or warmup did not "
                   "converge",
+    "divergences": "the trajectories reach a region the integrator cannot follow (a NaN "
+                   "region, a discontinuity, extreme curvature such as a funnel's neck), "
+                   "which the draws then under-represent",
     "disagree": "a chain is stuck in another mode or has not converged",
 }
 REMEDIES = {
@@ -180,6 +190,8 @@ REMEDIES = {
                  "or give a better init_strategy",
     "cap": "use dense_mass=False, more warmup, or a larger max_steps",
     "acceptance": "use more warmup or a smaller step_size",
+    "divergences": "reparameterise the model (e.g. non-centred), or make the density finite "
+                   "and smooth where it has support",
     "disagree": "use more warmup, a better init_strategy (e.g. init_to_median), and check the "
                 "model for multimodality",
 }
@@ -197,7 +209,7 @@ def findings(kernel, phase, m, step_size, scale_diag, flags, max_steps, remedies
     import numpy as np
 
     remedies = remedies or {}
-    frozen, collapsed, capped, rejecting, disagree = (np.asarray(f) for f in flags)
+    frozen, collapsed, capped, rejecting, divergent, disagree = (np.asarray(f) for f in flags)
     count = np.atleast_1d(np.asarray(m.count, dtype=float))
     chains = np.atleast_1d(np.asarray(m.chain))
     step = np.broadcast_to(np.atleast_1d(np.asarray(step_size, dtype=float)), count.shape)
@@ -214,6 +226,7 @@ def findings(kernel, phase, m, step_size, scale_diag, flags, max_steps, remedies
     repeats = np.atleast_1d(np.asarray(m.repeats, dtype=float))
     caps = np.atleast_1d(np.asarray(m.cap_hits, dtype=float))
     accept = np.atleast_1d(np.asarray(m.accept_sum, dtype=float))
+    divs = np.atleast_1d(np.asarray(m.divergent, dtype=float))
     for c in range(count.shape[0]):
         n = max(count[c], 1.0)
         if np.atleast_1d(frozen)[c]:
@@ -227,15 +240,19 @@ def findings(kernel, phase, m, step_size, scale_diag, flags, max_steps, remedies
                           f"{caps[c] / n:.0%} of its {int(count[c])} draws")
         if np.atleast_1d(rejecting)[c]:
             say(c, "acceptance", f"accepted {accept[c] / n:.1%} of its proposals")
+        if np.atleast_1d(divergent)[c]:
+            say(c, "divergences", f"had {int(divs[c])} divergent draws of {int(count[c])}")
     if bool(np.any(disagree)):
         r = float(rhat(type(m)(*(np.asarray(a, dtype=float) for a in m))))
         say(None, "disagree", f"disagree (R-hat {r:.2f} across {count.shape[0]} chains)")
     return out
 
 
-#: ESH's own advice: an unadjusted sampler cannot cope with NaN regions or discontinuities
+#: ESH's own advice: an unadjusted sampler is biased next to NaN regions and
+#: discontinuities, where AdjustedESH's Metropolis test keeps the answer exact (a
+#: discontinuity still defeats the tuning of every gradient-based kernel, esh_math.md §10)
 ESH_REMEDIES = {
-    symptom: "use AdjustedESH, which is exact (Metropolis-adjusted) and copes with NaN "
-             "regions and discontinuities of the density"
-    for symptom in ("frozen", "step_size", "cap")
+    symptom: "use AdjustedESH (exact, Metropolis-adjusted), and remove discontinuities of "
+             "the density (e.g. marginalise a change point)"
+    for symptom in ("frozen", "step_size", "cap", "divergences")
 }

@@ -161,7 +161,7 @@ class FlatKernel(MCMCKernel):
         nw = self._num_warmup
         m = self_check.monitor_restart(m, (i == nw // 2) | (i == nw))
         accept = getattr(new, "accept_prob", None)
-        m = self_check.monitor_update(m, x_prev, x, new.n_steps, self._max_steps, accept)
+        m = self_check.monitor_update(m, x_prev, x, new.n_steps, self._max_steps, new.diverging, accept)
         adapt = new.adapt_state
         scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
 

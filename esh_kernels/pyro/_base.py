@@ -353,7 +353,7 @@ class FlatKernel(MCMCKernel):
             self._monitor = self_check.monitor_restart(self._monitor, True)
         self._monitor = self_check.monitor_update(
             self._monitor, x_prev, self._draw(self._state), stats["n_steps"], self._max_steps,
-            stats.get("accept_prob"),
+            stats["diverging"], stats.get("accept_prob"),
         )
         if i == nw - 1:
             self._run_self_check("warmup")
