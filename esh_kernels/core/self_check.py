@@ -26,7 +26,7 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
 * ``acceptance``: mean Metropolis acceptance below 0.05 (adjusted kernels);
 * ``divergences``: (sampling) more than 1% of the draws are flagged ``diverging``: the
   trajectories hit a region the integrator cannot follow (a NaN region, a discontinuity,
-  extreme curvature), which the draws then under-represent;
+  extreme curvature), where an adjusted kernel rejects and ESH's draws are biased;
 * ``disagree``: chains run together (vectorized / batched) whose within-window means
   disagree, max split-free R-hat over coordinates above 1.2 at the end of warmup, 1.1 in
   sampling (only with at least 200 draws per chain; shorter windows are too noisy).
@@ -179,8 +179,9 @@ CAUSES = {
     "acceptance": "the step size is too large for part of the posterior, or warmup did not "
                   "converge",
     "divergences": "the trajectories reach a region the integrator cannot follow (a NaN "
-                   "region, a discontinuity, extreme curvature such as a funnel's neck), "
-                   "which the draws then under-represent",
+                   "region, a discontinuity, extreme curvature such as a funnel's neck): an "
+                   "adjusted kernel rejects there and mixes slowly near it, ESH's draws "
+                   "under-represent it",
     "disagree": "a chain is stuck in another mode or has not converged",
 }
 REMEDIES = {

@@ -58,12 +58,13 @@ class AdjustedESH(FlatKernel):
         unconstrained tensors; needs ``initial_params`` (``MCMC(..., initial_params=)``).
     :param step_size: fixed step size (preconditioned frame). Default: dual averaging.
     :param trajectory_length: fixed mean trajectory length. Default: tuned in warmup.
-    :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
+    :param target_accept_prob: acceptance rate that warmup aims for (default 0.7; the
+        measurement is in the NumPyro kernel's docstring).
     :param dense_mass: dense (Cholesky) preconditioner instead of a diagonal one.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the
-        whitened frame (default 2).
+        whitened frame (default 1; measured as for the NumPyro kernel).
     :param init_strategy: Pyro init strategy (default ``init_to_uniform``).
     :param transforms: ``{site: constrained -> unconstrained transform}`` (as Pyro's HMC).
     :param max_plate_nesting: as Pyro's HMC (guessed when None).
@@ -82,11 +83,11 @@ class AdjustedESH(FlatKernel):
         *,
         step_size=None,
         trajectory_length=None,
-        target_accept_prob=0.8,
+        target_accept_prob=0.7,
         dense_mass=False,
         adapt_mass_matrix=True,
         max_steps=1024,
-        trajectory_factor=2.0,
+        trajectory_factor=1.0,
         init_strategy=init_to_uniform,
         transforms=None,
         max_plate_nesting=None,
