@@ -44,8 +44,8 @@ def test_frozen_chain_and_collapsed_step_are_flagged_by_chain():
     frozen, collapsed, capped, rejecting, divergent, disagree = _flags(m, step=1e-5)
     assert list(frozen) == [False, False, True, False]
     assert collapsed.all() and not capped.any() and not rejecting.any()
-    found = self_check.findings("ESH", "sampling", m, np.full(4, 1e-5), None,
-                                _flags(m, step=1e-5), 1024, self_check.ESH_REMEDIES)
+    found = self_check.findings("ESH", "sampling", m, np.full(4, 1e-5), _flags(m, step=1e-5),
+                                1024, self_check.ESH_REMEDIES)
     messages = [msg for chain, symptom, msg in found if symptom == "frozen"]
     assert len(messages) == 1 and "chain 2 is frozen" in messages[0]
     assert "AdjustedESH" in messages[0]

@@ -35,7 +35,6 @@ None of these fires on the benchmark targets at the defaults (``tests/test_self_
 runs them); each fires on the failures it was written for.
 """
 
-import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.backend import namespace
@@ -203,8 +202,8 @@ def _chain_name(chain):
     return f"chain {chain}" if chain >= 0 else "a chain"
 
 
-def findings(kernel, phase, m, step_size, scale_diag, flags, max_steps, remedies=None):
-    """Messages for the raised ``flags`` (from :func:`problem_flags`, host numpy arrays):
+def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
+    """Messages for the raised ``flags`` (from :func:`problem_flags`; host numpy arrays):
     a list of ``(chain, symptom, message)``. ``phase`` is ``"warmup"`` or ``"sampling"``;
     ``remedies`` maps a symptom to the kernel's own advice, put before the generic one."""
     import numpy as np
@@ -247,6 +246,19 @@ def findings(kernel, phase, m, step_size, scale_diag, flags, max_steps, remedies
         r = float(rhat(type(m)(*(np.asarray(a, dtype=float) for a in m))))
         say(None, "disagree", f"disagree (R-hat {r:.2f} across {count.shape[0]} chains)")
     return out
+
+
+def report(known, kernel, phase, m, step_size, flags, max_steps, remedies=None):
+    """:func:`findings`, then a ``UserWarning`` for each ``(chain, symptom)`` not already in
+    ``known`` (the kernel's list of ``(chain, symptom, message)``, appended to)."""
+    import warnings
+
+    seen = {(chain, symptom) for chain, symptom, _ in known}
+    for chain, symptom, message in findings(kernel, phase, m, step_size, flags, max_steps, remedies):
+        if (chain, symptom) not in seen:
+            seen.add((chain, symptom))
+            known.append((chain, symptom, message))
+            warnings.warn(message, UserWarning, stacklevel=3)
 
 
 #: ESH's own advice: an unadjusted sampler is biased next to NaN regions and

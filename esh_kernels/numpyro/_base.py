@@ -14,7 +14,6 @@ rebuilds the potential from ``model_args`` inside ``sample`` so that
 ``MCMC(jit_model_args=True)`` sees new data (api_notes Gotcha #2).
 """
 
-import warnings
 from functools import partial
 
 import jax
@@ -169,7 +168,7 @@ class FlatKernel(MCMCKernel):
             flags = self_check.problem_flags(m, adapt.step_size, scale_diag, sampling, accept is not None)
             raised = jnp.any(jnp.stack([jnp.any(f) for f in flags]))
             report = partial(self._report, "sampling" if sampling else "warmup")
-            lax.cond(raised, lambda: jax.debug.callback(report, m, adapt.step_size, scale_diag, flags),
+            lax.cond(raised, lambda: jax.debug.callback(report, m, adapt.step_size, flags),
                      lambda: None)
 
         lax.cond(i == nw - 1, lambda: check(False), lambda: None)
@@ -177,15 +176,10 @@ class FlatKernel(MCMCKernel):
         lax.cond((i >= nw) & self_check.sampling_checkpoint(n), lambda: check(True), lambda: None)
         return new._replace(monitor=m)
 
-    def _report(self, phase, m, step_size, scale_diag, flags):
+    def _report(self, phase, m, step_size, flags):
         """Host side of the self-check: warn once per chain and symptom."""
-        found = self_check.findings(type(self).__name__, phase, m, step_size, scale_diag, flags,
-                                    self._max_steps, self.self_check_remedies)
-        seen = {(c, symptom) for c, symptom, _ in self.self_check_findings}
-        for chain, symptom, message in found:
-            if (chain, symptom) not in seen:
-                self.self_check_findings.append((chain, symptom, message))
-                warnings.warn(message, UserWarning, stacklevel=2)
+        self_check.report(self.self_check_findings, type(self).__name__, phase, m, step_size,
+                          flags, self._max_steps, self.self_check_remedies)
 
     def __getstate__(self):
         state = self.__dict__.copy()

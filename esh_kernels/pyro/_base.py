@@ -18,7 +18,6 @@ generator (``pyro.set_rng_seed``), drawn through ``self._rng`` so that tests can
 them.
 """
 
-import warnings
 from collections import OrderedDict
 
 import torch
@@ -368,14 +367,9 @@ class FlatKernel(MCMCKernel):
             return
         host = [torch.as_tensor(f).cpu().numpy() for f in flags]
         m_host = type(m)(*(a.detach().cpu().numpy() for a in m))
-        found = self_check.findings(type(self).__name__, phase, m_host,
-                                    adapt.step_size.detach().cpu().numpy(), None, host,
-                                    self._max_steps, self.self_check_remedies)
-        seen = {(c, symptom) for c, symptom, _ in self.self_check_findings}
-        for chain, symptom, message in found:
-            if (chain, symptom) not in seen:
-                self.self_check_findings.append((chain, symptom, message))
-                warnings.warn(message, UserWarning, stacklevel=2)
+        self_check.report(self.self_check_findings, type(self).__name__, phase, m_host,
+                          adapt.step_size.detach().cpu().numpy(), host, self._max_steps,
+                          self.self_check_remedies)
 
     def _check_dim(self, d):
         if d < self.min_dim:
