@@ -251,16 +251,18 @@ def main(argv=None):
                            traceback=traceback.format_exc(limit=8))
             rec["script_seconds"] = time.perf_counter() - t0
             new.append(rec)
+            save()
             jax.clear_caches()  # free the compiled programs (see run_numpyro.py)
             if rec["status"] == "ok":
-                print(f"  {name:44s} {s:13s} {rec['verdict']:4s} rhat {rec['rhat_max']:.3f} "
-                      f"ESS {rec['ess_bulk_min']:7.1f} ESS/1kgrad {rec['ess_per_1k_grad']:7.2f} "
-                      f"grads/draw {rec['grads_per_draw']:6.1f} |z|max {rec['z_max']:.1f} "
+                num = {k: float("nan") if rec.get(k) is None else rec[k]  # a frozen chain: no R-hat
+                       for k in ("rhat_max", "ess_bulk_min", "ess_per_1k_grad", "grads_per_draw", "z_max")}
+                print(f"  {name:44s} {s:13s} {rec['verdict']:4s} rhat {num['rhat_max']:.3f} "
+                      f"ESS {num['ess_bulk_min']:7.1f} ESS/1kgrad {num['ess_per_1k_grad']:7.2f} "
+                      f"grads/draw {num['grads_per_draw']:6.1f} |z|max {num['z_max']:.1f} "
                       f"[{rec['script_seconds']:.0f}s] {'; '.join(rec['failed'][:2])}", flush=True)
             else:
                 print(f"  {name:44s} {s:13s} {rec['status'].upper()}: {rec.get('error') or rec.get('note')}", flush=True)
                 print(rec.get("traceback", ""), flush=True)
-            save()
     return 0 if all(r["status"] == "ok" for r in new) else 1
 
 
