@@ -22,6 +22,7 @@ from esh_kernels.core.warmup import (
     AdjustedWarmupConfig,
     adjusted_warmup_init,
     adjusted_warmup_update,
+    default_trajectory_factor,
 )
 
 
@@ -63,7 +64,9 @@ class AdjustedESH(FlatKernel):
     :param adapt_mass_matrix: whether warmup estimates the preconditioner (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the
-        whitened frame (about the size of the typical set). Default 1, chosen on the same
+        whitened frame (about the size of the typical set). Default 1 (2 with
+        ``dense_mass=True``: ``esh_kernels.core.warmup.TRAJECTORY_FACTOR`` says why), chosen
+        on the same
         yardstick: factors 0.75 / 1 / 1.25 / 1.5 / 2 at target 0.8 gave 131 / 142 / 118 /
         85 / 59 on the ill-conditioned Gaussian, 97 / 104 / 108 / 84 / 73 on eight schools
         and 19 / 25 / 28 / 35 / 24 on the logistic regression. The former default 2 was
@@ -87,7 +90,7 @@ class AdjustedESH(FlatKernel):
         dense_mass=False,
         adapt_mass_matrix=True,
         max_steps=1024,
-        trajectory_factor=1.0,
+        trajectory_factor=None,
         init_strategy=None,
         forward_mode_differentiation=False,
     ):
@@ -99,7 +102,8 @@ class AdjustedESH(FlatKernel):
         self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
         self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
         self._max_steps = check_int("max_steps", max_steps, 1)
-        self._trajectory_factor = check_positive("trajectory_factor", trajectory_factor, allow_none=False)
+        self._trajectory_factor = default_trajectory_factor(
+            check_positive("trajectory_factor", trajectory_factor), self._dense_mass)
 
     def get_diagnostics_str(self, state):
         return "{} steps of size {:.2e}. acc. prob={:.2f}".format(

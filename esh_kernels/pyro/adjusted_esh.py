@@ -25,6 +25,7 @@ from esh_kernels.core.warmup import (
     AdjustedWarmupConfig,
     adjusted_warmup_init,
     adjusted_warmup_update,
+    default_trajectory_factor,
 )
 from esh_kernels.pyro._base import FlatKernel
 from esh_kernels.pyro._isokinetic import IsokineticDraws, IsokineticTransition, draw_isokinetic
@@ -64,7 +65,8 @@ class AdjustedESH(FlatKernel):
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the
-        whitened frame (default 1; measured as for the NumPyro kernel).
+        whitened frame (default 1, 2 with ``dense_mass=True``:
+        ``esh_kernels.core.warmup.TRAJECTORY_FACTOR``).
     :param init_strategy: Pyro init strategy (default ``init_to_uniform``).
     :param transforms: ``{site: constrained -> unconstrained transform}`` (as Pyro's HMC).
     :param max_plate_nesting: as Pyro's HMC (guessed when None).
@@ -87,7 +89,7 @@ class AdjustedESH(FlatKernel):
         dense_mass=False,
         adapt_mass_matrix=True,
         max_steps=1024,
-        trajectory_factor=1.0,
+        trajectory_factor=None,
         init_strategy=init_to_uniform,
         transforms=None,
         max_plate_nesting=None,
@@ -106,7 +108,8 @@ class AdjustedESH(FlatKernel):
         self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
         self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
         self._max_steps = check_int("max_steps", max_steps, 1)
-        self._trajectory_factor = check_positive("trajectory_factor", trajectory_factor, allow_none=False)
+        self._trajectory_factor = default_trajectory_factor(
+            check_positive("trajectory_factor", trajectory_factor), self._dense_mass)
 
     # -- state ---------------------------------------------------------------------------
 
