@@ -61,6 +61,7 @@ from esh_kernels.core.tuned_warmup import (
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
+    tracks_uturn,
     untuned_warning,
     whitener,
 )
@@ -303,7 +304,7 @@ class TunedHMC(FlatKernel):
         n = jnp.clip(jnp.ceil(h * adapt.trajectory_length / adapt.step_size), 1, self._max_steps)
         n = n.astype(jnp.int32)
         zero_i = jnp.array(0, jnp.int32)
-        track = jnp.asarray(track_uturn) & (state.i < self._num_warmup)
+        track = jnp.asarray(track_uturn) & (state.i < self._num_warmup) & tracks_uturn(state.i)
         whiten = whitener(adapt.scale, self._dense_mass)
 
         def finite(integ):
@@ -321,7 +322,7 @@ class TunedHMC(FlatKernel):
             prop = jax.tree.map(lambda a, b: jnp.where(k == n, a, b), integ, prop)
             if track_uturn:
                 turned = jnp.sum(whiten(integ.x - x0) * integ.u) < 0
-                k_turn = jnp.where((k_turn == 0) & turned, k, k_turn)
+                k_turn = jnp.where(track & (k_turn == 0) & turned, k, k_turn)
             return k, integ, prop, k_turn
 
         init = start._replace(u=p0)

@@ -39,6 +39,7 @@ from esh_kernels.core.tuned_warmup import (
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
+    tracks_uturn,
     untuned_warning,
     whitener,
 )
@@ -283,7 +284,7 @@ class TunedHMC(FlatKernel):
                         1.0, float(self._max_steps))
         warm = i < self._num_warmup
         cross = self._cross_chain_tuning
-        track_uturn = self._tune_length and not cross and warm
+        track_uturn = self._tune_length and not cross and warm and tracks_uturn(i)
         zero = torch.zeros_like(start.energy)
         track = torch.full_like(zero, 1.0 if track_uturn else 0.0) > 0.5
         if track_uturn and self._dense_mass:
