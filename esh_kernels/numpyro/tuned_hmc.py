@@ -18,7 +18,8 @@ Warmup tunes, with nothing to set by hand:
 
   - **single-chain** (``cross_chain=False``, the default; also ``sequential``/``parallel``
     or one chain whatever ``cross_chain`` says): each chain sets
-    ``T = uturn_factor * (mean time to a U-turn)``. During warmup the trajectory is
+    ``T = uturn_factor * (mean time to a U-turn)``. On one warmup iteration in four
+    (``esh_math.md`` §7.3) the trajectory is
     continued past the proposal until NUTS's no-U-turn criterion fails in the whitened
     frame; the running mean of these times (restarted with each new metric) sets
     ``T``. ChEES about the chain's running mean (the ensemble mean replaced by a Welford
