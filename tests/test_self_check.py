@@ -59,6 +59,21 @@ def test_chains_that_disagree_are_flagged():
     assert not _flags(few)[-1]  # under RHAT_MIN_DRAWS draws per chain: too noisy to judge
 
 
+def test_chains_that_disagree_on_the_spread_are_flagged():
+    """Same means, one chain 3x wider (a chain outside a funnel's neck): R-hat on x misses
+    it, the variance ratio does not."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 3))
+    m = self_check.monitor_init(x, np.arange(4))
+    for _ in range(300):
+        new = rng.normal(size=(4, 3)) * np.array([[3.0], [1.0], [1.0], [1.0]])
+        m = self_check.monitor_update(m, x, new, np.full(4, 7), 1024, np.zeros(4, bool))
+        x = new
+    assert self_check.rhat(m) < 1.1
+    assert self_check.variance_ratio(m) > 4.0
+    assert _flags(m)[-1]
+
+
 def test_sampling_checkpoints():
     n = np.arange(1, 2000)
     hits = n[self_check.sampling_checkpoint(n * 1.0)]

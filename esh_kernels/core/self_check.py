@@ -29,7 +29,8 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
   extreme curvature), where an adjusted kernel rejects and ESH's draws are biased;
 * ``disagree``: chains run together (vectorized / batched) whose within-window means
   disagree, max split-free R-hat over coordinates above 1.2 at the end of warmup, 1.1 in
-  sampling (only with at least 200 draws per chain; shorter windows are too noisy).
+  sampling, or whose within-chain variances differ by more than 4x in some coordinate
+  (only with at least 200 draws per chain; shorter windows are too noisy).
 
 None of these fires on the benchmark targets at the defaults (``tests/test_self_check.py``
 runs them); each fires on the failures it was written for.
@@ -48,6 +49,7 @@ MAX_DIVERGENT_FRACTION = 0.01
 RHAT_WARMUP = 1.2
 RHAT_SAMPLING = 1.1
 RHAT_MIN_DRAWS = 200
+MAX_VARIANCE_RATIO = 4.0
 MIN_DRAWS = 20  # fewer draws in a window: nothing is judged
 FIRST_SAMPLING_CHECK = 100
 
@@ -132,6 +134,17 @@ def rhat(m):
     return xp.sqrt(xp.max(ratio))
 
 
+def variance_ratio(m):
+    """Max over coordinates of the largest over the smallest within-chain variance of the
+    chains in the batch ``m``: chains that agree on the mean can still disagree on the
+    spread (a chain stuck in a funnel's neck), which R-hat on ``x`` does not see."""
+    xp = namespace(m.mean)
+    v = _variance(m)
+    low = xp.min(v, axis=0)
+    ratio = xp.max(v, axis=0) / xp.where(low > 0, low, 1.0)
+    return xp.max(xp.where(low > 0, ratio, 1.0))
+
+
 def scale_diagonal(scale, dense):
     """Marginal scale of each coordinate under the metric ``L`` (a vector, or a dense
     lower-triangular matrix when ``dense``): ``sqrt(diag(L L^T))``."""
@@ -157,7 +170,8 @@ def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     batch = m.mean.ndim >= 2 and m.mean.shape[0] >= 2
     if batch:
         threshold = RHAT_SAMPLING if sampling else RHAT_WARMUP
-        disagree = (xp.min(m.count) >= RHAT_MIN_DRAWS) & (rhat(m) > threshold)
+        spread_apart = variance_ratio(m) > MAX_VARIANCE_RATIO
+        disagree = (xp.min(m.count) >= RHAT_MIN_DRAWS) & ((rhat(m) > threshold) | spread_apart)
     else:
         disagree = xp.any(enough) & False
     return frozen, collapsed, capped, rejecting, divergent, disagree
@@ -243,8 +257,10 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
         if np.atleast_1d(divergent)[c]:
             say(c, "divergences", f"had {int(divs[c])} divergent draws of {int(count[c])}")
     if bool(np.any(disagree)):
-        r = float(rhat(type(m)(*(np.asarray(a, dtype=float) for a in m))))
-        say(None, "disagree", f"disagree (R-hat {r:.2f} across {count.shape[0]} chains)")
+        host = type(m)(*(np.asarray(a, dtype=float) for a in m))
+        r, v = float(rhat(host)), float(variance_ratio(host))
+        say(None, "disagree", f"disagree (R-hat {r:.2f}, within-chain variances up to {v:.1f}x "
+                              f"apart, across {count.shape[0]} chains)")
     return out
 
 
