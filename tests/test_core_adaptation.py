@@ -204,6 +204,15 @@ def test_step_size_predictor_converges(c, eps0):
     assert np.isinf(state.max_step)
 
 
+def _predictor_after(n, c, desired, eps=0.2):
+    """The predictor after ``n`` finite draws whose energy error is ``c eps^6``."""
+    eps = np.float64(eps)
+    state = step_size_predictor_init(eps)
+    for _ in range(n):
+        state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+    return state, eps
+
+
 def test_step_size_predictor_non_finite_divergence_backs_off_without_cap():
     """A divergence that reached a non-finite state (a NaN region of the target) backs the
     next step off to 0.8 eps but leaves the cap alone, and the next finite observation
@@ -211,10 +220,7 @@ def test_step_size_predictor_non_finite_divergence_backs_off_without_cap():
     case 1)."""
     desired, c = 5e-4, 1.0
     eps_star = (desired / c) ** (1 / 6)
-    eps = np.float64(0.2)
-    state = step_size_predictor_init(eps)
-    for _ in range(30):
-        state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+    state, eps = _predictor_after(30, c, desired)
     before = eps
     state, eps = step_size_predictor_update(
         state, eps, np.float64(np.nan), np.bool_(True), desired, non_finite=np.bool_(True)
@@ -229,13 +235,11 @@ def test_step_size_predictor_non_finite_divergence_backs_off_without_cap():
     state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
     assert abs(eps / eps_star - 1) < 1e-3
 
+
 def test_step_size_predictor_divergence_caps_step():
     desired = 5e-4
     c = 1.0
-    eps = np.float64(0.2)
-    state = step_size_predictor_init(eps)
-    for _ in range(5):
-        state, eps = step_size_predictor_update(state, eps, c * eps**6, np.bool_(False), desired)
+    state, eps = _predictor_after(5, c, desired)
     before = eps
     state_div, eps_div = step_size_predictor_update(
         state, eps, np.float64(np.nan), np.bool_(True), desired

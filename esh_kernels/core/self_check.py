@@ -53,7 +53,6 @@ MAX_VARIANCE_RATIO = 4.0
 MIN_DRAWS = 20  # fewer draws in a window: nothing is judged
 FIRST_SAMPLING_CHECK = 100
 
-SYMPTOMS = ("frozen", "step_size", "cap", "acceptance", "divergences", "disagree")
 
 
 class MonitorState(NamedTuple):
