@@ -139,8 +139,8 @@ def variance_ratio(m):
     spread (a chain stuck in a funnel's neck), which R-hat on ``x`` does not see."""
     xp = namespace(m.mean)
     v = _variance(m)
-    low = xp.min(v, axis=0)
-    ratio = xp.max(v, axis=0) / xp.where(low > 0, low, 1.0)
+    low = xp.amin(v, axis=0)
+    ratio = xp.amax(v, axis=0) / xp.where(low > 0, low, 1.0)
     return xp.max(xp.where(low > 0, ratio, 1.0))
 
 
