@@ -21,7 +21,9 @@ ArviZ 1.x. The groups are
 Dimensions of sites inside plates are named after the plates (as ``az.from_numpyro``
 does); ``coords`` and ``dims`` given by the user are passed to ArviZ and take precedence.
 
-NumPyro: the statistics are the MCMC's *extra fields*, so collect them when running::
+NumPyro: the statistics are the MCMC's *extra fields*. The ``esh_kernels.numpyro``
+kernels collect them by default (their ``default_fields``); for other kernels (NumPyro's
+``NUTS``) collect them when running::
 
     mcmc.run(key, data, extra_fields=esh_kernels.sample_stats_fields(mcmc))
 
@@ -109,6 +111,10 @@ def sample_stats_fields(kernel):
       ``n_steps``, ``energy_error``;
     * ``AdjustedESH``: the same plus ``accept_prob`` and ``mean_accept_prob``;
     * ``TunedHMC``: the same as ``AdjustedESH`` plus ``energy`` (the Hamiltonian).
+
+    They are the ``default_fields`` of these kernels, so NumPyro collects them without
+    ``extra_fields``; ``to_arviz`` adds ``energy`` for ``ESH`` and ``AdjustedESH``
+    (their potential energy, ``docs/arviz.md`` says why).
 
     NumPyro's own ``HMC``/``NUTS`` get ``diverging``, ``potential_energy``,
     ``accept_prob``, ``adapt_state.step_size``, ``num_steps`` and ``energy``. A kernel
@@ -275,6 +281,7 @@ def _from_numpyro(mcmc, want_observed, want_log_likelihood):
         sample_stats[name] = -value if field == "potential_energy" else value
     if "diverging" in sample_stats:
         sample_stats["diverging"] = sample_stats["diverging"].astype(bool)
+    _add_isokinetic_energy(sample_stats, mcmc.sampler)
 
     model = getattr(mcmc.sampler, "model", None)
     args, kwargs = getattr(mcmc, "_args", ()), getattr(mcmc, "_kwargs", {})
@@ -375,6 +382,7 @@ def _from_pyro(mcmc, want_observed, want_log_likelihood):
     sample_stats, chain_attrs = _pyro_sample_stats(per_chain, num_chains, num_draws)
 
     kernel = getattr(mcmc, "kernel", None)
+    _add_isokinetic_energy(sample_stats, kernel)
     model = getattr(kernel, "model", None)
     args, kwargs = getattr(mcmc, "_args", ()), getattr(mcmc, "_kwargs", {})
     observed, site_dims = {}, {}
@@ -427,6 +435,21 @@ def _from_pyro(mcmc, want_observed, want_log_likelihood):
     if pyro is not None:
         attrs["posterior"] = _library_attrs(pyro, kernel)
     return groups, site_dims, attrs
+
+
+def _add_isokinetic_energy(sample_stats, kernel):
+    """``energy`` for the isokinetic kernels (``ESH``, ``AdjustedESH``), which declare
+    ``energy_is_potential_energy``: the ESH Hamiltonian ``U(x) + D log|v|`` at a draw with
+    its velocity refreshed to unit length, that is the potential energy ``U(x)``
+    (``esh_math.md`` §2). The velocity's length carries no information (the dynamics are
+    invariant under rescaling it), so there is no kinetic-energy level for a refresh to
+    move, unlike HMC. ``az.bfmi`` / ``az.plot_energy`` then read
+    ``E[(U_n - U_{n-1})^2] / Var(U) = 2 (1 - rho_1(U))``: how far the potential energy
+    moves between draws, low when the energy level (e.g. a funnel's scale) mixes slowly."""
+    if "energy" in sample_stats or "lp" not in sample_stats:
+        return
+    if getattr(kernel, "energy_is_potential_energy", False):
+        sample_stats["energy"] = -sample_stats["lp"]
 
 
 def _to_numpy(value):

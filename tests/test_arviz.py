@@ -159,7 +159,7 @@ def test_numpyro_groups_stats_and_dims(np_adjusted):
 
     stats = data["sample_stats"]
     expected = {"diverging", "acceptance_rate", "step_size", "lp", "n_steps", "energy_error",
-                "mean_accept_prob"}
+                "mean_accept_prob", "energy"}  # energy: AdjustedESH's potential energy (docs/arviz.md)
     assert set(stats.data_vars) == expected
     assert "tree_depth" not in stats.data_vars
     assert stats["diverging"].dtype == bool
@@ -226,15 +226,36 @@ def test_numpyro_nuts_no_tree_depth(np_model):
     assert "tree_depth" not in stats.data_vars and "reached_max_tree_depth" not in stats.data_vars
 
 
-def test_numpyro_default_fields_only(np_model):
-    from esh_kernels.numpyro import AdjustedESH
+@pytest.mark.parametrize("name", ["ESH", "AdjustedESH", "TunedHMC"])
+def test_numpyro_default_fields_give_full_sample_stats(np_model, name):
+    """Without ``extra_fields`` (the README's snippet) the kernels still collect what ArviZ
+    needs, ``az.plot_energy`` / ``az.bfmi`` work, and the isokinetic kernels' ``energy``
+    is their potential energy (``docs/arviz.md``)."""
+    import arviz as az
+    import matplotlib
 
+    import esh_kernels.numpyro as kernels
+
+    matplotlib.use("Agg")
     model, args, kwargs = np_model
-    mcmc = _np_run(AdjustedESH(model), args, kwargs, num_chains=1, extra=False,
+    mcmc = _np_run(getattr(kernels, name)(model), args, kwargs, num_chains=1, extra=False,
                    num_warmup=30, num_samples=10, thinning=2)
     data = to_arviz(mcmc)
-    assert set(data["sample_stats"].data_vars) == {"diverging"}
+    stats = data["sample_stats"]
+    need = {"diverging", "lp", "step_size", "n_steps", "energy_error", "energy"}
+    if name != "ESH":
+        need |= {"acceptance_rate"}
+    assert need <= set(stats.data_vars)
     assert data["posterior"]["mu"].shape == (1, 5)
+    assert stats["energy"].shape == (1, 5)
+    if name != "TunedHMC":
+        np.testing.assert_array_equal(stats["energy"].values, -stats["lp"].values)
+    if arviz_generation() >= 1:
+        assert np.all(np.isfinite(az.bfmi(data)["energy"].values))
+        az.plot_energy(data, backend="matplotlib")
+    else:
+        assert np.all(np.isfinite(az.bfmi(data)))
+        az.plot_energy(data)
 
 
 def test_numpyro_potential_fn():

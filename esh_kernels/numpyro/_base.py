@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax, random, vmap
 from jax.flatten_util import ravel_pytree
-from numpyro.handlers import seed, trace
+from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.hmc_util import _value_and_grad
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
@@ -87,7 +87,12 @@ class FlatKernel(MCMCKernel):
 
     @property
     def default_fields(self):
-        return ("z", "diverging")
+        """The draw and every statistic :func:`esh_kernels.to_arviz` turns into
+        ``sample_stats`` (``sample_stats_fields``), so that ArviZ diagnostics work without
+        ``extra_fields``."""
+        from esh_kernels.arviz import sample_stats_fields
+
+        return (self.sample_field,) + sample_stats_fields(self)
 
     def postprocess_fn(self, model_args, model_kwargs):
         if self._postprocess_fn is None:
@@ -115,9 +120,20 @@ class FlatKernel(MCMCKernel):
             return self._init_chain(x, energy, grad, key, num_warmup)
 
         state = vmap(init_one)(z0, rng_key) if batched else init_one(z0, rng_key)
-        self._check_finite_start(state)
+        self._check_finite_start(state, init_params is not None,
+                                 key_init[0] if batched else key_init, model_args, model_kwargs)
+        if self._dim == 0:
+            # No continuous latent site (an empty model, only observed or deterministic
+            # sites): nothing to move. Each draw is the empty position, and NumPyro's
+            # postprocessing adds the deterministic sites, as it does for NUTS.
+            self._sample_fn = self._no_latent_step
+            return state
         self._sample_fn = self._sample_batch if batched else self._sample_chain
         return state._replace(monitor=self._monitor_init(state, batched))
+
+    @staticmethod
+    def _no_latent_step(state, value_and_grad):
+        return state._replace(i=state.i + 1)
 
     def _sample_batch(self, state, value_and_grad):
         """Transition of a batch of chains (``chain_method="vectorized"``)."""
@@ -126,7 +142,7 @@ class FlatKernel(MCMCKernel):
     def sample(self, state, model_args, model_kwargs):
         assert self._sample_fn is not None, "`init` must be called before `sample`."
         new = self._sample_fn(state, self._flat_value_and_grad(model_args, model_kwargs))
-        return self._self_check(state, new)
+        return new if self._dim == 0 else self._self_check(state, new)
 
     # -- self-check (core/self_check.py) -------------------------------------------------
 
@@ -189,7 +205,7 @@ class FlatKernel(MCMCKernel):
     # -- helpers -------------------------------------------------------------------------
 
     def _check_dim(self, d):
-        if d < self.min_dim:
+        if 0 < d < self.min_dim:
             raise ValueError(
                 f"{type(self).__name__} needs at least {self.min_dim} unconstrained "
                 f"dimensions, the model has {d}. ESH dynamics are singular in one "
@@ -215,7 +231,16 @@ class FlatKernel(MCMCKernel):
         except Exception as err:
             # NumPyro's own message for a discrete latent site asks for `funsor`; name the
             # site instead (enumerated sites work when funsor is installed).
-            self._raise_if_discrete(key_init[0] if batched else key_init, model_args, model_kwargs, err)
+            key = key_init[0] if batched else key_init
+            self._raise_if_discrete(key, model_args, model_kwargs, err)
+            if isinstance(err, RuntimeError) and "Cannot find valid initial parameters" in str(err):
+                bad = self._non_finite_sites(key, model_args, model_kwargs)
+                raise ValueError(
+                    f"{type(self).__name__}: no initial point with a finite potential energy "
+                    f"and gradient was found with init_strategy={self._init_strategy_name()} "
+                    f"({_naming(bad)}). Check the model, or pick another `init_strategy` or "
+                    "`init_params`."
+                ) from err
             raise
         self._potential_fn_gen = info.potential_fn
         self._postprocess_fn = info.postprocess_fn
@@ -253,7 +278,34 @@ class FlatKernel(MCMCKernel):
             forward_mode_differentiation=self._forward_mode_differentiation,
         )
 
-    def _check_finite_start(self, state):
+    def _init_strategy_name(self):
+        return getattr(self._init_strategy, "__name__", repr(self._init_strategy))
+
+    def _non_finite_sites(self, key, model_args, model_kwargs, z=None):
+        """Names of the sample sites (latent, observed, ``factor``) whose log density is
+        not finite at the unconstrained position ``z``, or where ``init_strategy`` puts the
+        latent sites when ``z`` is None. ``[]`` when the model cannot be traced this way."""
+        model = seed(self._model, key)
+        if z is None:
+            model = substitute(model, substitute_fn=self._init_strategy)
+        else:
+            model = substitute(model, data=self._postprocess_fn(*model_args, **model_kwargs)(z))
+        try:
+            tr = trace(model).get_trace(*model_args, **model_kwargs)
+        except Exception:  # e.g. a model that only runs under inference handlers
+            return []
+        bad = []
+        for name, site in tr.items():
+            if site["type"] == "sample":
+                log_prob = np.asarray(site["fn"].log_prob(site["value"]))
+                if not np.all(np.isfinite(log_prob)):
+                    bad.append(name)
+        return bad
+
+    def _check_finite_start(self, state, given, key, model_args, model_kwargs):
+        """``ValueError`` when a chain starts at a non-finite potential energy or gradient,
+        naming the sites whose log density is not finite. ``given``: the user passed
+        ``init_params`` (then they are what to change, not the ``init_strategy``)."""
         try:
             energy = np.asarray(state.potential_energy)
             grad = np.asarray(state.integrator.grad)
@@ -261,20 +313,29 @@ class FlatKernel(MCMCKernel):
             return
         except jax.errors.TracerArrayConversionError:
             return
-        if not np.all(np.isfinite(energy)):
-            raise ValueError(
-                "The potential energy at the initial parameters is not finite "
-                f"({energy}). Check the model, or pick another `init_strategy` "
-                f"(now {getattr(self._init_strategy, '__name__', self._init_strategy)}) "
-                "or `init_params`."
-            )
-        if not np.all(np.isfinite(grad)):
-            raise ValueError(
-                "The gradient of the potential energy at the initial parameters is not "
-                "finite. Check the model, or pick another `init_strategy` "
-                f"(now {getattr(self._init_strategy, '__name__', self._init_strategy)}) "
-                "or `init_params`."
-            )
+        bad_energy = ~np.isfinite(energy)
+        bad_grad = ~np.all(np.isfinite(grad.reshape(energy.shape + (-1,))), axis=-1)
+        if not np.any(bad_energy | bad_grad):
+            return
+        what = "potential energy" if np.any(bad_energy) else "gradient of the potential energy"
+        chain = int(np.argmax((bad_energy | bad_grad).reshape(-1)))
+        sites = []
+        if self._model is not None:
+            z = state.z if energy.ndim == 0 else jax.tree.map(lambda a: a[chain], state.z)
+            sites = self._non_finite_sites(key, model_args, model_kwargs, z)
+        where = ("the given `init_params`" if given
+                 else f"the initial point from init_strategy={self._init_strategy_name()}")
+        fix = ("Check the model, or pass valid `init_params`." if given
+               else "Check the model, or pick another `init_strategy` or pass `init_params`.")
+        detail = f"chain {chain}: {_naming(sites)}" if self._model is not None else f"chain {chain}"
+        raise ValueError(f"{type(self).__name__}: the {what} at {where} is not finite ({detail}). {fix}")
 
     def _to_z(self, x):
         return self._unravel(x)
+
+
+def _naming(sites):
+    """The part of a start-up error that names the sites with a non-finite log density."""
+    if not sites:
+        return "no single site has a non-finite log density; the gradient or a transform is the problem"
+    return "non-finite log density at site(s) " + ", ".join(repr(n) for n in sites)

@@ -78,6 +78,8 @@ class AdjustedESH(FlatKernel):
     """
 
     min_dim = 2
+    #: ``to_arviz`` reports the potential energy as ``energy`` (``arviz._add_isokinetic_energy``)
+    energy_is_potential_energy = True
 
     def __init__(
         self,

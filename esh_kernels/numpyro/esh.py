@@ -112,6 +112,8 @@ class ESH(FlatKernel):
     """
 
     min_dim = 2
+    #: ``to_arviz`` reports the potential energy as ``energy`` (``arviz._add_isokinetic_energy``)
+    energy_is_potential_energy = True
     divergence_threshold = 1000.0
     self_check_remedies = ESH_REMEDIES
 
@@ -154,7 +156,7 @@ class ESH(FlatKernel):
         rng_key, k_u = random.split(rng_key)
         step = self._step_size if self._step_size is not None else 0.5 * math.sqrt(d)
         step = jnp.asarray(step, x.dtype)
-        rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(d)
+        rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(max(d, 1))  # d = 0: no latent site, never moved
         length = self._trajectory_length or self._steps_per_draw * step
         zero = jnp.zeros((), x.dtype)
         adapt = esh_warmup_init(

@@ -118,6 +118,8 @@ class ESH(FlatKernel):
     """
 
     min_dim = 2
+    #: ``to_arviz`` reports the potential energy as ``energy`` (``arviz._add_isokinetic_energy``)
+    energy_is_potential_energy = True
     self_check_remedies = ESH_REMEDIES
 
     def __init__(
