@@ -116,3 +116,88 @@ def test_invalid_init_params_blame_the_init_params_and_name_the_site(kernel_cls)
     with pytest.raises(ValueError, match="given `init_params`.*'root'") as info:
         _run(kernel_cls(sqrt_model), chains=1, init_params={"x": jnp.array([-3.0, 0.0])})
     assert "init_strategy" not in str(info.value)
+
+
+# -- NumPyro's mass-matrix arguments (numpyro/_mass.py) ----------------------------------
+
+COV_A = np.array([[4.0, 3.8], [3.8, 4.0]])  # correlation 0.95
+SD_B = 0.1
+
+
+def correlated_pair_and_scales():
+    numpyro.sample("a", dist.MultivariateNormal(jnp.zeros(2), jnp.asarray(COV_A)))
+    numpyro.sample("b", dist.Normal(jnp.ones(3), SD_B))
+
+
+def _scale(mcmc):
+    adapt = mcmc.last_state.adapt_state
+    return np.asarray(getattr(adapt, "adjusted", adapt).scale)
+
+
+def _check_moments(mcmc):
+    """Covariance of ``a`` and sd of ``b`` against the truth, within 6 Monte Carlo
+    standard errors computed from the bulk ESS of each (squared) coordinate."""
+    from numpyro.diagnostics import effective_sample_size
+
+    s = mcmc.get_samples(group_by_chain=True)
+    a, b = np.asarray(s["a"]), np.asarray(s["b"])
+    for stat, truth in [(a[..., 0] ** 2, 4.0), (a[..., 1] ** 2, 4.0), (a[..., 0] * a[..., 1], 3.8)]:
+        ess = effective_sample_size(stat[..., None])[0]
+        assert abs(stat.mean() - truth) < 6 * stat.std() / np.sqrt(ess), (stat.mean(), truth, ess)
+    dev2 = (b - 1.0) ** 2
+    ess = effective_sample_size(dev2).min()
+    assert np.all(np.abs(dev2.mean(axis=(0, 1)) - SD_B**2) < 6 * dev2.std(axis=(0, 1)) / np.sqrt(ess))
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_block_dense_mass_estimates_only_the_blocks(kernel_cls, jax_x64):
+    """``dense_mass=[("a",)]``: ``a``'s 2x2 block is dense (its correlation is learnt),
+    ``b`` stays diagonal: the Cholesky factor is zero between the blocks and inside ``b``.
+    The flat layout is ``a`` (0, 1) then ``b`` (2, 3, 4): dict sites ravel in sorted order."""
+    mcmc = MCMC(kernel_cls(correlated_pair_and_scales, dense_mass=[("a",)]), num_warmup=400,
+                num_samples=600, num_chains=2, chain_method="vectorized", progress_bar=False)
+    mcmc.run(random.PRNGKey(1))
+    scale = _scale(mcmc)[0]
+    assert scale.shape == (5, 5)
+    assert scale[1, 0] > 0.5  # the learnt correlation: L[1,0] = 0.95 * 2 for the truth
+    np.testing.assert_array_equal(scale[2:, :2], 0.0)
+    np.testing.assert_array_equal(scale[2:, 2:], np.diag(np.diag(scale[2:, 2:])))
+    _check_moments(mcmc)
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_fixed_inverse_mass_matrix_is_used_as_given(kernel_cls, jax_x64):
+    """A dict ``inverse_mass_matrix`` with ``adapt_mass_matrix=False``: the preconditioner
+    stays the Cholesky factor of the given blocks, and the draws are right."""
+    imm = {("a",): COV_A, ("b",): np.full(3, SD_B**2)}
+    mcmc = MCMC(kernel_cls(correlated_pair_and_scales, dense_mass=[("a",)], inverse_mass_matrix=imm,
+                           adapt_mass_matrix=False),
+                num_warmup=300, num_samples=600, num_chains=2, chain_method="vectorized",
+                progress_bar=False)
+    mcmc.run(random.PRNGKey(2))
+    expected = np.zeros((5, 5))
+    expected[:2, :2] = np.linalg.cholesky(COV_A)
+    expected[2:, 2:] = np.diag(np.full(3, SD_B))
+    np.testing.assert_allclose(_scale(mcmc)[0], expected, rtol=1e-12)
+    _check_moments(mcmc)
+
+
+def test_diagonal_inverse_mass_matrix_array_starts_the_metric(jax_x64):
+    mcmc = MCMC(AdjustedESH(correlated_pair_and_scales, inverse_mass_matrix=np.arange(1.0, 6.0),
+                            adapt_mass_matrix=False),
+                num_warmup=5, num_samples=5, progress_bar=False)
+    mcmc.run(random.PRNGKey(0))
+    np.testing.assert_allclose(_scale(mcmc), np.sqrt(np.arange(1.0, 6.0)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dense_mass=[("a", "nope")]), "unknown latent site.*'nope'"),
+    (dict(dense_mass="a"), "dense_mass"),
+    (dict(inverse_mass_matrix=np.ones(4)), r"shape \(5,\) or \(5, 5\)"),
+    (dict(inverse_mass_matrix=np.eye(5) + 0.1), "needs `dense_mass=True`"),
+    (dict(inverse_mass_matrix=-np.ones(5)), "positive diagonal"),
+    (dict(dense_mass=True, inverse_mass_matrix=np.ones((5, 5)) * 2.0), "positive definite"),
+])
+def test_mass_matrix_argument_errors_name_the_problem(kwargs, message, jax_x64):
+    with pytest.raises(ValueError, match=message):
+        _run(TunedHMC(correlated_pair_and_scales, **kwargs), chains=1)

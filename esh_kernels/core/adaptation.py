@@ -101,11 +101,16 @@ def _identity_like(mean):
 DENSE_MIN_DRAWS_PER_DIM = 2.0
 
 
-def metric_covariance(state, num_chains=1):
+def metric_covariance(state, num_chains=1, mask=None):
     """The covariance a window's draws give the metric (``esh_math.md`` §7.4): Stan's
     regularised estimate (:func:`welford_covariance`), except that a dense estimate from
-    fewer than ``DENSE_MIN_DRAWS_PER_DIM * d`` draws per chain keeps only its diagonal
-    (``num_chains``: how many chains' draws ``state`` pools, see :func:`welford_pool`).
+    fewer than ``DENSE_MIN_DRAWS_PER_DIM * b`` draws per chain keeps only its diagonal
+    (``num_chains``: how many chains' draws ``state`` pools, see :func:`welford_pool`;
+    ``b``: the size of the largest dense block, ``d`` without ``mask``).
+
+    ``mask`` (``(d, d)`` of 0/1, symmetric, ones on the diagonal) makes a block-structured
+    dense metric (NumPyro's ``dense_mass=[("a", "b"), ...]``): covariances outside the
+    blocks are set to zero, so the Cholesky factor is block-diagonal too.
 
     A dense estimate from ``n`` independent draws in ``d`` dimensions has relative
     eigenvalues down to about ``(1 - sqrt(d/n))^2`` (Marchenko-Pastur; autocorrelated draws
@@ -128,7 +133,11 @@ def metric_covariance(state, num_chains=1):
     cov = welford_covariance(state, regularize=True)
     if cov.ndim == state.mean.ndim:
         return cov
-    needed = DENSE_MIN_DRAWS_PER_DIM * state.mean.shape[-1] * num_chains
+    block = state.mean.shape[-1]
+    if mask is not None:
+        cov = cov * mask
+        block = int(max(mask.sum(axis=-1)))
+    needed = DENSE_MIN_DRAWS_PER_DIM * block * num_chains
     enough = (state.count >= needed)[..., None, None]
     return xp.where(enough, cov, cov * _identity_like(state.mean))
 

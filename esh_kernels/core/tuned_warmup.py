@@ -63,6 +63,7 @@ class TunedWarmupConfig(NamedTuple):
     max_steps: int
     learning_rate: float
     uturn_factor: float
+    metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
 
 
 #: trajectory length ``T`` (whitened frame) used when nothing tunes it (``num_warmup=0``):
@@ -95,11 +96,13 @@ def untuned_warning(num_warmup, step_size, trajectory_length):
     )
 
 
-def tuned_warmup_init(x, step_size, trajectory_length, dense):
-    """Identity metric, dual averaging started at ``step_size``, ``T`` as given."""
+def tuned_warmup_init(x, step_size, trajectory_length, dense, scale=None):
+    """The metric ``scale`` (identity when None), dual averaging started at
+    ``step_size``, ``T`` as given."""
     ones_1 = x[..., :1] * 0.0
+    scale = initial_scale(x, dense) if scale is None else scale
     return TunedHMCAdaptState(
-        step_size, trajectory_length, initial_scale(x, dense), dual_averaging_restart(step_size),
+        step_size, trajectory_length, scale, dual_averaging_restart(step_size),
         welford_init(x, dense=dense), chees_init(trajectory_length), welford_init(ones_1),
     )
 
@@ -166,7 +169,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         step = xp.exp(dual.log_step)
     welford, scale, ended = adapt.welford, adapt.scale, False
     if config.tune_metric:
-        welford, scale, ended = metric_update(schedule, i, welford, scale, x)
+        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask)
     step, dual = _finish_step_size(schedule, i, step, dual, ended, config)
     length, uturn = adapt.trajectory_length, adapt.uturn
     if config.tune_length:
@@ -204,7 +207,8 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
         welford = welford_update(welford, x, weight)
         ended = schedule.window_end(i)
         if ended is not False:
-            pooled = metric_covariance(welford_pool(welford), num_chains=welford.count.shape[0])
+            pooled = metric_covariance(welford_pool(welford), num_chains=welford.count.shape[0],
+                                       mask=config.metric_mask)
             scale = select(ended, scale_from_covariance(pooled, dense=config.dense), scale)
             welford = select(ended, welford_init(x, dense=config.dense), welford)
     step, dual = _finish_step_size(schedule, i, step, dual, ended, config)

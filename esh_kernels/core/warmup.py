@@ -78,11 +78,12 @@ def initial_scale(x, dense):
     return ones[..., :, None] * xp.diag(ones[(0,) * (ones.ndim - 1)])
 
 
-def metric_update(schedule, i, welford, scale, x):
+def metric_update(schedule, i, welford, scale, x, mask=None):
     """Feed the draw ``x`` to the window estimate; at a window end replace the scale by
     the Cholesky factor (or square root) of the window's covariance (regularised, and
     diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.4) and
-    restart the estimate. Returns ``(welford, scale, window_ended)``."""
+    restart the estimate. ``mask``: block structure of a dense metric
+    (:func:`metric_covariance`). Returns ``(welford, scale, window_ended)``."""
     collecting = schedule.collecting(i)
     weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
     welford = welford_update(welford, x, weight)
@@ -90,7 +91,7 @@ def metric_update(schedule, i, welford, scale, x):
     if ended is False:
         return welford, scale, ended
     dense = welford.m2.ndim == welford.mean.ndim + 1
-    new_scale = scale_from_covariance(metric_covariance(welford), dense=dense)
+    new_scale = scale_from_covariance(metric_covariance(welford, mask=mask), dense=dense)
     empty = welford_init(x, dense=dense)
     return select(ended, empty, welford), select(ended, new_scale, scale), ended
 
@@ -182,12 +183,14 @@ class AdjustedWarmupConfig(NamedTuple):
     tune_trajectory: bool
     trajectory_factor: float
     steps_before_metric: float = 4.0  # trajectory = this many steps until a metric exists
+    metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
 
 
-def adjusted_warmup_init(x, step_size, trajectory_length, dense):
-    """Initial tuning state: identity metric, dual averaging started at ``step_size``."""
+def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None):
+    """Initial tuning state: the metric ``scale`` (identity when None), dual averaging
+    started at ``step_size``."""
     return AdjustedESHAdaptState(
-        step_size, trajectory_length, initial_scale(x, dense),
+        step_size, trajectory_length, initial_scale(x, dense) if scale is None else scale,
         dual_averaging_restart(step_size), welford_init(x, dense=dense),
     )
 
@@ -212,7 +215,7 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
         step = namespace(dual.log_step).exp(dual.log_step)
     welford, scale, ended = adapt.welford, adapt.scale, False
     if config.tune_metric:
-        welford, scale, ended = metric_update(schedule, i, welford, scale, x)
+        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask)
     if config.tune_step_size:
         dual = select(ended, dual_averaging_restart(step), dual)
         xp = namespace(dual.log_step_avg)
@@ -263,6 +266,7 @@ class ESHWarmupConfig(NamedTuple):
     tune_trajectory: bool
     target_accept_prob: float  # phase 1
     trajectory_factor: float  # phase 1
+    metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
 
     @property
     def num_adjusted(self):
@@ -277,14 +281,15 @@ class ESHWarmupConfig(NamedTuple):
             tune_metric=self.tune_metric,
             tune_trajectory=True,
             trajectory_factor=self.trajectory_factor,
+            metric_mask=self.metric_mask,
         )
 
 
-def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense):
+def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None):
     zero = step_size * 0.0
     return ESHAdaptState(
         step_size, trajectory_length, refresh_length,
-        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense),
+        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale),
         step_size_predictor_init(step_size), zero - float("inf"), zero, zero, zero,
     )
 

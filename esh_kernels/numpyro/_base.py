@@ -30,6 +30,7 @@ from numpyro.util import identity, is_prng_key
 
 from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_int
+from esh_kernels.numpyro._mass import block_mask, check_dense_mass, initial_scale, site_indices
 
 
 class FlatKernel(MCMCKernel):
@@ -48,6 +49,7 @@ class FlatKernel(MCMCKernel):
         potential_fn=None,
         *,
         dense_mass=False,
+        inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
         forward_mode_differentiation=False,
     ):
@@ -57,16 +59,15 @@ class FlatKernel(MCMCKernel):
             raise ValueError(f"`model` must be a callable NumPyro model, got {model!r}")
         if potential_fn is not None and not callable(potential_fn):
             raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
-        if not isinstance(dense_mass, (bool, np.bool_)):
-            raise ValueError(
-                f"`dense_mass` must be True or False, got {dense_mass!r} "
-                "(block-structured mass matrices are not supported)"
-            )
         if not callable(init_strategy):
             raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")
         self._model = model
         self._potential_fn = potential_fn
-        self._dense_mass = bool(dense_mass)
+        self._dense_mass, self._dense_blocks = check_dense_mass(dense_mass)
+        self._inverse_mass_matrix = inverse_mass_matrix
+        #: block structure of the dense metric and initial preconditioner, set by ``init``
+        self._metric_mask = None
+        self._scale0 = None
         self._init_strategy = init_strategy
         self._forward_mode_differentiation = bool(forward_mode_differentiation)
         self._potential_fn_gen = None
@@ -111,6 +112,7 @@ class FlatKernel(MCMCKernel):
         flat, self._unravel = ravel_pytree(one)
         self._dim = int(flat.shape[0])
         self._check_dim(self._dim)
+        self._set_metric(flat.dtype)
         self._num_warmup = num_warmup
         value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
 
@@ -203,6 +205,18 @@ class FlatKernel(MCMCKernel):
         return state
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _set_metric(self, dtype):
+        """The block mask of ``dense_mass`` and the preconditioner of
+        ``inverse_mass_matrix`` for this model's layout (``numpyro/_mass.py``)."""
+        sites = site_indices(self._unravel, self._dim)
+        self._metric_mask = None
+        if self._dense_blocks is not None:
+            self._metric_mask = block_mask(self._dense_blocks, sites, self._dim).astype(dtype)
+        self._scale0 = None
+        if self._inverse_mass_matrix is not None:
+            self._scale0 = jnp.asarray(initial_scale(
+                self._inverse_mass_matrix, self._dense_mass, sites, self._dim, dtype))
 
     def _check_dim(self, d):
         if 0 < d < self.min_dim:

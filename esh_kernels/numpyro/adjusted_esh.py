@@ -60,7 +60,13 @@ class AdjustedESH(FlatKernel):
         x64; ``docs/kernels/adjusted_esh.md`` has the table): at factor 1, targets 0.7 /
         0.8 / 0.9 gave 170 / 142 / 131 on the 100-D ill-conditioned Gaussian, 134 / 104 / 70
         on eight schools and 28 / 25 / 22 on the logistic regression (medians over seeds).
-    :param dense_mass: estimate a dense (Cholesky) preconditioner instead of a diagonal one.
+    :param dense_mass: ``True`` for a dense (Cholesky) preconditioner instead of a diagonal
+        one, or a list of tuples of site names for dense blocks (as NumPyro's ``NUTS``; sites
+        in no tuple stay diagonal).
+    :param inverse_mass_matrix: initial inverse mass matrix (fixed with
+        ``adapt_mass_matrix=False``), as NumPyro's ``NUTS`` takes it: an array (diagonal or,
+        with a dense metric, a matrix) or a dict ``{tuple of site names: array}``; the
+        preconditioner is its square root / Cholesky factor (``numpyro/_mass.py``).
     :param adapt_mass_matrix: whether warmup estimates the preconditioner (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the
@@ -90,6 +96,7 @@ class AdjustedESH(FlatKernel):
         trajectory_length=None,
         target_accept_prob=0.7,
         dense_mass=False,
+        inverse_mass_matrix=None,
         adapt_mass_matrix=True,
         max_steps=1024,
         trajectory_factor=None,
@@ -98,6 +105,7 @@ class AdjustedESH(FlatKernel):
     ):
         kw = {} if init_strategy is None else {"init_strategy": init_strategy}
         super().__init__(model, potential_fn, dense_mass=dense_mass,
+                         inverse_mass_matrix=inverse_mass_matrix,
                          forward_mode_differentiation=forward_mode_differentiation, **kw)
         self._step_size = check_positive("step_size", step_size)
         self._trajectory_length = check_positive("trajectory_length", trajectory_length)
@@ -119,7 +127,8 @@ class AdjustedESH(FlatKernel):
         step = self._step_size if self._step_size is not None else 0.5 * math.sqrt(d)
         step = jnp.asarray(step, dtype=x.dtype)
         length = self._trajectory_length or self._warmup_config(num_warmup).steps_before_metric * step
-        adapt = adjusted_warmup_init(x, step, jnp.asarray(length, dtype=x.dtype), self._dense_mass)
+        adapt = adjusted_warmup_init(x, step, jnp.asarray(length, dtype=x.dtype), self._dense_mass,
+                                     self._scale0)
         zero = jnp.zeros((), x.dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(
@@ -160,4 +169,5 @@ class AdjustedESH(FlatKernel):
             tune_metric=self._adapt_mass_matrix,
             tune_trajectory=self._trajectory_length is None,
             trajectory_factor=self._trajectory_factor,
+            metric_mask=self._metric_mask,
         )

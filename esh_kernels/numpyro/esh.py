@@ -103,7 +103,13 @@ class ESH(FlatKernel):
         ``1/sqrt(d)``, chosen by measurement (``docs/benchmarks.md``).
     :param desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning (§7.1);
         smaller means less discretisation bias and more gradients.
-    :param dense_mass: dense preconditioner instead of diagonal.
+    :param dense_mass: ``True`` for a dense (Cholesky) preconditioner instead of a diagonal
+        one, or a list of tuples of site names for dense blocks (as NumPyro's ``NUTS``; sites
+        in no tuple stay diagonal).
+    :param inverse_mass_matrix: initial inverse mass matrix (fixed with
+        ``adapt_mass_matrix=False``), as NumPyro's ``NUTS`` takes it: an array (diagonal or,
+        with a dense metric, a matrix) or a dict ``{tuple of site names: array}``; the
+        preconditioner is its square root / Cholesky factor (``numpyro/_mass.py``).
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on steps per draw (a draw stopped by the cap covers less
         physical time; raise it for targets with very uneven density in low dimension).
@@ -128,6 +134,7 @@ class ESH(FlatKernel):
         refresh_rate=None,
         desired_energy_var=5e-4,
         dense_mass=False,
+        inverse_mass_matrix=None,
         adapt_mass_matrix=True,
         max_steps=1024,
         init_strategy=None,
@@ -135,6 +142,7 @@ class ESH(FlatKernel):
     ):
         kw = {} if init_strategy is None else {"init_strategy": init_strategy}
         super().__init__(model, potential_fn, dense_mass=dense_mass,
+                         inverse_mass_matrix=inverse_mass_matrix,
                          forward_mode_differentiation=forward_mode_differentiation, **kw)
         self._step_size = check_positive("step_size", step_size)
         self._trajectory_length = check_positive("trajectory_length", trajectory_length)
@@ -156,12 +164,13 @@ class ESH(FlatKernel):
         rng_key, k_u = random.split(rng_key)
         step = self._step_size if self._step_size is not None else 0.5 * math.sqrt(d)
         step = jnp.asarray(step, x.dtype)
-        rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(max(d, 1))  # d = 0: no latent site, never moved
+        # max(d, 1): a model without latent sites (d = 0) is never moved (FlatKernel.init)
+        rate = self._refresh_rate if self._refresh_rate is not None else 1.0 / math.sqrt(max(d, 1))
         length = self._trajectory_length or self._steps_per_draw * step
         zero = jnp.zeros((), x.dtype)
         adapt = esh_warmup_init(
             x, step, jnp.asarray(length, x.dtype),
-            jnp.asarray(1.0 / rate if rate > 0 else jnp.inf, x.dtype), self._dense_mass,
+            jnp.asarray(1.0 / rate if rate > 0 else jnp.inf, x.dtype), self._dense_mass, self._scale0,
         )
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))
         integ = IntegratorState(x, u, zero, energy, grad)
@@ -312,4 +321,5 @@ class ESH(FlatKernel):
             tune_trajectory=self._trajectory_length is None,
             target_accept_prob=0.8,
             trajectory_factor=2.0,
+            metric_mask=self._metric_mask,
         )

@@ -132,7 +132,13 @@ class TunedHMC(FlatKernel):
         acceptance rose to 0.97 and ESS per gradient fell (102 vs 125). The realised mean
         acceptance lands a little above the target (0.83-0.9): the final step size is dual
         averaging's averaged iterate.
-    :param dense_mass: estimate a dense (Cholesky) mass matrix instead of a diagonal one.
+    :param dense_mass: ``True`` for a dense (Cholesky) preconditioner instead of a diagonal
+        one, or a list of tuples of site names for dense blocks (as NumPyro's ``NUTS``; sites
+        in no tuple stay diagonal).
+    :param inverse_mass_matrix: initial inverse mass matrix (fixed with
+        ``adapt_mass_matrix=False``), as NumPyro's ``NUTS`` takes it: an array (diagonal or,
+        with a dense metric, a matrix) or a dict ``{tuple of site names: array}``; the
+        preconditioner is its square root / Cholesky factor (``numpyro/_mass.py``).
     :param adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
     :param cross_chain: False (default): every chain tunes itself with the single-chain
         rule, so the chains are independent and a vectorized run equals a sequential one
@@ -169,6 +175,7 @@ class TunedHMC(FlatKernel):
         trajectory_length=None,
         target_accept_prob=0.8,
         dense_mass=False,
+        inverse_mass_matrix=None,
         adapt_mass_matrix=True,
         cross_chain=False,
         max_steps=1024,
@@ -178,6 +185,7 @@ class TunedHMC(FlatKernel):
     ):
         kw = {} if init_strategy is None else {"init_strategy": init_strategy}
         super().__init__(model, potential_fn, dense_mass=dense_mass,
+                         inverse_mass_matrix=inverse_mass_matrix,
                          forward_mode_differentiation=forward_mode_differentiation, **kw)
         self._step_size = check_positive("step_size", step_size)
         self._trajectory_length = check_positive("trajectory_length", trajectory_length)
@@ -251,7 +259,7 @@ class TunedHMC(FlatKernel):
             length = initial_trajectory_length(step, self._warmup_config())
         else:
             length = jnp.asarray(self._trajectory_length, x.dtype)
-        return tuned_warmup_init(x, step, length, self._dense_mass)
+        return tuned_warmup_init(x, step, length, self._dense_mass, self._scale0)
 
     def _sample_cross_chain(self, state, value_and_grad):
         """All chains at once: per-chain transitions, then one shared adaptation step."""
@@ -371,6 +379,7 @@ class TunedHMC(FlatKernel):
             max_steps=self._max_steps,
             learning_rate=self._learning_rate,
             uturn_factor=self.uturn_factor,
+            metric_mask=self._metric_mask,
         )
 
     def _adapt_chain(self, adapt, i, x, proposal):

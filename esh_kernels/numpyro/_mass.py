@@ -1,0 +1,103 @@
+"""NumPyro's mass-matrix arguments, turned into this package's metric (``docs/api_notes.md``
+§1; NumPyro's ``HMC`` / ``NUTS`` docstrings define the forms):
+
+* ``dense_mass``: ``True`` / ``False``, or a list of tuples of site names, each tuple one
+  dense block (sites in no tuple get a diagonal metric). The blocks become a 0/1 mask on
+  the estimated covariance (``core.adaptation.metric_covariance``).
+* ``inverse_mass_matrix``: the initial (with ``adapt_mass_matrix=False`` the fixed)
+  inverse mass matrix ``M^{-1}``: an array (1-D diagonal or 2-D dense, in the order of the
+  flattened unconstrained position) or a dict ``{tuple of site names: array}``. It becomes
+  the preconditioner ``L`` with ``L L^T = M^{-1}`` (``esh_math.md`` §6.1: the kernels move
+  in the whitened frame ``x = L y``): the square root of a diagonal, the Cholesky factor of
+  a matrix.
+
+Everything here runs once, at ``init``, on concrete arrays.
+"""
+
+import numpy as np
+
+
+def check_dense_mass(dense_mass):
+    """``(dense, blocks)``: whether the metric is a matrix, and the list of site-name
+    tuples of a block-structured one (None for ``True`` / ``False``)."""
+    if isinstance(dense_mass, (bool, np.bool_)):
+        return bool(dense_mass), None
+    blocks = [dense_mass] if isinstance(dense_mass, tuple) else dense_mass
+    if isinstance(blocks, list) and blocks and all(
+        isinstance(b, tuple) and b and all(isinstance(n, str) for n in b) for b in blocks
+    ):
+        return True, [tuple(b) for b in blocks]
+    raise ValueError(
+        f"`dense_mass` must be True, False or a list of tuples of site names (dense blocks, "
+        f"as in NumPyro's NUTS), got {dense_mass!r}"
+    )
+
+
+def site_indices(unravel, dim):
+    """``{site: flat indices}`` of a dict position (``unravel`` from ``ravel_pytree``);
+    None when the position is not a dict (a ``potential_fn`` on a bare array)."""
+    tree = unravel(np.arange(dim, dtype=np.float64))
+    if not isinstance(tree, dict):
+        return None
+    return {name: np.asarray(v, dtype=np.float64).reshape(-1).astype(int) for name, v in tree.items()}
+
+
+def _indices(sites, names, what):
+    if sites is None:
+        raise ValueError(f"{what} names sites, but the position is not a dict of sites "
+                         "(a `potential_fn` on an array): give an array instead")
+    unknown = [n for n in names if n not in sites]
+    if unknown:
+        raise ValueError(f"{what}: unknown latent site(s) {unknown}; the model's continuous "
+                         f"latent sites are {sorted(sites)}")
+    return np.concatenate([sites[n] for n in names])
+
+
+def block_mask(blocks, sites, dim):
+    """0/1 ``(dim, dim)`` mask: ones inside each block and on the diagonal."""
+    mask = np.eye(dim)
+    for names in blocks:
+        ix = _indices(sites, names, "`dense_mass`")
+        mask[np.ix_(ix, ix)] = 1.0
+    return mask
+
+
+def initial_scale(inverse_mass_matrix, dense, sites, dim, dtype):
+    """The preconditioner ``L`` (``L L^T = M^{-1}``) for the user's ``inverse_mass_matrix``:
+    a ``(dim,)`` vector when ``dense`` is False, a lower-triangular ``(dim, dim)`` matrix
+    otherwise. Sites a dict leaves out keep the identity."""
+    if isinstance(inverse_mass_matrix, dict):
+        full = np.eye(dim)
+        for names, value in inverse_mass_matrix.items():
+            names = (names,) if isinstance(names, str) else tuple(names)
+            ix = _indices(sites, names, "`inverse_mass_matrix`")
+            full[np.ix_(ix, ix)] = _as_matrix(value, len(ix), f"inverse_mass_matrix[{names}]")
+        matrix = full
+    else:
+        matrix = _as_matrix(inverse_mass_matrix, dim, "inverse_mass_matrix")
+    off_diagonal = matrix - np.diag(np.diag(matrix))
+    if not dense:
+        if np.any(off_diagonal != 0.0):
+            raise ValueError("a dense `inverse_mass_matrix` needs `dense_mass=True` (or the "
+                             "sites' block in `dense_mass`); with a diagonal metric give its "
+                             "diagonal")
+        return np.sqrt(np.diag(matrix)).astype(dtype)
+    try:
+        return np.linalg.cholesky(matrix).astype(dtype)
+    except np.linalg.LinAlgError:
+        raise ValueError("`inverse_mass_matrix` is not symmetric positive definite") from None
+
+
+def _as_matrix(value, size, what):
+    """A ``(size, size)`` matrix from a diagonal or a matrix, checked."""
+    value = np.asarray(value, dtype=np.float64)
+    if value.shape == (size,):
+        value = np.diag(value)
+    if value.shape != (size, size):
+        raise ValueError(f"`{what}` must have shape ({size},) or ({size}, {size}), "
+                         f"got {value.shape}")
+    if not np.all(np.isfinite(value)) or np.any(np.diag(value) <= 0.0):
+        raise ValueError(f"`{what}` must be finite with a positive diagonal")
+    if not np.allclose(value, value.T):
+        raise ValueError(f"`{what}` must be symmetric")
+    return value
