@@ -40,6 +40,10 @@ def eight_schools(sigma, y=None):
         numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
 
 
+QUICK_NOTE = ("--quick: a smoke run with small budgets; these numbers are not converged "
+              "(run without --quick for real results)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", default="AdjustedESH", choices=["ESH", "AdjustedESH", "TunedHMC"])
@@ -73,6 +77,8 @@ def main():
     print(f"min bulk ESS per 1000 gradients: "
           f"{1000 * float(np.min(summary['ess_bulk'])) / grads:.1f}")
     print(f"wrote {path}")
+    if args.quick:
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":

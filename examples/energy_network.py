@@ -150,6 +150,10 @@ def sample_image_energy(batch, size, n_steps, device):
           f"all in box: {bool(res.samples.abs().max() <= 1)}, dtype {res.samples.dtype}")
 
 
+QUICK_NOTE = ("--quick: a smoke run with tiny sizes; the trained energy (part 2, 30 "
+              "iterations instead of 400) is not converged (run without --quick)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
@@ -163,6 +167,8 @@ def main():
         sample_image_energy(16, 8, 20, args.device)
     else:
         sample_image_energy(256, 32, 100, args.device)
+    if args.quick:
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":

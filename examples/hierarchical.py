@@ -80,6 +80,10 @@ def save_plots(data, out):
     return list(paths.values())
 
 
+QUICK_NOTE = ("--quick: a smoke run with small budgets; these numbers are not converged "
+              "(run without --quick for real results)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", default="AdjustedESH", choices=["ESH", "AdjustedESH", "TunedHMC"])
@@ -111,6 +115,8 @@ def main():
     for path in save_plots(data, out):
         print(f"wrote {path}")
     print(f"wrote {out / 'hierarchical_summary.csv'}")
+    if args.quick:
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ def logistic_regression(x, y=None):
         numpyro.sample("y", dist.Bernoulli(logits=x @ w + b), obs=y)
 
 
+QUICK_NOTE = ("--quick: a smoke run with small budgets; these numbers are not converged "
+              "(run without --quick for real results)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", default="TunedHMC", choices=["ESH", "AdjustedESH", "TunedHMC"])
@@ -88,6 +92,8 @@ def main():
           f"min bulk ESS {float(np.min(summary['ess_bulk'])):.0f}, "
           f"{1000 * float(np.min(summary['ess_bulk'])) / grads:.1f} per 1000 gradients")
     print(f"wrote {path}")
+    if args.quick:
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":

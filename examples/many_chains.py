@@ -110,6 +110,10 @@ def run_pyro(dim, chains, warmup, draws):
     return summarise("pyro", x, sd, seconds, grads)
 
 
+QUICK_NOTE = ("--quick: a smoke run with small budgets; these numbers are not converged "
+              "(run without --quick for real results)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="both", choices=["numpyro", "pyro", "both"])
@@ -136,6 +140,8 @@ def main():
     path = out / "many_chains.json"
     path.write_text(json.dumps({"dim": dim, "warmup": warmup, "results": rows}, indent=2))
     print(f"wrote {path}")
+    if args.quick:
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":

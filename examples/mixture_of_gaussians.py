@@ -43,6 +43,10 @@ def energy(x):
     return -logsumexp(-0.5 * sq_dist / SIGMA**2)
 
 
+QUICK_NOTE = ("--quick: a smoke run with small budgets; these numbers are not converged "
+              "(run without --quick for real results)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", default="ESH", choices=["ESH", "AdjustedESH", "TunedHMC"])
@@ -89,6 +93,8 @@ def main():
     path = out / "mixture_of_gaussians.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     print(f"wrote {path}")
+    if args.quick:
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 The selected examples run as subprocesses, at most ``ESH_EXAMPLE_WORKERS`` at a time
 (default: 2, or 1 on a single-core machine), each in its own temporary directory with a
-time limit; each test then checks its example's exit status, its output files and a line
-of its output. An example whose backend is not installed is skipped.
+time limit; each test then checks its example's exit status, its output files, a line
+of its output and the line that says a ``--quick`` run is a smoke run. An example whose
+backend is not installed is skipped.
 """
 
 import importlib.util
@@ -91,6 +92,8 @@ def test_example(example_runs, script):
     returncode, stdout, stderr, out, seconds = example_runs[script]
     assert returncode == 0, f"{script} --quick failed ({returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}"
     assert expected in stdout, stdout[-3000:]
+    # a --quick run must not pass off its numbers as results
+    assert "smoke run" in stdout and "not converged" in stdout, stdout[-3000:]
     for name in files or ():
         path = out / name
         assert path.is_file(), f"{script} did not write {name}; wrote {sorted(p.name for p in out.glob('*'))}"
