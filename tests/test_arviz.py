@@ -387,6 +387,7 @@ def test_pyro_groups_and_stats(pyro_adjusted):
         np.testing.assert_allclose(stats["acceptance_rate"].values[c], diag["accept_prob"])
         assert np.all(stats["step_size"].values[c] == diag["step size"])
         assert list(np.flatnonzero(stats["diverging"].values[c])) == list(diag["divergences"])
+    np.testing.assert_array_equal(stats["energy"].values, -stats["lp"].values)
     grads = stats.attrs["gradient_evaluations_sampling"]
     assert len(grads) == 2
     np.testing.assert_allclose(grads, stats["n_steps"].values.sum(axis=1))
@@ -420,8 +421,10 @@ def test_pyro_esh_kernel(pyro_model):
     model, args, kwargs = pyro_model
     mcmc = _pyro_mcmc(ESH(model), args, kwargs, warmup=40, samples=20, chains=1)
     stats = to_arviz(mcmc)["sample_stats"]
-    assert {"diverging", "step_size", "lp", "n_steps", "energy_error"} <= set(stats.data_vars)
+    assert {"diverging", "step_size", "lp", "n_steps", "energy_error", "energy"} <= set(stats.data_vars)
     assert "acceptance_rate" not in stats.data_vars
+    # the isokinetic kernels' energy is their potential energy (docs/arviz.md)
+    np.testing.assert_array_equal(stats["energy"].values, -stats["lp"].values)
 
 
 def test_pyro_tuned_hmc_if_present(pyro_model):
