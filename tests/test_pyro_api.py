@@ -360,6 +360,18 @@ def test_unbatchable_model_gives_a_clear_error():
         run_batched(AdjustedESH, model, num_chains=3, warmup_steps=5, num_samples=5)
 
 
+def test_unbatchable_enumerated_model_points_to_vindex():
+    def model():
+        locs = pyro.sample("locs", dist.Normal(torch.tensor([-1.0, 1.0]), 2.0).to_event(1))
+        with pyro.plate("data", len(Y_MIX)):
+            k = pyro.sample("k", dist.Bernoulli(0.4))
+            pyro.sample("obs", dist.Normal(locs[k.long()], 1.0), obs=Y_MIX)  # not Vindex
+
+    run_mcmc(AdjustedESH(model), warmup=5, samples=5)  # fine one chain at a time
+    with pytest.raises(ValueError, match=r"(?s)batch of 3 chains.*Vindex\(theta\)\[\.\.\., idx\]"):
+        run_batched(AdjustedESH, model, num_chains=3, warmup_steps=5, num_samples=5)
+
+
 # -- MCMC interface ---------------------------------------------------------------------
 
 
