@@ -14,10 +14,12 @@ torch = pytest.importorskip("torch")
 pyro = pytest.importorskip("pyro")
 
 import pyro.distributions as dist  # noqa: E402
-from pyro.infer import MCMC  # noqa: E402
+from pyro.infer import MCMC, NUTS  # noqa: E402
+from pyro.ops.indexing import Vindex  # noqa: E402
 
 import esh_kernels.pyro as ekp  # noqa: E402
 from esh_kernels.pyro import ESH, AdjustedESH, BatchedMCMC, run_batched  # noqa: E402
+from esh_kernels.pyro._model import SingleChainPotential  # noqa: E402
 
 # Short warmups here: cap the steps per draw so that a poorly tuned draw length cannot make
 # a test slow (before 7b5bfca, 40 warmup iterations sometimes tuned ESH's time per draw
@@ -103,14 +105,168 @@ def test_one_dimensional_model_is_rejected(cls):
         run_mcmc(cls(model))
 
 
+@pytest.mark.parametrize("cls", [ekp.TunedHMC])
+def test_tuned_hmc_samples_a_one_dimensional_model(cls):
+    def model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+
+    assert run_mcmc(cls(model), warmup=5, samples=5).get_samples()["a"].shape == (5,)
+    assert run_batched(cls, model, num_chains=2, warmup_steps=5,
+                       num_samples=5).get_samples()["a"].shape == (10,)
+
+
+@pytest.mark.parametrize("site, match", [
+    (lambda: pyro.sample("k", dist.Poisson(3.0)), r"'k' \(Poisson\) has no finite support"),
+    (lambda: pyro.sample("k", dist.Bernoulli(0.3), infer={"enumerate": "sequential"}),
+     r"'k' \(Bernoulli\) is marked .*'sequential'.*infer=\{'enumerate': 'parallel'\}.*"
+     r"config_enumerate.*max_plate_nesting"),
+])
 @pytest.mark.parametrize("cls", KERNELS)
-def test_discrete_site_is_named(cls):
+def test_discrete_site_that_cannot_be_summed_out_is_named(cls, site, match):
+    """Discrete sites Pyro's NUTS cannot enumerate either: infinite support, or marked for
+    another kind of enumeration (the message says how to mark it)."""
     def model():
         pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
-        pyro.sample("k", dist.Bernoulli(0.3))
+        site()
 
-    with pytest.raises(ValueError, match="'k'"):
+    with pytest.raises(ValueError, match=match):
         run_mcmc(cls(model))
+    with pytest.raises(ValueError, match=match):
+        run_batched(cls, model, num_chains=2, warmup_steps=5, num_samples=5)
+
+
+Y_LATENT = torch.tensor([1.2, 0.9])
+
+
+def bernoulli_latent_model():
+    """A global enumerated site (unmarked, as NUTS accepts it)."""
+    x = pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    k = pyro.sample("k", dist.Bernoulli(0.3))
+    pyro.sample("y", dist.Normal(x + 1.5 * k[..., None], 1.0).to_event(1), obs=Y_LATENT)
+
+
+Y_MIX = torch.tensor([-2.1, -1.5, 1.8, 2.2, 0.3])
+
+
+def mixture_model():
+    """A local enumerated site in a data plate, a constrained continuous site."""
+    locs = pyro.sample("locs", dist.Normal(torch.tensor([-1.0, 1.0]), 2.0).to_event(1))
+    w = pyro.sample("w", dist.Beta(2.0, 2.0))
+    with pyro.plate("data", len(Y_MIX)):
+        k = pyro.sample("k", dist.Bernoulli(w), infer={"enumerate": "parallel"})
+        pyro.sample("obs", dist.Normal(Vindex(locs)[..., k.long()], 1.0), obs=Y_MIX)
+
+
+Y_HMM = torch.tensor([-1.1, -0.8, 0.9, 1.3, 1.1, -0.7])
+
+
+def hmm_model():
+    """A hidden Markov chain under pyro.markov: enumeration dimensions are recycled."""
+    probs = pyro.sample("probs", dist.Dirichlet(torch.ones(2, 2)).to_event(1))
+    locs = pyro.sample("locs", dist.Normal(torch.tensor([-1.0, 1.0]), 1.0).to_event(1))
+    z = 0
+    for t in pyro.markov(range(len(Y_HMM))):
+        z = pyro.sample(f"z_{t}", dist.Categorical(Vindex(probs)[..., z, :]))
+        pyro.sample(f"y_{t}", dist.Normal(Vindex(locs)[..., z], 0.5), obs=Y_HMM[t])
+
+
+@pytest.mark.parametrize("model", [bernoulli_latent_model, mixture_model, hmm_model])
+def test_enumerated_batched_potential_is_pyros(model):
+    """BatchedMCMC's chain-plate potential with enumerated sites summed out per chain equals
+    the potential pyro.infer.NUTS uses (initialize_model's), chain by chain, energies and
+    gradients, at random points."""
+    pyro.set_rng_seed(0)
+    kernel = AdjustedESH(model)
+    kernel.setup_batched(0, 5)
+    x = torch.randn(5, kernel._layout.dim)
+    energy, grad = kernel._value_and_grad(x)
+    single = SingleChainPotential(kernel.potential_fn, kernel._layout)
+    want = [single(x[c:c + 1]) for c in range(5)]
+    assert torch.allclose(energy, torch.cat([e for e, _ in want]), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(grad, torch.cat([g for _, g in want]), rtol=1e-4, atol=1e-5)
+    assert len(set(energy.tolist())) == 5  # the chains are told apart
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_enumerated_model_runs(cls):
+    """An enumerated model in MCMC and BatchedMCMC: only continuous sites come back, as
+    from NUTS (compiled runs: tests/test_pyro_statistics.py)."""
+    pyro.set_rng_seed(0)
+    s = run_mcmc(cls(hmm_model, **CAP), warmup=10, samples=5).get_samples()
+    assert set(s) == {"probs", "locs"} and s["probs"].shape == (5, 2, 2)
+    s = run_batched(cls, hmm_model, num_chains=3, warmup_steps=10, num_samples=5,
+                    **CAP).get_samples()
+    assert set(s) == {"probs", "locs"} and s["locs"].shape == (15, 2)
+
+
+def empty_model():
+    pass
+
+
+def observed_and_deterministic_model():
+    pyro.sample("y", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+    pyro.deterministic("d", torch.tensor(2.0))
+
+
+def discrete_only_model():
+    k = pyro.sample("k", dist.Bernoulli(0.3))
+    pyro.sample("y", dist.Normal(k, 1.0), obs=torch.tensor(0.5))
+
+
+@pytest.mark.parametrize("model", [empty_model, observed_and_deterministic_model,
+                                   discrete_only_model])
+@pytest.mark.parametrize("cls", KERNELS)
+def test_model_without_continuous_latent_sites(cls, model, capsys):
+    """Nothing to sample: the draws are what pyro.infer.NUTS returns for such a model (an
+    empty dict), in MCMC and in BatchedMCMC, with no divergences."""
+    nuts = MCMC(NUTS(model), num_samples=5, warmup_steps=5, disable_progbar=True)
+    nuts.run()
+    mcmc = run_mcmc(cls(model), warmup=5, samples=5, chains=2)
+    assert mcmc.get_samples() == nuts.get_samples() == {}
+    assert mcmc.diagnostics()["divergences"] == {"chain 0": [], "chain 1": []}
+    batched = run_batched(cls, model, num_chains=3, warmup_steps=5, num_samples=5)
+    assert batched.get_samples(group_by_chain=True) == {}
+    assert batched.diagnostics()["divergences"] == {f"chain {i}": [] for i in range(3)}
+    batched.summary()
+    assert "Number of divergences: 0" in capsys.readouterr().out
+
+
+def factor_model(value, where):
+    """A 2-D standard normal times ``pyro.factor("f")``, which is ``value`` where ``where(x)``."""
+    def model():
+        x = pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.factor("f", torch.where(where(x), torch.tensor(value), torch.tensor(0.0)))
+        pyro.sample("y", dist.Normal(x.sum(-1), 1.0), obs=torch.tensor(0.5))
+
+    return model
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_no_finite_start_from_init_strategy_names_the_site(cls):
+    """Pyro's initialize_model finds no finite start ("Model specification seems
+    incorrect"): the error names the site whose log density is not finite there."""
+    model = factor_model(-math.inf, lambda x: x[..., 0] < 10.0)
+    for run in (lambda: run_mcmc(cls(model)),
+                lambda: run_batched(cls, model, num_chains=2, warmup_steps=5, num_samples=5)):
+        with pytest.raises(ValueError, match=r"not finite.*init_strategy=init_to_uniform.*"
+                                             r"site\(s\) 'f' is not finite") as info:
+            run()
+        assert "'x'" not in str(info.value) and "'y'" not in str(info.value)
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_invalid_initial_params_name_the_site(cls):
+    """Explicit initial_params at which the log density is NaN: the error names the site
+    and says the given initial_params are invalid (not "pick another init_strategy")."""
+    model = factor_model(math.nan, lambda x: x[..., 0] > 0.5)
+    with pytest.raises(ValueError, match=r"not finite.*site\(s\) 'f' is not finite.*given "
+                                         r"`initial_params` are invalid") as info:
+        run_mcmc(cls(model), initial_params={"x": torch.tensor([1.0, 0.0])})
+    assert "now init_to" not in str(info.value)
+    with pytest.raises(ValueError, match=r"chain 1 is not finite.*'f'.*given `initial_params`"):
+        run_batched(cls, model, num_chains=3, warmup_steps=5, num_samples=5,
+                    initial_params={"x": torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])})
+    run_mcmc(cls(model), warmup=5, samples=5, initial_params={"x": torch.tensor([0.0, 1.0])})
 
 
 @pytest.mark.parametrize("cls", KERNELS)
@@ -120,7 +276,7 @@ def test_non_finite_initial_point(cls):
         return torch.where(x[0] > 0, torch.tensor(math.inf), 0.5 * (x * x).sum())
 
     kernel = cls(potential_fn=potential)
-    with pytest.raises(ValueError, match="not finite"):
+    with pytest.raises(ValueError, match="not finite.*given `initial_params` are invalid"):
         run_mcmc(kernel, initial_params={"x": torch.tensor([1.0, 0.0, 0.0])})
 
 
@@ -201,6 +357,18 @@ def test_unbatchable_model_gives_a_clear_error():
 
     run_mcmc(AdjustedESH(model), warmup=5, samples=5)  # fine one chain at a time
     with pytest.raises(ValueError, match="batch of 3 chains"):
+        run_batched(AdjustedESH, model, num_chains=3, warmup_steps=5, num_samples=5)
+
+
+def test_unbatchable_enumerated_model_points_to_vindex():
+    def model():
+        locs = pyro.sample("locs", dist.Normal(torch.tensor([-1.0, 1.0]), 2.0).to_event(1))
+        with pyro.plate("data", len(Y_MIX)):
+            k = pyro.sample("k", dist.Bernoulli(0.4))
+            pyro.sample("obs", dist.Normal(locs[k.long()], 1.0), obs=Y_MIX)  # not Vindex
+
+    run_mcmc(AdjustedESH(model), warmup=5, samples=5)  # fine one chain at a time
+    with pytest.raises(ValueError, match=r"(?s)batch of 3 chains.*Vindex\(theta\)\[\.\.\., idx\]"):
         run_batched(AdjustedESH, model, num_chains=3, warmup_steps=5, num_samples=5)
 
 

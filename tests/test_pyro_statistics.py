@@ -21,7 +21,9 @@ torch = pytest.importorskip("torch")
 pyro = pytest.importorskip("pyro")
 
 import pyro.distributions as dist  # noqa: E402
-from pyro.infer import MCMC  # noqa: E402
+from pyro import poutine  # noqa: E402
+from pyro.infer import MCMC, config_enumerate, infer_discrete  # noqa: E402
+from pyro.ops.indexing import Vindex  # noqa: E402
 from pyro.ops.stats import effective_sample_size  # noqa: E402
 
 import esh_kernels.pyro as ekp  # noqa: E402
@@ -189,6 +191,104 @@ def test_mcmc_two_chains_gaussian(cls):
     for i in range(4):
         check_mean(x[..., i] / SD_MCMC[i], 0.0, f"x[{i}]")
         check_variance(x[..., i] / SD_MCMC[i], 0.0, 1.0, f"x[{i}]")
+
+
+# -- discrete sites summed out (enumerated, as NUTS does) -------------------------------------
+
+Y_MIX = torch.tensor([-2.3, -1.9, -2.6, -1.4, -2.0, -2.2, 1.7, 2.4, 2.1, 1.5], dtype=F64)
+LOC_PRIOR = torch.tensor([-2.0, 2.0], dtype=F64)
+W1 = 0.4  # P(k = 1)
+
+
+def mixture():
+    """Two Gaussian components with an enumerated assignment per point. The priors on the
+    locations are far apart enough that the labels never switch (the swapped mode is ~20
+    nats lower), so the posterior means are well defined."""
+    locs = pyro.sample("locs", dist.Normal(LOC_PRIOR, 1.0).to_event(1))
+    with pyro.plate("data", len(Y_MIX)):
+        k = pyro.sample("k", dist.Bernoulli(torch.tensor(W1, dtype=F64)),
+                        infer={"enumerate": "parallel"})
+        pyro.sample("obs", dist.Normal(Vindex(locs)[..., k.long()], 1.0), obs=Y_MIX)
+
+
+def mixture_posterior_means():
+    """``E[locs]`` by quadrature on a 601 x 601 grid (spacing 0.02; the posterior sds are
+    ~0.3-0.4) of the exact log density, the assignments summed out by hand."""
+    g0 = torch.linspace(-8.0, 4.0, 601, dtype=F64)
+    g1 = torch.linspace(-4.0, 8.0, 601, dtype=F64)
+    l0, l1 = torch.meshgrid(g0, g1, indexing="ij")
+    normal = dist.Normal(torch.zeros((), dtype=F64), 1.0)
+    y = Y_MIX[:, None, None]
+    lik = torch.logaddexp(math.log(1 - W1) + normal.log_prob(y - l0),
+                          math.log(W1) + normal.log_prob(y - l1)).sum(0)
+    logp = lik + normal.log_prob(l0 - LOC_PRIOR[0]) + normal.log_prob(l1 - LOC_PRIOR[1])
+    p = torch.softmax(logp.reshape(-1), 0).reshape(logp.shape)
+    return float((p * l0).sum()), float((p * l1).sum())
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_enumerated_mixture_against_quadrature(cls):
+    """One chain of ``pyro.infer.MCMC`` (compiled) on a mixture whose assignments are
+    summed out: the component locations' posterior means match quadrature."""
+    pyro.set_rng_seed(5)
+    mcmc = MCMC(cls(mixture, jit_compile=True, ignore_jit_warnings=True), num_samples=500,
+                warmup_steps=300, disable_progbar=True)
+    mcmc.run()
+    locs = mcmc.get_samples(group_by_chain=True)["locs"]
+    for i, truth in enumerate(mixture_posterior_means()):
+        check_mean(locs[..., i], truth, f"locs[{i}]")
+
+
+Y_LATENT = torch.tensor([1.2, 0.9], dtype=F64)
+SHIFT = 1.5
+P_LATENT = 0.3
+
+
+def bernoulli_latent(y=Y_LATENT):
+    """``x ~ N(0, I)``, ``k ~ Bernoulli(0.3)`` (unmarked: enumerated as by NUTS),
+    ``y ~ N(x + 1.5 k, I)``."""
+    x = pyro.sample("x", dist.Normal(torch.zeros(2, dtype=F64), 1.0).to_event(1))
+    k = pyro.sample("k", dist.Bernoulli(torch.tensor(P_LATENT, dtype=F64)))
+    pyro.sample("y", dist.Normal(x + SHIFT * k[..., None], 1.0).to_event(1), obs=y)
+
+
+def bernoulli_latent_truth():
+    """``P(k = 1 | y)`` and ``E[x | y]``: given ``k``, ``y ~ N(1.5 k, 2 I)`` and
+    ``x | y, k ~ N((y - 1.5 k) / 2, I / 2)``."""
+    log_w = torch.stack([
+        math.log(1 - P_LATENT) + dist.Normal(0.0, math.sqrt(2.0)).log_prob(Y_LATENT).sum(),
+        math.log(P_LATENT) + dist.Normal(SHIFT, math.sqrt(2.0)).log_prob(Y_LATENT).sum(),
+    ])
+    w = torch.softmax(log_w, 0)
+    mean_x = w[0] * Y_LATENT / 2 + w[1] * (Y_LATENT - SHIFT) / 2
+    return float(w[1]), mean_x
+
+
+def discrete_draws(model, samples, site, first_available_dim):
+    """The recipe of ``docs/pyro.md``: one draw of ``site`` from its conditional given each
+    posterior draw, by ``infer_discrete`` (temperature 1) on the conditioned model."""
+    n = len(next(iter(samples.values())))
+    out = []
+    for i in range(n):
+        conditioned = poutine.condition(model, {k: v[i] for k, v in samples.items()})
+        sampler = infer_discrete(config_enumerate(conditioned), temperature=1,
+                                 first_available_dim=first_available_dim)
+        out.append(poutine.trace(sampler).get_trace().nodes[site]["value"])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_bernoulli_latent_and_infer_discrete(cls):
+    """BatchedMCMC (compiled) on a model with a global Bernoulli site summed out: the
+    continuous site's posterior mean is the analytic one, and ``infer_discrete`` on the
+    draws recovers ``P(k = 1 | y)``."""
+    w1, mean_x = bernoulli_latent_truth()
+    mcmc = run(cls, bernoulli_latent, chains=4, warmup=300, samples=300, seed=6)
+    x = mcmc.get_samples(group_by_chain=True)["x"]
+    for i in range(2):
+        check_mean(x[..., i], float(mean_x[i]), f"x[{i}]")
+    k = discrete_draws(bernoulli_latent, mcmc.get_samples(), "k", first_available_dim=-1)
+    check_mean(k.reshape(x.shape[:2]), w1, "P(k = 1)")
 
 
 def test_esh_clock_reanchored_after_energy_drift():

@@ -21,9 +21,10 @@ them.
 from collections import OrderedDict
 
 import torch
+from pyro import poutine
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
-from pyro.infer.autoguide.initialization import init_to_uniform
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 
 from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_bool, check_int
@@ -32,8 +33,9 @@ from esh_kernels.pyro._model import (
     FlatLayout,
     SingleChainPotential,
     check_batched_potential,
-    check_continuous,
+    enumerated_sites,
     model_trace,
+    nonfinite_sites,
     plate_depth,
 )
 
@@ -167,22 +169,11 @@ class FlatKernel(MCMCKernel):
         take ``initial_params``), build the flat potential and the initial state."""
         self._reset()
         self._num_warmup = check_int("warmup_steps", warmup_steps, 0)
+        given = self._initial_params is not None
         if self.model is not None:
-            trace = model_trace(self.model, args, kwargs)
-            check_continuous(trace, type(self).__name__)
-            init, potential_fn, transforms, _ = initialize_model(
-                self.model,
-                args,
-                kwargs,
-                transforms=self._user_transforms,
-                max_plate_nesting=self._max_plate_nesting,
-                init_strategy=self._init_strategy,
-                initial_params=self._initial_params,
-            )
-            self.potential_fn = potential_fn
-            self.transforms = transforms
+            init, _, _ = self._initialize_model(args, kwargs, 1, self._initial_params)
         else:
-            if self._initial_params is None:
+            if not given:
                 raise ValueError(
                     "Valid `initial_params` (a dict of unconstrained tensors) must be given "
                     "with `potential_fn`: MCMC(kernel, ..., initial_params=...)."
@@ -193,12 +184,16 @@ class FlatKernel(MCMCKernel):
         init = {k: v.detach() for k, v in init.items()}
         self._initial_params = init
         self._layout = FlatLayout(init)
+        if self._nothing_to_sample:
+            return
         self._check_dim(self._layout.dim)
         x = self._layout.flatten(init)[None]
         self._value_and_grad = SingleChainPotential(self.potential_fn, self._layout)
-        self._start(x, warmup_steps)
+        self._start(x, warmup_steps, given, args, kwargs)
 
     def sample(self, params):
+        if self._nothing_to_sample:
+            return params.copy()
         if params is not self._last_params:  # someone else moved the chain (e.g. Gibbs)
             x = self._layout.flatten({k: v.detach() for k, v in params.items()})[None]
             if self._state is not None and not torch.equal(x, self._draw(self._state)):
@@ -214,6 +209,12 @@ class FlatKernel(MCMCKernel):
 
     def diagnostics(self):
         return self._chain_diagnostics()[0]
+
+    @property
+    def _nothing_to_sample(self):
+        """True for a model with no continuous latent site (all observed, deterministic or
+        enumerated): as ``pyro.infer.HMC`` does, every draw is the empty initial point."""
+        return self._layout is not None and self._layout.dim == 0
 
     def cleanup(self):
         self._initial_params = None
@@ -253,28 +254,16 @@ class FlatKernel(MCMCKernel):
                     )
         else:
             init = None
+        given = init is not None
         if self.model is not None:
-            trace = model_trace(self.model, args, kwargs)
-            check_continuous(trace, name)
-            found, potential_fn, transforms, _ = initialize_model(
-                self.model,
-                args,
-                kwargs,
-                transforms=self._user_transforms,
-                max_plate_nesting=self._max_plate_nesting,
-                init_strategy=self._init_strategy,
-                num_chains=num_chains,
-                initial_params=init,
-            )
+            found, trace, enumerated = self._initialize_model(args, kwargs, num_chains, init)
             if init is None:
                 init = found if num_chains > 1 else {k: v[None] for k, v in found.items()}
-            self.potential_fn = potential_fn
-            self.transforms = transforms
             layout = FlatLayout(init, batch_dims=1)
             batched = BatchedPotential(
                 layout, num_chains, model=self.model, model_args=args, model_kwargs=kwargs,
-                transforms=transforms, trace=trace,
-                depth=plate_depth(trace, self._max_plate_nesting),
+                transforms=self.transforms, trace=trace,
+                depth=plate_depth(trace, self._max_plate_nesting), enumerated=bool(enumerated),
             )
         else:
             if init is None:
@@ -288,25 +277,69 @@ class FlatKernel(MCMCKernel):
             batched = BatchedPotential(layout, num_chains, potential_fn=self.potential_fn)
         self._initial_params = init
         self._layout = layout
+        self._num_chains = num_chains
+        if self._nothing_to_sample:
+            return
         self._check_dim(layout.dim)
         x = layout.flatten(init, batch_dims=1)
         if self.model is not None:
             check_batched_potential(batched, SingleChainPotential(self.potential_fn, layout), x, name)
-        self._num_chains = num_chains
         self._value_and_grad = batched
-        self._start(x, warmup_steps)
+        self._start(x, warmup_steps, given, args, kwargs)
 
     def sample_batched(self):
         """One iteration of every chain; returns the draws, ``(C, d)`` unconstrained."""
+        if self._nothing_to_sample:
+            return torch.zeros(self._num_chains, 0)
         self._step_once()
         return self._draw(self._state)
 
     # -- shared machinery ----------------------------------------------------------------
 
-    def _start(self, x, warmup_steps):
+    def _initialize_model(self, args, kwargs, num_chains, initial_params):
+        """Pyro's ``initialize_model``, called as ``pyro.infer.HMC`` calls it (discrete sites
+        enumerated and summed out); sets ``potential_fn`` and ``transforms``. Returns the
+        initial parameters, a prior trace and the names of the enumerated sites. Pyro's
+        "cannot find valid initial params" becomes a ``ValueError`` that names the sites
+        whose log density is not finite at a draw of ``init_strategy``."""
+        trace = model_trace(self.model, args, kwargs)
+        enumerated = enumerated_sites(trace, type(self).__name__)
+        try:
+            init, self.potential_fn, self.transforms, _ = initialize_model(
+                self.model,
+                args,
+                kwargs,
+                transforms=self._user_transforms,
+                max_plate_nesting=self._max_plate_nesting,
+                init_strategy=self._init_strategy,
+                num_chains=num_chains,
+                initial_params=initial_params,
+            )
+        except ValueError as e:
+            if "cannot find valid initial params" not in str(e):
+                raise
+            sites = nonfinite_sites(self.model, args, kwargs,
+                                    plate_depth(trace, self._max_plate_nesting),
+                                    InitMessenger(self._init_strategy))
+            raise ValueError(
+                f"{type(self).__name__}: the potential energy or its gradient is not finite at "
+                f"any initial point pyro's initialize_model drew with "
+                f"init_strategy={self._strategy_name}{_sites_text('; at one such draw ', sites)}"
+                ". Check the model, or pick another `init_strategy` or pass `initial_params`."
+            ) from e
+        return init, trace, enumerated
+
+    @property
+    def _strategy_name(self):
+        fn = getattr(self._init_strategy, "func", self._init_strategy)  # init_to_value(...) is a partial
+        return getattr(fn, "__name__", None) or repr(fn)
+
+    def _start(self, x, warmup_steps, given, model_args, model_kwargs):
+        """Initial state of the chains at ``x`` (``(C, d)``); ``given``: ``x`` comes from the
+        user's ``initial_params``."""
         self._num_warmup = warmup_steps
         energy, grad = self._value_and_grad(x)
-        self._check_finite_start(energy, grad)
+        self._check_finite_start(x, energy, grad, given, model_args, model_kwargs)
         self._state = self._init_state(x, energy, grad)
         self._start_self_check(x)
         self._grads_warmup = x.new_zeros(x.shape[0])
@@ -372,6 +405,7 @@ class FlatKernel(MCMCKernel):
                           self.self_check_remedies)
 
     def _check_dim(self, d):
+        """ESH dynamics need ``d >= 2`` (``min_dim``); ``d = 0`` never gets here."""
         if d < self.min_dim:
             raise ValueError(
                 f"{type(self).__name__} needs at least {self.min_dim} unconstrained "
@@ -380,28 +414,47 @@ class FlatKernel(MCMCKernel):
                 "esh_kernels.pyro.TunedHMC or pyro.infer.NUTS for 1-D targets."
             )
 
-    def _check_finite_start(self, energy, grad):
-        strategy = getattr(self._init_strategy, "__name__", None) or repr(self._init_strategy)
-        how = (
-            "`initial_params`" if self.model is None
-            else f"another `init_strategy` (now {strategy}) or `initial_params`"
+    def _check_finite_start(self, x, energy, grad, given, model_args, model_kwargs):
+        """``ValueError`` if the potential energy or its gradient is not finite at a chain's
+        initial point ``x[c]``; with a model it names the sites whose log density is not
+        finite there. Pyro checks only the points it draws itself, so this is what catches
+        invalid ``initial_params``."""
+        bad = ~(torch.isfinite(energy) & finite_rows(grad))
+        if not bool(bad.any()):
+            return
+        c = int(torch.nonzero(bad)[0])
+        what = "gradient of the potential energy" if bool(torch.isfinite(energy[c])) else "potential energy"
+        chain = f" of chain {c}" if x.shape[0] > 1 else ""
+        msg = (
+            f"{type(self).__name__}: the {what} at the initial parameters{chain} is not finite "
+            f"(potential energy {float(energy[c])}). "
         )
-        if not bool(torch.isfinite(energy).all()):
-            raise ValueError(
-                f"The potential energy at the initial parameters is not finite "
-                f"({energy.tolist()}). Check the model, or pick {how}."
-            )
-        if not bool(torch.isfinite(grad).all()):
-            raise ValueError(
-                "The gradient of the potential energy at the initial parameters is not "
-                f"finite. Check the model, or pick {how}."
-            )
+        if self.model is None:
+            raise ValueError(msg + "The given `initial_params` are invalid: pass unconstrained "
+                             "values at which `potential_fn` and its gradient are finite.")
+        values = {k: self.transforms[k].inv(v) for k, v in self._layout.unravel(x[c]).items()}
+        depth = plate_depth(model_trace(self.model, model_args, model_kwargs), self._max_plate_nesting)
+        sites = nonfinite_sites(self.model, model_args, model_kwargs, depth,
+                                poutine.condition(data=values))
+        msg += _sites_text("At these parameters ", sites, ". ")
+        if given:
+            msg += ("The given `initial_params` are invalid: pass unconstrained values at which "
+                    "the model's log density and its gradient are finite, or leave them out to "
+                    "let `init_strategy` pick.")
+        else:
+            msg += (f"Check the model, or pick another `init_strategy` (now "
+                    f"{self._strategy_name}) or `initial_params`.")
+        raise ValueError(msg)
 
     def _chain_diagnostics(self):
         """One dict per chain: ``divergences`` (post-warmup indices), the tuned step size,
         gradient evaluations, the per-draw sample statistics as lists, and what the
         self-check found (``self-check``: a list of messages). Pyro asks for these at the
         end of a chain, so the self-check looks at the sampling draws here."""
+        if self._nothing_to_sample:
+            return [OrderedDict([("divergences", []), ("gradient evaluations (warmup)", 0.0),
+                                 ("gradient evaluations (sampling)", 0.0), ("self-check", [])])
+                    for _ in range(self._num_chains)]
         if self._monitor is not None and self._t > self._num_warmup:
             self._run_self_check("sampling")
         C = self._num_chains
@@ -436,3 +489,12 @@ class FlatKernel(MCMCKernel):
         """Progress-bar postfix (strings), from host numbers fetched anyway."""
         self._log_values = values
 
+
+def _sites_text(before, sites, after=""):
+    """The part of an error message that names the sites with a non-finite log density
+    (``sites`` from :func:`nonfinite_sites`; ``None``, the model raised there: nothing)."""
+    if sites is None:
+        return ""
+    if not sites:
+        return f"{before}every site's log density is finite (a log-Jacobian or a gradient is not){after}"
+    return f"{before}the log density of site(s) {', '.join(map(repr, sites))} is not finite{after}"

@@ -1,6 +1,7 @@
-"""Pyro model plumbing for the torch kernels: discrete-site check, flat parameter vectors,
-potential energy and gradient on flat vectors (one chain, or a batch of chains through a
-chain plate), and compilation of the per-step functions.
+"""Pyro model plumbing for the torch kernels: which discrete sites are summed out, which
+sites have a non-finite log density, flat parameter vectors, potential energy and gradient
+on flat vectors (one chain, or a batch of chains through a chain plate), and compilation
+of the per-step functions.
 
 Nothing here is ESH math: the kernels get that from :mod:`esh_kernels.core`.
 """
@@ -10,8 +11,11 @@ from collections import OrderedDict
 
 import pyro
 import torch
+from opt_einsum import shared_intermediates
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.infer.enum import config_enumerate
+from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.subsample_messenger import _Subsample
 
 _CHAIN_PLATE = "_esh_kernels_chains"
@@ -27,19 +31,64 @@ def model_trace(model, model_args, model_kwargs):
         return poutine.trace(model).get_trace(*model_args, **model_kwargs)
 
 
-def check_continuous(trace, kernel_name):
-    """``ValueError`` naming the first discrete latent site of ``trace``."""
+def enumerated_sites(trace, kernel_name):
+    """Names of the discrete latent sites of ``trace`` that the potential sums out by
+    parallel enumeration, as ``pyro.infer.HMC`` / ``NUTS`` do: ``initialize_model`` wraps the
+    model in ``config_enumerate``, so a site with finite support is enumerated unless it is
+    marked otherwise. ``ValueError`` naming a discrete latent site that cannot be summed
+    out (no finite support, e.g. Poisson; or marked for another kind of enumeration)."""
+    names = []
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
             continue
         fn = site["fn"]
-        support = getattr(fn, "support", None)
-        if getattr(support, "is_discrete", False) or getattr(fn, "has_enumerate_support", False):
-            raise ValueError(
-                f"{kernel_name} samples continuous latent variables only, but site '{name}' "
-                f"is discrete ({type(fn).__name__}). Marginalise it out in the model (or use "
-                "pyro.infer.NUTS, which enumerates discrete sites)."
+        enumerable = getattr(fn, "has_enumerate_support", False)
+        if not (enumerable or getattr(getattr(fn, "support", None), "is_discrete", False)):
+            continue
+        mark = site["infer"].get("enumerate", "parallel")
+        if enumerable and mark == "parallel":
+            names.append(name)
+            continue
+        if enumerable:
+            why = (
+                f"is marked infer={{'enumerate': {mark!r}}}; the kernels, like pyro.infer.NUTS, "
+                "sum discrete sites out only by parallel enumeration: mark it "
+                "infer={'enumerate': 'parallel'} (or leave it unmarked, or wrap the model in "
+                "pyro.infer.config_enumerate) and pass max_plate_nesting (the number of "
+                "nested pyro.plate contexts) if Pyro's guess is wrong"
             )
+        else:
+            why = (
+                "has no finite support to enumerate (neither has pyro.infer.NUTS): "
+                "marginalise it out in the model"
+            )
+        raise ValueError(
+            f"{kernel_name} samples continuous latent variables and sums discrete ones out, "
+            f"but discrete site '{name}' ({type(fn).__name__}) {why}."
+        )
+    return names
+
+
+def nonfinite_sites(model, model_args, model_kwargs, depth, handler):
+    """Names of the sample sites (latent, observed, ``pyro.factor``) whose log density has
+    a non-finite entry when ``handler(model)`` runs, discrete sites enumerated in parallel
+    left of ``depth`` plate dimensions (``handler`` sets the continuous latent values:
+    ``poutine.condition`` or an ``InitMessenger``). ``None`` if the model raises there.
+    With enumeration a listed site may be finite for some discrete values."""
+    enum_model = poutine.enum(config_enumerate(model), first_available_dim=-1 - depth)
+    try:
+        with poutine.block(), pyro.validation_enabled(False), torch.no_grad():
+            tr = poutine.trace(handler(enum_model)).get_trace(*model_args, **model_kwargs)
+            names = []
+            for name, site in tr.nodes.items():
+                if site["type"] != "sample" or isinstance(site["fn"], _Subsample):
+                    continue
+                lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+                if not bool(torch.isfinite(scale_and_mask(lp, site["scale"], site["mask"])).all()):
+                    names.append(name)
+    except Exception:  # noqa: BLE001 - only an explanation is lost
+        return None
+    return names
 
 
 def plate_depth(trace, max_plate_nesting):
@@ -131,11 +180,17 @@ class BatchedPotential(SingleChainPotential):
     Pyro does) and each transform's log-Jacobian are summed over every dimension but the
     chain's. The gradient of the sum over chains is the per-chain gradient.
 
+    With ``enumerated=True`` (discrete latent sites, :func:`enumerated_sites`) the model runs
+    under ``poutine.enum`` with the enumeration dimensions left of the chain plate, and the
+    log densities are contracted as Pyro's ``TraceEinsumEvaluator`` does, but down to the
+    chain plate instead of a scalar: every site is inside the chain plate, so the chains
+    are independent copies and each keeps its own marginal log density.
+
     With a ``potential_fn``: it is called on ``{site: (C, *shape)}`` and must return ``(C,)``.
     """
 
     def __init__(self, layout, num_chains, model=None, model_args=(), model_kwargs=None,
-                 transforms=None, trace=None, depth=0, potential_fn=None):
+                 transforms=None, trace=None, depth=0, potential_fn=None, enumerated=False):
         self.layout = layout
         self.num_chains = num_chains
         self.model = model
@@ -144,6 +199,7 @@ class BatchedPotential(SingleChainPotential):
         self.transforms = transforms or {}
         self.potential_fn = potential_fn
         self.depth = depth
+        self.enumerated = enumerated
         self.pad = {}
         if model is not None:
             for name in layout.names:
@@ -192,6 +248,8 @@ class BatchedPotential(SingleChainPotential):
             values[name] = c
             # the Jacobian keeps v's leading chain axis (and drops event dimensions)
             log_det = log_det + t.log_abs_det_jacobian(c, v).reshape(C, -1).sum(-1)
+        if self.enumerated:
+            return (log_det - self._enumerated_log_joint(values)).to(x.dtype)
         tr = poutine.trace(poutine.condition(self._chained_model, values)).get_trace(
             *self.model_args, **self.model_kwargs
         )
@@ -204,13 +262,35 @@ class BatchedPotential(SingleChainPotential):
             log_joint = log_joint + self._per_chain_sum(lp, name)
         return (log_det - log_joint).to(x.dtype)
 
+    def _enumerated_log_joint(self, values):
+        """``(C,)`` log joint densities with the enumerated sites summed out."""
+        model = poutine.enum(config_enumerate(self._chained_model),
+                             first_available_dim=-(self.depth + 2))
+        tr = poutine.trace(poutine.condition(model, values)).get_trace(
+            *self.model_args, **self.model_kwargs
+        )
+        tr.compute_log_prob()  # scaled and masked
+        tr.pack_tensors()
+        log_probs = OrderedDict()
+        for site in tr.nodes.values():
+            if site["type"] == "sample" and not isinstance(site["fn"], _Subsample):
+                ordinal = frozenset(tr.plate_to_symbol[f.name]
+                                    for f in site["cond_indep_stack"] if f.vectorized)
+                log_probs.setdefault(ordinal, []).append(site["packed"]["log_prob"])
+        enum_dims = set(tr.symbol_to_dim) - set(tr.plate_to_symbol.values())
+        chains = frozenset({tr.plate_to_symbol[_CHAIN_PLATE]})
+        with shared_intermediates() as cache:
+            log_joint = contract_to_tensor(log_probs, enum_dims, target_ordinal=chains, cache=cache)
+        return log_joint.reshape(-1).expand(self.num_chains)
+
 
 BATCHING_HELP = (
     "The batched mode runs the model once for all chains, inside "
     "pyro.plate('{plate}', num_chains, dim={dim}) (pyro issue #2902): latent sites get "
     "the extra leading dimensions (num_chains, 1, ..., 1, *site_shape). Models that index, "
     "reshape, stack or multiply latent sites along their leading dimensions break under "
-    "it: write theta[..., idx] instead of theta[idx], torch.stack([a, b], -1) instead of "
+    "it: write theta[..., idx] instead of theta[idx] (pyro.ops.indexing.Vindex(theta)[..., "
+    "idx] when idx is an enumerated discrete site), torch.stack([a, b], -1) instead of "
     "torch.stack([a, b]), w @ X.T (or (X @ w[..., None])[..., 0]) instead of X @ w, "
     "x.shape[-1] instead of x.shape[0]. Or sample one chain at a time with "
     "pyro.infer.MCMC(kernel, num_chains=...)."
