@@ -201,3 +201,37 @@ def test_diagonal_inverse_mass_matrix_array_starts_the_metric(jax_x64):
 def test_mass_matrix_argument_errors_name_the_problem(kwargs, message, jax_x64):
     with pytest.raises(ValueError, match=message):
         _run(TunedHMC(correlated_pair_and_scales, **kwargs), chains=1)
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_mcmc_inside_jit_with_traced_arguments(kernel_cls):
+    """NumPyro's ``test_chain_inside_jit``: the kernel is built and run inside ``jax.jit``,
+    with a traced step size (constructor checks let tracers through)."""
+    import jax
+
+    @jax.jit
+    def draws(key, step_size):
+        mcmc = MCMC(kernel_cls(_two_d, step_size=step_size), num_warmup=20, num_samples=300,
+                    progress_bar=False)
+        mcmc.run(key)
+        return mcmc.get_samples()["x"]
+
+    x = np.asarray(draws(random.PRNGKey(0), 0.5))
+    assert x.shape == (300, 2) and np.all(np.isfinite(x))
+    assert np.std(x[:, 1]) > 1.0  # the chain moves (the sd of x[1] is 3)
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_reused_kernel_gives_the_same_post_warmup_state(kernel_cls):
+    """NumPyro's ``test_mcmc_progbar`` compares ``post_warmup_state`` of two MCMC runs of
+    one kernel: nothing in the state may depend on how often the kernel was used."""
+    import jax
+
+    kernel = kernel_cls(_two_d)
+    states = []
+    for _ in range(2):
+        mcmc = MCMC(kernel, num_warmup=10, num_samples=10, progress_bar=False)
+        mcmc.warmup(random.PRNGKey(2))
+        states.append(mcmc.post_warmup_state)
+    for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -5,10 +5,18 @@ import math
 import numbers
 
 
+def _traced(value):
+    """A JAX tracer: the kernel is built inside ``jax.jit`` with a traced argument (NumPyro
+    allows it for ``NUTS``). Its value is unknown until run time, so it goes unchecked."""
+    return type(value).__name__.endswith("Tracer")
+
+
 def check_positive(name, value, allow_none=True, allow_inf=False):
     """``ValueError`` unless ``value`` is a positive number (or ``None`` when allowed)."""
     if value is None and allow_none:
         return None
+    if _traced(value):
+        return value
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     try:
@@ -22,6 +30,8 @@ def check_positive(name, value, allow_none=True, allow_inf=False):
 
 def check_probability(name, value):
     """``ValueError`` unless ``0 < value < 1``."""
+    if _traced(value):
+        return value
     try:
         v = float(value)
     except (TypeError, ValueError):

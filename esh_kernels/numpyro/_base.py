@@ -112,7 +112,7 @@ class FlatKernel(MCMCKernel):
         flat, self._unravel = ravel_pytree(one)
         self._dim = int(flat.shape[0])
         self._check_dim(self._dim)
-        self._set_metric(flat.dtype)
+        self._set_metric(one, flat.dtype)
         self._num_warmup = num_warmup
         value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
 
@@ -149,16 +149,18 @@ class FlatKernel(MCMCKernel):
     # -- self-check (core/self_check.py) -------------------------------------------------
 
     def _monitor_init(self, state, batched):
-        """Empty self-check statistics, chains numbered in the order this kernel started
-        them (a vectorized run numbers its batch 0..C-1; under pmap the number is unknown)."""
+        """Empty self-check statistics. A vectorized run numbers its batch 0..C-1; a chain
+        run alone holds -1 and is named on the host, in the order this kernel started its
+        chains (so the state, which NumPyro compares across runs, does not depend on how
+        often the kernel was used); under pmap (-2) the number is unknown."""
         x = self._flat_draw(state.z, batched)
-        if isinstance(x, jax.core.Tracer) and not batched:
-            chain = jnp.array(-1, jnp.int32)
-        elif batched:
+        if batched:
             chain = jnp.arange(x.shape[0], dtype=jnp.int32)
             self._chains_started = 0
+        elif isinstance(x, jax.core.Tracer):
+            chain = jnp.array(-2, jnp.int32)
         else:
-            chain = jnp.array(self._chains_started, jnp.int32)
+            chain = jnp.array(-1, jnp.int32)
             self._chains_started += 1
         if batched or self._chains_started <= 1:
             self.self_check_findings = []
@@ -196,6 +198,8 @@ class FlatKernel(MCMCKernel):
 
     def _report(self, phase, m, step_size, flags):
         """Host side of the self-check: warn once per chain and symptom."""
+        if np.ndim(m.chain) == 0 and int(m.chain) == -1:  # a chain run alone: the latest
+            m = m._replace(chain=np.asarray(self._chains_started - 1))
         self_check.report(self.self_check_findings, type(self).__name__, phase, m, step_size,
                           flags, self._max_steps, self.self_check_remedies)
 
@@ -206,10 +210,10 @@ class FlatKernel(MCMCKernel):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _set_metric(self, dtype):
+    def _set_metric(self, position, dtype):
         """The block mask of ``dense_mass`` and the preconditioner of
-        ``inverse_mass_matrix`` for this model's layout (``numpyro/_mass.py``)."""
-        sites = site_indices(self._unravel, self._dim)
+        ``inverse_mass_matrix`` for the layout of ``position`` (``numpyro/_mass.py``)."""
+        sites = site_indices(position)
         self._metric_mask = None
         if self._dense_blocks is not None:
             self._metric_mask = block_mask(self._dense_blocks, sites, self._dim).astype(dtype)

@@ -14,6 +14,7 @@
 Everything here runs once, at ``init``, on concrete arrays.
 """
 
+import jax
 import numpy as np
 
 
@@ -33,13 +34,19 @@ def check_dense_mass(dense_mass):
     )
 
 
-def site_indices(unravel, dim):
-    """``{site: flat indices}`` of a dict position (``unravel`` from ``ravel_pytree``);
-    None when the position is not a dict (a ``potential_fn`` on a bare array)."""
-    tree = unravel(np.arange(dim, dtype=np.float64))
-    if not isinstance(tree, dict):
+def site_indices(position):
+    """``{site: flat indices}`` of a dict position, in ``ravel_pytree``'s order (its leaves
+    flattened one after another); None when the position is not a dict (a
+    ``potential_fn`` on a bare array). Uses only shapes, so it works on tracers (pmap).
+    """
+    if not isinstance(position, dict):
         return None
-    return {name: np.asarray(v, dtype=np.float64).reshape(-1).astype(int) for name, v in tree.items()}
+    leaves, treedef = jax.tree_util.tree_flatten(position)
+    sizes = [int(np.prod(np.shape(leaf))) for leaf in leaves]
+    starts = np.cumsum([0] + sizes[:-1])
+    tree = jax.tree_util.tree_unflatten(treedef, [np.arange(a, a + n) for a, n in zip(starts, sizes)])
+    return {name: np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(sub)])
+            for name, sub in tree.items()}
 
 
 def _indices(sites, names, what):
