@@ -470,6 +470,8 @@ class ReplayBuffer:
 
         buf = ReplayBuffer.uniform(10_000, (3, 32, 32), key=jax.random.key(0), bounds=True)
         for step in range(n_train):
+            # model.apply: your energy(x, params), e.g. a Flax module's apply; a complete,
+            # runnable loop is in docs/energy_models.md
             x_neg = buf.sample(model.apply, 64, n_steps=100, energy_args=(params,))
             ...  # loss = E(x_data) - E(x_neg)
 

@@ -6,7 +6,8 @@ memory independent of the trajectory length unless the trajectory is requested):
     import torch
     from esh_kernels.torch import sample, jarzynski, ReplayBuffer
 
-    net = MyEnergyNet().to("cuda")       # net(x): (batch, 3, 32, 32) -> (batch,)
+    net = MyEnergyNet().to("cuda")       # your nn.Module, net(x): (batch, 3, 32, 32) -> (batch,);
+                                         # a complete, runnable one: docs/energy_models.md
     x0 = torch.rand(256, 3, 32, 32, device="cuda") * 2 - 1
     res = sample(net, x0, n_steps=200, step_size=0.1, bounds=True)
     res.samples          # one ergodic (time-weighted reservoir) draw per chain

@@ -8,6 +8,8 @@ or torch float64 tensors instead.
 """
 
 import contextlib
+import os
+import tempfile
 
 import pytest
 
@@ -17,6 +19,16 @@ try:  # torch is optional for the JAX-only parts of the suite
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     torch = None
+
+
+def pytest_configure(config):
+    """A persistent JAX compilation cache shared by the whole session (and by the example
+    scripts the tests start, through ``JAX_COMPILATION_CACHE_DIR``): many tests compile the
+    same model and kernel programs, which JAX's in-memory cache misses because each test
+    builds new kernel objects. A fresh folder per session unless one is set already."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="esh_kernels_jax_cache_")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 @contextlib.contextmanager
