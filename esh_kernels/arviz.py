@@ -375,7 +375,8 @@ def _from_pyro(mcmc, want_observed, want_log_likelihood):
     samples = mcmc.get_samples(group_by_chain=True)
     posterior = {k: _to_numpy(v) for k, v in samples.items()}
     if not posterior:
-        raise ValueError("to_arviz: the Pyro MCMC has no draws; call mcmc.run(...) first")
+        raise ValueError("to_arviz: the Pyro MCMC has no draws: it has not run (call "
+                         "mcmc.run(...) first), or the model has no latent site to sample")
     num_chains, num_draws = next(iter(posterior.values())).shape[:2]
 
     per_chain = _pyro_chain_diagnostics(mcmc, num_chains)

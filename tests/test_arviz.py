@@ -519,3 +519,22 @@ def test_pyro_progress_bar_logging(pyro_model, monkeypatch, capsys, name, expect
     assert "Sample" in err
     for text in expected:
         assert text in err, err[-500:]
+
+
+def test_pyro_model_without_latent_sites_gets_a_clear_message():
+    """A model with nothing to sample runs (as with NUTS) and has no draws: ``to_arviz``
+    says so instead of only asking for ``mcmc.run``."""
+    pytest.importorskip("pyro")
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    from esh_kernels.pyro import AdjustedESH
+
+    def observed_only():
+        pyro.sample("y", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+
+    mcmc = _pyro_mcmc(AdjustedESH(observed_only), (), {}, warmup=5, samples=5, chains=1)
+    assert mcmc.get_samples() == {}
+    with pytest.raises(ValueError, match="no latent site to sample"):
+        to_arviz(mcmc)
