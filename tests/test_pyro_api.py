@@ -294,6 +294,8 @@ def test_potential_fn_needs_initial_params():
         ({"max_steps": 0}, "max_steps"),
         ({"max_steps": 2.5}, "max_steps"),
         ({"dense_mass": "yes"}, "dense_mass"),
+        ({"full_mass": [("x",)]}, "numpyro kernels only"),
+        ({"full_mass": True, "dense_mass": True}, "not both"),
         ({"adapt_mass_matrix": 1}, "adapt_mass_matrix"),
         ({"jit_compile": "sure"}, "jit_compile"),
         ({"init_strategy": "uniform"}, "init_strategy"),
@@ -304,6 +306,19 @@ def test_potential_fn_needs_initial_params():
 def test_invalid_arguments(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(gauss_model(), **kwargs)
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_full_mass_is_pyros_name_for_dense_mass(cls):
+    """``NUTS(model, full_mass=True)`` swapped for our kernel keeps working: the same
+    draws as ``dense_mass=True`` for the same seed, and a dense (matrix) metric."""
+    runs = []
+    for kw in ({"full_mass": True}, {"dense_mass": True}):
+        pyro.set_rng_seed(3)
+        mcmc = run_mcmc(cls(gauss_model(), **kw), warmup=40, samples=10)
+        runs.append(mcmc.get_samples()["x"])
+        assert mcmc.kernel._dense_mass is True
+    assert torch.equal(runs[0], runs[1])
 
 
 @pytest.mark.parametrize("kwargs, match", [

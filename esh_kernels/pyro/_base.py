@@ -89,6 +89,7 @@ class FlatKernel(MCMCKernel):
         potential_fn=None,
         *,
         dense_mass=False,
+        full_mass=None,
         init_strategy=init_to_uniform,
         transforms=None,
         max_plate_nesting=None,
@@ -102,10 +103,15 @@ class FlatKernel(MCMCKernel):
             raise ValueError(f"`model` must be a callable Pyro model, got {model!r}")
         if potential_fn is not None and not callable(potential_fn):
             raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
+        if full_mass is not None:  # Pyro's NUTS calls it full_mass
+            if dense_mass:
+                raise ValueError("Pass `full_mass` (Pyro's name) or `dense_mass`, not both.")
+            dense_mass = full_mass
         if not isinstance(dense_mass, bool):
             raise ValueError(
-                f"`dense_mass` must be True or False, got {dense_mass!r} "
-                "(block-structured mass matrices are not supported)"
+                f"`dense_mass` / `full_mass` must be True or False, got {dense_mass!r} "
+                "(block-structured mass matrices, lists of site-name tuples, are supported "
+                "by the esh_kernels.numpyro kernels only)"
             )
         if not callable(init_strategy):
             raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")

@@ -62,6 +62,8 @@ class AdjustedESH(FlatKernel):
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.7; the
         measurement is in the NumPyro kernel's docstring).
     :param dense_mass: dense (Cholesky) preconditioner instead of a diagonal one.
+    :param full_mass: Pyro's name for ``dense_mass`` (as ``pyro.infer.NUTS`` takes it);
+        True or False. Block lists of site names are supported by the NumPyro kernels only.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the
@@ -89,6 +91,7 @@ class AdjustedESH(FlatKernel):
         trajectory_length=None,
         target_accept_prob=0.7,
         dense_mass=False,
+        full_mass=None,
         adapt_mass_matrix=True,
         max_steps=1024,
         trajectory_factor=None,
@@ -100,7 +103,8 @@ class AdjustedESH(FlatKernel):
         ignore_jit_warnings=False,
     ):
         super().__init__(
-            model, potential_fn, dense_mass=dense_mass, init_strategy=init_strategy,
+            model, potential_fn, dense_mass=dense_mass, full_mass=full_mass,
+            init_strategy=init_strategy,
             transforms=transforms, max_plate_nesting=max_plate_nesting,
             jit_compile=jit_compile, jit_options=jit_options,
             ignore_jit_warnings=ignore_jit_warnings,

@@ -111,6 +111,8 @@ class ESH(FlatKernel):
         paper's deterministic dynamics, ``None`` (default) uses ``1/sqrt(d)``.
     :param desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning.
     :param dense_mass: dense preconditioner instead of diagonal.
+    :param full_mass: Pyro's name for ``dense_mass`` (as ``pyro.infer.NUTS`` takes it);
+        True or False. Block lists of site names are supported by the NumPyro kernels only.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on steps per draw.
     :param init_strategy, transforms, max_plate_nesting, jit_compile, jit_options,
@@ -133,6 +135,7 @@ class ESH(FlatKernel):
         refresh_rate=None,
         desired_energy_var=5e-4,
         dense_mass=False,
+        full_mass=None,
         adapt_mass_matrix=True,
         max_steps=1024,
         init_strategy=init_to_uniform,
@@ -143,7 +146,8 @@ class ESH(FlatKernel):
         ignore_jit_warnings=False,
     ):
         super().__init__(
-            model, potential_fn, dense_mass=dense_mass, init_strategy=init_strategy,
+            model, potential_fn, dense_mass=dense_mass, full_mass=full_mass,
+            init_strategy=init_strategy,
             transforms=transforms, max_plate_nesting=max_plate_nesting,
             jit_compile=jit_compile, jit_options=jit_options,
             ignore_jit_warnings=ignore_jit_warnings,

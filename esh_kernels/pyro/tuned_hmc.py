@@ -91,6 +91,8 @@ class TunedHMC(FlatKernel):
         integrates for ``h T``, ``h`` in (0, 1) jittered). Default: tuned.
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
     :param dense_mass: dense (Cholesky) mass matrix instead of a diagonal one.
+    :param full_mass: Pyro's name for ``dense_mass`` (as ``pyro.infer.NUTS`` takes it);
+        True or False. Block lists of site names are supported by the NumPyro kernels only.
     :param adapt_mass_matrix: estimate the mass matrix in warmup (default True).
     :param cross_chain: False (default): every chain tunes itself; the chains are
         independent. True, in ``BatchedMCMC`` with 2 or more chains: tune jointly across
@@ -116,6 +118,7 @@ class TunedHMC(FlatKernel):
         trajectory_length=None,
         target_accept_prob=0.8,
         dense_mass=False,
+        full_mass=None,
         adapt_mass_matrix=True,
         cross_chain=False,
         max_steps=1024,
@@ -128,7 +131,8 @@ class TunedHMC(FlatKernel):
         ignore_jit_warnings=False,
     ):
         super().__init__(
-            model, potential_fn, dense_mass=dense_mass, init_strategy=init_strategy,
+            model, potential_fn, dense_mass=dense_mass, full_mass=full_mass,
+            init_strategy=init_strategy,
             transforms=transforms, max_plate_nesting=max_plate_nesting,
             jit_compile=jit_compile, jit_options=jit_options,
             ignore_jit_warnings=ignore_jit_warnings,
