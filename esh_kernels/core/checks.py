@@ -66,3 +66,14 @@ def check_refresh_rate(value):
     if not (rate >= 0) or math.isinf(rate):
         raise ValueError(f"refresh_rate must be a finite number >= 0, got {value!r}")
     return rate
+
+
+def non_finite_sites_text(sites):
+    """The part of a start-up error that names the model sites whose log density is not
+    finite (both PPLs find them by tracing the model at the initial point). ``None``: the
+    model could not be traced there, so there is nothing to add (``""``)."""
+    if sites is None:
+        return ""
+    if not sites:
+        return "every site's log density is finite (a log-Jacobian or a gradient is not)"
+    return f"the log density of site(s) {', '.join(map(repr, sites))} is not finite"

@@ -29,7 +29,7 @@ from numpyro.infer.util import ParamInfo, initialize_model
 from numpyro.util import identity, is_prng_key
 
 from esh_kernels.core import self_check
-from esh_kernels.core.checks import check_int
+from esh_kernels.core.checks import check_int, non_finite_sites_text
 from esh_kernels.numpyro._mass import block_mask, check_dense_mass, initial_scale, site_indices
 
 
@@ -252,12 +252,12 @@ class FlatKernel(MCMCKernel):
             key = key_init[0] if batched else key_init
             self._raise_if_discrete(key, model_args, model_kwargs, err)
             if isinstance(err, RuntimeError) and "Cannot find valid initial parameters" in str(err):
-                bad = self._non_finite_sites(key, model_args, model_kwargs)
+                detail = non_finite_sites_text(self._non_finite_sites(key, model_args, model_kwargs))
                 raise ValueError(
                     f"{type(self).__name__}: no initial point with a finite potential energy "
-                    f"and gradient was found with init_strategy={self._init_strategy_name()} "
-                    f"({_naming(bad)}). Check the model, or pick another `init_strategy` or "
-                    "`init_params`."
+                    f"and gradient was found with init_strategy={self._init_strategy_name()}"
+                    f"{f' ({detail})' if detail else ''}. Check the model, or pick "
+                    "another `init_strategy` or `init_params`."
                 ) from err
             raise
         self._potential_fn_gen = info.potential_fn
@@ -302,7 +302,7 @@ class FlatKernel(MCMCKernel):
     def _non_finite_sites(self, key, model_args, model_kwargs, z=None):
         """Names of the sample sites (latent, observed, ``factor``) whose log density is
         not finite at the unconstrained position ``z``, or where ``init_strategy`` puts the
-        latent sites when ``z`` is None. ``[]`` when the model cannot be traced this way."""
+        latent sites when ``z`` is None. None when the model cannot be traced this way."""
         model = seed(self._model, key)
         if z is None:
             model = substitute(model, substitute_fn=self._init_strategy)
@@ -311,7 +311,7 @@ class FlatKernel(MCMCKernel):
         try:
             tr = trace(model).get_trace(*model_args, **model_kwargs)
         except Exception:  # e.g. a model that only runs under inference handlers
-            return []
+            return None
         bad = []
         for name, site in tr.items():
             if site["type"] == "sample":
@@ -337,7 +337,7 @@ class FlatKernel(MCMCKernel):
             return
         what = "potential energy" if np.any(bad_energy) else "gradient of the potential energy"
         chain = int(np.argmax((bad_energy | bad_grad).reshape(-1)))
-        sites = []
+        sites = None
         if self._model is not None:
             z = state.z if energy.ndim == 0 else jax.tree.map(lambda a: a[chain], state.z)
             sites = self._non_finite_sites(key, model_args, model_kwargs, z)
@@ -345,15 +345,9 @@ class FlatKernel(MCMCKernel):
                  else f"the initial point from init_strategy={self._init_strategy_name()}")
         fix = ("Check the model, or pass valid `init_params`." if given
                else "Check the model, or pick another `init_strategy` or pass `init_params`.")
-        detail = f"chain {chain}: {_naming(sites)}" if self._model is not None else f"chain {chain}"
-        raise ValueError(f"{type(self).__name__}: the {what} at {where} is not finite ({detail}). {fix}")
+        detail = non_finite_sites_text(sites)
+        raise ValueError(f"{type(self).__name__}: the {what} at {where} is not finite (chain "
+                         f"{chain}{': ' + detail if detail else ''}). {fix}")
 
     def _to_z(self, x):
         return self._unravel(x)
-
-
-def _naming(sites):
-    """The part of a start-up error that names the sites with a non-finite log density."""
-    if not sites:
-        return "no single site has a non-finite log density; the gradient or a transform is the problem"
-    return "non-finite log density at site(s) " + ", ".join(repr(n) for n in sites)

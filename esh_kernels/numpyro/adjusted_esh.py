@@ -60,13 +60,9 @@ class AdjustedESH(FlatKernel):
         x64; ``docs/kernels/adjusted_esh.md`` has the table): at factor 1, targets 0.7 /
         0.8 / 0.9 gave 170 / 142 / 131 on the 100-D ill-conditioned Gaussian, 134 / 104 / 70
         on eight schools and 28 / 25 / 22 on the logistic regression (medians over seeds).
-    :param dense_mass: ``True`` for a dense (Cholesky) preconditioner instead of a diagonal
-        one, or a list of tuples of site names for dense blocks (as NumPyro's ``NUTS``; sites
-        in no tuple stay diagonal).
-    :param inverse_mass_matrix: initial inverse mass matrix (fixed with
-        ``adapt_mass_matrix=False``), as NumPyro's ``NUTS`` takes it: an array (diagonal or,
-        with a dense metric, a matrix) or a dict ``{tuple of site names: array}``; the
-        preconditioner is its square root / Cholesky factor (``numpyro/_mass.py``).
+    :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
+        takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
+        matrix): :mod:`esh_kernels.numpyro._mass` describes both.
     :param adapt_mass_matrix: whether warmup estimates the preconditioner (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the

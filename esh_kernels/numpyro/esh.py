@@ -103,13 +103,9 @@ class ESH(FlatKernel):
         ``1/sqrt(d)``, chosen by measurement (``docs/benchmarks.md``).
     :param desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning (§7.1);
         smaller means less discretisation bias and more gradients.
-    :param dense_mass: ``True`` for a dense (Cholesky) preconditioner instead of a diagonal
-        one, or a list of tuples of site names for dense blocks (as NumPyro's ``NUTS``; sites
-        in no tuple stay diagonal).
-    :param inverse_mass_matrix: initial inverse mass matrix (fixed with
-        ``adapt_mass_matrix=False``), as NumPyro's ``NUTS`` takes it: an array (diagonal or,
-        with a dense metric, a matrix) or a dict ``{tuple of site names: array}``; the
-        preconditioner is its square root / Cholesky factor (``numpyro/_mass.py``).
+    :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
+        takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
+        matrix): :mod:`esh_kernels.numpyro._mass` describes both.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on steps per draw (a draw stopped by the cap covers less
         physical time; raise it for targets with very uneven density in low dimension).

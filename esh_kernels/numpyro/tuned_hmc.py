@@ -132,13 +132,9 @@ class TunedHMC(FlatKernel):
         acceptance rose to 0.97 and ESS per gradient fell (102 vs 125). The realised mean
         acceptance lands a little above the target (0.83-0.9): the final step size is dual
         averaging's averaged iterate.
-    :param dense_mass: ``True`` for a dense (Cholesky) preconditioner instead of a diagonal
-        one, or a list of tuples of site names for dense blocks (as NumPyro's ``NUTS``; sites
-        in no tuple stay diagonal).
-    :param inverse_mass_matrix: initial inverse mass matrix (fixed with
-        ``adapt_mass_matrix=False``), as NumPyro's ``NUTS`` takes it: an array (diagonal or,
-        with a dense metric, a matrix) or a dict ``{tuple of site names: array}``; the
-        preconditioner is its square root / Cholesky factor (``numpyro/_mass.py``).
+    :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
+        takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
+        matrix): :mod:`esh_kernels.numpyro._mass` describes both.
     :param adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
     :param cross_chain: False (default): every chain tunes itself with the single-chain
         rule, so the chains are independent and a vectorized run equals a sequential one

@@ -27,7 +27,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 
 from esh_kernels.core import self_check
-from esh_kernels.core.checks import check_bool, check_int
+from esh_kernels.core.checks import check_bool, check_int, non_finite_sites_text
 from esh_kernels.pyro._model import (
     BatchedPotential,
     FlatLayout,
@@ -497,10 +497,7 @@ class FlatKernel(MCMCKernel):
 
 
 def _sites_text(before, sites, after=""):
-    """The part of an error message that names the sites with a non-finite log density
-    (``sites`` from :func:`nonfinite_sites`; ``None``, the model raised there: nothing)."""
-    if sites is None:
-        return ""
-    if not sites:
-        return f"{before}every site's log density is finite (a log-Jacobian or a gradient is not){after}"
-    return f"{before}the log density of site(s) {', '.join(map(repr, sites))} is not finite{after}"
+    """:func:`esh_kernels.core.checks.non_finite_sites_text` framed by ``before`` and
+    ``after`` (nothing when there is nothing to say)."""
+    text = non_finite_sites_text(sites)
+    return f"{before}{text}{after}" if text else ""
