@@ -116,3 +116,27 @@ def test_esh_next_to_a_nan_region_is_warned_about():
     with pytest.warns(UserWarning, match="AdjustedESH"):
         run(kernel, 2, 1000)
     assert {s for _, s, _ in kernel.self_check_findings} == {"divergences"}
+
+
+def steep_wall_potential(x):
+    """A convex wall: ``cosh(20 x0)`` is 1e17 at ``x0 = 2``; ``x1..x3 ~ N(0, 1)``."""
+    return 0.5 * jnp.sum(x**2) + jnp.cosh(20.0 * x[0]) - 1.0
+
+
+@pytest.mark.parametrize("kernel_cls", [AdjustedESH, ESH])
+def test_leaves_a_start_on_a_steep_convex_wall(kernel_cls):
+    """Warmup's descent phase (``core.metropolis.descent_accept``). From ``x0 = 2`` the
+    isokinetic energy error is positive at every step size, so without it every chain kept
+    its initial point for the whole run (measured: all 4 chains frozen, 100% divergent;
+    posteriordb's ``arma11`` froze two of four chains the same way). With it the chains
+    reach the typical set and the moments of the Gaussian coordinates are right."""
+    init = jnp.tile(jnp.array([2.0, 0.5, -0.5, 1.0]), (4, 1))
+    mcmc = MCMC(kernel_cls(potential_fn=steep_wall_potential), num_warmup=500, num_samples=1000,
+                num_chains=4, chain_method="vectorized", progress_bar=False)
+    mcmc.run(random.PRNGKey(0), init_params=init)
+    x = np.asarray(mcmc.get_samples(group_by_chain=True), np.float64)
+    assert np.all(np.abs(x[..., 0]) < 0.2), "a chain stayed on the wall"
+    m, se = estimate(x[..., 1:])
+    assert np.all(np.abs(m) < N_SE * se), (m, se)
+    v, se_v = estimate(x[..., 1:] ** 2)
+    assert np.all(np.abs(v - 1.0) < N_SE * se_v), (v, se_v)

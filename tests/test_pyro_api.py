@@ -578,3 +578,21 @@ def test_multiprocess_chains(monkeypatch):
     assert s["theta_tilde"].shape == (2, 20, 8)
     assert not torch.equal(s["mu"][0], s["mu"][1])
     assert set(mcmc.diagnostics()["divergences"]) == {"chain 0", "chain 1"}
+
+
+@pytest.mark.parametrize("cls", [AdjustedESH, ESH])
+def test_batched_leaves_a_start_on_a_steep_convex_wall(cls):
+    """The torch twin of ``tests/test_numpyro_hard_targets.py::
+    test_leaves_a_start_on_a_steep_convex_wall``: warmup's descent phase takes the chains
+    off ``cosh(20 x0) ~ 1e17`` (without it all four stay at their initial point)."""
+    def potential(params):  # {site: (C, 4)} -> (C,)
+        x = params["x"]
+        return 0.5 * (x**2).sum(-1) + torch.cosh(20.0 * x[:, 0]) - 1.0
+
+    pyro.set_rng_seed(0)
+    init = {"x": torch.tensor([2.0, 0.5, -0.5, 1.0], dtype=torch.float64).repeat(4, 1)}
+    res = run_batched(cls, potential_fn=potential, num_chains=4, warmup_steps=300,
+                      num_samples=300, initial_params=init)
+    x = res.get_samples(group_by_chain=True)["x"]
+    assert bool((x[..., 0].abs() < 0.2).all()), "a chain stayed on the wall"
+    assert float(x[..., 1:].var()) == pytest.approx(1.0, abs=0.25)

@@ -33,3 +33,23 @@ def adaptation_accept_prob(accept_prob, finite_end, sum_point_accept, num_steps)
     n = num_steps * 1.0
     mean = sum_point_accept / xp.where(n > 0, n, 1.0)
     return xp.where(finite_end, accept_prob, mean)
+
+
+def descent_accept(accept, descend, finite_end, energy_end, energy_start):
+    """The accept decision of an isokinetic transition in the descent phase of warmup
+    (``esh_math.md`` §7): while ``descend``, a proposal that ends finite at a lower
+    potential energy than it started from is accepted whatever its energy error;
+    ``accept`` (the Metropolis decision) holds otherwise.
+
+    Why: from a start far above the typical set the isokinetic energy error of a step along
+    a convex wall is positive at every step size (the trapezoid rule over-estimates the
+    energy given to the kinetic term, ``(d-1) dr``, while the velocity turns downhill), so
+    an exact kernel never leaves it: on posteriordb's ``arma11`` two chains of four started
+    by ``init_to_uniform`` at ``|theta| > 1``, where the potential is 2e57, and stayed there
+    for 1000 warmup iterations at every step size from 1e-8 to 2. ESH dynamics itself
+    descends such walls (the paper's §3); only the Metropolis test stops it. Warmup draws
+    before the first metric window feed nothing but the step size (their draws are
+    discarded), so accepting descents there biases no estimate; the step size still adapts
+    to the Metropolis acceptance rate.
+    """
+    return accept | (descend & finite_end & (energy_end < energy_start))

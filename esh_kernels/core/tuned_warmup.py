@@ -34,12 +34,16 @@ from esh_kernels.core.adaptation import (
 )
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.preconditioning import precond_inverse, scale_from_covariance
-from esh_kernels.core.warmup import (
+from esh_kernels.core.warmup import (  # noqa: F401 (COLLAPSED_STEP, RESTART_STEP: re-exported)
+    COLLAPSED_STEP,
+    RESTART_STEP,
     MetricSchedule,
     dual_averaging_restart,
+    finish_step_size,
     initial_scale,
     metric_update,
     select,
+    select_rows,
 )
 
 
@@ -107,52 +111,6 @@ def tuned_warmup_init(x, step_size, trajectory_length, dense, scale=None):
     )
 
 
-def _select_rows(cond, a, b):
-    """``select`` whose array condition (one per chain) broadcasts over trailing axes."""
-    if isinstance(cond, bool) or not isinstance(a, tuple):
-        if isinstance(cond, bool):
-            return select(cond, a, b)
-        xp = namespace(cond, a, b)
-        c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
-        return xp.where(c, a, b)
-    return type(a)(*[_select_rows(cond, x, y) for x, y in zip(a, b)])
-
-
-#: collapse guard (``esh_math.md`` §7.3): once a metric has been estimated, a step size
-#: below ``COLLAPSED_STEP`` in the whitened frame (where the target has unit scale and tuned
-#: steps are 0.1-1) means the acceptance rate is limited by something other than the
-#: integration error, and dual averaging restarts at ``RESTART_STEP``.
-COLLAPSED_STEP = 1e-3
-RESTART_STEP = 0.1
-
-
-def _finish_step_size(schedule, i, step, dual, ended, config):
-    """Restart dual averaging after a new metric; at the last warmup iteration switch to
-    the averaged iterate. After the first metric window, a step below
-    :data:`COLLAPSED_STEP` restarts dual averaging at :data:`RESTART_STEP`.
-
-    Why the guard: dual averaging assumes that a smaller step raises the acceptance rate.
-    Where the potential is rough (float32 cancellation: NumPyro's ``test_binomial_stable``
-    computes ``log C(n, k)`` from ``lgamma`` terms of 7e7, whose rounding leaves +-4 of
-    noise in ``E``), any move off the current rounding plateau is rejected at the same rate
-    whatever the step, so the step fell to 1e-7, the U-turn length ran at the cap (511
-    gradients per draw) and the chain froze. Measured there (float32, 200 + 200, one
-    chain): with the initial step search but without the guard the posterior mean of ``p``
-    was 0.58-0.98 of the truth on seeds 1-4, frozen at 511 gradients per draw; with the
-    guard 0.98-1.02 on seeds 0-8 (NumPyro's tolerance: 0.95-1.05), 1-10 gradients per
-    draw. Float64 runs were right with or without it (seeds 0-5)."""
-    if config.tune_step_size:
-        dual = select(ended, dual_averaging_restart(step), dual)
-        xp = namespace(dual.log_step_avg)
-        step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
-        if config.tune_metric:
-            collapsed = (step < COLLAPSED_STEP) & schedule.after_first_window(i)
-            restart = step * 0.0 + RESTART_STEP
-            dual = _select_rows(collapsed, dual_averaging_restart(restart), dual)
-            step = xp.where(collapsed, restart, step)
-    return step, dual
-
-
 def _clip_length(length, step, config):
     xp = namespace(length, step)
     return xp.minimum(xp.maximum(length, step), config.max_steps * step)
@@ -170,7 +128,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
     welford, scale, ended = adapt.welford, adapt.scale, False
     if config.tune_metric:
         welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask)
-    step, dual = _finish_step_size(schedule, i, step, dual, ended, config)
+    step, dual = finish_step_size(schedule, i, step, dual, ended, config)
     length, uturn = adapt.trajectory_length, adapt.uturn
     if config.tune_length:
         # running mean over about the last half of the iterations, restarted with each
@@ -178,7 +136,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         measured = uturn_time > 0
         horizon = uturn_time * 0.0 + (1.0 + 0.5 * i)
         updated = forgetful_mean_update(uturn, uturn_time[..., None], horizon)
-        uturn = _select_rows(measured, updated, uturn)
+        uturn = select_rows(measured, updated, uturn)
         tuned = config.uturn_factor * uturn.mean[..., 0]
         length = xp.where(uturn.count > 0, tuned, length)
         length = _clip_length(length, step, config)
@@ -211,7 +169,7 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
                                        mask=config.metric_mask)
             scale = select(ended, scale_from_covariance(pooled, dense=config.dense), scale)
             welford = select(ended, welford_init(x, dense=config.dense), welford)
-    step, dual = _finish_step_size(schedule, i, step, dual, ended, config)
+    step, dual = finish_step_size(schedule, i, step, dual, ended, config)
     length, chees = shared.trajectory_length, shared.chees
     if config.tune_length:
         white = whitener(shared.scale, config.dense)

@@ -10,7 +10,7 @@ from jax import lax, random
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog
-from esh_kernels.core.metropolis import adaptation_accept_prob, log_accept_prob
+from esh_kernels.core.metropolis import adaptation_accept_prob, descent_accept, log_accept_prob
 from esh_kernels.core.sphere import unit_vector
 
 DIVERGENCE_THRESHOLD = 1000.0
@@ -29,11 +29,13 @@ def finite_state(integ):
     return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad)) & jnp.all(jnp.isfinite(integ.x))
 
 
-def isokinetic_transition(start, key, step_size, trajectory_length, scale, value_and_grad, max_steps):
+def isokinetic_transition(start, key, step_size, trajectory_length, scale, value_and_grad, max_steps,
+                          descend=False):
     """Fresh unit velocity, ``ceil(U 2L/eps)`` isokinetic steps (``D = d - 1``), Metropolis
     test on the energy error. A non-finite energy, gradient or position ends the trajectory
     early and is rejected and flagged divergent, as is an energy error above 1000. Also
-    returns the statistic step-size adaptation uses (``adaptation_accept_prob``)."""
+    returns the statistic step-size adaptation uses (``adaptation_accept_prob``). With
+    ``descend`` (warmup's descent phase) a move downhill is accepted (``descent_accept``)."""
     k_u, k_n, k_acc = random.split(key, 3)
     d = start.x.shape[0]
     dtype = start.x.dtype
@@ -62,6 +64,7 @@ def isokinetic_transition(start, key, step_size, trajectory_length, scale, value
     energy_error = error(end, sum_dr)
     log_alpha = log_accept_prob(energy_error)
     accept = jnp.log(random.uniform(k_acc, (), dtype)) < log_alpha
+    accept = descent_accept(accept, descend, finite_state(end), end.energy, start.energy)
     new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), end, start)
     accept_prob = jnp.exp(log_alpha)
     return Proposal(new, accept_prob, k, energy_error, energy_error > DIVERGENCE_THRESHOLD,

@@ -135,16 +135,17 @@ class AdjustedESH(FlatKernel):
     def _sample_chain(self, state, value_and_grad):
         key, k_transition = random.split(state.rng_key)
         adapt = state.adapt_state
+        config = self._warmup_config(self._num_warmup)
         prop = isokinetic_transition(
             state.integrator, k_transition, adapt.step_size, adapt.trajectory_length,
-            adapt.scale, value_and_grad, self._max_steps,
+            adapt.scale, value_and_grad, self._max_steps, config.descends(state.i),
         )
         new, accept_prob = prop.state, prop.accept_prob
 
         i = state.i
         adapt = lax.cond(
             i < self._num_warmup,
-            lambda a: adjusted_warmup_update(a, i, new.x, prop.adapt_accept_prob, self._warmup_config(self._num_warmup)),
+            lambda a: adjusted_warmup_update(a, i, new.x, prop.adapt_accept_prob, config),
             lambda a: a,
             adapt,
         )

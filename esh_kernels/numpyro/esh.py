@@ -200,6 +200,7 @@ class ESH(FlatKernel):
         prop = isokinetic_transition(
             state.integrator, k_transition, adapt.adjusted.step_size,
             adapt.adjusted.trajectory_length, adapt.scale, value_and_grad, self._max_steps,
+            self._warmup_config().adjusted_config().descends(state.i),
         )
         new = prop.state._replace(r=jnp.zeros_like(prop.state.r))
         adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.adapt_accept_prob, self._warmup_config())

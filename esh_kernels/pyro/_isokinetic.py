@@ -16,7 +16,7 @@ import torch
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
-from esh_kernels.core.metropolis import adaptation_accept_prob, log_accept_prob
+from esh_kernels.core.metropolis import adaptation_accept_prob, descent_accept, log_accept_prob
 from esh_kernels.core.sphere import unit_vector
 from esh_kernels.pyro._base import finite_rows, where
 from esh_kernels.pyro._model import Compiled
@@ -87,9 +87,11 @@ class IsokineticTransition:
         sum_accept = torch.where(active, sum_accept + point_accept, sum_accept)
         return (*integ, k + active.to(k.dtype), sum_dr, sum_accept)
 
-    def __call__(self, start, draws, step_size, trajectory_length, scale, max_steps, fetch=()):
+    def __call__(self, start, draws, step_size, trajectory_length, scale, max_steps, fetch=(),
+                 descend=False):
         """Returns ``(Proposal, host)`` where ``host`` are the values of the scalar tensors
-        ``fetch`` (read in the same synchronisation as the number of steps)."""
+        ``fetch`` (read in the same synchronisation as the number of steps). With
+        ``descend`` (warmup's descent phase) a move downhill is accepted (``descent_accept``)."""
         d = start.x.shape[-1]
         u0 = unit_vector(draws.normal)
         n = jittered_num_steps(1.0 - draws.uniform_steps, trajectory_length, step_size, max_steps)
@@ -103,6 +105,7 @@ class IsokineticTransition:
         energy_error = _energy_error(end, start.energy, sum_dr, d)
         log_alpha = log_accept_prob(energy_error)
         accept = torch.log(draws.uniform_accept) < log_alpha
+        accept = descent_accept(accept, descend, finite_state(end), end.energy, start.energy)
         new = where(accept, end, start)
         accept_prob = torch.exp(log_alpha)
         proposal = Proposal(new, accept_prob, k, energy_error, energy_error > DIVERGENCE_THRESHOLD,

@@ -308,6 +308,7 @@ class ESH(FlatKernel):
         prop, (step_mean,) = self._isokinetic(
             state.integrator, draws, adapt.adjusted.step_size, adapt.adjusted.trajectory_length,
             adapt.scale, self._max_steps, fetch=(adapt.adjusted.step_size.mean(),),
+            descend=self._warmup_config().adjusted_config().descends(i),
         )
         self._set_log_values({"step size": f"{step_mean:.2e}", "phase": "adjusted"})
         new = prop.state._replace(r=torch.zeros_like(prop.state.r))
