@@ -9,8 +9,11 @@ from esh_kernels.core.adaptation import (
     DualAveragingState,
     dual_averaging_init,
     dual_averaging_update,
+    decorrelation_init,
+    decorrelation_update,
     jittered_num_steps,
     metric_covariance,
+    slowest_autocorrelation_time,
     step_size_predictor_init,
     step_size_predictor_update,
     welford_covariance,
@@ -310,3 +313,68 @@ def test_adaptation_accept_prob():
     steps = np.array([5, 4, 1])
     out = adaptation_accept_prob(accept, finite, sums, steps)
     np.testing.assert_allclose(out, [0.7, 2.7 / 4, 0.0])
+
+
+# ---------------------------------------------------------------------------------------
+# Autocorrelation time of the slowest statistic (AdjustedESH's trajectory length)
+
+
+def _ar1(rho, n, d, rng):
+    x = np.zeros((n, d))
+    x[0] = rng.normal(size=d)
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + math.sqrt(1 - rho * rho) * rng.normal(size=d)
+    return x
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.9])
+def test_slowest_autocorrelation_time_of_an_ar1_process(rho):
+    """AR(1): ``tau(x) = (1 + rho)/(1 - rho)``, and ``x^2`` has lag-1 correlation ``rho^2``,
+    so the slower set is ``x``. Draws with weight 0 are skipped."""
+    rng = np.random.default_rng(1)
+    x = _ar1(rho, 20000, 4, rng)
+    state = decorrelation_init(x[0])
+    for t, xt in enumerate(x):
+        state = decorrelation_update(state, xt, 1.0)
+        state = decorrelation_update(state, xt + 100.0, 0.0)  # gated out
+    tau = float(slowest_autocorrelation_time(state))
+    assert tau == pytest.approx((1 + rho) / (1 - rho), rel=0.1)
+
+
+def test_slowest_autocorrelation_time_sees_a_slow_square():
+    """``x`` alternating in sign (antithetic, ``tau < 1``) while ``|x|`` follows a slow
+    AR(1): the squared feature is the slow one, and it is what counts."""
+    rng = np.random.default_rng(2)
+    n = 20000
+    mag = 1.0 + 0.3 * _ar1(0.95, n, 3, rng)
+    x = mag * np.where(np.arange(n) % 2 == 0, 1.0, -1.0)[:, None]
+    state = decorrelation_init(x[0])
+    for xt in x:
+        state = decorrelation_update(state, xt)
+    assert float(slowest_autocorrelation_time(state)) > 20.0
+
+
+@pytest.mark.parametrize("rho, grows", [(0.0, False), (0.999, True)])
+def test_adjusted_trajectory_grows_only_in_the_random_walk_regime(rho, grows):
+    """``core.warmup._trajectory_update``: after the first metric window the length is
+    ``factor * sqrt(d)``; later windows lengthen it only where the slowest statistic needs
+    more than ``RANDOM_WALK_TAU`` draws to decorrelate (here fed an AR(1) stream as the
+    chain's draws, with the step size fixed)."""
+    from esh_kernels.core.warmup import AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update
+
+    rng = np.random.default_rng(3)
+    d, num_warmup = 4, 1000
+    x = _ar1(rho, num_warmup, d, rng)
+    config = AdjustedWarmupConfig(num_warmup, 0.7, False, True, True, 1.0, max_steps=1024)
+    adapt = adjusted_warmup_init(x[0], np.float64(0.5), np.float64(2.0), False)
+    lengths = {}
+    for i in range(num_warmup):
+        adapt = adjusted_warmup_update(adapt, i, x[i], np.float64(0.7), config)
+        lengths[i] = float(adapt.trajectory_length)
+    assert lengths[50] == pytest.approx(4 * 0.5)  # steps_before_metric steps
+    assert lengths[99] == pytest.approx(math.sqrt(d))  # first window end
+    if grows:
+        assert lengths[num_warmup - 1] > 5 * math.sqrt(d)
+        assert lengths[num_warmup - 1] <= 1024 * 0.5
+    else:
+        assert lengths[num_warmup - 1] == pytest.approx(math.sqrt(d))

@@ -37,7 +37,7 @@ def adaptation_accept_prob(accept_prob, finite_end, sum_point_accept, num_steps)
 
 def descent_accept(accept, descend, finite_end, energy_end, energy_start):
     """The accept decision of an isokinetic transition in the descent phase of warmup
-    (``esh_math.md`` §7): while ``descend``, a proposal that ends finite at a lower
+    (``esh_math.md`` §7.5): while ``descend``, a proposal that ends finite at a lower
     potential energy than it started from is accepted whatever its energy error;
     ``accept`` (the Metropolis decision) holds otherwise.
 

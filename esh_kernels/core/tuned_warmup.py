@@ -128,7 +128,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
     welford, scale, ended = adapt.welford, adapt.scale, False
     if config.tune_metric:
         welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask)
-    step, dual = finish_step_size(schedule, i, step, dual, ended, config)
+    step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True)
     length, uturn = adapt.trajectory_length, adapt.uturn
     if config.tune_length:
         # running mean over about the last half of the iterations, restarted with each
@@ -169,7 +169,7 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
                                        mask=config.metric_mask)
             scale = select(ended, scale_from_covariance(pooled, dense=config.dense), scale)
             welford = select(ended, welford_init(x, dense=config.dense), welford)
-    step, dual = finish_step_size(schedule, i, step, dual, ended, config)
+    step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True)
     length, chees = shared.trajectory_length, shared.chees
     if config.tune_length:
         white = whitener(shared.scale, config.dense)

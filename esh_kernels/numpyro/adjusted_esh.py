@@ -53,7 +53,9 @@ class AdjustedESH(FlatKernel):
     :param step_size: fixed step size (in the preconditioned frame). Given: no step-size
         adaptation. Default: tuned by dual averaging.
     :param trajectory_length: fixed mean trajectory length (distance travelled per
-        proposal, preconditioned frame). Given: not tuned. Default: tuned in warmup.
+        proposal, preconditioned frame). Given: not tuned. Default: tuned in warmup,
+        ``trajectory_factor * sqrt(d)`` lengthened where the slowest of ``x`` and ``x^2``
+        random-walks (``esh_math.md`` §7.5).
     :param target_accept_prob: acceptance rate that warmup aims for. Default 0.7, chosen
         with ``trajectory_factor`` on the headline yardstick (min over coordinates of bulk
         ESS of ``x`` and ``x^2`` per 1000 gradients, 4 vectorized chains, 1000 + 1000,
@@ -65,8 +67,8 @@ class AdjustedESH(FlatKernel):
         matrix): :mod:`esh_kernels.numpyro._mass` describes both.
     :param adapt_mass_matrix: whether warmup estimates the preconditioner (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
-    :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the
-        whitened frame (about the size of the typical set). Default 1 (2 with
+    :param trajectory_factor: the shortest tuned mean trajectory length, in units of
+        ``sqrt(d)`` in the whitened frame (about the size of the typical set). Default 1 (2 with
         ``dense_mass=True``: ``esh_kernels.core.warmup.TRAJECTORY_FACTOR`` says why), chosen
         on the same
         yardstick: factors 0.75 / 1 / 1.25 / 1.5 / 2 at target 0.8 gave 131 / 142 / 118 /
@@ -167,4 +169,5 @@ class AdjustedESH(FlatKernel):
             tune_trajectory=self._trajectory_length is None,
             trajectory_factor=self._trajectory_factor,
             metric_mask=self._metric_mask,
+            max_steps=self._max_steps,
         )

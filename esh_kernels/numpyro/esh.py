@@ -318,5 +318,6 @@ class ESH(FlatKernel):
             tune_trajectory=self._trajectory_length is None,
             target_accept_prob=0.8,
             trajectory_factor=2.0,
+            max_steps=self._max_steps,
             metric_mask=self._metric_mask,
         )

@@ -58,7 +58,8 @@ class AdjustedESH(FlatKernel):
     :param potential_fn: a potential energy ``E(z) = -log p(z)`` on a dict of
         unconstrained tensors; needs ``initial_params`` (``MCMC(..., initial_params=)``).
     :param step_size: fixed step size (preconditioned frame). Default: dual averaging.
-    :param trajectory_length: fixed mean trajectory length. Default: tuned in warmup.
+    :param trajectory_length: fixed mean trajectory length. Default: tuned in warmup
+        (``esh_math.md`` §7.5).
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.7; the
         measurement is in the NumPyro kernel's docstring).
     :param dense_mass: dense (Cholesky) preconditioner instead of a diagonal one.
@@ -66,8 +67,8 @@ class AdjustedESH(FlatKernel):
         True or False. Block lists of site names are supported by the NumPyro kernels only.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
-    :param trajectory_factor: tuned mean trajectory length in units of ``sqrt(d)`` in the
-        whitened frame (default 1, 2 with ``dense_mass=True``:
+    :param trajectory_factor: the shortest tuned mean trajectory length, in units of
+        ``sqrt(d)`` in the whitened frame (default 1, 2 with ``dense_mass=True``:
         ``esh_kernels.core.warmup.TRAJECTORY_FACTOR``).
     :param init_strategy: Pyro init strategy (default ``init_to_uniform``).
     :param transforms: ``{site: constrained -> unconstrained transform}`` (as Pyro's HMC).
@@ -127,6 +128,7 @@ class AdjustedESH(FlatKernel):
             tune_metric=self._adapt_mass_matrix,
             tune_trajectory=self._trajectory_length is None,
             trajectory_factor=self._trajectory_factor,
+            max_steps=self._max_steps,
         )
 
     def _init_state(self, x, energy, grad):

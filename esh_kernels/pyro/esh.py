@@ -179,6 +179,7 @@ class ESH(FlatKernel):
             tune_trajectory=self._trajectory_length is None,
             target_accept_prob=0.8,
             trajectory_factor=2.0,
+            max_steps=self._max_steps,
         )
 
     def _init_state(self, x, energy, grad, normal=None):
