@@ -352,6 +352,7 @@ class ESHAdaptState(NamedTuple):
     step_count: Any  # number of those steps
     energy_sum: Any  # sum of the potential energy of the phase-2 draws
     draw_count: Any  # number of those draws
+    decorrelation: Any  # DecorrelationState of the phase-2 draws
 
     @property
     def scale(self):
@@ -394,6 +395,7 @@ def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scal
         step_size, trajectory_length, refresh_length,
         adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale),
         step_size_predictor_init(step_size), zero - float("inf"), zero, zero, zero,
+        decorrelation_init(x),
     )
 
 
@@ -404,8 +406,13 @@ def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config):
     return adapt._replace(step_size=step, adjusted=adjusted)
 
 
+#: ESH lengthens its draws until the slowest statistic decorrelates in about this many
+#: draws (``esh_warmup_update``)
+ESH_DECORRELATION_DRAWS = 3.0
+
+
 def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
-                      energy=0.0, non_finite=False):
+                      energy=0.0, non_finite=False, draw=None):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
     step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
     physical time its steps spanned (``non_finite``: the divergence, if any, reached a
@@ -416,9 +423,12 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     * time per draw: ``steps_per_draw`` times the mean physical time of a step over the
       phase-2 draws whose mean squared energy error per dimension is below 100x the
       target (a step with a large error but no divergence would otherwise blow the mean
-      up by ``e^(dH/d)``), fixed at the last warmup iteration. Phase-2 draws restart the clock at
-      each draw, so that time is in units of ``e^r`` at typical energies; the mean draw
-      ``energy`` is kept to start the sampling clock at the same reference
+      up by ``e^(dH/d)``), fixed at the last warmup iteration; longer where the slowest of
+      ``x`` and ``(x - mean)^2`` needed ``tau`` phase-2 draws (``draw``, the draw made) to
+      decorrelate: at least the mean phase-2 draw time times
+      ``tau / ESH_DECORRELATION_DRAWS`` (``esh_math.md`` §7.5). Phase-2 draws restart the
+      clock at each draw, so that time is in units of ``e^r`` at typical energies; the mean
+      draw ``energy`` is kept to start the sampling clock at the same reference
       (:func:`esh_sampling_log_speed`).
     """
     step, predictor = adapt.step_size, adapt.predictor
@@ -435,16 +445,22 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     xp = namespace(adapt.log_time)
     log_time = xp.logaddexp(adapt.log_time, select(good, log_time, -float("inf")))
     step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
+    draw_count = adapt.draw_count + select(good, 1.0, 0.0)
+    decorrelation = adapt.decorrelation if draw is None else decorrelation_update(adapt.decorrelation, draw)
     length = adapt.trajectory_length
     if config.tune_trajectory:
         has = step_count > 0
         per_step = select(has, xp.exp(log_time - xp.log(xp.where(has, step_count, 1.0))), step)
-        length = select(i == config.num_warmup - 1, config.steps_per_draw * per_step, length)
+        per_draw = select(draw_count > 0, xp.exp(log_time - xp.log(xp.where(draw_count > 0, draw_count, 1.0))),
+                          per_step)
+        tau = slowest_autocorrelation_time(decorrelation)
+        tuned = xp.maximum(config.steps_per_draw * per_step, per_draw * tau / ESH_DECORRELATION_DRAWS)
+        length = select(i == config.num_warmup - 1, tuned, length)
     return adapt._replace(
         step_size=step, trajectory_length=length, predictor=predictor,
         log_time=log_time, step_count=step_count,
         energy_sum=adapt.energy_sum + select(good, energy, 0.0),
-        draw_count=adapt.draw_count + select(good, 1.0, 0.0),
+        draw_count=draw_count, decorrelation=decorrelation,
     )
 
 

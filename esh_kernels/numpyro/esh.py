@@ -91,7 +91,9 @@ class ESH(FlatKernel):
     :param trajectory_length: physical time per draw, in units of scaled time at the
         reference energy (the mean potential energy of the warmup draws that tuned it;
         the clock is re-anchored to it at every draw, ``esh_math.md`` §4.4); tuned if None
-        so that a draw takes ``steps_per_draw`` steps on average.
+        so that a draw takes ``steps_per_draw`` steps on average, or longer where the
+        slowest of ``x`` and ``x^2`` would need more than about 3 draws to decorrelate
+        (``esh_math.md`` §7.5).
     :param steps_per_draw: mean leapfrog steps per draw that tuning aims for. The default 2
         gave the most effective samples per gradient on the benchmark Gaussians (1: 83,
         2: 247, 4: 199, 8: 117 per 1000 gradients on the 100-D ill-conditioned one): one
@@ -298,7 +300,7 @@ class ESH(FlatKernel):
             lambda a: esh_warmup_update(
                 a, i, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
-                non_finite=non_finite,
+                non_finite=non_finite, draw=pick_x,
             ),
             lambda a: a,
             adapt,

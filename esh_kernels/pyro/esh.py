@@ -105,7 +105,8 @@ class ESH(FlatKernel):
         ``initial_params``.
     :param step_size: fixed scaled-time step size (preconditioned frame); tuned if None.
     :param trajectory_length: physical time per draw; tuned if None so that a draw takes
-        ``steps_per_draw`` steps on average.
+        ``steps_per_draw`` steps on average, or longer where the slowest statistic would need
+        more than about 3 draws to decorrelate (``esh_math.md`` §7.5).
     :param steps_per_draw: mean leapfrog steps per draw that tuning aims for (default 2).
     :param refresh_rate: partial velocity refresh rate per unit scaled time; ``0`` is the
         paper's deterministic dynamics, ``None`` (default) uses ``1/sqrt(d)``.
@@ -387,7 +388,7 @@ class ESH(FlatKernel):
             adapt = esh_warmup_update(
                 adapt, i, carry.sum_dh2 / (torch.clamp(carry.k, min=1.0) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
-                non_finite=non_finite,
+                non_finite=non_finite, draw=pick_x,
             )
         return ESHState(
             i + 1, pick_x, pick_energy, integ, x_prev, energy_prev, time_prev, time_cur,
