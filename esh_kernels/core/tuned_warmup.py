@@ -21,6 +21,7 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import (
+    decorrelation_init,
     chees_gradient,
     chees_init,
     chees_restart_average,
@@ -42,8 +43,10 @@ from esh_kernels.core.warmup import (  # noqa: F401 (COLLAPSED_STEP, RESTART_STE
     finish_step_size,
     initial_scale,
     metric_update,
+    lengthen_for_random_walk,
     select,
     select_rows,
+    window_decorrelation,
 )
 
 
@@ -55,6 +58,8 @@ class TunedHMCAdaptState(NamedTuple):
     welford: Any  # WelfordState of the current metric window
     chees: Any  # ChEESState (cross-chain rule): Adam on log T and its iterate average
     uturn: Any  # WelfordState, mean shape (1,): running mean U-turn time (single-chain rule)
+    decorrelation: Any  # DecorrelationState of the current metric window (single-chain rule)
+    stretch: Any  # factor >= 1 on the U-turn length where the chain random-walks (single-chain rule)
 
 
 class TunedWarmupConfig(NamedTuple):
@@ -108,6 +113,7 @@ def tuned_warmup_init(x, step_size, trajectory_length, dense, scale=None):
     return TunedHMCAdaptState(
         step_size, trajectory_length, scale, dual_averaging_restart(step_size),
         welford_init(x, dense=dense), chees_init(trajectory_length), welford_init(ones_1),
+        decorrelation_init(x), ones_1[..., 0] + 1.0,
     )
 
 
@@ -130,6 +136,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True)
     length, uturn = adapt.trajectory_length, adapt.uturn
+    decorrelation, stretch = adapt.decorrelation, adapt.stretch
     if config.tune_length:
         # running mean over about the last half of the iterations, restarted with each
         # new metric (U-turn times measured in the old whitened frame say little)
@@ -137,11 +144,14 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         horizon = uturn_time * 0.0 + (1.0 + 0.5 * i)
         updated = forgetful_mean_update(uturn, uturn_time[..., None], horizon)
         uturn = select_rows(measured, updated, uturn)
-        tuned = config.uturn_factor * uturn.mean[..., 0]
+        # lengthened where the slowest statistic random-walks (``esh_math.md`` §7.5)
+        decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation)
+        stretch = select(schedule.window_end(i), lengthen_for_random_walk(stretch, 1.0, tau), stretch)
+        tuned = config.uturn_factor * uturn.mean[..., 0] * stretch
         length = xp.where(uturn.count > 0, tuned, length)
         length = _clip_length(length, step, config)
         uturn = uturn._replace(count=select(ended, 0.0 * uturn.count, uturn.count))
-    return TunedHMCAdaptState(step, length, scale, dual, welford, adapt.chees, uturn)
+    return TunedHMCAdaptState(step, length, scale, dual, welford, adapt.chees, uturn, decorrelation, stretch)
 
 
 def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocity, duration,
@@ -183,7 +193,8 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
                 restart = (chees.avg_count * 0.0 + (1.0 if restart else 0.0)) > 0.5
             chees = chees_restart_average(chees, restart)
         length = _clip_length(xp.exp(chees.log_length_avg), step, config)
-    return TunedHMCAdaptState(step, length, scale, dual, shared.welford, chees, shared.uturn), welford
+    return shared._replace(step_size=step, trajectory_length=length, scale=scale, dual=dual,
+                           chees=chees), welford
 
 
 #: the single-chain rule follows one warmup trajectory in this many to its U-turn

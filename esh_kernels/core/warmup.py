@@ -129,8 +129,11 @@ RESTART_STEP = 0.1
 def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=False):
     """Restart dual averaging after a new metric; at the last warmup iteration switch to
     the averaged iterate. With ``collapse_guard`` (TunedHMC), after the first metric
-    window a step below :data:`COLLAPSED_STEP` restarts dual averaging at
-    :data:`RESTART_STEP`. AdjustedESH runs without it: on posteriordb's ``kilpisjarvi``
+    window an averaged step below :data:`COLLAPSED_STEP` restarts dual averaging at
+    :data:`RESTART_STEP`. The averaged iterate, not the current one: dual averaging's
+    current step dips far below its average right after a restart, and on posteriordb's
+    ``kilpisjarvi`` (right whitened step 0.005) such dips restarted two chains of four at
+    0.1 late in warmup (steps 0.06 and 0.23 after warmup, R-hat 1.79). AdjustedESH runs without it: on posteriordb's ``kilpisjarvi``
     (posterior correlation above 0.999 under a diagonal metric) its right whitened step is
     0.004, a transient dip below 1e-3 restarted one chain at 0.1 late in warmup, and it
     sampled at 0.28 with every proposal rejected (R-hat 1.53).
@@ -150,7 +153,7 @@ def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=Fals
         xp = namespace(dual.log_step_avg)
         step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
         if collapse_guard and config.tune_metric:
-            collapsed = (step < COLLAPSED_STEP) & schedule.after_first_window(i)
+            collapsed = (xp.exp(dual.log_step_avg) < COLLAPSED_STEP) & schedule.after_first_window(i)
             restart = step * 0.0 + RESTART_STEP
             dual = select_rows(collapsed, dual_averaging_restart(restart), dual)
             step = xp.where(collapsed, restart, step)
@@ -311,12 +314,9 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     """
     xp = namespace(step)
     d = x.shape[-1]
-    collecting = schedule.collecting(i)
-    weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
-    decorrelation = decorrelation_update(decorrelation, x, weight)
-    tau = slowest_autocorrelation_time(decorrelation)
+    decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation)
     typical = step * 0.0 + config.trajectory_factor * math.sqrt(d)
-    grown = xp.where(tau > 0, xp.maximum(length * xp.sqrt(tau / RANDOM_WALK_TAU), typical), length)
+    grown = lengthen_for_random_walk(length, typical, tau)
     grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     ended = schedule.window_end(i)
     first = (i == schedule.window_ends[0]) if schedule.window_ends else False
@@ -325,8 +325,27 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     # typical-set size where the metric is fixed
     early = config.steps_before_metric * step if config.tune_metric else typical
     length = select(schedule.after_first_window(i) | ended, length, early)
-    decorrelation = select(ended, decorrelation_init(x), decorrelation)
     return length, decorrelation
+
+
+def window_decorrelation(schedule, i, x, decorrelation):
+    """Feed the draw ``x`` of iteration ``i`` to the metric window's decorrelation estimate
+    and read it: ``(decorrelation, tau)``, where ``tau`` is the window's
+    :func:`slowest_autocorrelation_time` so far; the returned state restarts at each
+    window end (``tau`` is then the finished window's)."""
+    collecting = schedule.collecting(i)
+    weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
+    decorrelation = decorrelation_update(decorrelation, x, weight)
+    tau = slowest_autocorrelation_time(decorrelation)
+    return select(schedule.window_end(i), decorrelation_init(x), decorrelation), tau
+
+
+def lengthen_for_random_walk(length, floor, tau):
+    """``max(floor, length sqrt(tau / RANDOM_WALK_TAU))``, or ``length`` where ``tau`` is 0
+    (no estimate): the trajectory-length update of ``esh_math.md`` §7.5."""
+    xp = namespace(length, tau)
+    return xp.where(tau > 0, xp.maximum(length * xp.sqrt(tau / RANDOM_WALK_TAU), length * 0.0 + floor),
+                    length)
 
 
 # ---------------------------------------------------------------------------------------
