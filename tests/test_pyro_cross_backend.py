@@ -175,8 +175,9 @@ def test_esh_warmup_updates_agree(jax_x64, dense):
     j_phase1 = jax.jit(jax.vmap(lambda a, i, x, p: esh_warmup_adjusted_update(a, i, x, p, config),
                                 in_axes=(0, None, 0, 0)))
     j_phase2 = jax.jit(jax.vmap(
-        lambda a, i, e, n, t, dv, en, x: esh_warmup_update(a, i, e, n, t, dv, config, energy=en, draw=x),
-        in_axes=(0, None, 0, 0, 0, 0, 0, 0)))
+        lambda a, i, e, n, t, dv, en, x, e0: esh_warmup_update(a, i, e, n, t, dv, config, energy=en, draw=x,
+                                                               start_energy=e0),
+        in_axes=(0, None, 0, 0, 0, 0, 0, 0, 0)))
     energies = rng.normal(size=(W, C)) + 5.0
     for i in range(W):
         ji = jnp.asarray(i, jnp.int32)
@@ -186,10 +187,11 @@ def test_esh_warmup_updates_agree(jax_x64, dense):
         else:
             t_adapt = esh_warmup_update(t_adapt, i, torch.tensor(err2[i]), torch.tensor(nsteps[i]),
                                         torch.tensor(logt[i]), torch.tensor(div[i]), config,
-                                        energy=torch.tensor(energies[i]), draw=torch.tensor(xs[i]))
+                                        energy=torch.tensor(energies[i]), draw=torch.tensor(xs[i]),
+                                        start_energy=torch.tensor(energies[i - 1]))
             j_adapt = j_phase2(j_adapt, ji, jnp.asarray(err2[i]), jnp.asarray(nsteps[i]),
                                jnp.asarray(logt[i]), jnp.asarray(div[i]), jnp.asarray(energies[i]),
-                               jnp.asarray(xs[i]))
+                               jnp.asarray(xs[i]), jnp.asarray(energies[i - 1]))
         if i in (0, 99, n1 - 1, n1, W - 1):
             assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
     e = rng.normal(size=C)

@@ -113,7 +113,7 @@ def tuned_warmup_init(x, step_size, trajectory_length, dense, scale=None):
     return TunedHMCAdaptState(
         step_size, trajectory_length, scale, dual_averaging_restart(step_size),
         welford_init(x, dense=dense), chees_init(trajectory_length), welford_init(ones_1),
-        decorrelation_init(x), ones_1[..., 0] + 1.0,
+        decorrelation_init(x), step_size * 0.0 + 1.0,
     )
 
 

@@ -428,10 +428,18 @@ def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config):
 #: ESH lengthens its draws until the slowest statistic decorrelates in about this many
 #: draws (``esh_warmup_update``)
 ESH_DECORRELATION_DRAWS = 3.0
+#: ... by at most this factor. In low dimension the physical time of a step varies by
+#: orders of magnitude with the energy (``e^r``, ``r = (E_ref - E)/d``), and a few phase-2
+#: steps far in the tail can inflate the mean step time that converts the length into time:
+#: on a 2-D Gaussian with correlation -0.98 one chain of four (mean phase-2 step time 5.4
+#: against 0.19 in the others) was tuned to 631 time units and ran every sampling draw
+#: into the 1024-step cap. 64 bounds that waste, and covers the lengthening the correlated
+#: posteriors of ``esh_math.md`` §7.5 needed.
+ESH_MAX_LENGTHENING = 64.0
 
 
 def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
-                      energy=0.0, non_finite=False, draw=None):
+                      energy=0.0, non_finite=False, draw=None, start_energy=None):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
     step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
     physical time its steps spanned (``non_finite``: the divergence, if any, reached a
@@ -445,10 +453,17 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
       up by ``e^(dH/d)``), fixed at the last warmup iteration; longer where the slowest of
       ``x`` and ``(x - mean)^2`` needed ``tau`` phase-2 draws (``draw``, the draw made) to
       decorrelate: at least the mean phase-2 draw time times
-      ``tau / ESH_DECORRELATION_DRAWS`` (``esh_math.md`` §7.5). Phase-2 draws restart the
+      ``tau / ESH_DECORRELATION_DRAWS`` (``esh_math.md`` §7.5), and at most
+      ``ESH_MAX_LENGTHENING`` times the ``steps_per_draw`` time. Phase-2 draws restart the
       clock at each draw, so that time is in units of ``e^r`` at typical energies; the mean
       draw ``energy`` is kept to start the sampling clock at the same reference
-      (:func:`esh_sampling_log_speed`).
+      (:func:`esh_sampling_log_speed`). Given the draw's ``start_energy``, its time is
+      converted to that reference before it is counted, ``log_time + (E_ref - E_start)/d``
+      with ``E_ref`` the mean so far, as the sampling clock will run: otherwise a few
+      draws that start far in the tail (whose clock, restarted at ``r = 0`` there, runs
+      ``e^{(E_start - E)/d}`` fast at typical energies) dominate the mean step time in low
+      dimension (2-D Gaussian with correlation -0.98: one chain's mean step time 5.4
+      against 0.19 in the others, and every sampling draw ran into the step cap).
     """
     step, predictor = adapt.step_size, adapt.predictor
     if config.tune_step_size:
@@ -459,6 +474,10 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     # Only draws whose energy error is near the target inform the time per draw: phase-2
     # draws restart the clock, so a single step with a large energy error dH (not a
     # divergence) inflates its physical time by e^(dH/d) and would dominate the mean.
+    if start_energy is not None and draw is not None:
+        has_ref = adapt.draw_count > 0
+        reference = adapt.energy_sum / namespace(adapt.draw_count).where(has_ref, adapt.draw_count, 1.0)
+        log_time = log_time + select(has_ref, (reference - start_energy) / draw.shape[-1], 0.0 * log_time)
     calm = energy_error_sq_per_dim < 100.0 * config.desired_energy_var
     good = calm & ~diverging if not isinstance(diverging, bool) else calm & (not diverging)
     xp = namespace(adapt.log_time)
@@ -473,7 +492,9 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
         per_draw = select(draw_count > 0, xp.exp(log_time - xp.log(xp.where(draw_count > 0, draw_count, 1.0))),
                           per_step)
         tau = slowest_autocorrelation_time(decorrelation)
-        tuned = xp.maximum(config.steps_per_draw * per_step, per_draw * tau / ESH_DECORRELATION_DRAWS)
+        base = config.steps_per_draw * per_step
+        tuned = xp.maximum(base, per_draw * tau / ESH_DECORRELATION_DRAWS)
+        tuned = xp.minimum(tuned, ESH_MAX_LENGTHENING * base)
         length = select(i == config.num_warmup - 1, tuned, length)
     return adapt._replace(
         step_size=step, trajectory_length=length, predictor=predictor,

@@ -301,6 +301,7 @@ class ESH(FlatKernel):
                 a, i, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
                 non_finite=non_finite, draw=pick_x,
+                start_energy=state.integrator.energy,
             ),
             lambda a: a,
             adapt,

@@ -389,6 +389,7 @@ class ESH(FlatKernel):
                 adapt, i, carry.sum_dh2 / (torch.clamp(carry.k, min=1.0) * d),
                 carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
                 non_finite=non_finite, draw=pick_x,
+                start_energy=state.integrator.energy,
             )
         return ESHState(
             i + 1, pick_x, pick_energy, integ, x_prev, energy_prev, time_prev, time_cur,
