@@ -15,7 +15,6 @@ import numpyro
 # interpreter when it has.
 numpyro.set_host_device_count(2)
 
-import inspect  # noqa: E402
 import io  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -35,6 +34,7 @@ from numpyro.diagnostics import effective_sample_size  # noqa: E402
 from numpyro.infer import MCMC  # noqa: E402
 
 from esh_kernels.numpyro import ESH, AdjustedESH  # noqa: E402
+from tests.test_numpyro_statistics import assert_esh_steps_per_draw  # noqa: E402
 
 KERNELS = [ESH, AdjustedESH]
 N_SE = 5.0
@@ -110,17 +110,6 @@ def assert_posterior_mean(draws, mean, sd, kernel_cls):
     tol = N_SE * sd / np.sqrt(ess) + (ESH_MEAN_BIAS * sd if kernel_cls is ESH else 0.0)
     err = np.abs(draws.mean((0, 1)) - mean)
     assert np.all(err < tol), (kernel_cls.__name__, draws.mean((0, 1)), mean, tol)
-
-
-def assert_esh_steps_per_draw(n_steps):
-    """ESH tunes the physical time per draw so that a sampling draw takes
-    ``steps_per_draw`` leapfrog steps on average; check it per chain within a factor 4
-    (far below, a chain repeats a few points and its MC error estimate is meaningless)."""
-    target = inspect.signature(ESH).parameters["steps_per_draw"].default
-    per_chain = np.asarray(n_steps).mean(axis=1)
-    assert np.all((per_chain > target / 4) & (per_chain < target * 4)), (
-        f"ESH sampling took {per_chain} leapfrog steps per draw in each chain, tuned for {target}"
-    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -85,11 +85,11 @@ def run_mcmc(kernel, *args, seed=0, num_warmup=500, num_samples=1000, **kwargs):
         assert np.all(np.isfinite(v)), f"non-finite draws of {k}"
     extra = mcmc.get_extra_fields(group_by_chain=True)
     if isinstance(kernel, ESH):
-        assert_esh_steps_per_draw(kernel, np.asarray(extra["n_steps"]))
+        assert_esh_steps_per_draw(np.asarray(extra["n_steps"]))
     return out, np.asarray(extra["diverging"])
 
 
-def assert_esh_steps_per_draw(kernel, n_steps):
+def assert_esh_steps_per_draw(n_steps):
     """ESH tunes the physical time per draw so that a draw takes at least ``steps_per_draw``
     leapfrog steps on average, more where the slowest statistic would need more than about
     3 draws to decorrelate, and at most a quarter of ``max_steps`` mean warmup steps (its
@@ -99,7 +99,7 @@ def assert_esh_steps_per_draw(kernel, n_steps):
     time per draw than was tuned."""
     target = inspect.signature(ESH).parameters["steps_per_draw"].default  # all runs here use it
     cap = inspect.signature(ESH).parameters["max_steps"].default
-    per_chain = n_steps.mean(axis=1)
+    per_chain = np.asarray(n_steps).mean(axis=1)
     assert np.all((per_chain > target / 4) & (per_chain < 0.9 * cap)), (
         f"ESH sampling took {per_chain} leapfrog steps per draw in each chain, tuned "
         f"for at least {target}, and the cap is {cap}"
