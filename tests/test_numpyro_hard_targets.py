@@ -142,23 +142,28 @@ def test_leaves_a_start_on_a_steep_convex_wall(kernel_cls):
     assert np.all(np.abs(v - 1.0) < N_SE * se_v), (v, se_v)
 
 
-@pytest.mark.parametrize("kernel_cls", [AdjustedESH, TunedHMC])
-def test_long_narrow_posterior(kernel_cls):
-    """A Gaussian with correlation 0.9995 between a wide and a narrow coordinate (sd 30 and
-    0.01), which a diagonal metric leaves long and narrow, as posteriordb's ``kilpisjarvi``
-    and ``earnings`` are. AdjustedESH at the fixed ``sqrt(d)`` trajectory length
-    random-walked (measured: R-hat 1.16, ESS 46 of 4000); the warmup rule lengthens the
-    trajectories until the slowest statistic decorrelates in about 10 draws
-    (``core.warmup._trajectory_update``; measured: L 16-18, R-hat 1.0005, ESS 3700).
-    TunedHMC's U-turn length gets the same stretch (``core.tuned_warmup``). Moments within
-    Monte Carlo error of the truth."""
+def long_narrow_draws(kernel_cls):
+    """4 chains x (1000 + 1000) of ``kernel_cls`` on a 3-D Gaussian with correlation 0.9995
+    between a wide and a narrow coordinate (sd 30 and 0.01), whitened by the true sds."""
     rho, sd = 0.9995, jnp.array([30.0, 0.01, 1.0])
     cov = jnp.array([[1.0, rho, 0.0], [rho, 1.0, 0.0], [0.0, 0.0, 1.0]]) * sd[:, None] * sd[None, :]
     precision = jnp.linalg.inv(cov)
     mcmc = MCMC(kernel_cls(potential_fn=lambda x: 0.5 * x @ precision @ x), num_warmup=1000,
                 num_samples=1000, num_chains=4, chain_method="vectorized", progress_bar=False)
     mcmc.run(random.PRNGKey(0), init_params=jnp.zeros((4, 3)) + 0.5)
-    x = np.asarray(mcmc.get_samples(group_by_chain=True), np.float64) / np.asarray(sd)
+    return np.asarray(mcmc.get_samples(group_by_chain=True), np.float64) / np.asarray(sd)
+
+
+@pytest.mark.parametrize("kernel_cls", [AdjustedESH, TunedHMC])
+def test_long_narrow_posterior(kernel_cls):
+    """The Gaussian of :func:`long_narrow_draws`, which a diagonal metric leaves long and
+    narrow, as posteriordb's ``kilpisjarvi`` and ``earnings`` are. AdjustedESH at the fixed
+    ``sqrt(d)`` trajectory length random-walked (measured: R-hat 1.16, ESS 46 of 4000); the
+    warmup rule lengthens the trajectories until the slowest statistic decorrelates in
+    about 10 draws (``core.warmup._trajectory_update``; measured: L 16-18, R-hat 1.0005, ESS
+    3700). TunedHMC's U-turn length gets the same stretch (``core.tuned_warmup``). Moments
+    within Monte Carlo error of the truth."""
+    x = long_narrow_draws(kernel_cls)
     m, se = estimate(x)
     assert np.all(np.abs(m) < N_SE * se), (m, se)
     v, se_v = estimate(x**2)
@@ -168,19 +173,14 @@ def test_long_narrow_posterior(kernel_cls):
 def test_esh_lengthens_its_draws_on_a_long_narrow_posterior():
     """The same target for ESH: at ``steps_per_draw = 2`` steps per draw its chains
     random-walked (measured: R-hat 1.48, ESS 9 of 4000, 2.6 gradients per draw); the time
-    per draw now grows until the slowest statistic decorrelates in about 3 draws
-    (``core.warmup.esh_warmup_update``; measured: R-hat 1.002, ESS 1420, 680 gradients per
-    draw). ESH is unadjusted, so the check allows its bias: the sds within 10%."""
+    per draw now grows until the slowest statistic decorrelates in about 3 draws, at most
+    64x (``core.warmup.esh_warmup_update``; measured: R-hat 1.010, min ESS 510, 125
+    gradients per draw; uncapped it reached ESS 1420 at 680 gradients per draw). ESH is
+    unadjusted, so the check allows its bias: the sds within 10%."""
     import arviz as az
 
-    rho, sd = 0.9995, jnp.array([30.0, 0.01, 1.0])
-    cov = jnp.array([[1.0, rho, 0.0], [rho, 1.0, 0.0], [0.0, 0.0, 1.0]]) * sd[:, None] * sd[None, :]
-    precision = jnp.linalg.inv(cov)
-    mcmc = MCMC(ESH(potential_fn=lambda x: 0.5 * x @ precision @ x), num_warmup=1000,
-                num_samples=1000, num_chains=4, chain_method="vectorized", progress_bar=False)
-    mcmc.run(random.PRNGKey(0), init_params=jnp.zeros((4, 3)) + 0.5)
-    x = np.asarray(mcmc.get_samples(group_by_chain=True), np.float64) / np.asarray(sd)
+    x = long_narrow_draws(ESH)
     for j in range(3):
-        assert float(az.rhat(x[..., j])) < 1.01
-        assert float(az.ess(x[..., j], method="bulk")) > 400
+        assert float(az.rhat(x[..., j])) < 1.02
+        assert float(az.ess(x[..., j], method="bulk")) > 300
     np.testing.assert_allclose(x.reshape(-1, 3).std(0), 1.0, rtol=0.1)
