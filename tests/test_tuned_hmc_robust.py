@@ -105,16 +105,11 @@ def test_pyro_num_warmup_zero_warns_and_samples():
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_step_collapse_guard(backend):
-    """The shared warmup update (``core/tuned_warmup.py``): once a metric exists, a step
-    below 1e-3 (whitened) restarts dual averaging at 0.1; before the first metric window,
+    """The shared warmup update (``core/tuned_warmup.py``): once a metric exists, an
+    averaged step below 1e-3 (whitened) restarts dual averaging at 0.1; before the first metric window,
     or above the threshold, the step is dual averaging's."""
-    from esh_kernels.core.tuned_warmup import (
-        COLLAPSED_STEP,
-        RESTART_STEP,
-        TunedWarmupConfig,
-        tuned_chain_update,
-        tuned_warmup_init,
-    )
+    from esh_kernels.core.tuned_warmup import TunedWarmupConfig, tuned_chain_update, tuned_warmup_init
+    from esh_kernels.core.warmup import COLLAPSED_STEP, RESTART_STEP
 
     if backend == "jax":
         import jax.numpy as xp

@@ -35,9 +35,7 @@ from esh_kernels.core.adaptation import (
 )
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.preconditioning import precond_inverse, scale_from_covariance
-from esh_kernels.core.warmup import (  # noqa: F401 (COLLAPSED_STEP, RESTART_STEP: re-exported)
-    COLLAPSED_STEP,
-    RESTART_STEP,
+from esh_kernels.core.warmup import (
     MetricSchedule,
     dual_averaging_restart,
     finish_step_size,
