@@ -168,9 +168,7 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
     scale, ended = shared.scale, False
     if config.tune_metric:
         # every chain feeds its own window estimate; at a window end they are pooled
-        collecting = schedule.collecting(i)
-        weight = select(collecting, 1.0, 0.0) if isinstance(collecting, bool) else collecting * 1.0
-        welford = welford_update(welford, x, weight)
+        welford = welford_update(welford, x, schedule.weight(i))
         ended = schedule.window_end(i)
         if ended is not False:
             pooled = metric_covariance(welford_pool(welford), num_chains=welford.count.shape[0],

@@ -55,6 +55,11 @@ class MetricSchedule(NamedTuple):
         """True while iteration ``i`` feeds the metric estimate."""
         return (i >= self.start) & (i < self.stop)
 
+    def weight(self, i):
+        """:meth:`collecting` as a Welford weight: 1.0 / 0.0 (a float, or an array like ``i``)."""
+        collecting = self.collecting(i)
+        return (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
+
     def window_end(self, i):
         """True at the last iteration of a metric window."""
         if isinstance(i, int):
@@ -87,9 +92,7 @@ def metric_update(schedule, i, welford, scale, x, mask=None):
     diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.4) and
     restart the estimate. ``mask``: block structure of a dense metric
     (:func:`metric_covariance`). Returns ``(welford, scale, window_ended)``."""
-    collecting = schedule.collecting(i)
-    weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
-    welford = welford_update(welford, x, weight)
+    welford = welford_update(welford, x, schedule.weight(i))
     ended = schedule.window_end(i)
     if ended is False:
         return welford, scale, ended
@@ -333,9 +336,7 @@ def window_decorrelation(schedule, i, x, decorrelation):
     and read it: ``(decorrelation, tau)``, where ``tau`` is the window's
     :func:`slowest_autocorrelation_time` so far; the returned state restarts at each
     window end (``tau`` is then the finished window's)."""
-    collecting = schedule.collecting(i)
-    weight = (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
-    decorrelation = decorrelation_update(decorrelation, x, weight)
+    decorrelation = decorrelation_update(decorrelation, x, schedule.weight(i))
     tau = slowest_autocorrelation_time(decorrelation)
     return select(schedule.window_end(i), decorrelation_init(x), decorrelation), tau
 
