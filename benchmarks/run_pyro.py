@@ -26,6 +26,7 @@ and metrics as ``benchmarks/run_numpyro.py``; the differences:
 """
 
 import argparse
+import contextlib
 import datetime
 import os
 import sys
@@ -41,6 +42,7 @@ torch.set_default_dtype(torch.float64)
 
 import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
+import pyro.ops.integrator  # noqa: E402
 from pyro.infer import HMC, MCMC, NUTS  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,6 +51,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)
 
 import esh_kernels.pyro as ekp  # noqa: E402
+import esh_kernels.pyro._model as ekp_model  # noqa: E402
 import results_io  # noqa: E402
 from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
 
@@ -66,9 +69,9 @@ SAMPLER_LABELS = {
     "nuts": "Pyro NUTS (defaults)",
     "nuts_jit": "Pyro NUTS (jit_compile=True)",
     "hmc": "Pyro HMC (defaults)",
-    "adjusted_esh": "AdjustedESH, MCMC, jit",
-    "esh": "ESH, MCMC, jit",
-    "tuned_hmc": "TunedHMC, MCMC, jit",
+    "adjusted_esh": "AdjustedESH, MCMC, defaults",
+    "esh": "ESH, MCMC, defaults",
+    "tuned_hmc": "TunedHMC, MCMC, defaults",
     "adjusted_esh_batched": "AdjustedESH, BatchedMCMC, jit",
     "esh_batched": "ESH, BatchedMCMC, jit",
     "tuned_hmc_batched": "TunedHMC, BatchedMCMC, jit",
@@ -170,6 +173,45 @@ class _Clock:
             self.t_sample = time.perf_counter()
 
 
+class _Timed:
+    """Wraps a function; adds up the wall time and the number of its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds, self.calls = fn, 0.0, 0
+
+    def __call__(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t
+            self.calls += 1
+
+
+@contextlib.contextmanager
+def _timed_gradients():
+    """Times every gradient evaluation while the block runs: Pyro's ``potential_grad``
+    (NUTS/HMC leapfrog steps) and the esh_kernels per-step graphs (``Compiled``: one call
+    is one leapfrog step, potential energy, gradient and the kernel's update included)."""
+    integrator, compiled = pyro.ops.integrator, ekp_model.Compiled
+    original_grad, original_call = integrator.potential_grad, compiled.__call__
+    timer = _Timed(original_grad)
+
+    def timed_call(self, *args):
+        t = time.perf_counter()
+        try:
+            return original_call(self, *args)
+        finally:
+            timer.seconds += time.perf_counter() - t
+            timer.calls += 1
+
+    integrator.potential_grad, compiled.__call__ = timer, timed_call
+    try:
+        yield timer
+    finally:
+        integrator.potential_grad, compiled.__call__ = original_grad, original_call
+
+
 def run_mcmc_sampler(name, target, cfg, seed):
     pyro.set_rng_seed(seed)
     if name in ("nuts", "nuts_jit", "hmc"):
@@ -180,7 +222,9 @@ def run_mcmc_sampler(name, target, cfg, seed):
         cls = getattr(ekp, KERNEL_CLASS[name], None)
         if cls is None:
             return {"status": "skipped", "note": f"esh_kernels.pyro.{KERNEL_CLASS[name]} is not available yet"}
-        kernel = cls(target.model, jit_compile=True, ignore_jit_warnings=True)
+        kernel = cls(target.model)  # the one-word swap: the kernel's defaults
+    kernel.setup = setup_timer = _Timed(kernel.setup)
+    kernel.sample = sample_timer = _Timed(kernel.sample)
     clock = _Clock()
     grads = {}
 
@@ -191,7 +235,7 @@ def run_mcmc_sampler(name, target, cfg, seed):
 
     mcmc = MCMC(kernel, num_samples=cfg.num_samples, warmup_steps=cfg.num_warmup,
                 num_chains=1, disable_progbar=True, hook_fn=hook)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _timed_gradients() as grad_timer:
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
         mcmc.run()
@@ -199,7 +243,13 @@ def run_mcmc_sampler(name, target, cfg, seed):
     t_sample = clock.t_sample or t1
     draws = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
     diag = mcmc.diagnostics()
-    info = {"num_chains": 1}
+    info = {"num_chains": 1, "time_breakdown": {
+        "setup_s": setup_timer.seconds,
+        "gradient_s": grad_timer.seconds,
+        "gradient_calls": grad_timer.calls,
+        "kernel_other_s": sample_timer.seconds - grad_timer.seconds,
+        "mcmc_loop_s": (t1 - t0) - setup_timer.seconds - sample_timer.seconds,
+    }}
     if hasattr(kernel, "counter"):
         gw, gs = float(grads.get("warmup", 0)), float(kernel.counter.calls - grads.get("warmup", 0))
         info["step_size_mean"] = float(kernel.step_size)
@@ -422,8 +472,45 @@ def markdown_section(payload):
                 continue
             lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(_fmt(r.get(k)) for _, k in COLUMNS) + " |")
         lines.append("")
+    lines.extend(time_breakdown_table(results))
     lines.append(COLUMN_DOC)
     return "\n".join(lines)
+
+
+def time_breakdown_table(results):
+    """Where the wall clock of the one-chain ``pyro.infer.MCMC`` runs goes (medians)."""
+    rows = [r for r in results if r["status"] == "ok" and "time_breakdown" in r]
+    if not rows:
+        return []
+    lines = [
+        "### Where the time goes: one chain, `pyro.infer.MCMC` (median run)",
+        "",
+        "| target | sampler | total s | set-up s | gradient steps s | steps | ms/step "
+        "| kernel's other work s | MCMC loop s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        reps = r.get("repeats") or [r]
+        b = {k: float(np.median([x["time_breakdown"][k] for x in reps]))
+             for k in reps[0]["time_breakdown"]}
+        ms = 1e3 * b["gradient_s"] / b["gradient_calls"] if b["gradient_calls"] else None
+        lines.append(
+            f"| {r['target']} | {SAMPLER_LABELS[r['sampler']]} | {_fmt(r['time_total_s'])} "
+            f"| {_fmt(b['setup_s'])} | {_fmt(b['gradient_s'])} | {int(b['gradient_calls'])} "
+            f"| {_fmt(ms)} | {_fmt(b['kernel_other_s'])} | {_fmt(b['mcmc_loop_s'])} |")
+    lines += [
+        "",
+        "Set-up: `kernel.setup` (model tracing, initial point, and for esh_kernels the "
+        "recording of the step graph). Gradient steps: Pyro NUTS's `potential_grad` calls "
+        "(potential energy and autograd gradient, eager), or the esh_kernels compiled step "
+        "calls (one leapfrog step: potential energy, gradient and the kernel's position and "
+        "velocity update, one TorchScript graph). Kernel's other work: the rest of "
+        "`kernel.sample` (random numbers, accept/reject, warmup adaptation, self-check, "
+        "statistics). MCMC loop: the rest of `MCMC.run` (Pyro's sampling loop, hooks, "
+        "collecting draws).",
+        "",
+    ]
+    return lines
 
 
 COLUMN_DOC = """### What the columns mean

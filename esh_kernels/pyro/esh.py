@@ -142,7 +142,7 @@ class ESH(FlatKernel):
         init_strategy=init_to_uniform,
         transforms=None,
         max_plate_nesting=None,
-        jit_compile=False,
+        jit_compile=True,
         jit_options=None,
         ignore_jit_warnings=False,
     ):
