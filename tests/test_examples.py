@@ -1,10 +1,10 @@
 """Every script in ``examples/`` runs with ``--quick`` and writes its files.
 
-The selected examples run as subprocesses, at most ``ESH_EXAMPLE_WORKERS`` at a time
-(default: 2, or 1 on a single-core machine), each in its own temporary directory with a
-time limit; each test then checks its example's exit status, its output files, a line
-of its output and the line that says a ``--quick`` run is a smoke run. An example whose
-backend is not installed is skipped.
+Each test runs its example as a subprocess in its own temporary directory, with a time
+limit (pytest-xdist spreads the examples over its workers; a session-wide fixture that
+ran them all would run on every worker), and checks the exit status, the output files, a
+line of the output and the line that says a ``--quick`` run is a smoke run. An example
+whose backend is not installed is skipped.
 """
 
 import importlib.util
@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,36 +59,18 @@ def _run(script, workdir):
     return result + (out, time.perf_counter() - start)
 
 
-@pytest.fixture(scope="module")
-def example_runs(request, tmp_path_factory):
-    """Run the examples whose tests are selected, a few at a time; {script: result}."""
-    selected = []
-    for item in request.session.items:
-        callspec = getattr(item, "callspec", None)
-        module = getattr(item, "module", None)
-        if module is not None and module.__name__ == __name__ and callspec is not None:
-            script = callspec.params.get("script")
-            if script in EXAMPLES and not _missing(EXAMPLES[script][0]) and script not in selected:
-                selected.append(script)
-    workers = int(os.environ.get("ESH_EXAMPLE_WORKERS", min(2, os.cpu_count() or 1)))
-    dirs = {s: tmp_path_factory.mktemp(s.removesuffix(".py")) for s in selected}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {s: pool.submit(_run, s, dirs[s]) for s in selected}
-        return {s: f.result() for s, f in futures.items()}
-
-
 def test_every_example_is_listed():
     scripts = sorted(p.name for p in EXAMPLES_DIR.glob("*.py"))
     assert scripts == sorted(EXAMPLES), "add new examples to EXAMPLES in tests/test_examples.py"
 
 
 @pytest.mark.parametrize("script", sorted(EXAMPLES))
-def test_example(example_runs, script):
+def test_example(script, tmp_path):
     modules, files, expected = EXAMPLES[script]
     missing = _missing(modules)
     if missing:
         pytest.skip(f"{script} needs {', '.join(missing)}")
-    returncode, stdout, stderr, out, seconds = example_runs[script]
+    returncode, stdout, stderr, out, seconds = _run(script, tmp_path)
     assert returncode == 0, f"{script} --quick failed ({returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}"
     assert expected in stdout, stdout[-3000:]
     # a --quick run must not pass off its numbers as results

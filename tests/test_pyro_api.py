@@ -192,10 +192,12 @@ def test_enumerated_model_runs(cls):
     """An enumerated model in MCMC and BatchedMCMC: only continuous sites come back, as
     from NUTS (compiled runs: tests/test_pyro_statistics.py)."""
     pyro.set_rng_seed(0)
-    s = run_mcmc(cls(hmm_model, **CAP), warmup=10, samples=5).get_samples()
+    # eager: recording this model's step (1300 operations) takes 1-5 s, more than these
+    # 15 draws; enumerated models run recorded in tests/test_pyro_statistics.py
+    s = run_mcmc(cls(hmm_model, jit_compile=False, **CAP), warmup=10, samples=5).get_samples()
     assert set(s) == {"probs", "locs"} and s["probs"].shape == (5, 2, 2)
     s = run_batched(cls, hmm_model, num_chains=3, warmup_steps=10, num_samples=5,
-                    **CAP).get_samples()
+                    jit_compile=False, **CAP).get_samples()
     assert set(s) == {"probs", "locs"} and s["locs"].shape == (15, 2)
 
 
@@ -294,7 +296,7 @@ def test_potential_fn_needs_initial_params():
         ({"max_steps": 0}, "max_steps"),
         ({"max_steps": 2.5}, "max_steps"),
         ({"dense_mass": "yes"}, "dense_mass"),
-        ({"full_mass": [("x",)]}, "numpyro kernels only"),
+        ({"full_mass": [("x", 3)]}, "list of tuples of site names"),
         ({"full_mass": True, "dense_mass": True}, "not both"),
         ({"adapt_mass_matrix": 1}, "adapt_mass_matrix"),
         ({"jit_compile": "sure"}, "jit_compile"),
@@ -596,3 +598,29 @@ def test_batched_leaves_a_start_on_a_steep_convex_wall(cls):
     x = res.get_samples(group_by_chain=True)["x"]
     assert bool((x[..., 0].abs() < 0.2).all()), "a chain stayed on the wall"
     assert float(x[..., 1:].var()) == pytest.approx(1.0, abs=0.25)
+
+
+def _cholesky_potential(p):
+    """A standard normal in 2-D whose potential also factorises ``[[1, x0/2], [x0/2, 1]]``:
+    not positive definite for ``|x0| >= 2``, where ``torch.linalg.cholesky`` raises."""
+    x = p["x"]
+    m = torch.eye(2, dtype=x.dtype) + 0.5 * x[0] * (1.0 - torch.eye(2, dtype=x.dtype))
+    chol = torch.linalg.cholesky(m)
+    return 0.5 * (x**2).sum() + 0.0 * chol.diagonal().log().sum()
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_singular_matrix_in_the_recorded_step_is_a_rejection(cls):
+    """A singular-matrix error raised inside the recorded (TorchScript) step is treated as
+    Pyro's HMC treats it: that step runs eagerly, the potential is NaN, the proposal is
+    rejected and flagged; the run does not crash and no draw leaves the region where the
+    density is defined."""
+    pyro.set_rng_seed(0)
+    kernel = cls(potential_fn=_cholesky_potential, **CAP)
+    mcmc = run_mcmc(kernel, warmup=100, samples=300,
+                    initial_params={"x": torch.tensor([0.3, -0.2])})
+    assert kernel.compiled_modes and set(kernel.compiled_modes.values()) == {"trace"}
+    x = mcmc.get_samples()["x"]
+    assert torch.isfinite(x).all() and float(x[:, 0].abs().max()) < 2.0
+    assert float(x[:, 0].abs().max()) > 1.0  # the chains did go near the edge
+    assert sum(mcmc.diagnostics()["diverging"]["chain 0"]) > 0

@@ -110,6 +110,43 @@ def test_correlated_2d_gaussian(cls, dense):
     check_mean(z[..., 0] * z[..., 1], RHO, "correlation")
 
 
+SD_B = 0.1
+
+
+def correlated_pair_and_scales():
+    pyro.sample("a", dist.MultivariateNormal(MEAN, covariance_matrix=COV))
+    pyro.sample("b", dist.Normal(torch.ones(3, dtype=F64), SD_B).to_event(1))
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_block_full_mass_estimates_only_the_blocks(cls):
+    """``full_mass=[("a",)]`` (Pyro NUTS's block form): ``a``'s 2x2 block of the
+    preconditioner is dense (its correlation is learnt), ``b`` stays diagonal, and the
+    draws are right. The flat layout is ``a`` (0, 1) then ``b`` (2, 3, 4): sites in sorted
+    order."""
+    pyro.set_rng_seed(2)
+    seen = {}
+
+    def keep_scale(kernel, draws, stage, i):
+        seen["scale"] = kernel._state.adapt_state.scale[0].clone()
+
+    mcmc = ekp.BatchedMCMC(cls(correlated_pair_and_scales, full_mass=[("a",)]), num_samples=400,
+                           warmup_steps=300, num_chains=4, disable_progbar=True,
+                           hook=keep_scale).run()
+    scale = seen["scale"]
+    assert scale.shape == (5, 5)
+    assert float(scale[1, 0]) > 0.5  # the learnt correlation: L[1,0] = 0.95 * 2 for the truth
+    assert torch.equal(scale[2:, :2], torch.zeros(3, 2, dtype=F64))
+    assert torch.equal(scale[2:, 2:], torch.diag(scale[2:, 2:].diagonal()))
+    s = mcmc.get_samples(group_by_chain=True)
+    z = (s["a"] - MEAN) / COV.diagonal().sqrt()
+    check_mean(z[..., 0] * z[..., 1], RHO, "correlation of a")
+    for i in range(2):
+        check_variance(z[..., i], 0.0, 1.0, f"a[{i}]")
+    for i in range(3):
+        check_variance(s["b"][..., i], 1.0, SD_B**2, f"b[{i}]")
+
+
 # -- eight schools (non-centred) ------------------------------------------------------------
 
 Y8 = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=F64)

@@ -30,7 +30,7 @@ from numpyro.util import identity, is_prng_key
 
 from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_int, non_finite_sites_text
-from esh_kernels.numpyro._mass import block_mask, check_dense_mass, initial_scale, site_indices
+from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale
 
 
 class FlatKernel(MCMCKernel):
@@ -212,7 +212,7 @@ class FlatKernel(MCMCKernel):
 
     def _set_metric(self, position, dtype):
         """The block mask of ``dense_mass`` and the preconditioner of
-        ``inverse_mass_matrix`` for the layout of ``position`` (``numpyro/_mass.py``)."""
+        ``inverse_mass_matrix`` for the layout of ``position`` (``core/mass_matrix.py``)."""
         sites = site_indices(position)
         self._metric_mask = None
         if self._dense_blocks is not None:
@@ -351,3 +351,18 @@ class FlatKernel(MCMCKernel):
 
     def _to_z(self, x):
         return self._unravel(x)
+
+
+def site_indices(position):
+    """``{site: flat indices}`` of a dict position, in ``ravel_pytree``'s order (its leaves
+    flattened one after another); None when the position is not a dict (a
+    ``potential_fn`` on a bare array). Uses only shapes, so it works on tracers (pmap).
+    """
+    if not isinstance(position, dict):
+        return None
+    leaves, treedef = jax.tree_util.tree_flatten(position)
+    sizes = [int(np.prod(np.shape(leaf))) for leaf in leaves]
+    starts = np.cumsum([0] + sizes[:-1])
+    tree = jax.tree_util.tree_unflatten(treedef, [np.arange(a, a + n) for a, n in zip(starts, sizes)])
+    return {name: np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(sub)])
+            for name, sub in tree.items()}

@@ -64,7 +64,7 @@ class AdjustedESH(FlatKernel):
         on eight schools and 28 / 25 / 22 on the logistic regression (medians over seeds).
     :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
         takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
-        matrix): :mod:`esh_kernels.numpyro._mass` describes both.
+        matrix): :mod:`esh_kernels.core.mass_matrix` describes both.
     :param adapt_mass_matrix: whether warmup estimates the preconditioner (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: the shortest tuned mean trajectory length, in units of

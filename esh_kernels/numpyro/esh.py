@@ -107,7 +107,7 @@ class ESH(FlatKernel):
         smaller means less discretisation bias and more gradients.
     :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
         takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
-        matrix): :mod:`esh_kernels.numpyro._mass` describes both.
+        matrix): :mod:`esh_kernels.core.mass_matrix` describes both.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on steps per draw (a draw stopped by the cap covers less
         physical time; raise it for targets with very uneven density in low dimension).

@@ -134,7 +134,7 @@ class TunedHMC(FlatKernel):
         averaging's averaged iterate.
     :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
         takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
-        matrix): :mod:`esh_kernels.numpyro._mass` describes both.
+        matrix): :mod:`esh_kernels.core.mass_matrix` describes both.
     :param adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
     :param cross_chain: False (default): every chain tunes itself with the single-chain
         rule, so the chains are independent and a vectorized run equals a sequential one

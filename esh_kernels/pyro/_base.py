@@ -28,6 +28,7 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 
 from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_bool, check_int, non_finite_sites_text
+from esh_kernels.core.mass_matrix import block_mask, check_dense_mass
 from esh_kernels.pyro._model import (
     BatchedPotential,
     FlatLayout,
@@ -104,15 +105,10 @@ class FlatKernel(MCMCKernel):
         if potential_fn is not None and not callable(potential_fn):
             raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
         if full_mass is not None:  # Pyro's NUTS calls it full_mass
-            if dense_mass:
+            if dense_mass is not False:
                 raise ValueError("Pass `full_mass` (Pyro's name) or `dense_mass`, not both.")
             dense_mass = full_mass
-        if not isinstance(dense_mass, bool):
-            raise ValueError(
-                f"`dense_mass` / `full_mass` must be True or False, got {dense_mass!r} "
-                "(block-structured mass matrices, lists of site-name tuples, are supported "
-                "by the esh_kernels.numpyro kernels only)"
-            )
+        self._dense_mass, self._dense_blocks = check_dense_mass(dense_mass)
         if not callable(init_strategy):
             raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")
         if max_plate_nesting is not None:
@@ -124,7 +120,7 @@ class FlatKernel(MCMCKernel):
         self.potential_fn = potential_fn
         self._user_transforms = transforms
         self.transforms = transforms
-        self._dense_mass = dense_mass
+        self._metric_mask = None
         self._init_strategy = init_strategy
         self._max_plate_nesting = max_plate_nesting
         self._jit_compile = check_bool("jit_compile", jit_compile)
@@ -346,6 +342,9 @@ class FlatKernel(MCMCKernel):
         self._num_warmup = warmup_steps
         energy, grad = self._value_and_grad(x)
         self._check_finite_start(x, energy, grad, given, model_args, model_kwargs)
+        if self._dense_blocks is not None:
+            mask = block_mask(self._dense_blocks, self._layout.site_indices(), self._layout.dim)
+            self._metric_mask = torch.as_tensor(mask, dtype=x.dtype, device=x.device)
         self._state = self._init_state(x, energy, grad)
         self._start_self_check(x)
         self._grads_warmup = x.new_zeros(x.shape[0])

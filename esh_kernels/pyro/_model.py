@@ -9,6 +9,7 @@ Nothing here is ESH math: the kernels get that from :mod:`esh_kernels.core`.
 import warnings
 from collections import OrderedDict
 
+import numpy as np
 import pyro
 import torch
 from opt_einsum import shared_intermediates
@@ -126,6 +127,11 @@ class FlatLayout:
             v = params[k]
             parts.append(v.reshape(tuple(v.shape[:batch_dims]) + (-1,)))
         return torch.cat(parts, dim=-1)
+
+    def site_indices(self):
+        """``{site: flat indices}`` (``core.mass_matrix``)."""
+        starts = np.cumsum([0] + self.sizes[:-1])
+        return {k: np.arange(a, a + n) for k, a, n in zip(self.names, starts, self.sizes)}
 
     def unravel(self, x):
         """``(*batch, d)`` -> ``{site: (*batch, *shape)}`` (views of ``x``)."""
@@ -366,8 +372,15 @@ class Compiled:
 
     def __call__(self, *args):
         if self.graph is not None:
-            with torch.no_grad():
-                return self.graph(*args)
+            try:
+                with torch.no_grad():
+                    return self.graph(*args)
+            except RuntimeError as e:
+                # an error Pyro's HMC treats as a rejection (a singular matrix, the
+                # registry of ``pyro.ops.integrator``) raised inside the graph: this call
+                # runs eagerly, where the potential turns it into E = nan
+                if not _handled_exception(e):
+                    raise
         return self.fn(*args)
 
 
@@ -378,7 +391,7 @@ def _trace(fn, example_args, jit_options, ignore_jit_warnings):
     example_args = tuple(a.clone() for a in example_args)
 
     with pyro.validation_enabled(False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated")
+        warnings.filterwarnings("ignore", message=".*torch.jit.(trace|freeze).* is deprecated")
         if ignore_jit_warnings:
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         def flat(*args):  # make_fx needs a plain function of positional tensors

@@ -62,9 +62,10 @@ class AdjustedESH(FlatKernel):
         (``esh_math.md`` §7.5).
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.7; the
         measurement is in the NumPyro kernel's docstring).
-    :param dense_mass: dense (Cholesky) preconditioner instead of a diagonal one.
-    :param full_mass: Pyro's name for ``dense_mass`` (as ``pyro.infer.NUTS`` takes it);
-        True or False. Block lists of site names are supported by the NumPyro kernels only.
+    :param dense_mass, full_mass: the mass-matrix structure, under either name
+        (``full_mass`` is ``pyro.infer.NUTS``'s): False (diagonal), True (dense, Cholesky
+        preconditioner), or a list of tuples of site names, each tuple one dense block
+        (sites in no tuple stay diagonal): :mod:`esh_kernels.core.mass_matrix`.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :param trajectory_factor: the shortest tuned mean trajectory length, in units of
@@ -132,6 +133,7 @@ class AdjustedESH(FlatKernel):
             tune_metric=self._adapt_mass_matrix,
             tune_trajectory=self._trajectory_length is None,
             trajectory_factor=self._trajectory_factor,
+            metric_mask=self._metric_mask,
             max_steps=self._max_steps,
         )
 

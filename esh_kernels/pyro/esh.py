@@ -111,9 +111,8 @@ class ESH(FlatKernel):
     :param refresh_rate: partial velocity refresh rate per unit scaled time; ``0`` is the
         paper's deterministic dynamics, ``None`` (default) uses ``1/sqrt(d)``.
     :param desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning.
-    :param dense_mass: dense preconditioner instead of diagonal.
-    :param full_mass: Pyro's name for ``dense_mass`` (as ``pyro.infer.NUTS`` takes it);
-        True or False. Block lists of site names are supported by the NumPyro kernels only.
+    :param dense_mass, full_mass: the mass-matrix structure (False, True or site-name
+        blocks), as :class:`esh_kernels.pyro.AdjustedESH`.
     :param adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :param max_steps: cap on steps per draw.
     :param init_strategy, transforms, max_plate_nesting, jit_compile, jit_options,
@@ -180,6 +179,7 @@ class ESH(FlatKernel):
             tune_trajectory=self._trajectory_length is None,
             target_accept_prob=0.8,
             trajectory_factor=2.0,
+            metric_mask=self._metric_mask,
             max_steps=self._max_steps,
         )
 

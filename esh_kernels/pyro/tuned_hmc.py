@@ -90,9 +90,8 @@ class TunedHMC(FlatKernel):
     :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
         integrates for ``h T``, ``h`` in (0, 1) jittered). Default: tuned.
     :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
-    :param dense_mass: dense (Cholesky) mass matrix instead of a diagonal one.
-    :param full_mass: Pyro's name for ``dense_mass`` (as ``pyro.infer.NUTS`` takes it);
-        True or False. Block lists of site names are supported by the NumPyro kernels only.
+    :param dense_mass, full_mass: the mass-matrix structure (False, True or site-name
+        blocks), as :class:`esh_kernels.pyro.AdjustedESH`.
     :param adapt_mass_matrix: estimate the mass matrix in warmup (default True).
     :param cross_chain: False (default): every chain tunes itself; the chains are
         independent. True, in ``BatchedMCMC`` with 2 or more chains: tune jointly across
@@ -167,6 +166,7 @@ class TunedHMC(FlatKernel):
             tune_metric=self._adapt_mass_matrix,
             tune_length=self._tune_length,
             dense=self._dense_mass,
+            metric_mask=self._metric_mask,
             max_steps=self._max_steps,
             learning_rate=self._learning_rate,
             uturn_factor=self.uturn_factor,

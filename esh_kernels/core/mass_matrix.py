@@ -1,20 +1,22 @@
-"""NumPyro's mass-matrix arguments, turned into this package's metric (``docs/api_notes.md``
-§1; NumPyro's ``HMC`` / ``NUTS`` docstrings define the forms):
+"""The users' mass-matrix arguments, turned into this package's metric, for both PPLs
+(``docs/api_notes.md`` §1; NumPyro's ``HMC`` / ``NUTS`` and Pyro's ``NUTS`` docstrings
+define the forms):
 
-* ``dense_mass``: ``True`` / ``False``, or a list of tuples of site names, each tuple one
-  dense block (sites in no tuple get a diagonal metric). The blocks become a 0/1 mask on
-  the estimated covariance (``core.adaptation.metric_covariance``).
-* ``inverse_mass_matrix``: the initial (with ``adapt_mass_matrix=False`` the fixed)
-  inverse mass matrix ``M^{-1}``: an array (1-D diagonal or 2-D dense, in the order of the
-  flattened unconstrained position) or a dict ``{tuple of site names: array}``. It becomes
-  the preconditioner ``L`` with ``L L^T = M^{-1}`` (``esh_math.md`` §6.1: the kernels move
-  in the whitened frame ``x = L y``): the square root of a diagonal, the Cholesky factor of
-  a matrix.
+* ``dense_mass`` (Pyro: ``full_mass``): ``True`` / ``False``, or a list of tuples of site
+  names, each tuple one dense block (sites in no tuple get a diagonal metric). The blocks
+  become a 0/1 mask on the estimated covariance (``core.adaptation.metric_covariance``).
+* ``inverse_mass_matrix`` (NumPyro kernels): the initial (with ``adapt_mass_matrix=False``
+  the fixed) inverse mass matrix ``M^{-1}``: an array (1-D diagonal or 2-D dense, in the
+  order of the flattened unconstrained position) or a dict ``{tuple of site names: array}``.
+  It becomes the preconditioner ``L`` with ``L L^T = M^{-1}`` (``esh_math.md`` §6.1: the
+  kernels move in the whitened frame ``x = L y``): the square root of a diagonal, the
+  Cholesky factor of a matrix.
 
-Everything here runs once, at ``init``, on concrete arrays.
+``sites`` is ``{site name: flat indices}`` of the unconstrained position, which each
+adapter builds from its own layout. Everything here is NumPy and runs once, at set-up, on
+concrete arrays.
 """
 
-import jax
 import numpy as np
 
 
@@ -29,24 +31,9 @@ def check_dense_mass(dense_mass):
     ):
         return True, [tuple(b) for b in blocks]
     raise ValueError(
-        f"`dense_mass` must be True, False or a list of tuples of site names (dense blocks, "
-        f"as in NumPyro's NUTS), got {dense_mass!r}"
+        f"`dense_mass` / `full_mass` must be True, False or a list of tuples of site names "
+        f"(dense blocks, as in NumPyro's and Pyro's NUTS), got {dense_mass!r}"
     )
-
-
-def site_indices(position):
-    """``{site: flat indices}`` of a dict position, in ``ravel_pytree``'s order (its leaves
-    flattened one after another); None when the position is not a dict (a
-    ``potential_fn`` on a bare array). Uses only shapes, so it works on tracers (pmap).
-    """
-    if not isinstance(position, dict):
-        return None
-    leaves, treedef = jax.tree_util.tree_flatten(position)
-    sizes = [int(np.prod(np.shape(leaf))) for leaf in leaves]
-    starts = np.cumsum([0] + sizes[:-1])
-    tree = jax.tree_util.tree_unflatten(treedef, [np.arange(a, a + n) for a, n in zip(starts, sizes)])
-    return {name: np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(sub)])
-            for name, sub in tree.items()}
 
 
 def _indices(sites, names, what):
