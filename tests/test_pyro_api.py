@@ -624,3 +624,14 @@ def test_singular_matrix_in_the_recorded_step_is_a_rejection(cls):
     assert torch.isfinite(x).all() and float(x[:, 0].abs().max()) < 2.0
     assert float(x[:, 0].abs().max()) > 1.0  # the chains did go near the edge
     assert sum(mcmc.diagnostics()["diverging"]["chain 0"]) > 0
+
+
+@pytest.mark.parametrize("attribute", ["mass_matrix_adapter", "initial_trace"])
+def test_pyro_hmc_hooks_that_do_not_apply_raise_when_set(attribute):
+    """Setting Pyro ``HMC``'s ``mass_matrix_adapter`` or ``initial_trace`` on these kernels
+    would otherwise be silently ignored."""
+    kernel = AdjustedESH(gauss_model())
+    assert getattr(kernel, attribute) is None
+    with pytest.raises(ValueError, match=attribute.split("_")[0]):
+        setattr(kernel, attribute, object())
+

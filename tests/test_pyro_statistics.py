@@ -378,3 +378,36 @@ def test_step_size_survives_a_nan_region(kernel_cls):
             kernel.sample_batched()
     step = kernel._state.adapt_state.step_size
     assert bool((step > 1e-2).all()), f"step sizes {step}"
+
+
+def structured_model(cov):
+    w = pyro.sample("w", dist.Normal(0.0, 1000.0).expand([2]).to_event(1))
+    x = pyro.sample("x", dist.Normal(0.0, 1000.0).expand([1]).to_event(1))
+    y = pyro.sample("y", dist.Normal(0.0, 1000.0).expand([1]).to_event(1))
+    z = pyro.sample("z", dist.Normal(0.0, 1000.0).expand([1]).to_event(1))
+    pyro.sample("obs", dist.MultivariateNormal(torch.zeros(5, dtype=F64), cov),
+                obs=torch.cat([w, x, y, z]))
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_inverse_mass_matrix_reads_like_pyros(cls):
+    """``kernel.inverse_mass_matrix`` after a run is keyed as Pyro's ``HMC`` keys it (Pyro's
+    own ``test_structured_mass``): one key with every site for ``full_mass=True/False``
+    (a matrix / a vector), and per block plus the sites in no block for block lists; the
+    adapted blocks are the posterior covariance blocks within 50% (Pyro's tolerance)."""
+    w_cov = torch.tensor([[1.5, 0.5], [0.5, 1.5]], dtype=F64)
+    xy_cov = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=F64)
+    cov = torch.zeros(5, 5, dtype=F64)
+    cov[:2, :2], cov[2:4, 2:4], cov[4, 4] = w_cov, xy_cov, 2.5
+    for full in (True, False):
+        kernel = cls(structured_model, full_mass=full)
+        MCMC(kernel, num_samples=1, warmup_steps=1, disable_progbar=True).run(cov)
+        assert kernel.inverse_mass_matrix[("w", "x", "y", "z")].dim() == 1 + int(full)
+    pyro.set_rng_seed(0)
+    kernel = cls(structured_model, full_mass=[("w",), ("x", "y")])
+    MCMC(kernel, num_samples=1, warmup_steps=1000, disable_progbar=True).run(cov)
+    imm = kernel.inverse_mass_matrix
+    assert set(imm) == {("w",), ("x", "y"), ("z",)}
+    torch.testing.assert_close(imm[("w",)], w_cov, atol=0.5, rtol=0.5)
+    torch.testing.assert_close(imm[("x", "y")], xy_cov, atol=0.5, rtol=0.5)
+    torch.testing.assert_close(imm[("z",)], torch.tensor([2.5], dtype=F64), atol=0.5, rtol=0.5)

@@ -19,6 +19,8 @@ concrete arrays.
 
 import numpy as np
 
+from esh_kernels.core.backend import namespace
+
 
 def check_dense_mass(dense_mass):
     """``(dense, blocks)``: whether the metric is a matrix, and the list of site-name
@@ -95,3 +97,27 @@ def _as_matrix(value, size, what):
     if not np.allclose(value, value.T):
         raise ValueError(f"`{what}` must be symmetric")
     return value
+
+
+def inverse_mass_blocks(scale, dense, blocks, sites, names):
+    """The adapted metric as ``{tuple of site names: block of M^{-1}}``, the layout of Pyro's
+    ``HMC.inverse_mass_matrix``, from the preconditioner ``L`` (``M^{-1} = L L^T``; a vector
+    ``(..., d)`` or a lower-triangular ``(..., d, d)``). Without blocks one key holds every
+    site (``names``, the flat order): a vector for a diagonal metric, a matrix for a dense
+    one. With blocks (``dense_mass`` / ``full_mass`` lists) each block gets its matrix, in
+    the order of its names, and the sites in no block one key with their diagonal."""
+    xp = namespace(scale)
+    if not dense:
+        return {tuple(names): scale * scale}
+    if blocks is None:
+        return {tuple(names): scale @ xp.swapaxes(scale, -1, -2)}
+    full = scale @ xp.swapaxes(scale, -1, -2)
+    out = {}
+    for block in blocks:
+        ix = np.concatenate([sites[n] for n in block]).tolist()
+        out[tuple(block)] = full[..., ix, :][..., ix]
+    rest = [n for n in names if not any(n in block for block in blocks)]
+    if rest:
+        ix = np.concatenate([sites[n] for n in rest]).tolist()
+        out[tuple(rest)] = xp.sum(scale * scale, axis=-1)[..., ix]
+    return out

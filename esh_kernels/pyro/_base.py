@@ -28,7 +28,7 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 
 from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_bool, check_int, non_finite_sites_text
-from esh_kernels.core.mass_matrix import block_mask, check_dense_mass
+from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, inverse_mass_blocks
 from esh_kernels.pyro._model import (
     BatchedPotential,
     FlatLayout,
@@ -121,6 +121,7 @@ class FlatKernel(MCMCKernel):
         self._user_transforms = transforms
         self.transforms = transforms
         self._metric_mask = None
+        self._final_scale = None
         self._init_strategy = init_strategy
         self._max_plate_nesting = max_plate_nesting
         self._jit_compile = check_bool("jit_compile", jit_compile)
@@ -218,7 +219,49 @@ class FlatKernel(MCMCKernel):
         enumerated): as ``pyro.infer.HMC`` does, every draw is the empty initial point."""
         return self._layout is not None and self._layout.dim == 0
 
+    @property
+    def inverse_mass_matrix(self):
+        """The metric as ``pyro.infer.HMC`` reports it: ``{tuple of site names: block of
+        M^{-1}}`` with ``M^{-1} = L L^T`` for the preconditioner ``L``
+        (:func:`esh_kernels.core.mass_matrix.inverse_mass_blocks`); the current one during a
+        run, the last one after it (None before any). Under ``BatchedMCMC`` every value
+        has a leading chain axis."""
+        scale = self._state.adapt_state.scale if self._state is not None else self._final_scale
+        if scale is None:
+            return None
+        blocks = inverse_mass_blocks(scale, self._dense_mass, self._dense_blocks,
+                                     self._layout.site_indices(), self._layout.names)
+        return {k: v[0] if scale.shape[0] == 1 else v for k, v in blocks.items()}
+
+    @property
+    def mass_matrix_adapter(self):
+        """Pyro's ``HMC`` hook for a custom metric; these kernels adapt their own
+        (``dense_mass`` / ``full_mass``), so there is none to set."""
+        return None
+
+    @mass_matrix_adapter.setter
+    def mass_matrix_adapter(self, value):
+        raise ValueError(
+            f"{type(self).__name__} adapts its own metric (diagonal, dense, or dense blocks "
+            "with `full_mass=[(site, ...), ...]`); a custom `mass_matrix_adapter` is not "
+            "supported (use pyro.infer.NUTS for that)."
+        )
+
+    @property
+    def initial_trace(self):
+        """Pyro's ``HMC`` starting trace; these kernels start from ``initial_params``."""
+        return None
+
+    @initial_trace.setter
+    def initial_trace(self, value):
+        raise ValueError(
+            f"{type(self).__name__} does not start from a trace: pass the start as "
+            "`MCMC(..., initial_params={site: unconstrained value})`."
+        )
+
     def cleanup(self):
+        if self._state is not None:  # kept for `inverse_mass_matrix` after the run
+            self._final_scale = self._state.adapt_state.scale.detach()
         self._initial_params = None
         self._state = None
         self._value_and_grad = None
