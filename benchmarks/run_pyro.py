@@ -443,7 +443,7 @@ def markdown_section(payload):
     if meta.get("merged_from_earlier"):
         dates = sorted({r.get("date", "") for r in results})
         lines.append("- Rows from several invocations of the same configuration are merged "
-                     f"(dates {', '.join(dates)}; each row's date is in the JSON; the earlier rows ran on commit 323ee7b plus the then uncommitted Pyro TunedHMC, identical to cc5cbd3)")
+                     f"(dates {', '.join(dates)}; each row's date is in the JSON)")
     lines.append("")
     tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
     snames = [s for s in SAMPLER_ORDER if any(r["sampler"] == s for r in results)]

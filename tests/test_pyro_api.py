@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pyro = pytest.importorskip("pyro")
 
 import pyro.distributions as dist  # noqa: E402
+from pyro import poutine  # noqa: E402
 from pyro.infer import MCMC, NUTS  # noqa: E402
 from pyro.ops.indexing import Vindex  # noqa: E402
 
@@ -626,12 +627,57 @@ def test_singular_matrix_in_the_recorded_step_is_a_rejection(cls):
     assert sum(mcmc.diagnostics()["diverging"]["chain 0"]) > 0
 
 
-@pytest.mark.parametrize("attribute", ["mass_matrix_adapter", "initial_trace"])
-def test_pyro_hmc_hooks_that_do_not_apply_raise_when_set(attribute):
-    """Setting Pyro ``HMC``'s ``mass_matrix_adapter`` or ``initial_trace`` on these kernels
-    would otherwise be silently ignored."""
-    kernel = AdjustedESH(gauss_model())
-    assert getattr(kernel, attribute) is None
-    with pytest.raises(ValueError, match=attribute.split("_")[0]):
-        setattr(kernel, attribute, object())
+def test_custom_mass_matrix_adapter_is_ignored_with_a_warning():
+    """Pyro ``HMC``'s ``mass_matrix_adapter`` does not apply (the kernels adapt their own
+    metric, which changes efficiency, not the target): setting it warns and the run goes
+    on, rather than being ignored silently."""
+    from pyro.infer.mcmc.adaptation import ArrowheadMassMatrix
 
+    kernel = AdjustedESH(gauss_model(), **CAP)
+    assert kernel.mass_matrix_adapter is None
+    with pytest.warns(UserWarning, match="mass_matrix_adapter.*ArrowheadMassMatrix.*ignored"):
+        kernel.mass_matrix_adapter = ArrowheadMassMatrix()
+    assert run_mcmc(kernel).get_samples()["x"].shape == (20, 3)
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_initial_trace_is_the_start(cls):
+    """``kernel.initial_trace = trace`` (as Pyro's ``HMC`` takes it, e.g. from SVI): the
+    chain starts at the trace's latent values, mapped to the unconstrained space."""
+    def model():
+        pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+    trace = poutine.trace(poutine.condition(model, data={
+        "scale": torch.tensor(7.0), "x": torch.tensor([3.0, -4.0])})).get_trace()
+    kernel = cls(model, **CAP)
+    kernel.initial_trace = trace
+    assert kernel.initial_trace is trace
+    kernel.setup(0)
+    start = kernel._layout.unravel(kernel._draw(kernel._state)[0])
+    torch.testing.assert_close(start["scale"], torch.log(torch.tensor(7.0)))
+    torch.testing.assert_close(start["x"], torch.tensor([3.0, -4.0]))
+
+
+def test_clear_cache_recomputes_the_potential_at_the_next_draw():
+    """Pyro's ``test_unnormalized_normal`` loop calls ``kernel.clear_cache()`` before every
+    ``kernel(samples)``: the potential energy kept for the current position is recomputed
+    (here after the potential changed; the transition is stubbed to stay put, so the state
+    after the draw is what the re-sync produced)."""
+    target = {"mean": 0.0}
+
+    def potential(p):
+        return 0.5 * ((p["x"] - target["mean"]) ** 2).sum()
+
+    for clear, mean in ((False, 0.0), (True, 5.0)):
+        target["mean"] = 0.0
+        kernel = ekp.TunedHMC(potential_fn=potential, jit_compile=False)
+        kernel.initial_params = {"x": torch.ones(2)}
+        kernel.setup(0)
+        kernel._transition = lambda state, i: state
+        target["mean"] = 5.0
+        if clear:
+            kernel.clear_cache()
+        kernel(kernel.initial_params)
+        expected = 0.5 * 2 * (1.0 - mean) ** 2
+        assert float(kernel._state.potential_energy) == pytest.approx(expected)

@@ -18,6 +18,7 @@ generator (``pyro.set_rng_seed``), drawn through ``self._rng`` so that tests can
 them.
 """
 
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -122,6 +123,7 @@ class FlatKernel(MCMCKernel):
         self.transforms = transforms
         self._metric_mask = None
         self._final_scale = None
+        self._initial_trace = None
         self._init_strategy = init_strategy
         self._max_plate_nesting = max_plate_nesting
         self._jit_compile = check_bool("jit_compile", jit_compile)
@@ -140,6 +142,7 @@ class FlatKernel(MCMCKernel):
     def _reset(self):
         self._t = 0
         self._num_warmup = 0
+        self._cache_cleared = False
         self._state = None
         self._layout = None
         self._value_and_grad = None
@@ -197,15 +200,24 @@ class FlatKernel(MCMCKernel):
     def sample(self, params):
         if self._nothing_to_sample:
             return params.copy()
-        if params is not self._last_params:  # someone else moved the chain (e.g. Gibbs)
+        if params is not self._last_params or self._cache_cleared:
+            # someone else moved the chain (e.g. Gibbs), or the potential changed
             x = self._layout.flatten({k: v.detach() for k, v in params.items()})[None]
-            if self._state is not None and not torch.equal(x, self._draw(self._state)):
+            moved = not torch.equal(x, self._draw(self._state)) if self._state is not None else False
+            if self._state is not None and (moved or self._cache_cleared):
                 energy, grad = self._value_and_grad(x)
                 self._state = self._resync(self._state, x, energy, grad)
+            self._cache_cleared = False
         self._step_once()
         out = self._layout.unravel(self._draw(self._state)[0])
         self._last_params = out
         return out
+
+    def clear_cache(self):
+        """As ``pyro.infer.HMC.clear_cache``: forget the potential energy and gradient kept
+        for the current position; the next draw recomputes them (e.g. after the data the
+        potential closes over changed)."""
+        self._cache_cleared = True
 
     def logging(self):
         return OrderedDict(self._log_values)
@@ -236,28 +248,30 @@ class FlatKernel(MCMCKernel):
     @property
     def mass_matrix_adapter(self):
         """Pyro's ``HMC`` hook for a custom metric; these kernels adapt their own
-        (``dense_mass`` / ``full_mass``), so there is none to set."""
+        (``dense_mass`` / ``full_mass``), so there is none."""
         return None
 
     @mass_matrix_adapter.setter
     def mass_matrix_adapter(self, value):
-        raise ValueError(
+        # the metric changes efficiency, not the target: warn and keep sampling
+        warnings.warn(
             f"{type(self).__name__} adapts its own metric (diagonal, dense, or dense blocks "
-            "with `full_mass=[(site, ...), ...]`); a custom `mass_matrix_adapter` is not "
-            "supported (use pyro.infer.NUTS for that)."
+            f"with `full_mass=[(site, ...), ...]`); the custom `mass_matrix_adapter` "
+            f"{type(value).__name__} is ignored (pyro.infer.NUTS supports it).",
+            UserWarning,
+            stacklevel=2,
         )
 
     @property
     def initial_trace(self):
-        """Pyro's ``HMC`` starting trace; these kernels start from ``initial_params``."""
-        return None
+        """A Pyro trace to start from, as with ``pyro.infer.HMC``: at set-up its continuous
+        latent sites, mapped to the unconstrained space, are the initial parameters
+        (``initial_params``, if given, take precedence). None: ``init_strategy`` picks."""
+        return self._initial_trace
 
     @initial_trace.setter
-    def initial_trace(self, value):
-        raise ValueError(
-            f"{type(self).__name__} does not start from a trace: pass the start as "
-            "`MCMC(..., initial_params={site: unconstrained value})`."
-        )
+    def initial_trace(self, trace):
+        self._initial_trace = trace
 
     def cleanup(self):
         if self._state is not None:  # kept for `inverse_mass_matrix` after the run
@@ -372,7 +386,20 @@ class FlatKernel(MCMCKernel):
                 f"init_strategy={self._strategy_name}{_sites_text('; at one such draw ', sites)}"
                 ". Check the model, or pick another `init_strategy` or pass `initial_params`."
             ) from e
+        if self._initial_trace is not None and initial_params is None:
+            init = self._start_from_initial_trace(init, num_chains)
         return init, trace, enumerated
+
+    def _start_from_initial_trace(self, init, num_chains):
+        """``init`` with each continuous latent site the ``initial_trace`` holds replaced by
+        its value there, in the unconstrained space (for every chain)."""
+        nodes = self._initial_trace.nodes
+        out = dict(init)
+        for name, value in init.items():
+            if name in nodes and nodes[name]["type"] == "sample":
+                z = self.transforms[name](nodes[name]["value"].detach()).to(value)
+                out[name] = z.expand(value.shape) if num_chains > 1 else z.reshape(value.shape)
+        return out
 
     @property
     def _strategy_name(self):
