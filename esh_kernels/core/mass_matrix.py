@@ -13,8 +13,9 @@ define the forms):
   Cholesky factor of a matrix.
 
 ``sites`` is ``{site name: flat indices}`` of the unconstrained position, which each
-adapter builds from its own layout. Everything here is NumPy and runs once, at set-up, on
-concrete arrays.
+adapter builds from its own layout. The argument checks run once, at set-up, in NumPy;
+:func:`inverse_mass_blocks` reads an adapted metric back (any backend's arrays) in the
+layout of Pyro's ``HMC.inverse_mass_matrix``.
 """
 
 import numpy as np
