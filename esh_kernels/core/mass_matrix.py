@@ -21,6 +21,7 @@ layout of Pyro's ``HMC.inverse_mass_matrix``.
 import numpy as np
 
 from esh_kernels.core.backend import namespace
+from esh_kernels.core.self_check import scale_diagonal
 
 
 def check_dense_mass(dense_mass):
@@ -107,12 +108,11 @@ def inverse_mass_blocks(scale, dense, blocks, sites, names):
     site (``names``, the flat order): a vector for a diagonal metric, a matrix for a dense
     one. With blocks (``dense_mass`` / ``full_mass`` lists) each block gets its matrix, in
     the order of its names, and the sites in no block one key with their diagonal."""
-    xp = namespace(scale)
     if not dense:
         return {tuple(names): scale * scale}
+    full = scale @ namespace(scale).swapaxes(scale, -1, -2)
     if blocks is None:
-        return {tuple(names): scale @ xp.swapaxes(scale, -1, -2)}
-    full = scale @ xp.swapaxes(scale, -1, -2)
+        return {tuple(names): full}
     out = {}
     for block in blocks:
         ix = np.concatenate([sites[n] for n in block]).tolist()
@@ -120,5 +120,5 @@ def inverse_mass_blocks(scale, dense, blocks, sites, names):
     rest = [n for n in names if not any(n in block for block in blocks)]
     if rest:
         ix = np.concatenate([sites[n] for n in rest]).tolist()
-        out[tuple(rest)] = xp.sum(scale * scale, axis=-1)[..., ix]
+        out[tuple(rest)] = (scale_diagonal(scale, True) ** 2)[..., ix]
     return out

@@ -440,7 +440,7 @@ ESH_MAX_LENGTHENING = 64.0
 
 
 def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
-                      energy=0.0, non_finite=False, draw=None, start_energy=None):
+                      *, energy, draw, start_energy, non_finite=False):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
     step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
     physical time its steps spanned (``non_finite``: the divergence, if any, reached a
@@ -458,9 +458,9 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
       ``ESH_MAX_LENGTHENING`` times the ``steps_per_draw`` time. Phase-2 draws restart the
       clock at each draw, so that time is in units of ``e^r`` at typical energies; the mean
       draw ``energy`` is kept to start the sampling clock at the same reference
-      (:func:`esh_sampling_log_speed`). Given the draw's ``start_energy``, its time is
-      converted to that reference before it is counted, ``log_time + (E_ref - E_start)/d``
-      with ``E_ref`` the mean so far, as the sampling clock will run: otherwise a few
+      (:func:`esh_sampling_log_speed`). The draw's time is converted to that reference
+      before it is counted, ``log_time + (E_ref - E_start)/d`` with ``E_ref`` the mean so
+      far and ``start_energy`` the draw's, as the sampling clock will run: otherwise a few
       draws that start far in the tail (whose clock, restarted at ``r = 0`` there, runs
       ``e^{(E_start - E)/d}`` fast at typical energies) dominate the mean step time in low
       dimension (2-D Gaussian with correlation -0.98: one chain's mean step time 5.4
@@ -472,20 +472,17 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
             predictor, step, energy_error_sq_per_dim, diverging,
             desired_energy_var=config.desired_energy_var, non_finite=non_finite,
         )
+    log_time = log_time + esh_sampling_log_speed(adapt, start_energy, draw.shape[-1])
     # Only draws whose energy error is near the target inform the time per draw: phase-2
     # draws restart the clock, so a single step with a large energy error dH (not a
     # divergence) inflates its physical time by e^(dH/d) and would dominate the mean.
-    if start_energy is not None and draw is not None:
-        has_ref = adapt.draw_count > 0
-        reference = adapt.energy_sum / namespace(adapt.draw_count).where(has_ref, adapt.draw_count, 1.0)
-        log_time = log_time + select(has_ref, (reference - start_energy) / draw.shape[-1], 0.0 * log_time)
     calm = energy_error_sq_per_dim < 100.0 * config.desired_energy_var
     good = calm & ~diverging if not isinstance(diverging, bool) else calm & (not diverging)
     xp = namespace(adapt.log_time)
     log_time = xp.logaddexp(adapt.log_time, select(good, log_time, -float("inf")))
     step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
     draw_count = adapt.draw_count + select(good, 1.0, 0.0)
-    decorrelation = adapt.decorrelation if draw is None else decorrelation_update(adapt.decorrelation, draw)
+    decorrelation = decorrelation_update(adapt.decorrelation, draw)
     length = adapt.trajectory_length
     if config.tune_trajectory:
         has = step_count > 0

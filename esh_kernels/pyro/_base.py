@@ -203,8 +203,7 @@ class FlatKernel(MCMCKernel):
         if params is not self._last_params or self._cache_cleared:
             # someone else moved the chain (e.g. Gibbs), or the potential changed
             x = self._layout.flatten({k: v.detach() for k, v in params.items()})[None]
-            moved = not torch.equal(x, self._draw(self._state)) if self._state is not None else False
-            if self._state is not None and (moved or self._cache_cleared):
+            if self._cache_cleared or not torch.equal(x, self._draw(self._state)):
                 energy, grad = self._value_and_grad(x)
                 self._state = self._resync(self._state, x, energy, grad)
             self._cache_cleared = False
