@@ -7,6 +7,7 @@ in the state, so one step costs exactly one gradient evaluation.
 
 from typing import Any, NamedTuple
 
+from esh_kernels.core.backend import namespace
 from esh_kernels.core.dynamics import ur_half_step
 from esh_kernels.core.preconditioning import precond_adjoint, precond_forward
 
@@ -29,6 +30,13 @@ class IntegratorState(NamedTuple):
     r: Any
     energy: Any
     grad: Any
+
+
+def finite_state(integ):
+    """Per chain: the energy, gradient and position of ``integ`` are all finite."""
+    xp = namespace(integ.x)
+    return (xp.isfinite(integ.energy) & xp.all(xp.isfinite(integ.grad), axis=-1)
+            & xp.all(xp.isfinite(integ.x), axis=-1))
 
 
 def esh_leapfrog(state, step_size, value_and_grad, D, scale=None, with_time=False, position_map=None):

@@ -9,7 +9,7 @@ from jax import lax, random
 
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.dynamics import kinetic_energy_change
-from esh_kernels.core.integrators import esh_leapfrog
+from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.metropolis import adaptation_accept_prob, descent_accept, log_accept_prob
 from esh_kernels.core.sphere import unit_vector
 
@@ -23,10 +23,6 @@ class Proposal(NamedTuple):
     energy_error: Any  # dE + (d-1) sum(dr); +inf when non-finite
     diverging: Any
     adapt_accept_prob: Any  # statistic for step-size adaptation (``adaptation_accept_prob``)
-
-
-def finite_state(integ):
-    return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad)) & jnp.all(jnp.isfinite(integ.x))
 
 
 def isokinetic_transition(start, key, step_size, trajectory_length, scale, value_and_grad, max_steps,

@@ -22,22 +22,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax, random
 
-from esh_kernels.core.dynamics import kinetic_energy_change
-from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core import esh_draw
+from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.self_check import ESH_REMEDIES
-from esh_kernels.core.reservoir import offer_time
-from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
+from esh_kernels.core.sphere import unit_vector
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_refresh_rate
 from esh_kernels.numpyro._base import FlatKernel
 from esh_kernels.core.warmup import (
     ESHAdaptState,
     ESHWarmupConfig,
     esh_warmup_adjusted_update,
-    esh_sampling_log_speed,
     esh_warmup_init,
-    esh_warmup_update,
 )
-from esh_kernels.numpyro._isokinetic import finite_state, isokinetic_transition
+from esh_kernels.numpyro._isokinetic import isokinetic_transition
 
 
 class ESHState(NamedTuple):
@@ -60,24 +57,6 @@ class ESHState(NamedTuple):
     adapt_state: ESHAdaptState
     rng_key: Any
     monitor: Any = None  # self-check statistics (core/self_check.py), set by FlatKernel
-
-
-class _Carry(NamedTuple):
-    k: Any
-    integ: Any
-    x_prev: Any
-    energy_prev: Any
-    time_prev: Any
-    time_cur: Any
-    remaining: Any
-    pick_x: Any
-    pick_energy: Any
-    log_total: Any
-    sum_dh: Any
-    sum_dh2: Any
-    log_step_time: Any  # log total physical time of the draw's steps
-    ok: Any
-    key: Any
 
 
 class ESH(FlatKernel):
@@ -213,102 +192,48 @@ class ESH(FlatKernel):
         )
 
     def _esh_draw(self, state, value_and_grad):
-        """One ESH draw: warmup phase 2 or sampling."""
+        """One ESH draw (:mod:`esh_kernels.core.esh_draw`): warmup phase 2 or sampling."""
         key, k_draw, k_u = random.split(state.rng_key, 3)
         adapt = state.adapt_state
         d = state.integrator.x.shape[0]
         dtype = state.integrator.x.dtype
         warm = state.i < self._num_warmup
-        # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
-        # length, the clock restarting at each (r = 0 at the draw start, no time carried
-        # over), with the pick still weighted by physical time. Sampling draws each cover
-        # exactly `trajectory_length` physical time, the clock re-anchored to the energy
-        # shell at every draw start so that it does not drift with the accumulated
-        # energy error (`esh_math.md` §4.4).
-        r0 = jnp.where(warm, 0.0, esh_sampling_log_speed(adapt, state.integrator.energy, d))
-        integ0 = state.integrator._replace(r=r0)
-        time_prev = jnp.where(warm, 0.0, state.time_prev)
-        time_cur = jnp.where(warm, 0.0, state.time_cur)
-        length = jnp.where(warm, jnp.inf, adapt.trajectory_length)
-        warm_distance = jnp.where(jnp.isfinite(adapt.refresh_length), adapt.refresh_length, math.sqrt(d))
-        warm_steps = jnp.clip(jnp.ceil(warm_distance / adapt.step_size), self._steps_per_draw, self._max_steps)
-        max_steps = jnp.where(warm, warm_steps, self._max_steps).astype(jnp.int32)
-
-        def offer(c, x, energy, time, key):
-            remaining, log_total, pick_x, pick_energy, left = offer_time(
-                c.remaining, c.log_total, c.pick_x, c.pick_energy, x, energy, time,
-                jnp.log(random.uniform(key, (), dtype)),
-            )
-            return c._replace(remaining=remaining, log_total=log_total, pick_x=pick_x,
-                              pick_energy=pick_energy), left
-
-        def offer_pending(c, key):
-            k1, k2 = random.split(key)
-            c, t_prev = offer(c, c.x_prev, c.energy_prev, c.time_prev, k1)
-            c, t_cur = offer(c, c.integ.x, c.integ.energy, c.time_cur, k2)
-            return c._replace(time_prev=t_prev, time_cur=t_cur)
-
-        def cond(c):
-            return (c.remaining > 0) & (c.k < max_steps) & c.ok
-
-        def body(c):
-            key, k_ref, k_offer = random.split(c.key, 3)
-            integ = c.integ
-            nu = refresh_noise_scale(adapt.step_size, adapt.refresh_length, d)
-            u = partial_refresh(integ.u, random.normal(k_ref, (d,), dtype), nu)
-            new, dr, (log_dt_old, log_dt_new) = esh_leapfrog(
-                integ._replace(u=u), adapt.step_size, value_and_grad, d, adapt.scale, with_time=True
-            )
-            dh = new.energy - integ.energy + kinetic_energy_change(dr, d)
-            ok = (
-                jnp.isfinite(dh) & jnp.all(jnp.isfinite(new.grad)) & jnp.all(jnp.isfinite(new.x))
-                & (jnp.abs(dh) < self.divergence_threshold)
-            )
-            dt_old, dt_new = jnp.exp(log_dt_old), jnp.exp(log_dt_new)
-            c = c._replace(
-                k=c.k + 1, integ=new, x_prev=integ.x, energy_prev=integ.energy,
-                time_prev=dt_old, time_cur=dt_new, sum_dh=c.sum_dh + dh,
-                sum_dh2=c.sum_dh2 + dh * dh, log_step_time=jnp.logaddexp(c.log_step_time, jnp.logaddexp(log_dt_old, log_dt_new)), ok=ok, key=key,
-            )
-            return offer_pending(c, k_offer)
-
-        zero = jnp.zeros((), dtype)
-        k_pre, k_loop = random.split(k_draw)
-        carry = _Carry(
-            jnp.array(0, jnp.int32), integ0, state.x_prev, state.energy_prev,
-            time_prev, time_cur, length,
-            state.integrator.x, state.potential_energy, jnp.asarray(-jnp.inf, dtype),
-            zero, zero, jnp.asarray(-jnp.inf, dtype), jnp.array(True), k_loop,
+        carry, integ0, step_cap = esh_draw.start(
+            state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
+            state.integrator.x, state.potential_energy, adapt, warm, self._steps_per_draw,
+            self._max_steps,
         )
-        carry = lax.while_loop(cond, body, offer_pending(carry, k_pre))
 
-        diverging = jnp.logical_not(carry.ok)
-        non_finite = jnp.logical_not(jnp.isfinite(carry.sum_dh) & finite_state(carry.integ))
-        # A divergent draw is dropped: restart from where it began with a fresh direction.
-        restart = integ0._replace(u=unit_vector(random.normal(k_u, (d,), dtype)))
-        integ = jax.tree.map(lambda a, b: jnp.where(diverging, a, b), restart, carry.integ)
-        pick_x = jnp.where(diverging, state.integrator.x, carry.pick_x)
-        pick_energy = jnp.where(diverging, state.integrator.energy, carry.pick_energy)
-        x_prev = jnp.where(diverging, integ0.x, carry.x_prev)
-        energy_prev = jnp.where(diverging, integ0.energy, carry.energy_prev)
-        time_prev = jnp.where(diverging, 0.0, carry.time_prev)
-        time_cur = jnp.where(diverging, 0.0, carry.time_cur)
+        def uniforms(key):
+            k1, k2 = random.split(key)
+            return random.uniform(k1, (), dtype), random.uniform(k2, (), dtype)
 
-        i = state.i
+        def body(loop):
+            c, key = loop
+            key, k_ref, k_offer = random.split(key, 3)
+            c = esh_draw.step(
+                c, random.normal(k_ref, (d,), dtype), *uniforms(k_offer), adapt.step_size,
+                adapt.refresh_length, adapt.scale, value_and_grad, self.divergence_threshold,
+            )
+            return c, key
+
+        k_pre, k_loop = random.split(k_draw)
+        carry, _ = lax.while_loop(
+            lambda loop: esh_draw.running(loop[0], step_cap), body,
+            (esh_draw.offer_pending(carry, *uniforms(k_pre)), k_loop),
+        )
+        end = esh_draw.finish(carry, integ0, random.normal(k_u, (d,), dtype))
         adapt = lax.cond(
             warm,
-            lambda a: esh_warmup_update(
-                a, i, carry.sum_dh2 / (jnp.maximum(carry.k, 1) * d),
-                carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
-                non_finite=non_finite, draw=pick_x,
-                start_energy=state.integrator.energy,
-            ),
+            lambda a: esh_draw.warmup_update(a, state.i, carry, end, state.integrator.energy,
+                                             self._warmup_config()),
             lambda a: a,
             adapt,
         )
         return ESHState(
-            i + 1, self._to_z(pick_x), pick_energy, integ, x_prev, energy_prev, time_prev,
-            time_cur, diverging, carry.k, carry.sum_dh, adapt, key,
+            state.i + 1, self._to_z(end.pick_x), end.pick_energy, end.integ, end.x_prev,
+            end.energy_prev, end.time_prev, end.time_cur, end.diverging,
+            carry.k.astype(jnp.int32), carry.sum_dh, adapt, key,
         )
 
     def _warmup_config(self):

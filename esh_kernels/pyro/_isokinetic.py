@@ -15,10 +15,10 @@ import torch
 
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.dynamics import kinetic_energy_change
-from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog, finite_state
 from esh_kernels.core.metropolis import adaptation_accept_prob, descent_accept, log_accept_prob
 from esh_kernels.core.sphere import unit_vector
-from esh_kernels.pyro._base import finite_rows, where
+from esh_kernels.pyro._base import where
 from esh_kernels.pyro._model import Compiled
 
 DIVERGENCE_THRESHOLD = 1000.0
@@ -46,15 +46,6 @@ def draw_isokinetic(rng, x):
     return IsokineticDraws(rng.normal(x, (C, d)), rng.uniform(x, (C,)), rng.uniform(x, (C,)))
 
 
-def _finite(x, energy, grad):
-    return torch.isfinite(energy) & finite_rows(grad) & finite_rows(x)
-
-
-def finite_state(integ):
-    """Per chain: the energy, gradient and position of ``integ`` are finite."""
-    return _finite(integ.x, integ.energy, integ.grad)
-
-
 def _energy_error(integ, energy0, sum_dr, d):
     """``dE + (d-1) sum(dr)`` from the start, ``+inf`` where the state is not finite."""
     energy_error = integ.energy - energy0 + kinetic_energy_change(sum_dr, d - 1)
@@ -78,7 +69,7 @@ class IsokineticTransition:
     def _step_fn(self, x, u, r, energy, grad, k, sum_dr, sum_accept, n, energy0, step_size, scale):
         d = x.shape[-1]
         integ = IntegratorState(x, u, r, energy, grad)
-        active = (k < n) & _finite(x, energy, grad)
+        active = (k < n) & finite_state(integ)
         new, dr = esh_leapfrog(integ, step_size, self.value_and_grad, d - 1, scale)
         new_sum_dr = sum_dr + dr
         point_accept = torch.exp(log_accept_prob(_energy_error(new, energy0, new_sum_dr, d)))

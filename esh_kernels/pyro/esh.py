@@ -29,21 +29,19 @@ from esh_kernels.core.checks import (
     check_positive,
     check_refresh_rate,
 )
-from esh_kernels.core.dynamics import kinetic_energy_change
-from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core import esh_draw
+from esh_kernels.core.esh_draw import DrawCarry
+from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.self_check import ESH_REMEDIES
-from esh_kernels.core.reservoir import offer_time
-from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
+from esh_kernels.core.sphere import unit_vector
 from esh_kernels.core.warmup import (
     ESHAdaptState,
     ESHWarmupConfig,
-    esh_sampling_log_speed,
     esh_warmup_adjusted_update,
     esh_warmup_init,
-    esh_warmup_update,
 )
-from esh_kernels.pyro._base import FlatKernel, finite_rows, where
-from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic, finite_state
+from esh_kernels.pyro._base import FlatKernel, where
+from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic
 from esh_kernels.pyro._model import Compiled
 
 
@@ -67,24 +65,7 @@ class ESHState(NamedTuple):
     adapt_state: ESHAdaptState
 
 
-class _Carry(NamedTuple):
-    k: Any
-    integ: Any
-    x_prev: Any
-    energy_prev: Any
-    time_prev: Any
-    time_cur: Any
-    remaining: Any
-    pick_x: Any
-    pick_energy: Any
-    log_total: Any
-    sum_dh: Any
-    sum_dh2: Any
-    log_step_time: Any  # log total physical time of the draw's steps
-    ok: Any
-
-
-_N_FLAT = len(_Carry._fields) - 1 + len(IntegratorState._fields)
+_N_FLAT = len(DrawCarry._fields) - 1 + len(IntegratorState._fields)
 
 
 def _flatten_carry(c):
@@ -92,7 +73,7 @@ def _flatten_carry(c):
 
 
 def _unflatten_carry(flat):
-    return _Carry(flat[0], IntegratorState(*flat[1:6]), *flat[6:])
+    return DrawCarry(flat[0], IntegratorState(*flat[1:6]), *flat[6:])
 
 
 class ESH(FlatKernel):
@@ -220,55 +201,18 @@ class ESH(FlatKernel):
         a = self._state.adapt_state
         return {"step size": a.step_size, "trajectory length": a.trajectory_length}
 
-    # -- reservoir offers and one step of every chain (masked) -----------------------------
-
-    @staticmethod
-    def _offer(c, x, energy, time, uniform):
-        remaining, log_total, pick_x, pick_energy, left = offer_time(
-            c.remaining, c.log_total, c.pick_x, c.pick_energy, x, energy, time, torch.log(uniform)
-        )
-        return c._replace(remaining=remaining, log_total=log_total, pick_x=pick_x,
-                          pick_energy=pick_energy), left
-
-    def _offer_pending(self, c, uniform1, uniform2):
-        c, t_prev = self._offer(c, c.x_prev, c.energy_prev, c.time_prev, uniform1)
-        c, t_cur = self._offer(c, c.integ.x, c.integ.energy, c.time_cur, uniform2)
-        return c._replace(time_prev=t_prev, time_cur=t_cur)
-
-    @staticmethod
-    def _active(c, max_steps):
-        return (c.remaining > 0) & (c.k < max_steps) & c.ok
+    # -- one step of every chain (masked) ------------------------------------------------
 
     def _step_fn(self, *args):
         """``(*carry, normal, uniform1, uniform2, step_size, refresh_length, scale,
-        max_steps)`` -> ``(*carry, still_active)``: one masked leapfrog step with refresh
-        and offers."""
+        step_cap)`` -> ``(*carry, still_running)``: one masked step of
+        :func:`esh_kernels.core.esh_draw.step`."""
         c = _unflatten_carry(args[:_N_FLAT])
-        normal, uniform1, uniform2, step_size, refresh_length, scale, max_steps = args[_N_FLAT:]
-        d = c.integ.x.shape[-1]
-        active = self._active(c, max_steps)
-        integ = c.integ
-        nu = refresh_noise_scale(step_size, refresh_length, d)
-        u = partial_refresh(integ.u, normal, nu)
-        new, dr, (log_dt_old, log_dt_new) = esh_leapfrog(
-            integ._replace(u=u), step_size, self._value_and_grad, d, scale, with_time=True
-        )
-        dh = new.energy - integ.energy + kinetic_energy_change(dr, d)
-        ok = (
-            torch.isfinite(dh) & finite_rows(new.grad) & finite_rows(new.x)
-            & (torch.abs(dh) < self.divergence_threshold)
-        )
-        dt_old, dt_new = torch.exp(log_dt_old), torch.exp(log_dt_new)
-        stepped = c._replace(
-            k=c.k + 1.0, integ=new, x_prev=integ.x, energy_prev=integ.energy,
-            time_prev=dt_old, time_cur=dt_new, sum_dh=c.sum_dh + dh,
-            sum_dh2=c.sum_dh2 + dh * dh,
-            log_step_time=torch.logaddexp(c.log_step_time, torch.logaddexp(log_dt_old, log_dt_new)),
-            ok=ok,
-        )
-        stepped = self._offer_pending(stepped, uniform1, uniform2)
-        c = where(active, stepped, c)
-        return (*_flatten_carry(c), self._active(c, max_steps))
+        normal, uniform1, uniform2, step_size, refresh_length, scale, step_cap = args[_N_FLAT:]
+        stepped = esh_draw.step(c, normal, uniform1, uniform2, step_size, refresh_length, scale,
+                                self._value_and_grad, self.divergence_threshold)
+        c = where(esh_draw.running(c, step_cap), stepped, c)
+        return (*_flatten_carry(c), esh_draw.running(c, step_cap))
 
     def _build(self, x):
         s = self._state
@@ -276,7 +220,7 @@ class ESH(FlatKernel):
         zero = x.new_zeros(C)
         a = s.adapt_state
         mode = "trace" if self._jit_compile else "eager"
-        carry = _Carry(zero, s.integrator, x, s.potential_energy, zero + 0.1, zero + 0.1,
+        carry = DrawCarry(zero, s.integrator, x, s.potential_energy, zero + 0.1, zero + 0.1,
                        zero + 1.0, x, s.potential_energy, zero - math.inf, zero, zero, zero,
                        torch.ones_like(zero, dtype=torch.bool))
         example = (*_flatten_carry(carry), torch.zeros_like(x), zero + 0.5, zero + 0.5,
@@ -322,78 +266,41 @@ class ESH(FlatKernel):
         )
 
     def _esh_draw(self, state, i, draws=None):
-        """One ESH draw: warmup phase 2 or sampling."""
+        """One ESH draw (:mod:`esh_kernels.core.esh_draw`): warmup phase 2 or sampling."""
         adapt = state.adapt_state
         x = state.integrator.x
-        C, d = x.shape
         draws = _TorchDraws(self._rng, x) if draws is None else draws
         warm = i < self._num_warmup
-        zero = torch.zeros_like(state.potential_energy)
-        # Warmup draws (phase 2) are a fixed number of steps covering about one refresh
-        # length, the clock restarting at each (r = 0 at the draw start, no time carried
-        # over), with the pick still weighted by physical time. Sampling draws each cover
-        # exactly `trajectory_length` physical time, the clock re-anchored to the energy
-        # shell at every draw start so that it does not drift with the accumulated
-        # energy error (`esh_math.md` §4.4).
-        if warm:
-            integ0 = state.integrator._replace(r=zero)
-            time_prev = time_cur = zero
-            length = zero + math.inf
-            finite = torch.isfinite(adapt.refresh_length)
-            warm_distance = torch.where(finite, adapt.refresh_length, zero + math.sqrt(d))
-            max_steps = torch.floor(torch.clamp(torch.ceil(warm_distance / adapt.step_size),
-                                                self._steps_per_draw, self._max_steps))
-        else:
-            integ0 = state.integrator._replace(
-                r=esh_sampling_log_speed(adapt, state.integrator.energy, d))
-            time_prev, time_cur = state.time_prev, state.time_cur
-            length = adapt.trajectory_length
-            max_steps = zero + self._max_steps
-        carry = _Carry(
-            zero, integ0, state.x_prev, state.energy_prev, time_prev, time_cur, length,
-            state.integrator.x, state.potential_energy, zero - math.inf, zero, zero,
-            zero - math.inf, torch.ones_like(zero, dtype=torch.bool),
+        carry, integ0, step_cap = esh_draw.start(
+            state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
+            state.integrator.x, state.potential_energy, adapt, warm, self._steps_per_draw,
+            self._max_steps,
         )
-        carry = self._offer_pending(carry, *draws.pre())
+        carry = esh_draw.offer_pending(carry, *draws.pre())
         step = self._compiled["step"]
         every = self.host_check_every
         flat = _flatten_carry(carry)
         # progress-bar numbers and the first "anyone running?" check in one transfer
         running, step_mean = torch.stack(
-            [self._active(carry, max_steps).any().to(x.dtype), adapt.step_size.mean()]
+            [esh_draw.running(carry, step_cap).any().to(x.dtype), adapt.step_size.mean()]
         ).tolist()
         self._set_log_values({"step size": f"{step_mean:.2e}", "phase": "esh"})
         done = 0
         while running and done < self._max_steps:
             for _ in range(every):
                 out = step(*flat, *draws.step(), adapt.step_size, adapt.refresh_length,
-                           adapt.scale, max_steps)
+                           adapt.scale, step_cap)
                 flat, active = out[:-1], out[-1]
                 done += 1
             running = bool(active.any())
         carry = _unflatten_carry(flat)
-
-        diverging = ~carry.ok
-        non_finite = ~(torch.isfinite(carry.sum_dh) & finite_state(carry.integ))
-        # A divergent draw is dropped: restart from where it began with a fresh direction.
-        restart = integ0._replace(u=unit_vector(draws.restart()))
-        integ = where(diverging, restart, carry.integ)
-        pick_x = where(diverging, state.integrator.x, carry.pick_x)
-        pick_energy = torch.where(diverging, state.integrator.energy, carry.pick_energy)
-        x_prev = where(diverging, integ0.x, carry.x_prev)
-        energy_prev = torch.where(diverging, integ0.energy, carry.energy_prev)
-        time_prev = torch.where(diverging, zero, carry.time_prev)
-        time_cur = torch.where(diverging, zero, carry.time_cur)
+        end = esh_draw.finish(carry, integ0, draws.restart())
         if warm:
-            adapt = esh_warmup_update(
-                adapt, i, carry.sum_dh2 / (torch.clamp(carry.k, min=1.0) * d),
-                carry.k, carry.log_step_time, diverging, self._warmup_config(), energy=pick_energy,
-                non_finite=non_finite, draw=pick_x,
-                start_energy=state.integrator.energy,
-            )
+            adapt = esh_draw.warmup_update(adapt, i, carry, end, state.integrator.energy,
+                                           self._warmup_config())
         return ESHState(
-            i + 1, pick_x, pick_energy, integ, x_prev, energy_prev, time_prev, time_cur,
-            diverging, carry.k, carry.sum_dh, adapt,
+            i + 1, end.pick_x, end.pick_energy, end.integ, end.x_prev, end.energy_prev,
+            end.time_prev, end.time_cur, end.diverging, carry.k, carry.sum_dh, adapt,
         )
 
 
