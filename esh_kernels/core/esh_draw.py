@@ -19,7 +19,7 @@ a Python bool (Pyro, where the iteration is known on the host) or a traced boole
 import math
 from typing import Any, NamedTuple
 
-from esh_kernels.core.backend import namespace
+from esh_kernels.core.backend import namespace, where_chains
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.reservoir import offer_time
@@ -74,15 +74,6 @@ def _select(warm, a, b):
     if isinstance(warm, bool):
         return a if warm else b
     return namespace(a, b).where(warm, a, b)
-
-
-def _where(cond, a, b):
-    """Per-chain ``a if cond else b`` on arrays or NamedTuples of arrays whose leaves have
-    the chain's shape (``cond``) or that shape plus a trailing coordinate axis."""
-    if isinstance(a, tuple):
-        return type(a)(*[_where(cond, x, y) for x, y in zip(a, b)])
-    xp = namespace(a, b)
-    return xp.where(cond[..., None] if a.ndim > cond.ndim else cond, a, b)
 
 
 def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, adapt, warm,
@@ -164,10 +155,10 @@ def finish(c, integ0, restart_normal):
     restart = integ0._replace(u=unit_vector(restart_normal))
     zero = xp.zeros_like(c.time_prev)
     return DrawEnd(
-        integ=_where(diverging, restart, c.integ),
-        pick_x=_where(diverging, integ0.x, c.pick_x),
+        integ=where_chains(diverging, restart, c.integ),
+        pick_x=where_chains(diverging, integ0.x, c.pick_x),
         pick_energy=xp.where(diverging, integ0.energy, c.pick_energy),
-        x_prev=_where(diverging, integ0.x, c.x_prev),
+        x_prev=where_chains(diverging, integ0.x, c.x_prev),
         energy_prev=xp.where(diverging, integ0.energy, c.energy_prev),
         time_prev=xp.where(diverging, zero, c.time_prev),
         time_cur=xp.where(diverging, zero, c.time_cur),

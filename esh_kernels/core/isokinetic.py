@@ -1,0 +1,87 @@
+"""One Metropolis-adjusted isokinetic transition, written once for both PPLs (``esh_math.md`` §6.4).
+
+A fresh unit velocity, ``ceil(U 2L/eps)`` isokinetic steps (``D = d - 1``, jittered length
+``jittered_num_steps``), then a Metropolis test on the energy error ``dE + (d-1) sum(dr)``.
+``AdjustedESH`` makes every transition this way, ``ESH`` its warmup phase 1.
+
+A non-finite energy, gradient or position ends the trajectory early; it is rejected and
+flagged divergent, as is an energy error above :data:`DIVERGENCE_THRESHOLD`. The functions
+take one chain (NumPyro, under ``vmap``) or a batch of chains (Pyro, leading axis ``C``);
+the loop is the caller's (NumPyro's ``lax.while_loop`` while :func:`running`, Pyro's
+recorded graph of one masked :func:`step`). Random numbers come in from the caller.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+from esh_kernels.core.adaptation import jittered_num_steps
+from esh_kernels.core.backend import namespace, where_chains
+from esh_kernels.core.dynamics import kinetic_energy_change
+from esh_kernels.core.integrators import esh_leapfrog, finite_state
+from esh_kernels.core.metropolis import adaptation_accept_prob, descent_accept, log_accept_prob
+from esh_kernels.core.sphere import unit_vector
+
+DIVERGENCE_THRESHOLD = 1000.0
+
+
+class Proposal(NamedTuple):
+    state: Any  # IntegratorState after the accept/reject
+    accept_prob: Any
+    num_steps: Any  # gradient evaluations spent
+    energy_error: Any  # dE + (d-1) sum(dr); +inf when non-finite
+    diverging: Any
+    adapt_accept_prob: Any  # statistic for step-size adaptation (``adaptation_accept_prob``)
+
+
+class Carry(NamedTuple):
+    k: Any  # steps taken (a float, so that a recorded torch graph has one dtype)
+    integ: Any
+    sum_dr: Any  # change of the log speed since the start
+    sum_accept: Any  # sum over the steps of the acceptance probability at each point
+
+
+def energy_error(integ, start_energy, sum_dr):
+    """``dE + (d-1) sum(dr)`` from the start, ``+inf`` where the state is not finite."""
+    xp = namespace(integ.x)
+    d = integ.x.shape[-1]
+    error = integ.energy - start_energy + kinetic_energy_change(sum_dr, d - 1)
+    return xp.where(finite_state(integ), error, math.inf)
+
+
+def start(integ, normal, uniform_steps, step_size, trajectory_length, max_steps):
+    """The carry at the start (velocity ``normal/|normal|``, ``r = 0``) and the number of
+    steps, from standard normals and a uniform in ``[0, 1)``."""
+    xp = namespace(integ.x)
+    zero = xp.zeros_like(integ.energy)
+    n = jittered_num_steps(1.0 - uniform_steps, trajectory_length, step_size, max_steps)
+    return Carry(zero, integ._replace(u=unit_vector(normal), r=zero), zero, zero), n
+
+
+def running(c, num_steps):
+    return (c.k < num_steps) & finite_state(c.integ)
+
+
+def step(c, start_energy, step_size, scale, value_and_grad):
+    """One isokinetic leapfrog step, with the acceptance probability of the point reached."""
+    xp = namespace(c.integ.x)
+    d = c.integ.x.shape[-1]
+    integ, dr = esh_leapfrog(c.integ, step_size, value_and_grad, d - 1, scale)
+    sum_dr = c.sum_dr + dr
+    accept = xp.exp(log_accept_prob(energy_error(integ, start_energy, sum_dr)))
+    return Carry(c.k + 1.0, integ, sum_dr, c.sum_accept + accept)
+
+
+def finish(c, start_integ, uniform_accept, descend=False):
+    """The Metropolis test (``uniform_accept`` in ``[0, 1)``) and the statistic step-size
+    adaptation uses (``adaptation_accept_prob``). With ``descend`` (warmup's descent
+    phase) a move downhill is accepted (``descent_accept``)."""
+    xp = namespace(c.integ.x)
+    end = c.integ
+    error = energy_error(end, start_integ.energy, c.sum_dr)
+    log_alpha = log_accept_prob(error)
+    accept = xp.log(uniform_accept) < log_alpha
+    accept = descent_accept(accept, descend, finite_state(end), end.energy, start_integ.energy)
+    new = where_chains(accept, end, start_integ)
+    accept_prob = xp.exp(log_alpha)
+    return Proposal(new, accept_prob, c.k, error, error > DIVERGENCE_THRESHOLD,
+                    adaptation_accept_prob(accept_prob, finite_state(end), c.sum_accept, c.k))
