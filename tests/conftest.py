@@ -22,10 +22,17 @@ except ImportError:  # pragma: no cover
 
 
 def pytest_configure(config):
-    """A persistent JAX compilation cache shared by the whole session (and by the example
-    scripts the tests start, through ``JAX_COMPILATION_CACHE_DIR``): many tests compile the
+    """Subprocesses import this checkout (``PYTHONPATH``). A persistent JAX compilation
+    cache shared by the whole session (and by the example scripts the tests start, through
+    ``JAX_COMPILATION_CACHE_DIR``): many tests compile the
     same model and kernel programs, which JAX's in-memory cache misses because each test
     builds new kernel objects. A fresh folder per session unless one is set already."""
+    # Scripts and snippets the tests start in subprocesses import this checkout, whatever
+    # is installed (an editable install may point at another clone).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root] + paths)
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="esh_kernels_jax_cache_")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -31,12 +31,3 @@ def namespace(*arrays):
 def norm(xp, x):
     """Euclidean norm over the last axis, keeping it (shape ``(..., 1)``)."""
     return xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True))
-
-
-def where_chains(cond, a, b):
-    """Per-chain ``a if cond else b`` on arrays or NamedTuples of arrays whose leaves have
-    the chain's shape (that of ``cond``) or that shape plus a trailing coordinate axis."""
-    if isinstance(a, tuple):
-        return type(a)(*[where_chains(cond, x, y) for x, y in zip(a, b)])
-    xp = namespace(a, b)
-    return xp.where(cond[..., None] if a.ndim > cond.ndim else cond, a, b)

@@ -19,12 +19,12 @@ a Python bool (Pyro, where the iteration is known on the host) or a traced boole
 import math
 from typing import Any, NamedTuple
 
-from esh_kernels.core.backend import namespace, where_chains
+from esh_kernels.core.backend import namespace
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
-from esh_kernels.core.warmup import esh_sampling_log_speed, esh_warmup_update
+from esh_kernels.core.warmup import esh_sampling_log_speed, esh_warmup_update, select, select_rows
 
 
 class DrawCarry(NamedTuple):
@@ -69,13 +69,6 @@ class DrawEnd(NamedTuple):
     non_finite: Any  # the divergence reached a non-finite state (step-size back-off)
 
 
-def _select(warm, a, b):
-    """``a if warm else b``, for a Python or a traced boolean."""
-    if isinstance(warm, bool):
-        return a if warm else b
-    return namespace(a, b).where(warm, a, b)
-
-
 def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, adapt, warm,
           steps_per_draw, max_steps):
     """Set up a draw from the chain's state (``integ``, the pending ``x_prev``/``time_*``
@@ -85,18 +78,18 @@ def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, 
     xp = namespace(integ.x)
     d = integ.x.shape[-1]
     zero = xp.zeros_like(integ.energy)
-    r0 = _select(warm, zero, esh_sampling_log_speed(adapt, integ.energy, d))
+    r0 = select(warm, zero, esh_sampling_log_speed(adapt, integ.energy, d))
     finite = xp.isfinite(adapt.refresh_length)
     warm_distance = xp.where(finite, adapt.refresh_length, zero + math.sqrt(d))
     warm_steps = xp.floor(xp.clip(xp.ceil(warm_distance / adapt.step_size), steps_per_draw, max_steps))
     carry = DrawCarry(
         k=zero, integ=integ._replace(r=r0), x_prev=x_prev, energy_prev=energy_prev,
-        time_prev=_select(warm, zero, time_prev), time_cur=_select(warm, zero, time_cur),
-        remaining=_select(warm, zero + math.inf, adapt.trajectory_length),
+        time_prev=select(warm, zero, time_prev), time_cur=select(warm, zero, time_cur),
+        remaining=select(warm, zero + math.inf, adapt.trajectory_length),
         pick_x=draw_x, pick_energy=draw_energy, log_total=zero - math.inf, sum_dh=zero,
         sum_dh2=zero, log_step_time=zero - math.inf, ok=xp.ones_like(zero, dtype=bool),
     )
-    return carry, carry.integ, _select(warm, warm_steps, zero + max_steps)
+    return carry, carry.integ, select(warm, warm_steps, zero + max_steps)
 
 
 def _offer(c, x, energy, time, uniform):
@@ -155,10 +148,10 @@ def finish(c, integ0, restart_normal):
     restart = integ0._replace(u=unit_vector(restart_normal))
     zero = xp.zeros_like(c.time_prev)
     return DrawEnd(
-        integ=where_chains(diverging, restart, c.integ),
-        pick_x=where_chains(diverging, integ0.x, c.pick_x),
+        integ=select_rows(diverging, restart, c.integ),
+        pick_x=select_rows(diverging, integ0.x, c.pick_x),
         pick_energy=xp.where(diverging, integ0.energy, c.pick_energy),
-        x_prev=where_chains(diverging, integ0.x, c.x_prev),
+        x_prev=select_rows(diverging, integ0.x, c.x_prev),
         energy_prev=xp.where(diverging, integ0.energy, c.energy_prev),
         time_prev=xp.where(diverging, zero, c.time_prev),
         time_cur=xp.where(diverging, zero, c.time_cur),

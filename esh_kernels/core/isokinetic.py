@@ -15,11 +15,12 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import jittered_num_steps
-from esh_kernels.core.backend import namespace, where_chains
+from esh_kernels.core.backend import namespace
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.metropolis import adaptation_accept_prob, descent_accept, log_accept_prob
 from esh_kernels.core.sphere import unit_vector
+from esh_kernels.core.warmup import select_rows
 
 DIVERGENCE_THRESHOLD = 1000.0
 
@@ -81,7 +82,7 @@ def finish(c, start_integ, uniform_accept, descend=False):
     log_alpha = log_accept_prob(error)
     accept = xp.log(uniform_accept) < log_alpha
     accept = descent_accept(accept, descend, finite_state(end), end.energy, start_integ.energy)
-    new = where_chains(accept, end, start_integ)
+    new = select_rows(accept, end, start_integ)
     accept_prob = xp.exp(log_alpha)
     return Proposal(new, accept_prob, c.k, error, error > DIVERGENCE_THRESHOLD,
                     adaptation_accept_prob(accept_prob, finite_state(end), c.sum_accept, c.k))

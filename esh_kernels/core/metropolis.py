@@ -53,3 +53,13 @@ def descent_accept(accept, descend, finite_end, energy_end, energy_start):
     to the Metropolis acceptance rate.
     """
     return accept | (descend & finite_end & (energy_end < energy_start))
+
+
+def mean_accept_update(mean, accept_prob, i, num_warmup):
+    """Running mean of the acceptance probability, restarted when sampling starts (the
+    ``mean_accept_prob`` field, shown by the progress bar). ``i`` is a Python or a traced
+    integer."""
+    restart = i == num_warmup
+    count = i + 1 - num_warmup * (i >= num_warmup)
+    mean = (1.0 - restart) * mean
+    return mean + (accept_prob - mean) / count

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from esh_kernels.core.integrators import IntegratorState
+from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
 from esh_kernels.numpyro._base import FlatKernel
 from esh_kernels.numpyro._isokinetic import isokinetic_transition
@@ -151,10 +152,7 @@ class AdjustedESH(FlatKernel):
             lambda a: a,
             adapt,
         )
-        boundary = i == self._num_warmup
-        mean_accept = jnp.where(boundary, 0.0, state.mean_accept_prob)
-        count = jnp.where(i < self._num_warmup, i, i - self._num_warmup) + 1
-        mean_accept = mean_accept + (accept_prob - mean_accept) / count
+        mean_accept = mean_accept_update(state.mean_accept_prob, accept_prob, i, self._num_warmup)
         return AdjustedESHState(
             i + 1, self._to_z(new.x), new.energy, new, prop.diverging, accept_prob,
             mean_accept, prop.num_steps, prop.energy_error, adapt, key,

@@ -53,8 +53,9 @@ from jax import lax, random, vmap
 from numpyro.util import is_prng_key
 
 from esh_kernels.core.adaptation import halton
-from esh_kernels.core.integrators import IntegratorState, euclidean_leapfrog
-from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core import hmc
+from esh_kernels.core.metropolis import mean_accept_update
+from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
     TunedHMCAdaptState,
     TunedWarmupConfig,
@@ -64,7 +65,6 @@ from esh_kernels.core.tuned_warmup import (
     tuned_warmup_init,
     tracks_uturn,
     untuned_warning,
-    whitener,
 )
 from esh_kernels.core.warmup import (
     step_size_search_init,
@@ -233,12 +233,10 @@ class TunedHMC(FlatKernel):
         key, k_p = random.split(state.rng_key)
         start = state.integrator
         p0 = random.normal(k_p, start.x.shape, start.x.dtype)
-        kinetic0 = 0.5 * jnp.sum(p0 * p0)
         scale = state.adapt_state.scale
 
         def trial(search):
-            end = euclidean_leapfrog(start._replace(u=p0), search.step, value_and_grad, scale)
-            energy_error = end.energy - start.energy + 0.5 * jnp.sum(end.u * end.u) - kinetic0
+            energy_error = hmc.step_energy_error(start, p0, search.step, scale, value_and_grad)
             return step_size_search_update(search, energy_error)
 
         search = lax.while_loop(lambda s: jnp.logical_not(s.done), trial,
@@ -294,71 +292,35 @@ class TunedHMC(FlatKernel):
         return new._replace(adapt_state=adapt)
 
     def _transition(self, state, value_and_grad, track_uturn):
-        """One HMC transition with the current tuning (``adapt_state`` left unchanged).
-
-        With ``track_uturn`` (single-chain tuning; warmup only) the trajectory continues
-        past the proposal until it makes a U-turn in the whitened frame,
-        ``<L^{-1}(x_k - x_0), p_k> < 0`` (NUTS's criterion), or reaches ``max_steps``."""
+        """One HMC transition (:mod:`esh_kernels.core.hmc`) with the current tuning
+        (``adapt_state`` left unchanged); ``track_uturn`` (single-chain tuning) follows the
+        trajectory to its U-turn on the warmup iterations ``tracks_uturn`` picks."""
         key, k_p, k_acc = random.split(state.rng_key, 3)
         adapt = state.adapt_state
         start = state.integrator
         x0 = start.x
         dtype = x0.dtype
         p0 = random.normal(k_p, x0.shape, dtype)
-        h = halton(state.i).astype(dtype)
-        n = jnp.clip(jnp.ceil(h * adapt.trajectory_length / adapt.step_size), 1, self._max_steps)
-        n = n.astype(jnp.int32)
-        zero_i = jnp.array(0, jnp.int32)
-        track = jnp.asarray(track_uturn) & (state.i < self._num_warmup) & tracks_uturn(state.i)
-        whiten = whitener(adapt.scale, self._dense_mass)
-
-        def finite(integ):
-            return jnp.isfinite(integ.energy) & jnp.all(jnp.isfinite(integ.grad))
-
-        def cond(c):
-            k, integ, _, k_turn = c
-            more = (k < n) | (track & (k_turn == 0) & (k < self._max_steps))
-            return more & finite(integ)
-
-        def body(c):
-            k, integ, prop, k_turn = c
-            integ = euclidean_leapfrog(integ, adapt.step_size, value_and_grad, adapt.scale)
-            k = k + 1
-            prop = jax.tree.map(lambda a, b: jnp.where(k == n, a, b), integ, prop)
-            if track_uturn:
-                turned = jnp.sum(whiten(integ.x - x0) * integ.u) < 0
-                k_turn = jnp.where(track & (k_turn == 0) & turned, k, k_turn)
-            return k, integ, prop, k_turn
-
-        init = start._replace(u=p0)
-        k, last, end, k_turn = lax.while_loop(cond, body, (zero_i, init, init, zero_i))
-        end = jax.tree.map(lambda a, b: jnp.where(k >= n, a, b), end, last)  # stopped early: non-finite
-        kinetic0 = 0.5 * jnp.sum(p0 * p0)
-        kinetic1 = 0.5 * jnp.sum(end.u * end.u)
-        energy_error = end.energy - start.energy + kinetic1 - kinetic0
-        ok = finite(end) & jnp.all(jnp.isfinite(end.x)) & jnp.all(jnp.isfinite(end.u))
-        energy_error = jnp.where(ok, energy_error, jnp.inf)
-        log_alpha = log_accept_prob(energy_error)
-        accept_prob = jnp.exp(log_alpha)
-        accept = jnp.log(random.uniform(k_acc, (), dtype)) < log_alpha
-        diverging = energy_error > self.divergence_threshold
-        new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), end, start)
-
         i = state.i
-        mean_accept = jnp.where(i == self._num_warmup, 0.0, state.mean_accept_prob)
-        count = jnp.where(i < self._num_warmup, i, i - self._num_warmup) + 1
-        mean_accept = mean_accept + (accept_prob - mean_accept) / count
-        # a trajectory that never turned before max_steps counts as turning there; one
-        # that stopped on a non-finite energy tells nothing (0)
-        k_turn = jnp.where(track & (k_turn == 0) & finite(last), k, k_turn)
-        proposal = _Proposal(
-            x0, end.x, end.u, jnp.minimum(k, n).astype(dtype) * adapt.step_size, accept_prob,
-            jnp.logical_not(diverging) & ok, k_turn.astype(dtype) * adapt.step_size,
+        track = jnp.asarray(track_uturn) & (i < self._num_warmup) & tracks_uturn(i)
+        white = hmc.whitening(adapt.scale, self._dense_mass)
+        carry, n = hmc.start(start, p0, halton(i).astype(dtype), adapt.step_size,
+                             adapt.trajectory_length, self._max_steps)
+        carry = lax.while_loop(
+            lambda c: hmc.running(c, n, track, self._max_steps),
+            lambda c: hmc.step(c, n, x0, adapt.step_size, adapt.scale, white, self._dense_mass,
+                               value_and_grad, track, track_uturn),
+            carry,
         )
+        out = hmc.finish(carry, start, p0, n, adapt.step_size, random.uniform(k_acc, (), dtype),
+                         track, self.divergence_threshold)
+        proposal = _Proposal(x0, out.proposal.x, out.proposal.u, out.duration, out.accept_prob,
+                             out.valid, out.uturn_time)
         new_state = TunedHMCState(
-            i + 1, self._to_z(new.x), new.energy, new._replace(u=jnp.zeros_like(x0)),
-            diverging, accept_prob, mean_accept, k, start.energy + kinetic0, energy_error,
-            adapt, key,
+            i + 1, self._to_z(out.new.x), out.new.energy, out.new._replace(u=jnp.zeros_like(x0)),
+            out.diverging, out.accept_prob,
+            mean_accept_update(state.mean_accept_prob, out.accept_prob, i, self._num_warmup),
+            carry.k.astype(jnp.int32), out.start_energy, out.energy_error, adapt, key,
         )
         return new_state, proposal
 

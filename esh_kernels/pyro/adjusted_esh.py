@@ -20,6 +20,7 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
 from esh_kernels.core.integrators import IntegratorState
+from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.warmup import (
     AdjustedESHAdaptState,
     AdjustedWarmupConfig,
@@ -193,11 +194,7 @@ class AdjustedESH(FlatKernel):
         new, accept_prob = prop.state, prop.accept_prob
         if i < self._num_warmup:
             adapt = adjusted_warmup_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config())
-        mean_accept = state.mean_accept_prob
-        if i == self._num_warmup:
-            mean_accept = torch.zeros_like(mean_accept)
-        count = (i if i < self._num_warmup else i - self._num_warmup) + 1
-        mean_accept = mean_accept + (accept_prob - mean_accept) / count
+        mean_accept = mean_accept_update(state.mean_accept_prob, accept_prob, i, self._num_warmup)
         return AdjustedESHState(
             i + 1, new.energy, new, prop.diverging, accept_prob, mean_accept, prop.num_steps,
             prop.energy_error, adapt,

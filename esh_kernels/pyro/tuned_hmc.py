@@ -21,7 +21,6 @@ the loop checks every ``host_check_every`` steps (1 on CPU, 4 on other devices) 
 chain still runs, as ``ESH`` does.
 """
 
-import math
 import warnings
 from typing import Any, NamedTuple
 
@@ -30,8 +29,9 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 
 from esh_kernels.core.adaptation import halton
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
-from esh_kernels.core.integrators import IntegratorState, euclidean_leapfrog
-from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core import hmc
+from esh_kernels.core.metropolis import mean_accept_update
+from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
     TunedHMCAdaptState,
     TunedWarmupConfig,
@@ -48,7 +48,7 @@ from esh_kernels.core.warmup import (
     step_size_search_result,
     step_size_search_update,
 )
-from esh_kernels.pyro._base import FlatKernel, finite_rows, where
+from esh_kernels.pyro._base import FlatKernel, where
 from esh_kernels.pyro._model import Compiled
 
 
@@ -199,11 +199,9 @@ class TunedHMC(FlatKernel):
         """Initial step size per chain by the reasonable-step-size search (the NumPyro
         kernel's ``_search_step_size``; ``core/warmup.py``)."""
         p0 = self._rng.normal(start.x, tuple(start.x.shape))
-        kinetic0 = 0.5 * (p0 * p0).sum(-1)
         search = step_size_search_init(step)
         while not bool(search.done.all()):
-            end = euclidean_leapfrog(start._replace(u=p0), search.step, self._value_and_grad)
-            energy_error = end.energy - start.energy + 0.5 * (end.u * end.u).sum(-1) - kinetic0
+            energy_error = hmc.step_energy_error(start, p0, search.step, None, self._value_and_grad)
             search = step_size_search_update(search, energy_error)
         return step_size_search_result(search)
 
@@ -231,26 +229,13 @@ class TunedHMC(FlatKernel):
     # -- one leapfrog step of every chain (masked) ----------------------------------------
 
     def _step_fn(self, *args, track_uturn=False):
-        integ, prop = IntegratorState(*args[:5]), IntegratorState(*args[5:10])
-        k, k_turn, n, x0, step_size, scale, white, track, max_steps = args[10:]
-        more = (k < n) | (track & (k_turn == 0) & (k < max_steps))
-        active = more & torch.isfinite(integ.energy) & finite_rows(integ.grad)
-        new = euclidean_leapfrog(integ, step_size, self._value_and_grad, scale)
-        k1 = k + 1.0
-        prop_new = where(k1 == n, new, prop)
-        k_turn_new = k_turn
-        if track_uturn:
-            dx = new.x - x0
-            dx = (dx[..., None, :] @ white.transpose(-1, -2))[..., 0, :] if self._dense_mass else dx / white
-            turned = (dx * new.u).sum(-1) < 0
-            k_turn_new = torch.where((k_turn == 0) & turned, k1, k_turn)
-        integ = where(active, new, integ)
-        prop = where(active, prop_new, prop)
-        k = torch.where(active, k1, k)
-        k_turn = torch.where(active, k_turn_new, k_turn)
-        more = (k < n) | (track & (k_turn == 0) & (k < max_steps))
-        still = more & torch.isfinite(integ.energy) & finite_rows(integ.grad)
-        return (*integ, *prop, k, k_turn, still)
+        """One masked step of :func:`esh_kernels.core.hmc.step` for every chain."""
+        c = hmc.Carry(args[10], IntegratorState(*args[:5]), IntegratorState(*args[5:10]), args[11])
+        n, x0, step_size, scale, white, track, max_steps = args[12:]
+        stepped = hmc.step(c, n, x0, step_size, scale, white, self._dense_mass,
+                           self._value_and_grad, track, track_uturn)
+        c = where(hmc.running(c, n, track, max_steps), stepped, c)
+        return (*c.last, *c.proposal, c.k, c.k_turn, hmc.running(c, n, track, max_steps))
 
     def _build(self, x):
         s = self._state
@@ -279,72 +264,51 @@ class TunedHMC(FlatKernel):
         return TunedHMCDraws(self._rng.normal(x, (C, d)), self._rng.uniform(x, (C,)))
 
     def _transition(self, state, i, draws=None):
+        """One HMC transition (:mod:`esh_kernels.core.hmc`) and, in warmup, its adaptation."""
         adapt = state.adapt_state
         start = state.integrator
         x0 = start.x
         draws = self._draws(x0) if draws is None else draws
         p0 = draws.normal
-        n = torch.clamp(torch.ceil(halton(i) * adapt.trajectory_length / adapt.step_size),
-                        1.0, float(self._max_steps))
         warm = i < self._num_warmup
         cross = self._cross_chain_tuning
         track_uturn = self._tune_length and not cross and warm and tracks_uturn(i)
-        zero = torch.zeros_like(start.energy)
-        track = torch.full_like(zero, 1.0 if track_uturn else 0.0) > 0.5
-        if track_uturn and self._dense_mass:
-            white = torch.linalg.inv(adapt.scale)
-        else:
-            white = adapt.scale
-        integ = start._replace(u=p0)
-        carry = (*integ, *integ, zero, zero)
-        max_steps = zero + self._max_steps
+        c, n = hmc.start(start, p0, halton(i), adapt.step_size, adapt.trajectory_length,
+                         float(self._max_steps))
+        track = torch.full_like(c.k, 1.0 if track_uturn else 0.0) > 0.5
+        white = hmc.whitening(adapt.scale, self._dense_mass and track_uturn)
+        flat = (*c.last, *c.proposal, c.k, c.k_turn)
+        max_steps = c.k + self._max_steps
         host = torch.stack([n.max(), adapt.step_size.mean(), state.mean_accept_prob.mean()]).tolist()
         self._set_log_values({"step size": f"{host[1]:.2e}", "acc. prob": f"{host[2]:.3f}"})
         if not track_uturn:
             step = self._compiled["HMC step"]
             for _ in range(int(host[0])):
-                carry = step(*carry, n, x0, adapt.step_size, adapt.scale, white, track, max_steps)[:-1]
+                flat = step(*flat, n, x0, adapt.step_size, adapt.scale, white, track, max_steps)[:-1]
         else:
             step = self._compiled["HMC step (U-turn)"]
             running, done, every = True, 0, self.host_check_every
             while running and done < self._max_steps:
                 for _ in range(every):
-                    out = step(*carry, n, x0, adapt.step_size, adapt.scale, white, track, max_steps)
-                    carry, still = out[:-1], out[-1]
+                    out = step(*flat, n, x0, adapt.step_size, adapt.scale, white, track, max_steps)
+                    flat, still = out[:-1], out[-1]
                     done += 1
                 running = bool(still.any())
-        last, end = IntegratorState(*carry[:5]), IntegratorState(*carry[5:10])
-        k, k_turn = carry[10], carry[11]
-        end = where(k >= n, end, last)  # stopped early: non-finite
-        kinetic0 = 0.5 * (p0 * p0).sum(-1)
-        kinetic1 = 0.5 * (end.u * end.u).sum(-1)
-        energy_error = end.energy - start.energy + kinetic1 - kinetic0
-        ok = (torch.isfinite(end.energy) & finite_rows(end.grad) & finite_rows(end.x)
-              & finite_rows(end.u))
-        energy_error = torch.where(ok, energy_error, torch.full_like(energy_error, math.inf))
-        log_alpha = log_accept_prob(energy_error)
-        accept_prob = torch.exp(log_alpha)
-        accept = torch.log(draws.uniform_accept) < log_alpha
-        diverging = energy_error > self.divergence_threshold
-        new = where(accept, end, start)
-        mean_accept = state.mean_accept_prob
-        if i == self._num_warmup:
-            mean_accept = torch.zeros_like(mean_accept)
-        count = (i if i < self._num_warmup else i - self._num_warmup) + 1
-        mean_accept = mean_accept + (accept_prob - mean_accept) / count
+        c = hmc.Carry(flat[10], IntegratorState(*flat[:5]), IntegratorState(*flat[5:10]), flat[11])
+        out = hmc.finish(c, start, p0, n, adapt.step_size, draws.uniform_accept, track,
+                         self.divergence_threshold)
         if warm:
-            valid = ~diverging & ok
             if cross:
-                adapt = self._adapt_cross_chain(adapt, i, x0, new.x, end, torch.minimum(k, n) * adapt.step_size,
-                                                accept_prob, valid)
+                adapt = self._adapt_cross_chain(adapt, i, x0, out.new.x, out.proposal, out.duration,
+                                                out.accept_prob, out.valid)
             else:
-                finite_last = torch.isfinite(last.energy) & finite_rows(last.grad)
-                k_turn = torch.where(track & (k_turn == 0) & finite_last, k, k_turn)
-                adapt = tuned_chain_update(adapt, i, new.x, accept_prob, k_turn * adapt.step_size,
+                adapt = tuned_chain_update(adapt, i, out.new.x, out.accept_prob, out.uturn_time,
                                            self._config())
         return TunedHMCState(
-            i + 1, new.energy, new._replace(u=torch.zeros_like(x0)), diverging, accept_prob,
-            mean_accept, k, start.energy + kinetic0, energy_error, adapt,
+            i + 1, out.new.energy, out.new._replace(u=torch.zeros_like(x0)), out.diverging,
+            out.accept_prob,
+            mean_accept_update(state.mean_accept_prob, out.accept_prob, i, self._num_warmup),
+            c.k, out.start_energy, out.energy_error, adapt,
         )
 
     def _adapt_cross_chain(self, adapt, i, x0, x, end, duration, accept_prob, valid):

@@ -1,0 +1,120 @@
+"""One ``TunedHMC`` transition, written once for both PPLs (``esh_math.md`` §7.2-7.3, §8).
+
+Fresh Gaussian momentum in the whitened frame, ``n = ceil(h T / eps)`` leapfrog steps
+(``h`` from the Halton sequence, jittered in (0, 1)), Metropolis test on the change of
+``H = E(x) + |p|^2/2``. With U-turn tracking (single-chain tuning of ``T``, some warmup
+iterations) the trajectory continues past its proposal until it makes a U-turn in the
+whitened frame, ``<L^{-1}(x_k - x_0), p_k> < 0`` (NUTS's criterion), or reaches
+``max_steps``; only the proposal at step ``n`` is tested.
+
+The functions take one chain (NumPyro, under ``vmap``) or a batch of chains (Pyro, leading
+axis ``C``); the loop is the caller's (NumPyro's ``lax.while_loop`` while :func:`running`,
+Pyro's recorded graph of one masked :func:`step`). Random numbers come in from the caller.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+from esh_kernels.core.backend import namespace
+from esh_kernels.core.integrators import euclidean_leapfrog, finite_state
+from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.preconditioning import precond_inverse
+from esh_kernels.core.warmup import select_rows
+
+
+class Carry(NamedTuple):
+    k: Any  # leapfrog steps taken (a float, so that a recorded torch graph has one dtype)
+    last: Any  # IntegratorState where the trajectory is (momentum in ``u``)
+    proposal: Any  # IntegratorState at step ``n``
+    k_turn: Any  # step of the first U-turn (0: none yet)
+
+
+class Outcome(NamedTuple):
+    """A finished transition: the chain's new state and what the warmup uses."""
+
+    new: Any  # IntegratorState after the accept/reject (momentum of the proposal in ``u``)
+    proposal: Any  # IntegratorState proposed
+    accept_prob: Any
+    energy_error: Any  # change of H; +inf when the proposal is not finite
+    diverging: Any
+    valid: Any  # finite and not divergent: usable for trajectory-length tuning
+    duration: Any  # integration time of the proposal
+    uturn_time: Any  # integration time to the first U-turn (0 when not tracked or unknown)
+    start_energy: Any  # H at the start
+
+
+def _gradient_finite(integ):
+    xp = namespace(integ.x)
+    return xp.isfinite(integ.energy) & xp.all(xp.isfinite(integ.grad), axis=-1)
+
+
+def whitening(scale, dense):
+    """What :func:`step` needs to map position differences to the whitened frame: ``L^{-1}``
+    for a dense metric (inverted once per transition), ``L`` itself for a diagonal one."""
+    return namespace(scale).linalg.inv(scale) if dense else scale
+
+
+def _whiten(white, dense, v):
+    if dense:
+        return (white @ v[..., None])[..., 0]
+    return precond_inverse(white, v)
+
+
+def start(integ, momentum, h, step_size, trajectory_length, max_steps):
+    """The carry at the start and the number of steps ``n`` of the proposal."""
+    xp = namespace(integ.x)
+    zero = xp.zeros_like(integ.energy)
+    n = xp.clip(xp.ceil(h * trajectory_length / step_size), 1.0, max_steps)
+    init = integ._replace(u=momentum)
+    return Carry(zero, init, init, zero), n
+
+
+def running(c, n, track, max_steps):
+    """Steps to go (to ``n``, or to the U-turn where ``track``) and a finite state."""
+    more = (c.k < n) | (track & (c.k_turn == 0) & (c.k < max_steps))
+    return more & _gradient_finite(c.last)
+
+
+def step(c, n, x0, step_size, scale, white, dense, value_and_grad, track, track_uturn):
+    """One leapfrog step; ``track_uturn`` (a Python bool) adds the U-turn test."""
+    xp = namespace(c.last.x)
+    new = euclidean_leapfrog(c.last, step_size, value_and_grad, scale)
+    k = c.k + 1.0
+    proposal = select_rows(k == n, new, c.proposal)
+    k_turn = c.k_turn
+    if track_uturn:
+        turned = xp.sum(_whiten(white, dense, new.x - x0) * new.u, axis=-1) < 0
+        k_turn = xp.where(track & (k_turn == 0) & turned, k, k_turn)
+    return Carry(k, new, proposal, k_turn)
+
+
+def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, divergence_threshold):
+    """The Metropolis test (``uniform_accept`` in ``[0, 1)``) and the warmup statistics.
+    A trajectory stopped early by a non-finite state proposes that state (rejected); one
+    that never turned before ``max_steps`` counts as turning there; one that stopped on a
+    non-finite energy tells nothing about the U-turn (0)."""
+    xp = namespace(c.last.x)
+    end = select_rows(c.k >= n, c.proposal, c.last)
+    kinetic0 = 0.5 * xp.sum(momentum * momentum, axis=-1)
+    kinetic1 = 0.5 * xp.sum(end.u * end.u, axis=-1)
+    ok = finite_state(end) & xp.all(xp.isfinite(end.u), axis=-1)
+    energy_error = xp.where(ok, end.energy - start_integ.energy + kinetic1 - kinetic0, math.inf)
+    log_alpha = log_accept_prob(energy_error)
+    accept = xp.log(uniform_accept) < log_alpha
+    diverging = energy_error > divergence_threshold
+    k_turn = xp.where(track & (c.k_turn == 0) & _gradient_finite(c.last), c.k, c.k_turn)
+    return Outcome(
+        new=select_rows(accept, end, start_integ), proposal=end, accept_prob=xp.exp(log_alpha),
+        energy_error=energy_error, diverging=diverging, valid=~diverging & ok,
+        duration=xp.minimum(c.k, n) * step_size, uturn_time=k_turn * step_size,
+        start_energy=start_integ.energy + kinetic0,
+    )
+
+
+def step_energy_error(integ, momentum, step_size, scale, value_and_grad):
+    """Change of ``H`` over one leapfrog step from ``integ`` with ``momentum``: a trial of
+    the initial step-size search (``core/warmup.py``, ``esh_math.md`` §7.3)."""
+    xp = namespace(integ.x)
+    end = euclidean_leapfrog(integ._replace(u=momentum), step_size, value_and_grad, scale)
+    kinetic0 = 0.5 * xp.sum(momentum * momentum, axis=-1)
+    return end.energy - integ.energy + 0.5 * xp.sum(end.u * end.u, axis=-1) - kinetic0
