@@ -77,3 +77,16 @@ def non_finite_sites_text(sites):
     if not sites:
         return "every site's log density is finite (a log-Jacobian or a gradient is not)"
     return f"the log density of site(s) {', '.join(map(repr, sites))} is not finite"
+
+
+def check_model_arguments(model, potential_fn, init_strategy, ppl):
+    """A kernel gets exactly one of a callable ``model`` (of the PPL named ``ppl``) and a
+    callable ``potential_fn``, and a callable ``init_strategy``."""
+    if (model is None) == (potential_fn is None):
+        raise ValueError("Pass exactly one of `model=` or `potential_fn=`.")
+    if model is not None and not callable(model):
+        raise ValueError(f"`model` must be a callable {ppl} model, got {model!r}")
+    if potential_fn is not None and not callable(potential_fn):
+        raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
+    if not callable(init_strategy):
+        raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")

@@ -27,6 +27,30 @@ from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_v
 from esh_kernels.core.warmup import esh_sampling_log_speed, esh_warmup_update, select, select_rows
 
 
+class ESHState(NamedTuple):
+    """State of ``ESH``: one chain (NumPyro; a vectorized run adds a leading chain axis) or
+    a batch of chains with leading axis ``C`` (Pyro). ``z``/``potential_energy`` are the
+    draw; ``x_prev``/``energy_prev`` the position before the last step; ``time_prev`` and
+    ``time_cur`` the physical time of ``x_prev`` and ``integrator.x`` not yet credited to a
+    draw (it belongs to the next one). ``i``, ``z``, ``integrator``, ``rng_key`` and
+    ``monitor`` as in :class:`esh_kernels.core.isokinetic.AdjustedESHState`."""
+
+    i: Any
+    z: Any
+    potential_energy: Any
+    integrator: Any
+    x_prev: Any
+    energy_prev: Any
+    time_prev: Any
+    time_cur: Any
+    diverging: Any
+    n_steps: Any  # gradient evaluations spent on this draw
+    energy_error: Any  # change of H = E + d r over the draw
+    adapt_state: Any  # core.warmup.ESHAdaptState
+    rng_key: Any = None
+    monitor: Any = None
+
+
 class DrawCarry(NamedTuple):
     """The state of a draw in progress (one chain, or leading axis ``C``).
 

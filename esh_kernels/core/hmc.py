@@ -22,6 +22,26 @@ from esh_kernels.core.preconditioning import precond_inverse
 from esh_kernels.core.warmup import select_rows
 
 
+class TunedHMCState(NamedTuple):
+    """State of ``TunedHMC``: one chain (NumPyro; a vectorized run adds a leading chain
+    axis) or a batch of chains with leading axis ``C`` (Pyro). Fields as in
+    :class:`esh_kernels.core.isokinetic.AdjustedESHState`, plus ``energy``."""
+
+    i: Any
+    z: Any
+    potential_energy: Any
+    integrator: Any
+    diverging: Any
+    accept_prob: Any
+    mean_accept_prob: Any
+    n_steps: Any  # gradient evaluations spent on this draw (U-turn tracking included)
+    energy: Any  # Hamiltonian E(x) + |p|^2/2 at the start of the transition
+    energy_error: Any
+    adapt_state: Any  # core.tuned_warmup.TunedHMCAdaptState
+    rng_key: Any = None
+    monitor: Any = None
+
+
 class Carry(NamedTuple):
     k: Any  # leapfrog steps taken (a float, so that a recorded torch graph has one dtype)
     last: Any  # IntegratorState where the trajectory is (momentum in ``u``)

@@ -25,6 +25,28 @@ from esh_kernels.core.warmup import select_rows
 DIVERGENCE_THRESHOLD = 1000.0
 
 
+class AdjustedESHState(NamedTuple):
+    """State of ``AdjustedESH``: one chain (NumPyro; a vectorized run adds a leading chain
+    axis) or a batch of chains with leading axis ``C`` (Pyro). ``i`` is the iteration (a Python int in Pyro); ``z`` the draw: NumPyro's unconstrained
+    pytree, Pyro's flat ``(C, d)`` tensor; ``integrator`` the dynamics' position with its
+    cached potential energy and gradient. ``rng_key`` (NumPyro's key) and ``monitor``
+    (NumPyro's self-check statistics, ``core/self_check.py``) are ``None`` in Pyro, which
+    draws from torch's generator and keeps its monitor on the kernel."""
+
+    i: Any
+    z: Any
+    potential_energy: Any
+    integrator: Any
+    diverging: Any
+    accept_prob: Any
+    mean_accept_prob: Any
+    n_steps: Any  # gradient evaluations spent on this draw
+    energy_error: Any
+    adapt_state: Any  # core.warmup.AdjustedESHAdaptState
+    rng_key: Any = None
+    monitor: Any = None
+
+
 class Proposal(NamedTuple):
     state: Any  # IntegratorState after the accept/reject
     accept_prob: Any

@@ -28,12 +28,13 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import ParamInfo, initialize_model
 from numpyro.util import identity, is_prng_key
 
+from esh_kernels.core.options import KernelArguments, from_arguments
 from esh_kernels.core import self_check
-from esh_kernels.core.checks import check_int, non_finite_sites_text
+from esh_kernels.core.checks import check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale
 
 
-class FlatKernel(MCMCKernel):
+class FlatKernel(KernelArguments, MCMCKernel):
     """Base class: see the module docstring."""
 
     #: smallest dimension the dynamics support (ESH is singular in 1-D)
@@ -52,15 +53,11 @@ class FlatKernel(MCMCKernel):
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
         forward_mode_differentiation=False,
+        **options,
     ):
-        if (model is None) == (potential_fn is None):
-            raise ValueError("Pass exactly one of `model=` or `potential_fn=`.")
-        if model is not None and not callable(model):
-            raise ValueError(f"`model` must be a callable NumPyro model, got {model!r}")
-        if potential_fn is not None and not callable(potential_fn):
-            raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
-        if not callable(init_strategy):
-            raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")
+        init_strategy = init_to_uniform if init_strategy is None else init_strategy
+        check_model_arguments(model, potential_fn, init_strategy, "NumPyro")
+        self._options = from_arguments(self.options_type, type(self).__name__, options)
         self._model = model
         self._potential_fn = potential_fn
         self._dense_mass, self._dense_blocks = check_dense_mass(dense_mass)
@@ -180,7 +177,7 @@ class FlatKernel(MCMCKernel):
         nw = self._num_warmup
         m = self_check.monitor_restart(m, (i == nw // 2) | (i == nw))
         accept = getattr(new, "accept_prob", None)
-        m = self_check.monitor_update(m, x_prev, x, new.n_steps, self._max_steps, new.diverging, accept)
+        m = self_check.monitor_update(m, x_prev, x, new.n_steps, self._options.max_steps, new.diverging, accept)
         adapt = new.adapt_state
         scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
 
@@ -201,7 +198,7 @@ class FlatKernel(MCMCKernel):
         if np.ndim(m.chain) == 0 and int(m.chain) == -1:  # a chain run alone: the latest
             m = m._replace(chain=np.asarray(self._chains_started - 1))
         self_check.report(self.self_check_findings, type(self).__name__, phase, m, step_size,
-                          flags, self._max_steps, self.self_check_remedies)
+                          flags, self._options.max_steps, self.self_check_remedies)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -52,13 +52,13 @@ import jax.numpy as jnp
 from jax import lax, random, vmap
 from numpyro.util import is_prng_key
 
+from esh_kernels.core.hmc import TunedHMCState
+from esh_kernels.core.options import TunedHMCOptions
 from esh_kernels.core.adaptation import halton
 from esh_kernels.core import hmc
 from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
-    TunedHMCAdaptState,
-    TunedWarmupConfig,
     initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
@@ -71,28 +71,7 @@ from esh_kernels.core.warmup import (
     step_size_search_result,
     step_size_search_update,
 )
-from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
 from esh_kernels.numpyro._base import FlatKernel
-
-
-class TunedHMCState(NamedTuple):
-    """State of one chain (in a vectorized run every leaf has a leading chain axis). ``z``
-    is the draw (unconstrained pytree); ``integrator`` holds the flat position with its
-    cached potential energy and gradient."""
-
-    i: Any
-    z: Any
-    potential_energy: Any
-    integrator: IntegratorState
-    diverging: Any
-    accept_prob: Any
-    mean_accept_prob: Any
-    n_steps: Any  # gradient evaluations spent on this draw (U-turn tracking included)
-    energy: Any  # Hamiltonian E(x) + |p|^2/2 at the start of the transition
-    energy_error: Any
-    adapt_state: TunedHMCAdaptState
-    rng_key: Any
-    monitor: Any = None  # self-check statistics (core/self_check.py), set by FlatKernel
 
 
 class _Proposal(NamedTuple):
@@ -111,44 +90,19 @@ class TunedHMC(FlatKernel):
     """HMC with nothing to set: step size, mass matrix and trajectory length are tuned in
     warmup. Exact (Metropolis-adjusted) whatever the tuning.
 
+    Its own arguments (``step_size``, ``trajectory_length``, ``target_accept_prob``,
+    ``adapt_mass_matrix``, ``cross_chain``, ``max_steps``, ``learning_rate``; keyword-only)
+    are those of :class:`esh_kernels.core.options.TunedHMCOptions`, the same in NumPyro and
+    Pyro (``docs/kernels/tuned_hmc.md``). The rest:
+
     :param model: a NumPyro model (give this or ``potential_fn``).
     :param potential_fn: a potential energy ``E(z) = -log p(z)`` on an unconstrained pytree;
         needs ``init_params``.
-    :param step_size: fixed leapfrog step size (whitened frame). Given: no step-size
-        adaptation. Default: a reasonable-step-size search at the initial point, then dual
-        averaging. With ``num_warmup=0`` and this or ``trajectory_length`` not given, the
-        kernel warns that nothing is tuned (then ``T = pi/2``; ``esh_math.md`` §7.3).
-    :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
-        integrates for ``h T``, ``h`` in (0, 1) jittered, ``T/2`` on average). Given: not
-        tuned. Default: tuned in warmup (see the module docstring).
-    :param target_accept_prob: mean acceptance probability that warmup aims for (per
-        chain, or averaged over the chains with cross-chain tuning). The default 0.8 was
-        chosen by measurement (min bulk ESS per 1000 gradients, 4 vectorized chains,
-        1000+1000, two seeds; 100-D Gaussian sds logspace(-2,0) / 100-D standard Gaussian /
-        eight schools / logistic regression): 0.8 gave 154 / 157 / 125 / 47, 0.7 gave
-        144 / 141 / 115 / 60; 0.65 and 0.9 (as the harmonic mean over chains, BlackJAX's
-        statistic) lost 10-40% on the Gaussians. The harmonic mean itself was dropped: one
-        chain in the neck of eight schools' funnel drags it down, so the realised mean
-        acceptance rose to 0.97 and ESS per gradient fell (102 vs 125). The realised mean
-        acceptance lands a little above the target (0.83-0.9): the final step size is dual
-        averaging's averaged iterate.
-    :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
-        takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
-        matrix): :mod:`esh_kernels.core.mass_matrix` describes both.
-    :param adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
-    :param cross_chain: False (default): every chain tunes itself with the single-chain
-        rule, so the chains are independent and a vectorized run equals a sequential one
-        draw for draw. True, with ``chain_method="vectorized"``: tune step size, mass matrix
-        and trajectory length jointly across the chains (ChEES). This couples the chains
-        (a chain's draws depend on the others'), and one stuck chain can drag everyone's
-        tuning down (see the module docstring).
-    :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
-    :param learning_rate: Adam learning rate on ``log T`` for ChEES (TFP's 0.025).
-    :param init_strategy: NumPyro init strategy (default ``init_to_uniform``).
-    :param forward_mode_differentiation: use forward-mode AD (e.g. for ``lax.while_loop``
-        inside the model).
+    :param dense_mass, inverse_mass_matrix, init_strategy, forward_mode_differentiation: as
+        for :class:`esh_kernels.numpyro.AdjustedESH` (NumPyro's names and defaults).
     """
 
+    options_type = TunedHMCOptions
     min_dim = 1
     divergence_threshold = 1000.0
     #: single-chain rule: ``T = uturn_factor * mean U-turn time``. In high dimension a
@@ -159,38 +113,10 @@ class TunedHMC(FlatKernel):
     #: 176/129, 170/134, 103/95, 38/47; 1.0 gave 220/102, 222/103, 100/72, 48/42 (longer,
     #: more antithetic trajectories help means and hurt second moments and tails).
     uturn_factor = 0.75
+    #: cross-chain tuning over a vectorized batch of chains (set by ``init``)
+    _batched_tuning = False
     #: where the initial step-size search starts (whitened frame; NumPyro's and Stan's 1)
     initial_step_size = 1.0
-
-    def __init__(
-        self,
-        model=None,
-        potential_fn=None,
-        *,
-        step_size=None,
-        trajectory_length=None,
-        target_accept_prob=0.8,
-        dense_mass=False,
-        inverse_mass_matrix=None,
-        adapt_mass_matrix=True,
-        cross_chain=False,
-        max_steps=1024,
-        learning_rate=0.025,
-        init_strategy=None,
-        forward_mode_differentiation=False,
-    ):
-        kw = {} if init_strategy is None else {"init_strategy": init_strategy}
-        super().__init__(model, potential_fn, dense_mass=dense_mass,
-                         inverse_mass_matrix=inverse_mass_matrix,
-                         forward_mode_differentiation=forward_mode_differentiation, **kw)
-        self._step_size = check_positive("step_size", step_size)
-        self._trajectory_length = check_positive("trajectory_length", trajectory_length)
-        self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
-        self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
-        self._cross_chain = check_bool("cross_chain", cross_chain)
-        self._max_steps = check_int("max_steps", max_steps, 1)
-        self._learning_rate = check_positive("learning_rate", learning_rate, allow_none=False)
-        self._batched_tuning = False
 
     def get_diagnostics_str(self, state):
         return "{} steps of size {:.2e}. acc. prob={:.2f}".format(
@@ -201,19 +127,19 @@ class TunedHMC(FlatKernel):
 
     @property
     def _tune_length(self):
-        return self._trajectory_length is None
+        return self._options.trajectory_length is None
 
     # -- cross-chain plumbing ------------------------------------------------------------
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
-        message = untuned_warning(num_warmup, self._step_size, self._trajectory_length)
+        message = untuned_warning(num_warmup, self._options.step_size, self._options.trajectory_length)
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=2)
         state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
         batched = not is_prng_key(rng_key)
         num_chains = rng_key.shape[0] if batched else 1
-        self._batched_tuning = self._cross_chain and num_chains >= 2
-        if self._step_size is None:
+        self._batched_tuning = self._options.cross_chain and num_chains >= 2
+        if self._options.step_size is None:
             value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
             search = lambda s: self._search_step_size(s, value_and_grad)  # noqa: E731
             state = vmap(search)(state) if batched else search(state)
@@ -252,7 +178,7 @@ class TunedHMC(FlatKernel):
         if self._tune_length:
             length = initial_trajectory_length(step, self._warmup_config())
         else:
-            length = jnp.asarray(self._trajectory_length, x.dtype)
+            length = jnp.asarray(self._options.trajectory_length, x.dtype)
         return tuned_warmup_init(x, step, length, self._dense_mass, self._scale0)
 
     def _sample_cross_chain(self, state, value_and_grad):
@@ -271,7 +197,7 @@ class TunedHMC(FlatKernel):
 
     def _init_chain(self, x, energy, grad, rng_key, num_warmup):
         dtype = x.dtype
-        step = self._step_size if self._step_size is not None else self.initial_step_size
+        step = self._options.step_size if self._options.step_size is not None else self.initial_step_size
         adapt = self._initial_adapt(x, jnp.asarray(step, dtype))
         zero = jnp.zeros((), dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
@@ -305,9 +231,9 @@ class TunedHMC(FlatKernel):
         track = jnp.asarray(track_uturn) & (i < self._num_warmup) & tracks_uturn(i)
         white = hmc.whitening(adapt.scale, self._dense_mass)
         carry, n = hmc.start(start, p0, halton(i).astype(dtype), adapt.step_size,
-                             adapt.trajectory_length, self._max_steps)
+                             adapt.trajectory_length, self._options.max_steps)
         carry = lax.while_loop(
-            lambda c: hmc.running(c, n, track, self._max_steps),
+            lambda c: hmc.running(c, n, track, self._options.max_steps),
             lambda c: hmc.step(c, n, x0, adapt.step_size, adapt.scale, white, self._dense_mass,
                                value_and_grad, track, track_uturn),
             carry,
@@ -327,18 +253,8 @@ class TunedHMC(FlatKernel):
     # -- adaptation ----------------------------------------------------------------------
 
     def _warmup_config(self):
-        return TunedWarmupConfig(
-            num_warmup=self._num_warmup,
-            target_accept_prob=self._target_accept_prob,
-            tune_step_size=self._step_size is None,
-            tune_metric=self._adapt_mass_matrix,
-            tune_length=self._tune_length,
-            dense=self._dense_mass,
-            max_steps=self._max_steps,
-            learning_rate=self._learning_rate,
-            uturn_factor=self.uturn_factor,
-            metric_mask=self._metric_mask,
-        )
+        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask,
+                                           self.uturn_factor)
 
     def _adapt_chain(self, adapt, i, x, proposal):
         """Single-chain rule (``core/tuned_warmup.py``)."""

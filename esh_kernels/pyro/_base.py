@@ -9,7 +9,9 @@ A kernel works on a batch of chains: positions are ``(C, d)`` tensors (``C = 1``
 * ``_transition(state, i) -> state``: one draw at iteration ``i`` (warmup adaptation when
   ``i < num_warmup``), with the potential from ``self._value_and_grad``,
 
-plus ``_draw(state)``, ``_resync(state, x, energy, grad)`` and ``_iteration_stats(state)``.
+and may override ``_resync(state, x, energy, grad)``, ``_iteration_stats(state)`` and
+``_final_parameters()`` (defaults below: the statistics are the state fields named in
+``iteration_stats``). States are the ``core`` kernels' NamedTuples, whose ``z`` is the draw.
 The math comes from :mod:`esh_kernels.core`, the functions the NumPyro kernels use.
 
 Device and dtype follow the initial parameters: every tensor is made with ``new_*``,
@@ -27,8 +29,9 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 
+from esh_kernels.core.options import KernelArguments, from_arguments
 from esh_kernels.core import self_check
-from esh_kernels.core.checks import check_bool, check_int, non_finite_sites_text
+from esh_kernels.core.checks import check_bool, check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, inverse_mass_blocks
 from esh_kernels.pyro._model import (
     BatchedPotential,
@@ -75,7 +78,7 @@ def finite_rows(x):
     return torch.isfinite(x).reshape(x.shape[0], -1).all(-1)
 
 
-class FlatKernel(MCMCKernel):
+class FlatKernel(KernelArguments, MCMCKernel):
     """Base class: see the module docstring."""
 
     #: smallest dimension the dynamics support (ESH is singular in 1-D)
@@ -84,6 +87,33 @@ class FlatKernel(MCMCKernel):
     #: the kernel's own advice per self-check symptom (``core/self_check.py``), put
     #: before the generic remedy in its warnings
     self_check_remedies = {}
+    #: the state fields Pyro's ``MCMC`` collects per draw (its ``diagnostics()``)
+    iteration_stats = ("diverging", "accept_prob", "n_steps", "energy_error", "potential_energy")
+
+    @property
+    def host_check_every(self):
+        """Steps between two checks whether any chain still runs, in the loops whose length
+        is not known in advance: 1 on CPU, where the check costs nothing; 4 on other
+        devices, where it is a synchronisation and up to 3 masked steps may be wasted."""
+        if self._state is None or self._state.integrator.x.device.type == "cpu":
+            return 1
+        return 4
+
+    def _draw(self, state):
+        """The draw, flat ``(C, d)``."""
+        return state.z
+
+    def _resync(self, state, x, energy, grad):
+        """``state`` moved to ``x`` (a new start, or the potential recomputed)."""
+        integ = state.integrator._replace(x=x, energy=energy, grad=grad)
+        return state._replace(z=x, integrator=integ, potential_energy=energy)
+
+    def _iteration_stats(self, state):
+        return {name: getattr(state, name) for name in self.iteration_stats}
+
+    def _final_parameters(self):
+        a = self._state.adapt_state
+        return {"step size": a.step_size, "trajectory length": a.trajectory_length}
 
     def __init__(
         self,
@@ -98,20 +128,15 @@ class FlatKernel(MCMCKernel):
         jit_compile=True,
         jit_options=None,
         ignore_jit_warnings=False,
+        **options,
     ):
-        if (model is None) == (potential_fn is None):
-            raise ValueError("Pass exactly one of `model=` or `potential_fn=`.")
-        if model is not None and not callable(model):
-            raise ValueError(f"`model` must be a callable Pyro model, got {model!r}")
-        if potential_fn is not None and not callable(potential_fn):
-            raise ValueError(f"`potential_fn` must be callable, got {potential_fn!r}")
+        check_model_arguments(model, potential_fn, init_strategy, "Pyro")
+        self._options = from_arguments(self.options_type, type(self).__name__, options)
         if full_mass is not None:  # Pyro's NUTS calls it full_mass
             if dense_mass is not False:
                 raise ValueError("Pass `full_mass` (Pyro's name) or `dense_mass`, not both.")
             dense_mass = full_mass
         self._dense_mass, self._dense_blocks = check_dense_mass(dense_mass)
-        if not callable(init_strategy):
-            raise ValueError(f"`init_strategy` must be callable, got {init_strategy!r}")
         if max_plate_nesting is not None:
             check_int("max_plate_nesting", max_plate_nesting, 0)
         if jit_options is not None and not isinstance(jit_options, dict):
@@ -458,7 +483,7 @@ class FlatKernel(MCMCKernel):
         if i in (nw // 2, nw):
             self._monitor = self_check.monitor_restart(self._monitor, True)
         self._monitor = self_check.monitor_update(
-            self._monitor, x_prev, self._draw(self._state), stats["n_steps"], self._max_steps,
+            self._monitor, x_prev, self._draw(self._state), stats["n_steps"], self._options.max_steps,
             stats["diverging"], stats.get("accept_prob"),
         )
         if i == nw - 1:
@@ -475,7 +500,7 @@ class FlatKernel(MCMCKernel):
         host = [torch.as_tensor(f).cpu().numpy() for f in flags]
         m_host = type(m)(*(a.detach().cpu().numpy() for a in m))
         self_check.report(self.self_check_findings, type(self).__name__, phase, m_host,
-                          adapt.step_size.detach().cpu().numpy(), host, self._max_steps,
+                          adapt.step_size.detach().cpu().numpy(), host, self._options.max_steps,
                           self.self_check_remedies)
 
     def _check_dim(self, d):

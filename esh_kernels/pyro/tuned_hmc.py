@@ -25,16 +25,15 @@ import warnings
 from typing import Any, NamedTuple
 
 import torch
-from pyro.infer.autoguide.initialization import init_to_uniform
 
+from esh_kernels.core.hmc import TunedHMCState
+from esh_kernels.core.options import TunedHMCOptions
 from esh_kernels.core.adaptation import halton
-from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability
 from esh_kernels.core import hmc
 from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
     TunedHMCAdaptState,
-    TunedWarmupConfig,
     initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
@@ -52,22 +51,6 @@ from esh_kernels.pyro._base import FlatKernel, where
 from esh_kernels.pyro._model import Compiled
 
 
-class TunedHMCState(NamedTuple):
-    """A batch of chains (leading axis ``C``): the NumPyro kernel's state less
-    ``z``/``rng_key`` (the draw is ``integrator.x``)."""
-
-    i: int
-    potential_energy: Any
-    integrator: IntegratorState
-    diverging: Any
-    accept_prob: Any
-    mean_accept_prob: Any
-    n_steps: Any  # gradient evaluations spent on this draw
-    energy: Any  # Hamiltonian E(x) + |p|^2/2 at the start of the transition
-    energy_error: Any
-    adapt_state: TunedHMCAdaptState
-
-
 class TunedHMCDraws(NamedTuple):
     """The random numbers of one transition (injectable for tests)."""
 
@@ -80,109 +63,48 @@ class TunedHMC(FlatKernel):
     warmup. Exact (Metropolis-adjusted). Same algorithm, arguments and defaults as
     :class:`esh_kernels.numpyro.TunedHMC`.
 
-    :param model: a Pyro model (give this or ``potential_fn``).
-    :param potential_fn: potential energy on a dict of unconstrained tensors; needs
-        ``initial_params``.
-    :param step_size: fixed leapfrog step size (whitened frame). Default: a
-        reasonable-step-size search at the initial point, then dual averaging (with the
-        collapse guard of ``esh_math.md`` §7.3). ``warmup_steps=0`` without this and
-        ``trajectory_length`` warns that nothing is tuned.
-    :param trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
-        integrates for ``h T``, ``h`` in (0, 1) jittered). Default: tuned.
-    :param target_accept_prob: acceptance rate that warmup aims for (default 0.8).
-    :param dense_mass, full_mass: the mass-matrix structure (False, True or site-name
-        blocks), as :class:`esh_kernels.pyro.AdjustedESH`.
-    :param adapt_mass_matrix: estimate the mass matrix in warmup (default True).
-    :param cross_chain: False (default): every chain tunes itself; the chains are
-        independent. True, in ``BatchedMCMC`` with 2 or more chains: tune jointly across
-        the chains (ChEES); this couples them.
-    :param max_steps: cap on leapfrog steps (gradient evaluations) per transition.
-    :param learning_rate: Adam learning rate on ``log T`` (ChEES).
-    :param init_strategy, transforms, max_plate_nesting, jit_compile, jit_options,
-        ignore_jit_warnings: as :class:`esh_kernels.pyro.AdjustedESH`.
+    Its own arguments (``step_size``, ``trajectory_length``, ``target_accept_prob``,
+    ``adapt_mass_matrix``, ``cross_chain``, ``max_steps``, ``learning_rate``; keyword-only)
+    are those of :class:`esh_kernels.core.options.TunedHMCOptions`, the same in NumPyro and
+    Pyro (``docs/kernels/tuned_hmc.md``). The rest:
+
+    :param model, potential_fn, dense_mass, full_mass, init_strategy, transforms,
+        max_plate_nesting, jit_compile, jit_options, ignore_jit_warnings: as for
+        ``esh_kernels.pyro.AdjustedESH`` (Pyro's names and defaults).
     """
 
+    options_type = TunedHMCOptions
+    iteration_stats = ("diverging", "accept_prob", "n_steps", "energy", "energy_error",
+                       "potential_energy")
     min_dim = 1
     #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (the NumPyro kernel's value)
     uturn_factor = 0.75
     #: where the initial step-size search starts (the NumPyro kernel's value)
     initial_step_size = 1.0
 
-    def __init__(
-        self,
-        model=None,
-        potential_fn=None,
-        *,
-        step_size=None,
-        trajectory_length=None,
-        target_accept_prob=0.8,
-        dense_mass=False,
-        full_mass=None,
-        adapt_mass_matrix=True,
-        cross_chain=False,
-        max_steps=1024,
-        learning_rate=0.025,
-        init_strategy=init_to_uniform,
-        transforms=None,
-        max_plate_nesting=None,
-        jit_compile=True,
-        jit_options=None,
-        ignore_jit_warnings=False,
-    ):
-        super().__init__(
-            model, potential_fn, dense_mass=dense_mass, full_mass=full_mass,
-            init_strategy=init_strategy,
-            transforms=transforms, max_plate_nesting=max_plate_nesting,
-            jit_compile=jit_compile, jit_options=jit_options,
-            ignore_jit_warnings=ignore_jit_warnings,
-        )
-        self._step_size = check_positive("step_size", step_size)
-        self._trajectory_length = check_positive("trajectory_length", trajectory_length)
-        self._target_accept_prob = check_probability("target_accept_prob", target_accept_prob)
-        self._adapt_mass_matrix = check_bool("adapt_mass_matrix", adapt_mass_matrix)
-        self._cross_chain = check_bool("cross_chain", cross_chain)
-        self._max_steps = check_int("max_steps", max_steps, 1)
-        self._learning_rate = check_positive("learning_rate", learning_rate, allow_none=False)
-
     @property
     def _tune_length(self):
-        return self._trajectory_length is None
+        return self._options.trajectory_length is None
 
     @property
     def _cross_chain_tuning(self):
-        return self._cross_chain and self._num_chains >= 2
-
-    @property
-    def host_check_every(self):
-        if self._state is None or self._state.integrator.x.device.type == "cpu":
-            return 1
-        return 4
+        return self._options.cross_chain and self._num_chains >= 2
 
     def _config(self):
-        return TunedWarmupConfig(
-            num_warmup=self._num_warmup,
-            target_accept_prob=self._target_accept_prob,
-            tune_step_size=self._step_size is None,
-            tune_metric=self._adapt_mass_matrix,
-            tune_length=self._tune_length,
-            dense=self._dense_mass,
-            metric_mask=self._metric_mask,
-            max_steps=self._max_steps,
-            learning_rate=self._learning_rate,
-            uturn_factor=self.uturn_factor,
-        )
+        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask,
+                                           self.uturn_factor)
 
     # -- state ---------------------------------------------------------------------------
 
     def _init_state(self, x, energy, grad):
         C = x.shape[0]
-        message = untuned_warning(self._num_warmup, self._step_size, self._trajectory_length)
+        message = untuned_warning(self._num_warmup, self._options.step_size, self._options.trajectory_length)
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=2)
         zero = x.new_zeros(C)
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
-        if self._step_size is not None:
-            step = x.new_full((C,), self._step_size)
+        if self._options.step_size is not None:
+            step = x.new_full((C,), self._options.step_size)
         else:
             step = self._search_step_size(integ, x.new_full((C,), self.initial_step_size))
             if self._cross_chain_tuning:  # shared tuning starts from one step: the smallest
@@ -190,9 +112,9 @@ class TunedHMC(FlatKernel):
         if self._tune_length:
             length = initial_trajectory_length(step, self._config())
         else:
-            length = step * 0.0 + self._trajectory_length
+            length = step * 0.0 + self._options.trajectory_length
         adapt = tuned_warmup_init(x, step, length, self._dense_mass)
-        return TunedHMCState(0, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
+        return TunedHMCState(0, x, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
                              zero, zero, energy, zero, adapt)
 
     def _search_step_size(self, start, step):
@@ -204,27 +126,6 @@ class TunedHMC(FlatKernel):
             energy_error = hmc.step_energy_error(start, p0, search.step, None, self._value_and_grad)
             search = step_size_search_update(search, energy_error)
         return step_size_search_result(search)
-
-    def _draw(self, state):
-        return state.integrator.x
-
-    def _resync(self, state, x, energy, grad):
-        integ = state.integrator._replace(x=x, energy=energy, grad=grad)
-        return state._replace(integrator=integ, potential_energy=energy)
-
-    def _iteration_stats(self, state):
-        return {
-            "diverging": state.diverging,
-            "accept_prob": state.accept_prob,
-            "n_steps": state.n_steps,
-            "energy": state.energy,
-            "energy_error": state.energy_error,
-            "potential_energy": state.potential_energy,
-        }
-
-    def _final_parameters(self):
-        a = self._state.adapt_state
-        return {"step size": a.step_size, "trajectory length": a.trajectory_length}
 
     # -- one leapfrog step of every chain (masked) ----------------------------------------
 
@@ -246,7 +147,7 @@ class TunedHMC(FlatKernel):
         integ = s.integrator._replace(u=torch.ones_like(x) * 0.3)
         white = a.scale
         example = (*integ, *integ, zero, zero, zero + 2.0, x, a.step_size, a.scale, white,
-                   torch.ones_like(zero, dtype=torch.bool), zero + self._max_steps)
+                   torch.ones_like(zero, dtype=torch.bool), zero + self._options.max_steps)
         self._compiled["HMC step"] = Compiled(
             lambda *args: self._step_fn(*args, track_uturn=False), example, mode, "HMC step",
             self._jit_options, self._ignore_jit_warnings,
@@ -274,11 +175,11 @@ class TunedHMC(FlatKernel):
         cross = self._cross_chain_tuning
         track_uturn = self._tune_length and not cross and warm and tracks_uturn(i)
         c, n = hmc.start(start, p0, halton(i), adapt.step_size, adapt.trajectory_length,
-                         float(self._max_steps))
+                         float(self._options.max_steps))
         track = torch.full_like(c.k, 1.0 if track_uturn else 0.0) > 0.5
         white = hmc.whitening(adapt.scale, self._dense_mass and track_uturn)
         flat = (*c.last, *c.proposal, c.k, c.k_turn)
-        max_steps = c.k + self._max_steps
+        max_steps = c.k + self._options.max_steps
         host = torch.stack([n.max(), adapt.step_size.mean(), state.mean_accept_prob.mean()]).tolist()
         self._set_log_values({"step size": f"{host[1]:.2e}", "acc. prob": f"{host[2]:.3f}"})
         if not track_uturn:
@@ -288,7 +189,7 @@ class TunedHMC(FlatKernel):
         else:
             step = self._compiled["HMC step (U-turn)"]
             running, done, every = True, 0, self.host_check_every
-            while running and done < self._max_steps:
+            while running and done < self._options.max_steps:
                 for _ in range(every):
                     out = step(*flat, n, x0, adapt.step_size, adapt.scale, white, track, max_steps)
                     flat, still = out[:-1], out[-1]
@@ -305,7 +206,7 @@ class TunedHMC(FlatKernel):
                 adapt = tuned_chain_update(adapt, i, out.new.x, out.accept_prob, out.uturn_time,
                                            self._config())
         return TunedHMCState(
-            i + 1, out.new.energy, out.new._replace(u=torch.zeros_like(x0)), out.diverging,
+            i + 1, out.new.x, out.new.energy, out.new._replace(u=torch.zeros_like(x0)), out.diverging,
             out.accept_prob,
             mean_accept_update(state.mean_accept_prob, out.accept_prob, i, self._num_warmup),
             c.k, out.start_energy, out.energy_error, adapt,

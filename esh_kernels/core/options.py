@@ -1,0 +1,263 @@
+"""Each kernel's own arguments, defined, defaulted, checked and documented once for both PPLs.
+
+A kernel takes two kinds of arguments:
+
+* its own (step size, trajectory length, acceptance target, ...): the same in NumPyro and
+  Pyro, held by one NamedTuple per kernel here (:class:`ESHOptions`,
+  :class:`AdjustedESHOptions`, :class:`TunedHMCOptions`), which also builds the kernel's
+  warmup configuration;
+* the PPL's (the model or potential, the mass-matrix form, the init strategy, Pyro's
+  compilation): in ``numpyro/_base.py`` and ``pyro/_base.py``, shared by the PPL's three
+  kernels.
+
+The adapters' constructors take both as keywords, and their signatures (what
+``inspect.signature`` and ``help`` show) are assembled from the two by
+:func:`kernel_signature`. Adding an argument to a kernel means adding a field and its check
+here, using it, testing it, and documenting it on the kernel's page in ``docs/kernels/``.
+"""
+
+import inspect
+import math
+from typing import Any, NamedTuple
+
+from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability, check_refresh_rate
+from esh_kernels.core.tuned_warmup import TunedWarmupConfig
+from esh_kernels.core.warmup import AdjustedWarmupConfig, ESHWarmupConfig, default_trajectory_factor
+
+
+class KernelArguments:
+    """Mixin of the PPLs' kernel base classes: a kernel names its options NamedTuple in
+    ``options_type``; ``inspect.signature`` and ``help`` then show the constructor as
+    :func:`kernel_signature` assembles it, and the constructor checks the options with
+    :func:`from_arguments`."""
+
+    #: the NamedTuple of the kernel's own arguments, set by each kernel
+    options_type = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.options_type is not None:
+            cls.__signature__ = kernel_signature(cls.__init__, cls.options_type)
+
+
+def from_arguments(options_type, kernel_name, arguments):
+    """The checked options of a kernel from the keyword arguments its constructor got
+    beyond the PPL's own; an unknown name is a ``TypeError`` as Python gives it."""
+    for name in arguments:
+        if name not in options_type._fields:
+            raise TypeError(f"{kernel_name}() got an unexpected keyword argument {name!r}")
+    return options_type(**arguments).checked()
+
+
+def kernel_signature(ppl_init, options_type):
+    """The constructor signature a user sees: ``model``, ``potential_fn``, the kernel's own
+    options (keyword-only, with their defaults), then the PPL's keyword arguments."""
+    params = [p for p in inspect.signature(ppl_init).parameters.values()
+              if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    ppl_keywords = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    own = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+           for name, default in options_type._field_defaults.items()]
+    return inspect.Signature(positional + own + ppl_keywords)
+
+
+class ESHOptions(NamedTuple):
+    """Arguments of ``ESH`` (NumPyro and Pyro).
+
+    :ivar step_size: fixed scaled-time step size (preconditioned frame); tuned if None
+        (energy-error criterion, ``esh_math.md`` §7.1).
+    :ivar trajectory_length: physical time per draw, in units of scaled time at the
+        reference energy (the mean potential energy of the warmup draws that tuned it; the
+        clock is re-anchored to it at every draw, ``esh_math.md`` §4.4); tuned if None so
+        that a draw takes ``steps_per_draw`` steps on average, or longer where the slowest of
+        ``x`` and ``x^2`` would need more than about 3 draws to decorrelate (§7.5).
+    :ivar steps_per_draw: mean leapfrog steps per draw that tuning aims for. The default 2
+        gave the most effective samples per gradient on the benchmark Gaussians (1: 83,
+        2: 247, 4: 199, 8: 117 per 1000 gradients on the 100-D ill-conditioned one): one
+        step per draw repeats points, many steps per draw discard all but one point.
+    :ivar refresh_rate: partial velocity refresh rate per unit scaled time (whitened
+        frame). ``0`` is the paper's deterministic dynamics, which are not ergodic on
+        symmetric targets (an isotropic Gaussian, which every Gaussian becomes after
+        preconditioning, conserves angular momentum). ``None`` (default) uses
+        ``1/sqrt(d)``, chosen by measurement (``docs/benchmarks.md``).
+    :ivar desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning (§7.1):
+        the bias tolerance; smaller means less discretisation bias and more gradients.
+    :ivar adapt_mass_matrix: estimate the preconditioner in warmup (default True).
+    :ivar max_steps: cap on steps per draw (a draw stopped by the cap covers less physical
+        time; raise it for targets with very uneven density in low dimension).
+    """
+
+    step_size: Any = None
+    trajectory_length: Any = None
+    steps_per_draw: Any = 2
+    refresh_rate: Any = None
+    desired_energy_var: Any = 5e-4
+    adapt_mass_matrix: Any = True
+    max_steps: Any = 1024
+
+    def checked(self):
+        return ESHOptions(
+            step_size=check_positive("step_size", self.step_size),
+            trajectory_length=check_positive("trajectory_length", self.trajectory_length),
+            steps_per_draw=check_positive("steps_per_draw", self.steps_per_draw, allow_none=False),
+            refresh_rate=check_refresh_rate(self.refresh_rate),
+            desired_energy_var=check_positive("desired_energy_var", self.desired_energy_var,
+                                              allow_none=False),
+            adapt_mass_matrix=check_bool("adapt_mass_matrix", self.adapt_mass_matrix),
+            max_steps=check_int("max_steps", self.max_steps, 1),
+        )
+
+    def initial_step_size(self, d):
+        """The step size warmup starts from (``0.5 sqrt(d)``) or the fixed one."""
+        return self.step_size if self.step_size is not None else 0.5 * math.sqrt(d)
+
+    def refresh_length(self, d):
+        """``1/refresh_rate`` (default rate ``1/sqrt(d)``); ``inf`` for no refresh."""
+        rate = self.refresh_rate if self.refresh_rate is not None else 1.0 / math.sqrt(max(d, 1))
+        return 1.0 / rate if rate > 0 else math.inf
+
+    def warmup_config(self, num_warmup, metric_mask):
+        return ESHWarmupConfig(
+            num_warmup=num_warmup,
+            desired_energy_var=self.desired_energy_var,
+            steps_per_draw=self.steps_per_draw,
+            tune_step_size=self.step_size is None,
+            tune_metric=self.adapt_mass_matrix,
+            tune_trajectory=self.trajectory_length is None,
+            target_accept_prob=0.8,
+            trajectory_factor=2.0,
+            max_steps=self.max_steps,
+            metric_mask=metric_mask,
+        )
+
+
+class AdjustedESHOptions(NamedTuple):
+    """Arguments of ``AdjustedESH`` (NumPyro and Pyro).
+
+    :ivar step_size: fixed step size (in the preconditioned frame). Given: no step-size
+        adaptation. Default: tuned by dual averaging.
+    :ivar trajectory_length: fixed mean trajectory length (distance travelled per
+        proposal, preconditioned frame). Given: not tuned. Default: tuned in warmup,
+        ``trajectory_factor * sqrt(d)`` lengthened where the slowest of ``x`` and ``x^2``
+        random-walks (``esh_math.md`` §7.5).
+    :ivar target_accept_prob: acceptance rate that warmup aims for. Default 0.7, chosen
+        with ``trajectory_factor`` on the headline yardstick (min over coordinates of bulk
+        ESS of ``x`` and ``x^2`` per 1000 gradients, 4 vectorized chains, 1000 + 1000,
+        x64; ``docs/kernels/adjusted_esh.md`` has the table): at factor 1, targets 0.7 /
+        0.8 / 0.9 gave 170 / 142 / 131 on the 100-D ill-conditioned Gaussian, 134 / 104 / 70
+        on eight schools and 28 / 25 / 22 on the logistic regression (medians over seeds).
+    :ivar adapt_mass_matrix: whether warmup estimates the preconditioner (default True).
+    :ivar max_steps: cap on leapfrog steps (gradient evaluations) per transition.
+    :ivar trajectory_factor: the shortest tuned mean trajectory length, in units of
+        ``sqrt(d)`` in the whitened frame (about the size of the typical set). Default 1 (2
+        with a dense metric: ``esh_kernels.core.warmup.TRAJECTORY_FACTOR`` says why), chosen
+        on the same yardstick: factors 0.75 / 1 / 1.25 / 1.5 / 2 at target 0.8 gave 131 /
+        142 / 118 / 85 / 59 on the ill-conditioned Gaussian, 97 / 104 / 108 / 84 / 73 on
+        eight schools and 19 / 25 / 28 / 35 / 24 on the logistic regression. The former
+        default 2 was chosen on ESS of ``x`` alone, which the antithetic longer trajectories
+        flatter (ESS of ``x`` 4353 against 975 for ``x^2`` on the Gaussian).
+    """
+
+    step_size: Any = None
+    trajectory_length: Any = None
+    target_accept_prob: Any = 0.7
+    adapt_mass_matrix: Any = True
+    max_steps: Any = 1024
+    trajectory_factor: Any = None
+
+    def checked(self):
+        return AdjustedESHOptions(
+            step_size=check_positive("step_size", self.step_size),
+            trajectory_length=check_positive("trajectory_length", self.trajectory_length),
+            target_accept_prob=check_probability("target_accept_prob", self.target_accept_prob),
+            adapt_mass_matrix=check_bool("adapt_mass_matrix", self.adapt_mass_matrix),
+            max_steps=check_int("max_steps", self.max_steps, 1),
+            trajectory_factor=check_positive("trajectory_factor", self.trajectory_factor),
+        )
+
+    def initial_step_size(self, d):
+        """The step size warmup starts from (``0.5 sqrt(d)``) or the fixed one."""
+        return self.step_size if self.step_size is not None else 0.5 * math.sqrt(d)
+
+    def warmup_config(self, num_warmup, dense, metric_mask):
+        return AdjustedWarmupConfig(
+            num_warmup=num_warmup,
+            target_accept_prob=self.target_accept_prob,
+            tune_step_size=self.step_size is None,
+            tune_metric=self.adapt_mass_matrix,
+            tune_trajectory=self.trajectory_length is None,
+            trajectory_factor=default_trajectory_factor(self.trajectory_factor, dense),
+            metric_mask=metric_mask,
+            max_steps=self.max_steps,
+        )
+
+
+class TunedHMCOptions(NamedTuple):
+    """Arguments of ``TunedHMC`` (NumPyro and Pyro).
+
+    :ivar step_size: fixed leapfrog step size (whitened frame). Given: no step-size
+        adaptation. Default: a reasonable-step-size search at the initial point, then dual
+        averaging (with the collapse guard of ``esh_math.md`` §7.3). With no warmup and this
+        or ``trajectory_length`` not given, the kernel warns that nothing is tuned (then
+        ``T = pi/2``).
+    :ivar trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
+        integrates for ``h T``, ``h`` in (0, 1) jittered, ``T/2`` on average). Given: not
+        tuned. Default: tuned in warmup (``core/tuned_warmup.py``).
+    :ivar target_accept_prob: mean acceptance probability that warmup aims for (per
+        chain, or averaged over the chains with cross-chain tuning). The default 0.8 was
+        chosen by measurement (min bulk ESS per 1000 gradients, 4 vectorized chains,
+        1000+1000, two seeds; 100-D Gaussian sds logspace(-2,0) / 100-D standard Gaussian /
+        eight schools / logistic regression): 0.8 gave 154 / 157 / 125 / 47, 0.7 gave
+        144 / 141 / 115 / 60; 0.65 and 0.9 (as the harmonic mean over chains, BlackJAX's
+        statistic) lost 10-40% on the Gaussians. The harmonic mean itself was dropped: one
+        chain in the neck of eight schools' funnel drags it down, so the realised mean
+        acceptance rose to 0.97 and ESS per gradient fell (102 vs 125). The realised mean
+        acceptance lands a little above the target (0.83-0.9): the final step size is dual
+        averaging's averaged iterate.
+    :ivar adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
+    :ivar cross_chain: False (default): every chain tunes itself with the single-chain
+        rule, so the chains are independent and a vectorized run equals a sequential one
+        draw for draw. True, with NumPyro's ``chain_method="vectorized"`` or Pyro's
+        ``BatchedMCMC`` and 2 or more chains: tune step size, mass matrix and trajectory
+        length jointly across the chains (ChEES). This couples the chains (a chain's draws
+        depend on the others'), and one stuck chain can drag everyone's tuning down.
+    :ivar max_steps: cap on leapfrog steps (gradient evaluations) per transition.
+    :ivar learning_rate: Adam learning rate on ``log T`` for ChEES (TFP's 0.025).
+    """
+
+    step_size: Any = None
+    trajectory_length: Any = None
+    target_accept_prob: Any = 0.8
+    adapt_mass_matrix: Any = True
+    cross_chain: Any = False
+    max_steps: Any = 1024
+    learning_rate: Any = 0.025
+
+    def checked(self):
+        return TunedHMCOptions(
+            step_size=check_positive("step_size", self.step_size),
+            trajectory_length=check_positive("trajectory_length", self.trajectory_length),
+            target_accept_prob=check_probability("target_accept_prob", self.target_accept_prob),
+            adapt_mass_matrix=check_bool("adapt_mass_matrix", self.adapt_mass_matrix),
+            cross_chain=check_bool("cross_chain", self.cross_chain),
+            max_steps=check_int("max_steps", self.max_steps, 1),
+            learning_rate=check_positive("learning_rate", self.learning_rate, allow_none=False),
+        )
+
+    @property
+    def tune_length(self):
+        return self.trajectory_length is None
+
+    def warmup_config(self, num_warmup, dense, metric_mask, uturn_factor):
+        return TunedWarmupConfig(
+            num_warmup=num_warmup,
+            target_accept_prob=self.target_accept_prob,
+            tune_step_size=self.step_size is None,
+            tune_metric=self.adapt_mass_matrix,
+            tune_length=self.tune_length,
+            dense=dense,
+            metric_mask=metric_mask,
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            uturn_factor=uturn_factor,
+        )

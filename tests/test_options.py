@@ -1,0 +1,64 @@
+"""A kernel's own arguments are defined once (``esh_kernels/core/options.py``) and both PPLs
+take them with the same names, defaults and checks; the constructor's signature shows them."""
+
+import inspect
+
+import pytest
+
+from esh_kernels.core import options
+
+KERNELS = {"ESH": options.ESHOptions, "AdjustedESH": options.AdjustedESHOptions,
+           "TunedHMC": options.TunedHMCOptions}
+
+
+def _kernel_classes(name):
+    numpyro = pytest.importorskip("esh_kernels.numpyro")
+    pyro = pytest.importorskip("esh_kernels.pyro")
+    return getattr(numpyro, name), getattr(pyro, name)
+
+
+def _model():
+    pass
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_signature_shows_the_kernels_own_arguments_with_their_defaults(name):
+    for cls in _kernel_classes(name):
+        params = inspect.signature(cls).parameters
+        assert list(params)[:2] == ["model", "potential_fn"]
+        for field, default in KERNELS[name]._field_defaults.items():
+            assert params[field].kind is inspect.Parameter.KEYWORD_ONLY, (cls, field)
+            assert params[field].default == default, (cls, field)
+        assert "dense_mass" in params and "init_strategy" in params
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_both_ppls_take_the_same_own_arguments(name):
+    np_cls, pyro_cls = _kernel_classes(name)
+    for cls in (np_cls, pyro_cls):
+        kernel = cls(_model, max_steps=77, step_size=0.25)
+        assert kernel._options == KERNELS[name](max_steps=77, step_size=0.25).checked()
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_unknown_and_invalid_arguments_are_refused_by_name(name):
+    for cls in _kernel_classes(name):
+        with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument 'stepsize'"):
+            cls(_model, stepsize=0.1)
+        with pytest.raises(ValueError, match="max_steps"):
+            cls(_model, max_steps=0)
+        with pytest.raises(ValueError, match="step_size"):
+            cls(_model, step_size=-1.0)
+
+
+def test_adjusted_esh_trajectory_factor_default_depends_on_the_metric():
+    """``trajectory_factor=None`` resolves when the metric is known (1 diagonal, 2 dense)."""
+    from esh_kernels.core.warmup import default_trajectory_factor
+
+    opts = options.AdjustedESHOptions().checked()
+    assert opts.warmup_config(100, False, None).trajectory_factor == default_trajectory_factor(None, False)
+    assert opts.warmup_config(100, True, None).trajectory_factor == default_trajectory_factor(None, True)
+    assert default_trajectory_factor(None, False) != default_trajectory_factor(None, True)
+    fixed = options.AdjustedESHOptions(trajectory_factor=1.5).checked()
+    assert fixed.warmup_config(100, True, None).trajectory_factor == 1.5
