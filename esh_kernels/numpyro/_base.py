@@ -29,6 +29,7 @@ from numpyro.infer.util import ParamInfo, initialize_model
 from numpyro.util import identity, is_prng_key
 
 from esh_kernels.core.options import KernelArguments, from_arguments
+from esh_kernels.numpyro.sharding import follow_keys, replicated
 from esh_kernels.core import self_check
 from esh_kernels.core.checks import check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale
@@ -65,6 +66,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         #: block structure of the dense metric and initial preconditioner, set by ``init``
         self._metric_mask = None
         self._scale0 = None
+        #: replicated sharding for the self-check's callback when the chains are sharded
+        self._report_sharding = None
         self._init_strategy = init_strategy
         self._forward_mode_differentiation = bool(forward_mode_differentiation)
         self._potential_fn_gen = None
@@ -100,6 +103,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         num_warmup = check_int("num_warmup", num_warmup, 0)
         batched = not is_prng_key(rng_key)
+        keys = rng_key
         if batched:
             rng_key, key_init = jnp.swapaxes(vmap(random.split)(rng_key), 0, 1)
         else:
@@ -128,7 +132,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
             self._sample_fn = self._no_latent_step
             return state
         self._sample_fn = self._sample_batch if batched else self._sample_chain
-        return state._replace(monitor=self._monitor_init(state, batched))
+        state = state._replace(monitor=self._monitor_init(state, batched))
+        self._report_sharding = replicated(keys) if batched else None
+        return follow_keys(state, keys) if batched else state
 
     @staticmethod
     def _no_latent_step(state, value_and_grad):
@@ -185,8 +191,10 @@ class FlatKernel(KernelArguments, MCMCKernel):
             flags = self_check.problem_flags(m, adapt.step_size, scale_diag, sampling, accept is not None)
             raised = jnp.any(jnp.stack([jnp.any(f) for f in flags]))
             report = partial(self._report, "sampling" if sampling else "warmup")
-            lax.cond(raised, lambda: jax.debug.callback(report, m, adapt.step_size, flags),
-                     lambda: None)
+            values = (m, adapt.step_size, flags)
+            if self._report_sharding is not None:  # chains sharded over devices
+                values = lax.with_sharding_constraint(values, self._report_sharding)
+            lax.cond(raised, lambda: jax.debug.callback(report, *values), lambda: None)
 
         lax.cond(i == nw - 1, lambda: check(False), lambda: None)
         n = (i - nw + 1).astype(x.dtype)
