@@ -61,6 +61,28 @@ def kernel_signature(ppl_init, options_type):
     return inspect.Signature(positional + own + ppl_keywords)
 
 
+#: the check of each argument, by name: one rule per argument for every kernel that takes it
+_CHECKS = {
+    "step_size": lambda v: check_positive("step_size", v),
+    "trajectory_length": lambda v: check_positive("trajectory_length", v),
+    "steps_per_draw": lambda v: check_positive("steps_per_draw", v, allow_none=False),
+    "refresh_rate": check_refresh_rate,
+    "desired_energy_var": lambda v: check_positive("desired_energy_var", v, allow_none=False),
+    "target_accept_prob": lambda v: check_probability("target_accept_prob", v),
+    "adapt_mass_matrix": lambda v: check_bool("adapt_mass_matrix", v),
+    "cross_chain": lambda v: check_bool("cross_chain", v),
+    "max_steps": lambda v: check_int("max_steps", v, 1),
+    "trajectory_factor": lambda v: check_positive("trajectory_factor", v),
+    "learning_rate": lambda v: check_positive("learning_rate", v, allow_none=False),
+}
+
+
+def _checked(options):
+    """``options`` with every argument checked (a ``ValueError`` names the first bad one)
+    and normalised (e.g. numbers to ``float``)."""
+    return type(options)(**{name: _CHECKS[name](value) for name, value in options._asdict().items()})
+
+
 class ESHOptions(NamedTuple):
     """Arguments of ``ESH`` (NumPyro and Pyro).
 
@@ -96,16 +118,7 @@ class ESHOptions(NamedTuple):
     max_steps: Any = 1024
 
     def checked(self):
-        return ESHOptions(
-            step_size=check_positive("step_size", self.step_size),
-            trajectory_length=check_positive("trajectory_length", self.trajectory_length),
-            steps_per_draw=check_positive("steps_per_draw", self.steps_per_draw, allow_none=False),
-            refresh_rate=check_refresh_rate(self.refresh_rate),
-            desired_energy_var=check_positive("desired_energy_var", self.desired_energy_var,
-                                              allow_none=False),
-            adapt_mass_matrix=check_bool("adapt_mass_matrix", self.adapt_mass_matrix),
-            max_steps=check_int("max_steps", self.max_steps, 1),
-        )
+        return _checked(self)
 
     def initial_step_size(self, d):
         """The step size warmup starts from (``0.5 sqrt(d)``) or the fixed one."""
@@ -166,14 +179,7 @@ class AdjustedESHOptions(NamedTuple):
     trajectory_factor: Any = None
 
     def checked(self):
-        return AdjustedESHOptions(
-            step_size=check_positive("step_size", self.step_size),
-            trajectory_length=check_positive("trajectory_length", self.trajectory_length),
-            target_accept_prob=check_probability("target_accept_prob", self.target_accept_prob),
-            adapt_mass_matrix=check_bool("adapt_mass_matrix", self.adapt_mass_matrix),
-            max_steps=check_int("max_steps", self.max_steps, 1),
-            trajectory_factor=check_positive("trajectory_factor", self.trajectory_factor),
-        )
+        return _checked(self)
 
     def initial_step_size(self, d):
         """The step size warmup starts from (``0.5 sqrt(d)``) or the fixed one."""
@@ -234,15 +240,7 @@ class TunedHMCOptions(NamedTuple):
     learning_rate: Any = 0.025
 
     def checked(self):
-        return TunedHMCOptions(
-            step_size=check_positive("step_size", self.step_size),
-            trajectory_length=check_positive("trajectory_length", self.trajectory_length),
-            target_accept_prob=check_probability("target_accept_prob", self.target_accept_prob),
-            adapt_mass_matrix=check_bool("adapt_mass_matrix", self.adapt_mass_matrix),
-            cross_chain=check_bool("cross_chain", self.cross_chain),
-            max_steps=check_int("max_steps", self.max_steps, 1),
-            learning_rate=check_positive("learning_rate", self.learning_rate, allow_none=False),
-        )
+        return _checked(self)
 
     @property
     def tune_length(self):
