@@ -24,7 +24,13 @@ from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
-from esh_kernels.core.warmup import esh_sampling_log_speed, esh_warmup_update, select, select_rows
+from esh_kernels.core.warmup import (
+    esh_sampling_log_speed,
+    esh_warmup_update,
+    select,
+    select_lazy,
+    select_rows,
+)
 
 
 class ESHState(NamedTuple):
@@ -102,10 +108,13 @@ def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, 
     xp = namespace(integ.x)
     d = integ.x.shape[-1]
     zero = xp.zeros_like(integ.energy)
-    r0 = select(warm, zero, esh_sampling_log_speed(adapt, integ.energy, d))
-    finite = xp.isfinite(adapt.refresh_length)
-    warm_distance = xp.where(finite, adapt.refresh_length, zero + math.sqrt(d))
-    warm_steps = xp.floor(xp.clip(xp.ceil(warm_distance / adapt.step_size), steps_per_draw, max_steps))
+
+    def warm_steps():  # about one refresh length (sqrt(d) without refresh)
+        finite = xp.isfinite(adapt.refresh_length)
+        distance = xp.where(finite, adapt.refresh_length, zero + math.sqrt(d))
+        return xp.floor(xp.clip(xp.ceil(distance / adapt.step_size), steps_per_draw, max_steps))
+
+    r0 = select_lazy(warm, lambda: zero, lambda: esh_sampling_log_speed(adapt, integ.energy, d))
     carry = DrawCarry(
         k=zero, integ=integ._replace(r=r0), x_prev=x_prev, energy_prev=energy_prev,
         time_prev=select(warm, zero, time_prev), time_cur=select(warm, zero, time_cur),
@@ -113,7 +122,7 @@ def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, 
         pick_x=draw_x, pick_energy=draw_energy, log_total=zero - math.inf, sum_dh=zero,
         sum_dh2=zero, log_step_time=zero - math.inf, ok=xp.ones_like(zero, dtype=bool),
     )
-    return carry, carry.integ, select(warm, warm_steps, zero + max_steps)
+    return carry, carry.integ, select_lazy(warm, warm_steps, lambda: zero + max_steps)
 
 
 def _offer(c, x, energy, time, uniform):

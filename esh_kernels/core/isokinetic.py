@@ -5,7 +5,7 @@ A fresh unit velocity, ``ceil(U 2L/eps)`` isokinetic steps (``D = d - 1``, jitte
 ``AdjustedESH`` makes every transition this way, ``ESH`` its warmup phase 1.
 
 A non-finite energy, gradient or position ends the trajectory early; it is rejected and
-flagged divergent, as is an energy error above :data:`DIVERGENCE_THRESHOLD`. The functions
+flagged divergent, as is an energy error above ``core.metropolis.DIVERGENCE_THRESHOLD``. The functions
 take one chain (NumPyro, under ``vmap``) or a batch of chains (Pyro, leading axis ``C``);
 the loop is the caller's (NumPyro's ``lax.while_loop`` while :func:`running`, Pyro's
 recorded graph of one masked :func:`step`). Random numbers come in from the caller.
@@ -18,17 +18,20 @@ from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog, finite_state
-from esh_kernels.core.metropolis import adaptation_accept_prob, descent_accept, log_accept_prob
+from esh_kernels.core.metropolis import (
+    DIVERGENCE_THRESHOLD,
+    adaptation_accept_prob,
+    descent_accept,
+    log_accept_prob,
+)
 from esh_kernels.core.sphere import unit_vector
 from esh_kernels.core.warmup import select_rows
 
-DIVERGENCE_THRESHOLD = 1000.0
-
-
 class AdjustedESHState(NamedTuple):
     """State of ``AdjustedESH``: one chain (NumPyro; a vectorized run adds a leading chain
-    axis) or a batch of chains with leading axis ``C`` (Pyro). ``i`` is the iteration (a Python int in Pyro); ``z`` the draw: NumPyro's unconstrained
-    pytree, Pyro's flat ``(C, d)`` tensor; ``integrator`` the dynamics' position with its
+    axis) or a batch of chains with leading axis ``C`` (Pyro). ``i`` is the iteration (a
+    Python int in Pyro); ``z`` the draw: NumPyro's unconstrained pytree, Pyro's flat
+    ``(C, d)`` tensor; ``integrator`` the dynamics' position with its
     cached potential energy and gradient. ``rng_key`` (NumPyro's key) and ``monitor``
     (NumPyro's self-check statistics, ``core/self_check.py``) are ``None`` in Pyro, which
     draws from torch's generator and keeps its monitor on the kernel."""

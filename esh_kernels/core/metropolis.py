@@ -2,6 +2,10 @@
 
 from esh_kernels.core.backend import namespace
 
+#: an energy error above this flags a transition or draw divergent (NumPyro's and Stan's
+#: default; ``esh_math.md`` §6.4)
+DIVERGENCE_THRESHOLD = 1000.0
+
 
 def log_accept_prob(energy_error):
     """``min(0, -dH)``; a non-finite energy error is rejected (``-inf``).

@@ -77,6 +77,12 @@ _CHECKS = {
 }
 
 
+def _initial_step_size(options, d):
+    """The step size warmup starts from (``0.5 sqrt(d)``, isokinetic dynamics) or the
+    fixed one."""
+    return options.step_size if options.step_size is not None else 0.5 * math.sqrt(d)
+
+
 def _checked(options):
     """``options`` with every argument checked (a ``ValueError`` names the first bad one)
     and normalised (e.g. numbers to ``float``)."""
@@ -120,9 +126,7 @@ class ESHOptions(NamedTuple):
     def checked(self):
         return _checked(self)
 
-    def initial_step_size(self, d):
-        """The step size warmup starts from (``0.5 sqrt(d)``) or the fixed one."""
-        return self.step_size if self.step_size is not None else 0.5 * math.sqrt(d)
+    initial_step_size = _initial_step_size
 
     def refresh_length(self, d):
         """``1/refresh_rate`` (default rate ``1/sqrt(d)``); ``inf`` for no refresh."""
@@ -181,9 +185,7 @@ class AdjustedESHOptions(NamedTuple):
     def checked(self):
         return _checked(self)
 
-    def initial_step_size(self, d):
-        """The step size warmup starts from (``0.5 sqrt(d)``) or the fixed one."""
-        return self.step_size if self.step_size is not None else 0.5 * math.sqrt(d)
+    initial_step_size = _initial_step_size
 
     def warmup_config(self, num_warmup, dense, metric_mask):
         return AdjustedWarmupConfig(

@@ -39,6 +39,15 @@ def select(cond, a, b):
     return xp.where(cond, a, b)
 
 
+def select_lazy(cond, if_true, if_false):
+    """:func:`select` of two zero-argument functions: a Python ``bool`` condition (Pyro,
+    where the phase is known on the host) calls only the one it picks, so the eager
+    per-draw work does not compute the other; a traced condition computes both."""
+    if isinstance(cond, bool):
+        return if_true() if cond else if_false()
+    return select(cond, if_true(), if_false())
+
+
 class MetricSchedule(NamedTuple):
     """The metric windows for ``num_warmup`` iterations (see ``window_schedule``)."""
 

@@ -54,7 +54,6 @@ class ESH(FlatKernel):
     min_dim = 2
     #: ``to_arviz`` reports the potential energy as ``energy`` (``arviz._add_isokinetic_energy``)
     energy_is_potential_energy = True
-    divergence_threshold = 1000.0
     self_check_remedies = ESH_REMEDIES
 
     def get_diagnostics_str(self, state):

@@ -104,7 +104,6 @@ class TunedHMC(FlatKernel):
 
     options_type = TunedHMCOptions
     min_dim = 1
-    divergence_threshold = 1000.0
     #: single-chain rule: ``T = uturn_factor * mean U-turn time``. In high dimension a
     #: whitened Gaussian U-turns at ``pi``; ChEES's optimum for uniformly jittered lengths is
     #: ``T = 2.25 = 0.72 pi``, so 0.75 makes both rules agree on Gaussians. Measured (4 chains,

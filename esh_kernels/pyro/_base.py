@@ -31,6 +31,7 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 
 from esh_kernels.core.options import KernelArguments, from_arguments
 from esh_kernels.core import self_check
+from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_bool, check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, inverse_mass_blocks
 from esh_kernels.pyro._model import (
@@ -83,7 +84,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
 
     #: smallest dimension the dynamics support (ESH is singular in 1-D)
     min_dim = 1
-    divergence_threshold = 1000.0
+    divergence_threshold = DIVERGENCE_THRESHOLD
     #: the kernel's own advice per self-check symptom (``core/self_check.py``), put
     #: before the generic remedy in its warnings
     self_check_remedies = {}
