@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from esh_kernels.core.adaptation import (
+    AUTO_METRIC,
     DualAveragingState,
     dual_averaging_init,
     dual_averaging_update,
@@ -13,6 +14,7 @@ from esh_kernels.core.adaptation import (
     decorrelation_update,
     jittered_num_steps,
     metric_covariance,
+    prefers_dense,
     slowest_autocorrelation_time,
     step_size_predictor_init,
     step_size_predictor_update,
@@ -131,6 +133,47 @@ def test_metric_covariance_dense_needs_two_draws_per_dimension():
     stan = welford_covariance(state, regularize=True)
     np.testing.assert_array_equal(out[0], stan[0])
     np.testing.assert_array_equal(out[1], np.diag(np.diag(stan[1])))
+
+
+def _window(x, dense=True):
+    state = welford_init(x[0], dense=dense)
+    for xi in x:
+        state = welford_update(state, xi)
+    return state
+
+
+def test_automatic_metric_goes_dense_only_beyond_sampling_noise():
+    """``esh_math.md`` §7.6: a window of a strongly correlated target (condition number 400
+    of its correlation matrix) gives its dense estimate, one of an independent target its
+    diagonal; fewer than ``5 d`` draws, fewer than ``d`` effective ones (draws over their
+    autocorrelation time), or a condition number within 10x of what noise gives, keep the
+    diagonal. Per chain where the count is batched."""
+    rng = np.random.default_rng(11)
+    d = 4
+    corr = np.full((d, d), 0.99) + 0.01 * np.eye(d)  # eigenvalues 3.97 and 0.01
+    chol = np.linalg.cholesky(corr) * np.arange(1.0, d + 1.0)[:, None]
+    correlated = rng.normal(size=(200, d)) @ chol.T
+    independent = rng.normal(size=(200, d)) * np.arange(1.0, d + 1.0)
+    assert prefers_dense(welford_covariance(_window(correlated)), np.float64(200))
+    assert not prefers_dense(welford_covariance(_window(independent)), np.float64(200))
+    few = _window(correlated[: 5 * d - 1])
+    assert not prefers_dense(welford_covariance(few), few.count)
+    slow = welford_covariance(_window(correlated))  # the same draws, read as autocorrelated
+    assert prefers_dense(slow, np.float64(200), tau=np.float64(50.0))
+    assert not prefers_dense(slow, np.float64(200), tau=np.float64(60.0))  # 3.3 < d
+    stan = welford_covariance(_window(correlated))
+    np.testing.assert_array_equal(metric_covariance(_window(correlated), mask=AUTO_METRIC), stan)
+    out = metric_covariance(_window(independent), mask=AUTO_METRIC)
+    np.testing.assert_array_equal(out, np.diag(np.diag(welford_covariance(_window(independent)))))
+    # mildly correlated (condition number 3): within the noise margin at 200 draws
+    mild = rng.normal(size=(200, d)) @ np.linalg.cholesky(np.full((d, d), 0.4) + 0.6 * np.eye(d)).T
+    assert not prefers_dense(welford_covariance(_window(mild)), np.float64(200))
+    # batched: chain 0 correlated, chain 1 independent
+    both = welford_init(np.stack([correlated[0], independent[0]]), dense=True)
+    for a, b in zip(correlated, independent):
+        both = welford_update(both, np.stack([a, b]))
+    chosen = prefers_dense(welford_covariance(both), both.count)
+    assert chosen.tolist() == [True, False]
 
 
 def test_welford_weight_zero_is_a_no_op():
@@ -352,6 +395,35 @@ def test_slowest_autocorrelation_time_sees_a_slow_square():
     for xt in x:
         state = decorrelation_update(state, xt)
     assert float(slowest_autocorrelation_time(state)) > 20.0
+
+
+def test_automatic_metric_restarts_the_trajectory_when_it_goes_dense():
+    """``core.warmup._trajectory_update`` with ``dense_mass="auto"`` (§7.5, §7.6): a
+    window in the random-walk regime lengthens ``L``, but where that window's estimate
+    also turns the metric dense, ``L`` restarts at ``sqrt(d)``: its slow draws were made in
+    the diagonal frame the dense metric replaces. The stream: independent coordinates for
+    the first 250 iterations, then one factor shared by all coordinates, a random sign
+    (so ``x`` decorrelates at once and the window has its 200 effective draws) times a
+    slowly varying magnitude (so ``x^2`` random-walks)."""
+    from esh_kernels.core.warmup import AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update
+
+    rng = np.random.default_rng(3)
+    d, num_warmup = 4, 1000
+    x = rng.normal(size=(num_warmup, d))
+    factor = np.exp(2.0 * _ar1(0.99, num_warmup, 1, rng)) * rng.choice([-1.0, 1.0], size=(num_warmup, 1))
+    x[250:] = 3.0 * factor[250:] + 0.05 * rng.normal(size=(num_warmup - 250, d))
+    lengths = {}
+    for mask, dense in ((AUTO_METRIC, True), (None, False)):
+        config = AdjustedWarmupConfig(num_warmup, 0.7, False, True, True, 1.0, metric_mask=mask)
+        adapt = adjusted_warmup_init(x[0], np.float64(0.5), np.float64(2.0), dense)
+        for i in range(num_warmup):
+            adapt = adjusted_warmup_update(adapt, i, x[i], np.float64(0.7), config)
+            if i == 449:  # the window of iterations 250-449 ends
+                lengths[mask] = float(adapt.trajectory_length)
+                if dense:
+                    assert np.any(np.tril(adapt.scale, -1) != 0.0)  # it went dense here
+    assert lengths[None] > 1.3 * math.sqrt(d)
+    assert lengths[AUTO_METRIC] == pytest.approx(math.sqrt(d))
 
 
 @pytest.mark.parametrize("rho, grows", [(0.0, False), (0.999, True)])

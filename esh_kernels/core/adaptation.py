@@ -101,7 +101,7 @@ def _identity_like(mean):
 DENSE_MIN_DRAWS_PER_DIM = 2.0
 
 
-def metric_covariance(state, num_chains=1, mask=None):
+def metric_covariance(state, num_chains=1, mask=None, tau=None):
     """The covariance a window's draws give the metric (``esh_math.md`` §7.4): Stan's
     regularised estimate (:func:`welford_covariance`), except that a dense estimate from
     fewer than ``DENSE_MIN_DRAWS_PER_DIM * b`` draws per chain keeps only its diagonal
@@ -110,7 +110,10 @@ def metric_covariance(state, num_chains=1, mask=None):
 
     ``mask`` (``(d, d)`` of 0/1, symmetric, ones on the diagonal) makes a block-structured
     dense metric (NumPyro's ``dense_mass=[("a", "b"), ...]``): covariances outside the
-    blocks are set to zero, so the Cholesky factor is block-diagonal too.
+    blocks are set to zero, so the Cholesky factor is block-diagonal too. ``mask =
+    AUTO_METRIC`` keeps the dense estimate only where :func:`prefers_dense` says so, the
+    diagonal otherwise (per chain; ``tau``: the window draws' autocorrelation time, if
+    known).
 
     A dense estimate from ``n`` independent draws in ``d`` dimensions has relative
     eigenvalues down to about ``(1 - sqrt(d/n))^2`` (Marchenko-Pastur; autocorrelated draws
@@ -134,12 +137,58 @@ def metric_covariance(state, num_chains=1, mask=None):
     if cov.ndim == state.mean.ndim:
         return cov
     block = state.mean.shape[-1]
+    if isinstance(mask, str):  # AUTO_METRIC
+        return xp.where(prefers_dense(cov, state.count, num_chains, tau)[..., None, None], cov,
+                        cov * _identity_like(state.mean))
     if mask is not None:
         cov = cov * mask
         block = int(max(mask.sum(axis=-1)))
     needed = DENSE_MIN_DRAWS_PER_DIM * block * num_chains
     enough = (state.count >= needed)[..., None, None]
     return xp.where(enough, cov, cov * _identity_like(state.mean))
+
+
+#: ``dense_mass="auto"`` (the kernels' default): the metric mask that lets each window
+#: choose between its dense estimate and its diagonal (:func:`prefers_dense`)
+AUTO_METRIC = "auto"
+#: the automatic metric considers a dense estimate from this many window draws per
+#: dimension and chain (``esh_math.md`` §7.6)
+AUTO_DENSE_MIN_DRAWS_PER_DIM = 5.0
+#: ... of which at least this many per dimension effective (draws over their
+#: autocorrelation time): fewer leave directions the chain never saw (§7.4)
+AUTO_DENSE_MIN_EFFECTIVE_PER_DIM = 1.0
+#: ... and takes it where the window's correlation matrix has a condition number this many
+#: times what sampling noise alone gives (§7.6)
+AUTO_DENSE_CONDITION = 10.0
+
+
+def prefers_dense(cov, count, num_chains=1, tau=None):
+    """Whether a window's covariance ``cov`` (``(..., d, d)``, from ``count`` draws over
+    ``num_chains`` chains, ``tau`` their autocorrelation time in draws, None: unknown) is
+    better used dense than by its diagonal (``esh_math.md`` §7.6).
+
+    A diagonal metric leaves the whitened target with the condition number ``kappa`` of
+    the correlation matrix ``R``; a dense estimate from ``n`` independent draws leaves
+    about ``((1 + sqrt(d/n)) / (1 - sqrt(d/n)))^2`` (Marchenko-Pastur), which is also what
+    ``kappa(R)`` itself reads where the true ``R`` is the identity. Dense where the window
+    has ``AUTO_DENSE_MIN_DRAWS_PER_DIM * d`` draws per chain, ``count / tau`` at least
+    ``AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d`` per chain, and ``kappa(R)`` is
+    ``AUTO_DENSE_CONDITION`` times that noise level at ``n = count``: the margin covers
+    autocorrelated draws, which count for fewer than ``count`` (measured in §7.6)."""
+    xp = namespace(cov)
+    d = cov.shape[-1]
+    eye = _identity_like(cov[..., 0])
+    sd = xp.sqrt(xp.sum(cov * eye, axis=-1))
+    corr = cov / (sd[..., :, None] * sd[..., None, :])
+    eig = xp.linalg.eigvalsh(corr)
+    kappa = eig[..., -1] / xp.maximum(eig[..., 0], eig[..., -1] * 1e-12)
+    enough = count >= AUTO_DENSE_MIN_DRAWS_PER_DIM * d * num_chains
+    if tau is not None:
+        effective = count / xp.maximum(tau, tau * 0.0 + 1.0)
+        enough = enough & (effective >= AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d * num_chains)
+    ratio = xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
+    noise = ((1.0 + ratio) / (1.0 - ratio)) ** 2
+    return enough & (kappa > AUTO_DENSE_CONDITION * noise)
 
 
 # ---------------------------------------------------------------------------------------
@@ -472,6 +521,27 @@ def decorrelation_update(state, x, weight=1.0):
     return DecorrelationState(previous, diff_sq, welford_update(state.draws, features, w))
 
 
+def _autocorrelation_times(state):
+    """Per feature (``x`` then ``(x - mean)^2``), the lag-1 estimate of the integrated
+    autocorrelation time (see :func:`slowest_autocorrelation_time`); 0 where nothing moved."""
+    xp = namespace(state.diff_sq)
+    n = state.draws.count
+    var = state.draws.m2 / xp.where(n > 1, n - 1.0, 1.0)[..., None]
+    mean_diff_sq = state.diff_sq / xp.where(n > 1, n - 1.0, 1.0)[..., None]
+    moved = mean_diff_sq > 0
+    return xp.where(moved, 4.0 * var / xp.where(moved, mean_diff_sq, 1.0) - 1.0, 0.0)
+
+
+def position_autocorrelation_time(state):
+    """Mean over coordinates of the autocorrelation time of ``x`` alone, in draws (what
+    divides a window's draw count into effective draws for its covariance, §7.6); 0
+    before 3 draws."""
+    xp = namespace(state.diff_sq)
+    tau = _autocorrelation_times(state)
+    mean = xp.mean(tau[..., : tau.shape[-1] // 2], axis=-1)
+    return xp.where(state.draws.count >= 3, mean, 0.0 * mean)
+
+
 def slowest_autocorrelation_time(state):
     """Integrated autocorrelation time, in draws, of the slower feature set: the larger of
     the means over coordinates of ``tau(x_i)`` and of ``tau((x_i - mean_i)^2)``, each from
@@ -482,11 +552,7 @@ def slowest_autocorrelation_time(state):
     of a metric window the maximum over 200 features of a 100-D Gaussian read 20 where the
     ESS of every feature said 3. Returns 0 before 3 draws or where nothing moved."""
     xp = namespace(state.diff_sq)
-    n = state.draws.count
-    var = state.draws.m2 / xp.where(n > 1, n - 1.0, 1.0)[..., None]
-    mean_diff_sq = state.diff_sq / xp.where(n > 1, n - 1.0, 1.0)[..., None]
-    moved = mean_diff_sq > 0
-    tau = xp.where(moved, 4.0 * var / xp.where(moved, mean_diff_sq, 1.0) - 1.0, 0.0)
+    tau = _autocorrelation_times(state)
     d = tau.shape[-1] // 2
     slowest = xp.maximum(xp.mean(tau[..., :d], axis=-1), xp.mean(tau[..., d:], axis=-1))
-    return xp.where(n >= 3, slowest, 0.0 * slowest)
+    return xp.where(state.draws.count >= 3, slowest, 0.0 * slowest)

@@ -2,9 +2,11 @@
 (``docs/api_notes.md`` §1; NumPyro's ``HMC`` / ``NUTS`` and Pyro's ``NUTS`` docstrings
 define the forms):
 
-* ``dense_mass`` (Pyro: ``full_mass``): ``True`` / ``False``, or a list of tuples of site
-  names, each tuple one dense block (sites in no tuple get a diagonal metric). The blocks
-  become a 0/1 mask on the estimated covariance (``core.adaptation.metric_covariance``).
+* ``dense_mass`` (Pyro: ``full_mass``): ``"auto"`` (the default), ``True`` / ``False``, or a
+  list of tuples of site names, each tuple one dense block (sites in no tuple get a
+  diagonal metric). The blocks become a 0/1 mask on the estimated covariance
+  (``core.adaptation.metric_covariance``); ``"auto"`` a dense layout whose windows each
+  choose dense or diagonal (:func:`metric_layout`).
 * ``inverse_mass_matrix`` (NumPyro kernels): the initial (with ``adapt_mass_matrix=False``
   the fixed) inverse mass matrix ``M^{-1}``: an array (1-D diagonal or 2-D dense, in the
   order of the flattened unconstrained position) or a dict ``{tuple of site names: array}``.
@@ -20,13 +22,24 @@ layout of Pyro's ``HMC.inverse_mass_matrix``.
 
 import numpy as np
 
+from esh_kernels.core.adaptation import AUTO_METRIC
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.self_check import scale_diagonal
 
 
+#: ``dense_mass="auto"`` stays diagonal above this many dimensions: a dense metric costs
+#: ``O(d^2)`` per leapfrog step, and its estimate needs ``5 d`` window draws
+#: (``core.adaptation.AUTO_DENSE_MIN_DRAWS_PER_DIM``): 250 at 50 dimensions, half the
+#: last window of a 1000-iteration warmup. ``dense_mass=True`` has no such limit.
+AUTO_DENSE_MAX_DIM = 50
+
+
 def check_dense_mass(dense_mass):
-    """``(dense, blocks)``: whether the metric is a matrix, and the list of site-name
-    tuples of a block-structured one (None for ``True`` / ``False``)."""
+    """``(dense, blocks)``: whether the metric is a matrix (``"auto"``: chosen by
+    :func:`metric_layout` once the dimension is known), and the list of site-name tuples
+    of a block-structured one (None otherwise)."""
+    if isinstance(dense_mass, str) and dense_mass == AUTO_METRIC:
+        return AUTO_METRIC, None
     if isinstance(dense_mass, (bool, np.bool_)):
         return bool(dense_mass), None
     blocks = [dense_mass] if isinstance(dense_mass, tuple) else dense_mass
@@ -35,9 +48,26 @@ def check_dense_mass(dense_mass):
     ):
         return True, [tuple(b) for b in blocks]
     raise ValueError(
-        f"`dense_mass` / `full_mass` must be True, False or a list of tuples of site names "
+        f"`dense_mass` / `full_mass` must be \"auto\", True, False or a list of tuples of site names "
         f"(dense blocks, as in NumPyro's and Pyro's NUTS), got {dense_mass!r}"
     )
+
+
+def metric_layout(dense, dim, inverse_mass_matrix=None, pooled=False):
+    """``(dense, auto)`` for a model of ``dim`` unconstrained dimensions: ``dense`` as
+    :func:`check_dense_mass` gave it, except that ``"auto"`` becomes a dense layout whose
+    every window chooses its dense estimate or its diagonal (``auto`` True;
+    ``core.adaptation.prefers_dense``, ``esh_math.md`` §7.6) up to
+    :data:`AUTO_DENSE_MAX_DIM` dimensions, and a diagonal metric above them or where the
+    user gives an ``inverse_mass_matrix`` (as with ``dense_mass=False``; a dense one needs
+    ``dense_mass=True``) or the windows pool the chains (``pooled``: ``TunedHMC(...,
+    cross_chain=True)``, whose pooled windows have no autocorrelation estimate to count
+    their effective draws)."""
+    if dense != AUTO_METRIC:
+        return dense, False
+    if inverse_mass_matrix is not None or pooled or not 2 <= dim <= AUTO_DENSE_MAX_DIM:
+        return False, False
+    return True, True
 
 
 def _indices(sites, names, what):

@@ -20,6 +20,7 @@ import inspect
 import math
 from typing import Any, NamedTuple
 
+from esh_kernels.core.adaptation import AUTO_METRIC
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability, check_refresh_rate
 from esh_kernels.core.tuned_warmup import TunedWarmupConfig
 from esh_kernels.core.warmup import AdjustedWarmupConfig, ESHWarmupConfig, default_trajectory_factor
@@ -194,7 +195,8 @@ class AdjustedESHOptions(NamedTuple):
             tune_step_size=self.step_size is None,
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None,
-            trajectory_factor=default_trajectory_factor(self.trajectory_factor, dense),
+            trajectory_factor=default_trajectory_factor(self.trajectory_factor,
+                                                        dense and metric_mask is not AUTO_METRIC),
             metric_mask=metric_mask,
             max_steps=self.max_steps,
         )

@@ -131,10 +131,13 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         step = xp.exp(dual.log_step)
     welford, scale, ended = adapt.welford, adapt.scale, False
     if config.tune_metric:
-        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask)
+        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask,
+                                              adapt.decorrelation)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True)
-    length, uturn = adapt.trajectory_length, adapt.uturn
-    decorrelation, stretch = adapt.decorrelation, adapt.stretch
+    length, uturn, stretch = adapt.trajectory_length, adapt.uturn, adapt.stretch
+    # the slowest statistic's decorrelation over the metric window (the automatic metric
+    # reads it at the window end, and the length below)
+    decorrelation, tau = window_decorrelation(schedule, i, x, adapt.decorrelation)
     if config.tune_length:
         # running mean over about the last half of the iterations, restarted with each
         # new metric (U-turn times measured in the old whitened frame say little)
@@ -143,7 +146,6 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         updated = forgetful_mean_update(uturn, uturn_time[..., None], horizon)
         uturn = select_rows(measured, updated, uturn)
         # lengthened where the slowest statistic random-walks (``esh_math.md`` §7.5)
-        decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation)
         stretch = select(schedule.window_end(i), lengthen_for_random_walk(stretch, 1.0, tau), stretch)
         tuned = config.uturn_factor * uturn.mean[..., 0] * stretch
         length = xp.where(uturn.count > 0, tuned, length)

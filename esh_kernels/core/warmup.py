@@ -12,12 +12,14 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import (
+    AUTO_METRIC,
     decorrelation_init,
     decorrelation_update,
     slowest_autocorrelation_time,
     dual_averaging_init,
     dual_averaging_update,
     metric_covariance,
+    position_autocorrelation_time,
     step_size_predictor_init,
     step_size_predictor_update,
     welford_init,
@@ -25,7 +27,7 @@ from esh_kernels.core.adaptation import (
     window_schedule,
 )
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.preconditioning import scale_from_covariance
+from esh_kernels.core.preconditioning import is_diagonal, scale_from_covariance
 
 
 def select(cond, a, b):
@@ -95,18 +97,23 @@ def initial_scale(x, dense):
     return ones[..., :, None] * xp.diag(ones[(0,) * (ones.ndim - 1)])
 
 
-def metric_update(schedule, i, welford, scale, x, mask=None):
+def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None):
     """Feed the draw ``x`` to the window estimate; at a window end replace the scale by
     the Cholesky factor (or square root) of the window's covariance (regularised, and
     diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.4) and
-    restart the estimate. ``mask``: block structure of a dense metric
-    (:func:`metric_covariance`). Returns ``(welford, scale, window_ended)``."""
+    restart the estimate. ``mask``: block structure of a dense metric, or
+    ``AUTO_METRIC`` (:func:`metric_covariance`), which reads the window's autocorrelation
+    from ``decorrelation`` (the window's ``DecorrelationState``, if the kernel keeps one).
+    Returns ``(welford, scale, window_ended)``."""
     welford = welford_update(welford, x, schedule.weight(i))
     ended = schedule.window_end(i)
     if ended is False:
         return welford, scale, ended
     dense = welford.m2.ndim == welford.mean.ndim + 1
-    new_scale = scale_from_covariance(metric_covariance(welford, mask=mask), dense=dense)
+    tau = None
+    if mask is AUTO_METRIC and decorrelation is not None:
+        tau = position_autocorrelation_time(decorrelation)
+    new_scale = scale_from_covariance(metric_covariance(welford, mask=mask, tau=tau), dense=dense)
     empty = welford_init(x, dense=dense)
     return select(ended, empty, welford), select(ended, new_scale, scale), ended
 
@@ -224,7 +231,11 @@ def step_size_search_result(state):
 #: says (a 500-draw window at d = 100 still has relative eigenvalues near 0.005), and short
 #: trajectories do not cross them: on the 100-D rotated Gaussian of
 #: ``tests/test_numpyro_dense.py`` factor 1 gave R-hat 1.24 and min ESS 12 from 1000 + 500
-#: draws, factor 2 R-hat 1.003 and min ESS 2639 from 1000 + 1000.
+#: draws, factor 2 R-hat 1.003 and min ESS 2639 from 1000 + 1000. The automatic metric
+#: (``dense_mass="auto"``) takes the diagonal factor: it goes dense only from ``5 d``
+#: window draws per chain (§7.6), where the worst direction is about 2x too wide, not
+#: several times; on the logistic regression benchmark with a dense metric, factor 1
+#: gave 135 and factor 2 104 (min ESS of ``x`` and ``x^2`` per 1000 gradients, seed 0).
 TRAJECTORY_FACTOR = {"diagonal": 1.0, "dense": 2.0}
 
 
@@ -286,13 +297,17 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
     if config.tune_step_size:
         dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
         step = namespace(dual.log_step).exp(dual.log_step)
-    welford, scale, ended = adapt.welford, adapt.scale, False
+    welford, scale, ended, reshaped = adapt.welford, adapt.scale, False, False
     if config.tune_metric:
-        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask)
+        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask,
+                                              adapt.decorrelation)
+        if config.metric_mask is AUTO_METRIC and ended is not False:
+            reshaped = ended & (is_diagonal(adapt.scale) != is_diagonal(scale))
     step, dual = finish_step_size(schedule, i, step, dual, ended, config)
     length, decorrelation = adapt.trajectory_length, adapt.decorrelation
     if config.tune_trajectory:
-        length, decorrelation = _trajectory_update(schedule, i, x, step, length, decorrelation, config)
+        length, decorrelation = _trajectory_update(schedule, i, x, step, length, decorrelation, config,
+                                                   reshaped)
     return AdjustedESHAdaptState(step, length, scale, dual, welford, decorrelation)
 
 
@@ -303,7 +318,7 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
 RANDOM_WALK_TAU = 10.0
 
 
-def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
+def _trajectory_update(schedule, i, x, step, length, decorrelation, config, reshaped=False):
     """AdjustedESH's trajectory length (``esh_math.md`` §7.5). Until the first metric
     window ends: ``steps_before_metric`` steps (short, cheap trajectories while the chain
     is still converging; ``trajectory_factor * sqrt(d)`` with a fixed metric). At the first
@@ -323,6 +338,10 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     ``L <- L sqrt(c tau)`` without the floor ran away (measured on the 100-D
     ill-conditioned Gaussian: ``L`` grew from 10 to 20, and the min ESS of ``x`` and
     ``x^2`` per 1000 gradients fell from 167 to 69).
+
+    Where the automatic metric changed kind at this window end (``reshaped``: diagonal to
+    dense or back, §7.6), ``L`` restarts at ``L0``: ``tau`` was measured in a frame that
+    is gone.
     """
     xp = namespace(step)
     d = x.shape[-1]
@@ -332,7 +351,7 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     ended = schedule.window_end(i)
     first = (i == schedule.window_ends[0]) if schedule.window_ends else False
-    length = select(ended, select(first, typical, grown), length)
+    length = select(ended, select(first, typical, select(reshaped, typical, grown)), length)
     # before the first window end: short trajectories while a metric is being learnt, the
     # typical-set size where the metric is fixed
     early = config.steps_before_metric * step if config.tune_metric else typical

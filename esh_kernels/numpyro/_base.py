@@ -33,7 +33,8 @@ from esh_kernels.numpyro.sharding import follow_keys, replicated
 from esh_kernels.core import self_check
 from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_int, check_model_arguments, non_finite_sites_text
-from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale
+from esh_kernels.core.adaptation import AUTO_METRIC
+from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale, metric_layout
 
 
 class FlatKernel(KernelArguments, MCMCKernel):
@@ -52,7 +53,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         model=None,
         potential_fn=None,
         *,
-        dense_mass=False,
+        dense_mass="auto",
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
         forward_mode_differentiation=False,
@@ -63,7 +64,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._options = from_arguments(self.options_type, type(self).__name__, options)
         self._model = model
         self._potential_fn = potential_fn
-        self._dense_mass, self._dense_blocks = check_dense_mass(dense_mass)
+        #: the user's choice; ``_dense_mass`` is the layout it gives the model (``init``)
+        self._dense_choice, self._dense_blocks = check_dense_mass(dense_mass)
+        self._dense_mass = self._dense_choice is True
         self._inverse_mass_matrix = inverse_mass_matrix
         #: block structure of the dense metric and initial preconditioner, set by ``init``
         self._metric_mask = None
@@ -218,10 +221,13 @@ class FlatKernel(KernelArguments, MCMCKernel):
     # -- helpers -------------------------------------------------------------------------
 
     def _set_metric(self, position, dtype):
-        """The block mask of ``dense_mass`` and the preconditioner of
-        ``inverse_mass_matrix`` for the layout of ``position`` (``core/mass_matrix.py``)."""
+        """The metric's layout (``dense_mass="auto"`` resolved for the model's dimension),
+        the block mask of ``dense_mass`` and the preconditioner of ``inverse_mass_matrix``
+        for the layout of ``position`` (``core/mass_matrix.py``)."""
         sites = site_indices(position)
-        self._metric_mask = None
+        self._dense_mass, auto = metric_layout(self._dense_choice, self._dim, self._inverse_mass_matrix,
+                                               getattr(self._options, "cross_chain", False))
+        self._metric_mask = AUTO_METRIC if auto else None
         if self._dense_blocks is not None:
             self._metric_mask = block_mask(self._dense_blocks, sites, self._dim).astype(dtype)
         self._scale0 = None

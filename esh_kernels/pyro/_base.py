@@ -33,7 +33,8 @@ from esh_kernels.core.options import KernelArguments, from_arguments
 from esh_kernels.core import self_check
 from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_bool, check_int, check_model_arguments, non_finite_sites_text
-from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, inverse_mass_blocks
+from esh_kernels.core.adaptation import AUTO_METRIC
+from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, inverse_mass_blocks, metric_layout
 from esh_kernels.pyro._model import (
     BatchedPotential,
     FlatLayout,
@@ -121,7 +122,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         model=None,
         potential_fn=None,
         *,
-        dense_mass=False,
+        dense_mass="auto",
         full_mass=None,
         init_strategy=init_to_uniform,
         transforms=None,
@@ -134,10 +135,12 @@ class FlatKernel(KernelArguments, MCMCKernel):
         check_model_arguments(model, potential_fn, init_strategy, "Pyro")
         self._options = from_arguments(self.options_type, type(self).__name__, options)
         if full_mass is not None:  # Pyro's NUTS calls it full_mass
-            if dense_mass is not False:
+            if dense_mass != "auto":
                 raise ValueError("Pass `full_mass` (Pyro's name) or `dense_mass`, not both.")
             dense_mass = full_mass
-        self._dense_mass, self._dense_blocks = check_dense_mass(dense_mass)
+        #: the user's choice; ``_dense_mass`` is the layout it gives the model (``_start``)
+        self._dense_choice, self._dense_blocks = check_dense_mass(dense_mass)
+        self._dense_mass = self._dense_choice is True
         if max_plate_nesting is not None:
             check_int("max_plate_nesting", max_plate_nesting, 0)
         if jit_options is not None and not isinstance(jit_options, dict):
@@ -437,6 +440,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._num_warmup = warmup_steps
         energy, grad = self._value_and_grad(x)
         self._check_finite_start(x, energy, grad, given, model_args, model_kwargs)
+        self._dense_mass, auto = metric_layout(self._dense_choice, x.shape[-1],
+                                               pooled=getattr(self._options, "cross_chain", False))
+        self._metric_mask = AUTO_METRIC if auto else None
         if self._dense_blocks is not None:
             mask = block_mask(self._dense_blocks, self._layout.site_indices(), self._layout.dim)
             self._metric_mask = torch.as_tensor(mask, dtype=x.dtype, device=x.device)
