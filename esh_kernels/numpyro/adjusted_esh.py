@@ -36,7 +36,9 @@ class AdjustedESH(FlatKernel):
         needs ``init_params``.
     :param dense_mass, inverse_mass_matrix: NumPyro's mass-matrix arguments, as ``NUTS``
         takes them (``True``/``False`` or site-name blocks; an initial or fixed inverse mass
-        matrix): :mod:`esh_kernels.core.mass_matrix` describes both.
+        matrix), and ``dense_mass="auto"`` (the default): a dense metric where warmup finds
+        the posterior correlated, diagonal otherwise (``esh_math.md`` §7.6):
+        :mod:`esh_kernels.core.mass_matrix` describes them.
     :param init_strategy: NumPyro init strategy (default ``init_to_uniform``).
     :param forward_mode_differentiation: use forward-mode AD (e.g. for ``lax.while_loop``
         inside the model).

@@ -41,9 +41,11 @@ class AdjustedESH(FlatKernel):
     :param potential_fn: a potential energy ``E(z) = -log p(z)`` on a dict of
         unconstrained tensors; needs ``initial_params`` (``MCMC(..., initial_params=)``).
     :param dense_mass, full_mass: the mass-matrix structure, under either name
-        (``full_mass`` is ``pyro.infer.NUTS``'s): False (diagonal), True (dense, Cholesky
-        preconditioner), or a list of tuples of site names, each tuple one dense block
-        (sites in no tuple stay diagonal): :mod:`esh_kernels.core.mass_matrix`.
+        (``full_mass`` is ``pyro.infer.NUTS``'s): ``"auto"`` (the default: dense where warmup
+        finds the posterior correlated, diagonal otherwise, ``esh_math.md`` §7.6), False
+        (diagonal), True (dense, Cholesky preconditioner), or a list of tuples of site
+        names, each tuple one dense block (sites in no tuple stay diagonal):
+        :mod:`esh_kernels.core.mass_matrix`.
     :param init_strategy: Pyro init strategy (default ``init_to_uniform``).
     :param transforms: ``{site: constrained -> unconstrained transform}`` (as Pyro's HMC).
     :param max_plate_nesting: as Pyro's HMC (guessed when None).
