@@ -397,35 +397,6 @@ def test_slowest_autocorrelation_time_sees_a_slow_square():
     assert float(slowest_autocorrelation_time(state)) > 20.0
 
 
-def test_automatic_metric_restarts_the_trajectory_when_it_goes_dense():
-    """``core.warmup._trajectory_update`` with ``dense_mass="auto"`` (§7.5, §7.6): a
-    window in the random-walk regime lengthens ``L``, but where that window's estimate
-    also turns the metric dense, ``L`` restarts at ``sqrt(d)``: its slow draws were made in
-    the diagonal frame the dense metric replaces. The stream: independent coordinates for
-    the first 250 iterations, then one factor shared by all coordinates, a random sign
-    (so ``x`` decorrelates at once and the window has its 200 effective draws) times a
-    slowly varying magnitude (so ``x^2`` random-walks)."""
-    from esh_kernels.core.warmup import AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update
-
-    rng = np.random.default_rng(3)
-    d, num_warmup = 4, 1000
-    x = rng.normal(size=(num_warmup, d))
-    factor = np.exp(2.0 * _ar1(0.99, num_warmup, 1, rng)) * rng.choice([-1.0, 1.0], size=(num_warmup, 1))
-    x[250:] = 3.0 * factor[250:] + 0.05 * rng.normal(size=(num_warmup - 250, d))
-    lengths = {}
-    for mask, dense in ((AUTO_METRIC, True), (None, False)):
-        config = AdjustedWarmupConfig(num_warmup, 0.7, False, True, True, 1.0, metric_mask=mask)
-        adapt = adjusted_warmup_init(x[0], np.float64(0.5), np.float64(2.0), dense)
-        for i in range(num_warmup):
-            adapt = adjusted_warmup_update(adapt, i, x[i], np.float64(0.7), config)
-            if i == 449:  # the window of iterations 250-449 ends
-                lengths[mask] = float(adapt.trajectory_length)
-                if dense:
-                    assert np.any(np.tril(adapt.scale, -1) != 0.0)  # it went dense here
-    assert lengths[None] > 1.3 * math.sqrt(d)
-    assert lengths[AUTO_METRIC] == pytest.approx(math.sqrt(d))
-
-
 @pytest.mark.parametrize("rho, grows", [(0.0, False), (0.999, True)])
 def test_adjusted_trajectory_grows_only_in_the_random_walk_regime(rho, grows):
     """``core.warmup._trajectory_update``: after the first metric window the length is

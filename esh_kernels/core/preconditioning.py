@@ -44,14 +44,6 @@ def precond_inverse(scale, x):
     return x / scale
 
 
-def is_diagonal(scale):
-    """Per chain, whether a dense-layout scale ``(..., d, d)`` has no entry off its
-    diagonal (the automatic metric's diagonal choice, ``esh_math.md`` §7.6)."""
-    xp = namespace(scale)
-    off = xp.abs(scale) * (1.0 - xp.diag(xp.ones_like(scale[(0,) * (scale.ndim - 1)])))
-    return xp.sum(xp.sum(off, axis=-1), axis=-1) == 0.0
-
-
 def scale_from_covariance(cov, dense=None):
     """``L`` from a covariance estimate: ``sqrt(var)`` for variances, ``cholesky(cov)`` for a
     covariance matrix. ``dense=None`` tells them apart by ``cov.ndim`` (1: variances), which

@@ -27,7 +27,7 @@ from esh_kernels.core.adaptation import (
     window_schedule,
 )
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.preconditioning import is_diagonal, scale_from_covariance
+from esh_kernels.core.preconditioning import scale_from_covariance
 
 
 def select(cond, a, b):
@@ -233,9 +233,9 @@ def step_size_search_result(state):
 #: ``tests/test_numpyro_dense.py`` factor 1 gave R-hat 1.24 and min ESS 12 from 1000 + 500
 #: draws, factor 2 R-hat 1.003 and min ESS 2639 from 1000 + 1000. The automatic metric
 #: (``dense_mass="auto"``) takes the diagonal factor: it goes dense only from ``5 d``
-#: window draws per chain (§7.6), where the worst direction is about 2x too wide, not
-#: several times; on the logistic regression benchmark with a dense metric, factor 1
-#: gave 135 and factor 2 104 (min ESS of ``x`` and ``x^2`` per 1000 gradients, seed 0).
+#: window draws per chain (§7.6), not from the ``2 d`` of ``dense_mass=True``; on the
+#: logistic regression benchmark with a dense metric, factor 1 gave 135 and factor 2 104
+#: (min ESS of ``x`` and ``x^2`` per 1000 gradients, seed 0).
 TRAJECTORY_FACTOR = {"diagonal": 1.0, "dense": 2.0}
 
 
@@ -297,17 +297,14 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
     if config.tune_step_size:
         dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
         step = namespace(dual.log_step).exp(dual.log_step)
-    welford, scale, ended, reshaped = adapt.welford, adapt.scale, False, False
+    welford, scale, ended = adapt.welford, adapt.scale, False
     if config.tune_metric:
         welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask,
                                               adapt.decorrelation)
-        if config.metric_mask is AUTO_METRIC and ended is not False:
-            reshaped = ended & (is_diagonal(adapt.scale) != is_diagonal(scale))
     step, dual = finish_step_size(schedule, i, step, dual, ended, config)
     length, decorrelation = adapt.trajectory_length, adapt.decorrelation
     if config.tune_trajectory:
-        length, decorrelation = _trajectory_update(schedule, i, x, step, length, decorrelation, config,
-                                                   reshaped)
+        length, decorrelation = _trajectory_update(schedule, i, x, step, length, decorrelation, config)
     return AdjustedESHAdaptState(step, length, scale, dual, welford, decorrelation)
 
 
@@ -318,7 +315,7 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
 RANDOM_WALK_TAU = 10.0
 
 
-def _trajectory_update(schedule, i, x, step, length, decorrelation, config, reshaped=False):
+def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     """AdjustedESH's trajectory length (``esh_math.md`` §7.5). Until the first metric
     window ends: ``steps_before_metric`` steps (short, cheap trajectories while the chain
     is still converging; ``trajectory_factor * sqrt(d)`` with a fixed metric). At the first
@@ -338,10 +335,6 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config, resh
     ``L <- L sqrt(c tau)`` without the floor ran away (measured on the 100-D
     ill-conditioned Gaussian: ``L`` grew from 10 to 20, and the min ESS of ``x`` and
     ``x^2`` per 1000 gradients fell from 167 to 69).
-
-    Where the automatic metric changed kind at this window end (``reshaped``: diagonal to
-    dense or back, §7.6), ``L`` restarts at ``L0``: ``tau`` was measured in a frame that
-    is gone.
     """
     xp = namespace(step)
     d = x.shape[-1]
@@ -351,7 +344,7 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config, resh
     grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     ended = schedule.window_end(i)
     first = (i == schedule.window_ends[0]) if schedule.window_ends else False
-    length = select(ended, select(first, typical, select(reshaped, typical, grown)), length)
+    length = select(ended, select(first, typical, grown), length)
     # before the first window end: short trajectories while a metric is being learnt, the
     # typical-set size where the metric is fixed
     early = config.steps_before_metric * step if config.tune_metric else typical
