@@ -111,11 +111,13 @@ def test_discontinuous_likelihood_is_warned_about(kernel_cls):
 def test_esh_next_to_a_nan_region_is_warned_about():
     """Case 1 for ESH: its step no longer collapses, but an unadjusted sampler cannot be
     right next to a wall (measured: x0 mean -0.08 against 0.003, R-hat 1.06); the draws
-    that reached the NaN region are flagged, and the self-check points to AdjustedESH."""
+    that reached the NaN region are flagged, and the self-check points to AdjustedESH. The
+    chains may also be reported as disagreeing (they do, at R-hat 1.06, on some paths)."""
     kernel = ESH(nan_region_model)
     with pytest.warns(UserWarning, match="AdjustedESH"):
         run(kernel, 2, 1000)
-    assert {s for _, s, _ in kernel.self_check_findings} == {"divergences"}
+    symptoms = {s for _, s, _ in kernel.self_check_findings}
+    assert "divergences" in symptoms and symptoms <= {"divergences", "disagree"}, symptoms
 
 
 def steep_wall_potential(x):
