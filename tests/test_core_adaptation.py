@@ -145,9 +145,9 @@ def _window(x, dense=True):
 def test_automatic_metric_goes_dense_only_beyond_sampling_noise():
     """``esh_math.md`` §7.6: a window of a strongly correlated target (condition number 400
     of its correlation matrix) gives its dense estimate, one of an independent target its
-    diagonal; fewer than ``5 d`` draws, fewer than ``max(d, 20)`` effective ones (draws over
-    their autocorrelation time), or a condition number within 10x of what noise gives,
-    keep the diagonal. Per chain where the count is batched."""
+    diagonal; fewer than ``5 d`` draws, fewer than ``d`` effective ones (draws over their
+    autocorrelation time), or a condition number within 10x of what noise gives, keep the
+    diagonal. Per chain where the count is batched."""
     rng = np.random.default_rng(11)
     d = 4
     corr = np.full((d, d), 0.99) + 0.01 * np.eye(d)  # eigenvalues 3.97 and 0.01
@@ -159,8 +159,8 @@ def test_automatic_metric_goes_dense_only_beyond_sampling_noise():
     few = _window(correlated[: 5 * d - 1])
     assert not prefers_dense(welford_covariance(few), few.count)
     slow = welford_covariance(_window(correlated))  # the same draws, read as autocorrelated
-    assert prefers_dense(slow, np.float64(200), tau=np.float64(10.0))
-    assert not prefers_dense(slow, np.float64(200), tau=np.float64(11.0))  # 18 < 20 effective
+    assert prefers_dense(slow, np.float64(200), tau=np.float64(50.0))
+    assert not prefers_dense(slow, np.float64(200), tau=np.float64(60.0))  # 3.3 < d
     stan = welford_covariance(_window(correlated))
     np.testing.assert_array_equal(metric_covariance(_window(correlated), mask=AUTO_METRIC), stan)
     out = metric_covariance(_window(independent), mask=AUTO_METRIC)

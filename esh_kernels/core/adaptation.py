@@ -157,10 +157,6 @@ AUTO_DENSE_MIN_DRAWS_PER_DIM = 5.0
 #: ... of which at least this many per dimension effective (draws over their
 #: autocorrelation time): fewer leave directions the chain never saw (§7.4)
 AUTO_DENSE_MIN_EFFECTIVE_PER_DIM = 1.0
-#: ... and at least this many effective draws in all: from fewer, a window's correlations
-#: say more about the path the chain took (a crossing between modes, a drift towards the
-#: typical set) than about the posterior (§7.6)
-AUTO_DENSE_MIN_EFFECTIVE = 20.0
 #: ... and takes it where the window's correlation matrix has a condition number this many
 #: times what sampling noise alone gives (§7.6)
 AUTO_DENSE_CONDITION = 10.0
@@ -176,8 +172,7 @@ def prefers_dense(cov, count, num_chains=1, tau=None):
     about ``((1 + sqrt(d/n)) / (1 - sqrt(d/n)))^2`` (Marchenko-Pastur), which is also what
     ``kappa(R)`` itself reads where the true ``R`` is the identity. Dense where the window
     has ``AUTO_DENSE_MIN_DRAWS_PER_DIM * d`` draws per chain, ``count / tau`` at least
-    ``AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d`` and ``AUTO_DENSE_MIN_EFFECTIVE`` per chain,
-    and ``kappa(R)`` is
+    ``AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d`` per chain, and ``kappa(R)`` is
     ``AUTO_DENSE_CONDITION`` times that noise level at ``n = count``: the margin covers
     autocorrelated draws, which count for fewer than ``count`` (measured in §7.6)."""
     xp = namespace(cov)
@@ -190,8 +185,7 @@ def prefers_dense(cov, count, num_chains=1, tau=None):
     enough = count >= AUTO_DENSE_MIN_DRAWS_PER_DIM * d * num_chains
     if tau is not None:
         effective = count / xp.maximum(tau, tau * 0.0 + 1.0)
-        floor = max(AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d, AUTO_DENSE_MIN_EFFECTIVE) * num_chains
-        enough = enough & (effective >= floor)
+        enough = enough & (effective >= AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d * num_chains)
     ratio = xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
     noise = ((1.0 + ratio) / (1.0 - ratio)) ** 2
     return enough & (kappa > AUTO_DENSE_CONDITION * noise)
