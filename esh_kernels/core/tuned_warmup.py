@@ -21,6 +21,7 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import (
+    AUTO_METRIC,
     decorrelation_init,
     chees_gradient,
     chees_init,
@@ -137,7 +138,9 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
     length, uturn, stretch = adapt.trajectory_length, adapt.uturn, adapt.stretch
     # the slowest statistic's decorrelation over the metric window (the automatic metric
     # reads it at the window end, and the length below)
-    decorrelation, tau = window_decorrelation(schedule, i, x, adapt.decorrelation)
+    decorrelation = adapt.decorrelation
+    if config.tune_length or config.metric_mask is AUTO_METRIC:
+        decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation)
     if config.tune_length:
         # running mean over about the last half of the iterations, restarted with each
         # new metric (U-turn times measured in the old whitened frame say little)
