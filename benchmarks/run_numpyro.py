@@ -836,6 +836,10 @@ def _fmt(v, digits=3):
     return results_io.fmt(v, digits, small_digits=1)
 
 
+#: the R-hat from which a benchmark cell is marked unconverged (``markdown_section``)
+RHAT_CONVERGED = 1.05
+
+
 def markdown_section(payload):
     meta = payload["meta"]
     seeds = sorted({r["seed"] for r in payload["results"] if r.get("seed") is not None})
@@ -883,6 +887,11 @@ def markdown_section(payload):
         return (f"{_fmt(r.get(k))} [{_fmt(lo) if lo is not None else 'n.r.'}-"
                 f"{_fmt(hi) if hi is not None else 'n.r.'}]{fewer}")
 
+    def unconverged(r):
+        """`` †`` where a seed's max R-hat (of x or x^2) reached :data:`RHAT_CONVERGED`."""
+        worst = r.get("range", {}).get("rhat_max", (None, r.get("rhat_max")))[1]
+        return " †" if worst is not None and worst >= RHAT_CONVERGED else ""
+
     def to_b2(r):
         if r.get("b2_max") is None and r.get("grads_to_b2") is None:
             return ""
@@ -891,12 +900,14 @@ def markdown_section(payload):
         return med(r, "grads_to_b2")
 
     summary_table("### Headline: min bulk ESS of x and x^2 per 1000 gradient evaluations, after warmup",
-                  lambda r: med(r, "ess_per_1k_grad"))
+                  lambda r: med(r, "ess_per_1k_grad") + unconverged(r))
+    lines.extend([f"† not converged: max R-hat of x or x^2 at least {RHAT_CONVERGED} in at least "
+                  "one seed (the target's table gives it); such a cell is not an efficiency.", ""])
     summary_table("### The same with the warmup gradients counted",
-                  lambda r: med(r, "ess_per_1k_grad_with_warmup"))
+                  lambda r: med(r, "ess_per_1k_grad_with_warmup") + unconverged(r))
     summary_table("### Gradients per chain, warmup included, until b2_max < 0.01 (and stays below); "
-                  "n.r. = not reached within the run",
-                  to_b2)
+                  "n.r. = not reached within the run; † as above",
+                  lambda r: to_b2(r) + unconverged(r) if to_b2(r) else "")
     summary_table("### For reference: min bulk ESS of x alone per 1000 gradients, after warmup "
                   "(the old headline; flatters antithetic trajectories)",
                   lambda r: med(r, "ess_x_per_1k_grad"))
