@@ -127,6 +127,10 @@ class ESHOptions(NamedTuple):
     def checked(self):
         return _checked(self)
 
+    def pools_chains(self, num_chains):
+        """Whether warmup pools its windows across chains: never (every chain tunes itself)."""
+        return False
+
     initial_step_size = _initial_step_size
 
     def refresh_length(self, d):
@@ -185,6 +189,10 @@ class AdjustedESHOptions(NamedTuple):
 
     def checked(self):
         return _checked(self)
+
+    def pools_chains(self, num_chains):
+        """Whether warmup pools its windows across chains: never (every chain tunes itself)."""
+        return False
 
     initial_step_size = _initial_step_size
 
@@ -245,6 +253,11 @@ class TunedHMCOptions(NamedTuple):
 
     def checked(self):
         return _checked(self)
+
+    def pools_chains(self, num_chains):
+        """Whether warmup pools its windows across the ``num_chains`` chains: with
+        ``cross_chain=True`` and 2 or more chains (ChEES tuning)."""
+        return bool(self.cross_chain) and num_chains >= 2
 
     @property
     def tune_length(self):

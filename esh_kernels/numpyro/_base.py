@@ -118,7 +118,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         flat, self._unravel = ravel_pytree(one)
         self._dim = int(flat.shape[0])
         self._check_dim(self._dim)
-        self._set_metric(one, flat.dtype)
+        self._set_metric(one, flat.dtype, rng_key.shape[0] if batched else 1)
         self._num_warmup = num_warmup
         value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
 
@@ -220,13 +220,14 @@ class FlatKernel(KernelArguments, MCMCKernel):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _set_metric(self, position, dtype):
-        """The metric's layout (``dense_mass="auto"`` resolved for the model's dimension),
+    def _set_metric(self, position, dtype, num_chains):
+        """The metric's layout (``dense_mass="auto"`` resolved for the model's dimension and
+        for whether warmup pools the ``num_chains`` chains' windows),
         the block mask of ``dense_mass`` and the preconditioner of ``inverse_mass_matrix``
         for the layout of ``position`` (``core/mass_matrix.py``)."""
         sites = site_indices(position)
         self._dense_mass, auto = metric_layout(self._dense_choice, self._dim, self._inverse_mass_matrix,
-                                               getattr(self._options, "cross_chain", False))
+                                               self._options.pools_chains(num_chains))
         self._metric_mask = AUTO_METRIC if auto else None
         if self._dense_blocks is not None:
             self._metric_mask = block_mask(self._dense_blocks, sites, self._dim).astype(dtype)

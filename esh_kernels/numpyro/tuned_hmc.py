@@ -137,7 +137,7 @@ class TunedHMC(FlatKernel):
         state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
         batched = not is_prng_key(rng_key)
         num_chains = rng_key.shape[0] if batched else 1
-        self._batched_tuning = self._options.cross_chain and num_chains >= 2
+        self._batched_tuning = self._options.pools_chains(num_chains)
         if self._options.step_size is None:
             value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
             search = lambda s: self._search_step_size(s, value_and_grad)  # noqa: E731

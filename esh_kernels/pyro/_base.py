@@ -441,7 +441,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         energy, grad = self._value_and_grad(x)
         self._check_finite_start(x, energy, grad, given, model_args, model_kwargs)
         self._dense_mass, auto = metric_layout(self._dense_choice, x.shape[-1],
-                                               pooled=getattr(self._options, "cross_chain", False))
+                                               pooled=self._options.pools_chains(self._num_chains))
         self._metric_mask = AUTO_METRIC if auto else None
         if self._dense_blocks is not None:
             mask = block_mask(self._dense_blocks, self._layout.site_indices(), self._layout.dim)

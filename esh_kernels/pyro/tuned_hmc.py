@@ -88,7 +88,7 @@ class TunedHMC(FlatKernel):
 
     @property
     def _cross_chain_tuning(self):
-        return self._options.cross_chain and self._num_chains >= 2
+        return self._options.pools_chains(self._num_chains)
 
     def _config(self):
         return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask,
