@@ -8,6 +8,7 @@ import pytest
 from esh_kernels.core.adaptation import (
     AUTO_METRIC,
     DualAveragingState,
+    diagonal_of,
     dual_averaging_init,
     dual_averaging_update,
     decorrelation_init,
@@ -104,11 +105,39 @@ def test_welford_matches_numpy(dense):
     np.testing.assert_allclose(cov_est, expected, rtol=0, atol=1e-10)
     reg = welford_covariance(state, regularize=True)
     jitter = 1e-3 * 5 / (m + 5)
-    expected_reg = m / (m + 5) * expected + (jitter * np.eye(d) if dense else jitter)
+    stan = m / (m + 5) * np.diag(cov) + jitter  # Stan's regularised variances
+    # dense: Stan's jitter in units of those variances (esh_math.md §7.4)
+    expected_reg = m / (m + 5) * expected + (jitter * np.diag(stan) if dense else jitter)
     np.testing.assert_allclose(reg, expected_reg, rtol=0, atol=1e-10)
     if dense:
         np.testing.assert_allclose(reg, reg.T, rtol=0, atol=1e-14)
         assert np.all(np.linalg.eigvalsh(reg) > 0)
+
+
+def test_dense_regularisation_keeps_a_small_scale_correlation():
+    """Stan's jitter ``1e-3 * 5/(n+5) I`` is in the model's units; on a correlated pair with
+    a small scale (posteriordb's ``kilpisjarvi``: intercept sd 30, slope sd 0.007,
+    correlation -0.9999) it swamps the narrow direction. The dense estimate's jitter is
+    relative to each variance, so the regularised correlation and the conditional variance
+    are those of the draws, whatever the units (``esh_math.md`` §7.4)."""
+    rng = np.random.default_rng(3)
+    n, rho, sd = 500, -0.9999, np.array([30.0, 0.007])
+    z = rng.normal(size=(n, 2)) @ np.linalg.cholesky(np.array([[1.0, rho], [rho, 1.0]])).T
+    for scale in (sd, np.ones(2)):
+        state = welford_init(z[0] * scale, dense=True)
+        for zi in z:
+            state = welford_update(state, zi * scale)
+        sample = welford_covariance(state, regularize=False)
+        reg = welford_covariance(state, regularize=True)
+        conditional = lambda c: c[1, 1] - c[0, 1] ** 2 / c[0, 0]  # noqa: E731
+        assert 0.99 < conditional(reg) / conditional(sample) < 1.1
+        corr = reg[0, 1] / np.sqrt(reg[0, 0] * reg[1, 1])
+        np.testing.assert_allclose(corr, sample[0, 1] / np.sqrt(sample[0, 0] * sample[1, 1]), rtol=2e-5)
+        # the diagonal a dense layout falls back to is Stan's diagonal estimate
+        diag_state = welford_init(z[0] * scale, dense=False)
+        for zi in z:
+            diag_state = welford_update(diag_state, zi * scale)
+        np.testing.assert_array_equal(np.diag(diagonal_of(state)), welford_covariance(diag_state))
 
 
 def test_metric_covariance_dense_needs_two_draws_per_dimension():
@@ -122,7 +151,7 @@ def test_metric_covariance_dense_needs_two_draws_per_dimension():
         for n, xi in enumerate(x, start=1):
             state = welford_update(state, xi)
             stan = welford_covariance(state, regularize=True)
-            expected = np.diag(np.diag(stan)) if dense and n < 2 * d else stan
+            expected = diagonal_of(state) if dense and n < 2 * d else stan
             np.testing.assert_array_equal(metric_covariance(state), expected)
     # one rule per chain when the count is batched: chain 0 has 2d draws, chain 1 fewer
     state = welford_init(x[:2], dense=True)
@@ -132,7 +161,7 @@ def test_metric_covariance_dense_needs_two_draws_per_dimension():
     out = metric_covariance(state)
     stan = welford_covariance(state, regularize=True)
     np.testing.assert_array_equal(out[0], stan[0])
-    np.testing.assert_array_equal(out[1], np.diag(np.diag(stan[1])))
+    np.testing.assert_array_equal(out[1], diagonal_of(state)[1])
 
 
 def _window(x, dense=True):
@@ -164,7 +193,7 @@ def test_automatic_metric_goes_dense_only_beyond_sampling_noise():
     stan = welford_covariance(_window(correlated))
     np.testing.assert_array_equal(metric_covariance(_window(correlated), mask=AUTO_METRIC), stan)
     out = metric_covariance(_window(independent), mask=AUTO_METRIC)
-    np.testing.assert_array_equal(out, np.diag(np.diag(welford_covariance(_window(independent)))))
+    np.testing.assert_array_equal(out, diagonal_of(_window(independent)))
     # mildly correlated (condition number 3): within the noise margin at 200 draws
     mild = rng.normal(size=(200, d)) @ np.linalg.cholesky(np.full((d, d), 0.4) + 0.6 * np.eye(d)).T
     assert not prefers_dense(welford_covariance(_window(mild)), np.float64(200))

@@ -77,18 +77,48 @@ def welford_update(state, x, weight=1.0):
 
 
 def welford_covariance(state, regularize=True):
-    """Sample (co)variance; with ``regularize`` Stan's shrinkage towards ``1e-3 I``:
-    ``n/(n+5) cov + 1e-3 * 5/(n+5)`` (keeps the estimate positive definite)."""
+    """Sample (co)variance; with ``regularize``, Stan's shrinkage for a diagonal estimate,
+    ``v = n/(n+5) var + 1e-3 * 5/(n+5)`` (keeps every variance positive), and for a dense
+    one the same jitter in units of those variances: ``n/(n+5) cov + 1e-3 * 5/(n+5) diag(v)``
+    (``esh_math.md`` §7.4). Stan adds ``1e-3 * 5/(n+5) I`` in the model's own units, which
+    swamps the narrow direction of a correlated pair with small scales: on posteriordb's
+    ``kilpisjarvi`` (slope sd 0.007, correlation -0.9999 with the intercept) it adds 1e-5
+    to a conditional variance of 1e-8 and turns the correlation into -0.91, and the
+    "whitened" target keeps a direction 30x narrower than its others. The relative
+    jitter regularises the correlation matrix as Stan's does an identity-scaled target;
+    a dense estimate's diagonal is then ``v (n/(n+5) var/v + 1e-3 * 5/(n+5))``, not ``v``,
+    so :func:`diagonal_of` gives a dense state's diagonal metric."""
     xp = namespace(state.m2)
     n = state.count
     cov = state.m2 / xp.where(n > 2.0, n - 1.0, 1.0)[(...,) + (None,) * (state.m2.ndim - n.ndim)]
     if not regularize:
         return cov
-    shrink = (n / (n + 5.0))[(...,) + (None,) * (cov.ndim - n.ndim)]
-    jitter = (1e-3 * 5.0 / (n + 5.0))[(...,) + (None,) * (cov.ndim - n.ndim)]
-    if cov.ndim == state.mean.ndim + 1:
-        return shrink * cov + jitter * _identity_like(state.mean)
-    return shrink * cov + jitter
+    dense = cov.ndim == state.mean.ndim + 1
+    variance = _diagonal(cov) if dense else cov
+    shrink = (n / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
+    jitter = (1e-3 * 5.0 / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
+    stan = shrink * variance + jitter
+    if not dense:
+        return stan
+    return shrink[..., None] * cov + _diag_matrix(jitter * stan)
+
+
+def diagonal_of(state):
+    """The regularised diagonal estimate (Stan's, :func:`welford_covariance`) of a window
+    kept as a dense state, as a ``d x d`` matrix: the metric a dense layout uses where it
+    keeps the diagonal (too few draws, or :func:`prefers_dense` says no)."""
+    diagonal = WelfordState(state.count, state.mean, _diagonal(state.m2))
+    return _diag_matrix(welford_covariance(diagonal, regularize=True))
+
+
+def _diagonal(m):
+    """``(..., d, d)`` -> its diagonal ``(..., d)``."""
+    return namespace(m).sum(m * _identity_like(m[..., 0]), axis=-1)
+
+
+def _diag_matrix(v):
+    """``(..., d)`` -> ``(..., d, d)`` with ``v`` on the diagonal."""
+    return v[..., :, None] * _identity_like(v)
 
 
 def _identity_like(mean):
@@ -139,13 +169,13 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None):
     block = state.mean.shape[-1]
     if isinstance(mask, str):  # AUTO_METRIC
         return xp.where(prefers_dense(cov, state.count, num_chains, tau)[..., None, None], cov,
-                        cov * _identity_like(state.mean))
+                        diagonal_of(state))
     if mask is not None:
         cov = cov * mask
         block = int(max(mask.sum(axis=-1)))
     needed = DENSE_MIN_DRAWS_PER_DIM * block * num_chains
     enough = (state.count >= needed)[..., None, None]
-    return xp.where(enough, cov, cov * _identity_like(state.mean))
+    return xp.where(enough, cov, diagonal_of(state))
 
 
 #: ``dense_mass="auto"`` (the kernels' default): the metric mask that lets each window
