@@ -9,6 +9,7 @@ or torch float64 tensors instead.
 
 import contextlib
 import os
+import sys
 import tempfile
 
 import pytest
@@ -36,6 +37,20 @@ def pytest_configure(config):
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="esh_kernels_jax_cache_")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Free JAX's compiled programs after each test file. A worker process compiles
+    hundreds of programs over the session, each mapped into memory by LLVM; kept, their
+    mappings reach the kernel's ``vm.max_map_count`` (65530) and the next compilation
+    fails ("LLVM compilation error: Cannot allocate memory", seen on this 2-core machine
+    at the end of a loaded run). Programs a later file needs again come back from the
+    persistent cache of :func:`pytest_configure`."""
+    yield
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
 
 
 @contextlib.contextmanager
