@@ -138,6 +138,11 @@ def test_dense_regularisation_keeps_a_small_scale_correlation():
         for zi in z:
             diag_state = welford_update(diag_state, zi * scale)
         np.testing.assert_array_equal(np.diag(diagonal_of(state)), welford_covariance(diag_state))
+    # a coordinate that never moved keeps Stan's jitter, not the jitter squared
+    frozen = welford_init(z[0], dense=True)
+    for zi in z:
+        frozen = welford_update(frozen, np.array([zi[0], 2.0]))
+    assert welford_covariance(frozen)[1, 1] == 1e-3 * 5 / (n + 5)
 
 
 def test_metric_covariance_dense_needs_two_draws_per_dimension():

@@ -80,7 +80,8 @@ def welford_covariance(state, regularize=True):
     """Sample (co)variance; with ``regularize``, Stan's shrinkage for a diagonal estimate,
     ``v = n/(n+5) var + 1e-3 * 5/(n+5)`` (keeps every variance positive), and for a dense
     one the same jitter in units of those variances: ``n/(n+5) cov + 1e-3 * 5/(n+5) diag(v)``
-    (``esh_math.md`` §7.4). Stan adds ``1e-3 * 5/(n+5) I`` in the model's own units, which
+    (``esh_math.md`` §7.4; Stan's ``I`` for a coordinate that never moved in the window, whose
+    ``v`` is only the jitter). Stan adds ``1e-3 * 5/(n+5) I`` in the model's own units, which
     swamps the narrow direction of a correlated pair with small scales: on posteriordb's
     ``kilpisjarvi`` (slope sd 0.007, correlation -0.9999 with the intercept) it adds 1e-5
     to a conditional variance of 1e-8 and turns the correlation into -0.91, and the
@@ -100,7 +101,9 @@ def welford_covariance(state, regularize=True):
     stan = shrink * variance + jitter
     if not dense:
         return stan
-    return shrink[..., None] * cov + _diag_matrix(jitter * stan)
+    # a coordinate that never moved in the window has no scale of its own: Stan's units
+    units = xp.where(variance > 0.0, stan, 1.0)
+    return shrink[..., None] * cov + _diag_matrix(jitter * units)
 
 
 def diagonal_of(state):
