@@ -27,7 +27,7 @@ in pre-drawn (``u0``, ``uniforms``, ``normals``) to reproduce a run exactly, e.g
 backends (``esh_kernels.torch`` gives the same numbers for the same inputs).
 
 Math: ``docs/esh_math.md`` §3-5, written once in :mod:`esh_kernels.core` and
-:mod:`esh_kernels.energy_sampling`. User guide: ``docs/energy_models.md``.
+:mod:`esh_kernels.core.energy_sampling`. User guide: ``docs/energy_models.md``.
 """
 
 import functools
@@ -38,27 +38,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from esh_kernels.core import IntegratorState, unit_vector
-from esh_kernels.energy_sampling import (
+from esh_kernels.core import energy_sampling as es
+from esh_kernels.core.energy_sampling import (
     Diagnostics,
     JarzynskiResult,
     SampleResult,
-    check_bounds,
-    check_energy_shape,
-    check_event_size,
-    check_fraction,
-    check_inside_bounds,
-    check_n_steps,
-    check_positive,
-    check_random_input,
-    check_refresh_rate,
-    esh_step,
-    jarzynski_log_weights,
     log_z_estimate,
-    point_log_weights,
-    refresh_velocity,
-    reservoir_offer,
-    standard_normal_log_prob,
-    step_diagnostics,
 )
 
 __all__ = [
@@ -85,7 +70,7 @@ def _value_and_grad(energy_fn, energy_args, shape, energy_scale, dtype):
 
     def total(x_flat):
         e = energy_fn(x_flat.reshape(shape), *energy_args)
-        check_energy_shape(jnp.shape(e), batch)
+        es.check_energy_shape(jnp.shape(e), batch)
         e = e.astype(dtype)
         return jnp.sum(e), e
 
@@ -134,9 +119,9 @@ def _run(
     else:
         u = unit_vector(jnp.asarray(u0, dtype).reshape(batch, d))
     energy, grad = vg(x)
-    state = IntegratorState(x, u, jnp.zeros((batch,), dtype), energy, grad)
+    state = IntegratorState(x, u, jnp.zeros_like(energy), energy, grad)
     energy0 = energy
-    res = (x, energy, jnp.full((batch,), -jnp.inf, dtype)) if reservoir else None
+    res = (x, energy, jnp.full_like(energy, -jnp.inf)) if reservoir else None
     diverged = jnp.zeros((batch,), bool)
 
     xs = (
@@ -148,40 +133,35 @@ def _run(
     def body(carry, inputs):
         state, res, diverged = carry
         i, unif, z = inputs
-        new, log_dt_old, log_dt_new, ok = esh_step(state, step_size, vg, d, bounds)
+        log_u = None
         if reservoir:
             if unif is None:
                 unif = jax.random.uniform(jax.random.fold_in(key_res, i), (2, batch), dtype)
             log_u = jnp.log(unif)
-            res = reservoir_offer(res, state.x, state.energy, log_dt_old, log_u[0])
-            res = reservoir_offer(res, new.x, new.energy, log_dt_new, log_u[1])
-        if refresh:
-            if z is None:
-                z = jax.random.normal(jax.random.fold_in(key_ref, i), (batch, d), dtype)
-            new = new._replace(u=refresh_velocity(new.u, z, step_size, refresh_rate, d))
+        if refresh and z is None:
+            z = jax.random.normal(jax.random.fold_in(key_ref, i), (batch, d), dtype)
+        new, res, ok, log_dts = es.energy_step(state, res, step_size, vg, d, bounds, log_u,
+                                               z if refresh else None, refresh_rate)
         out = {}
         if keep_trajectory:
-            out["trajectory"] = (new.x, log_dt_old, log_dt_new)
+            out["trajectory"] = (new.x, *log_dts)
         if keep_diagnostics:
-            out["diagnostics"] = step_diagnostics(new, energy0, d)
+            out["diagnostics"] = es.step_diagnostics(new, energy0, d)
         return (new, res, diverged | ~ok), out
 
     (state, res, diverged), out = lax.scan(body, (state, res, diverged), xs)
 
-    final = IntegratorState(
-        state.x.reshape(shape), state.u.reshape(shape), state.r, state.energy,
-        state.grad.reshape(shape),
-    )
     extra = {}
     if keep_trajectory:
         xs_path, log_dt_old, log_dt_new = out["trajectory"]
         extra["trajectory"] = jnp.concatenate([x[None], xs_path]).reshape((n_steps + 1,) + shape)
-        extra["log_time_weights"] = point_log_weights(jnp, log_dt_old, log_dt_new, jnp.concatenate)
+        extra["log_time_weights"] = es.point_log_weights(jnp, log_dt_old, log_dt_new,
+                                                         jnp.concatenate)
         step_times = lax.cumlogsumexp(jnp.logaddexp(log_dt_old, log_dt_new), axis=0)
         extra["log_times"] = jnp.concatenate([jnp.full((1, batch), -jnp.inf, dtype), step_times])
     if keep_diagnostics:
         extra["diagnostics"] = Diagnostics(*out["diagnostics"])
-    return final, res, diverged, extra
+    return es.reshaped_state(state, shape), res, diverged, extra
 
 
 _STATIC = ("energy_fn", "n_steps", "bounds", "reservoir", "refresh", "keep_trajectory",
@@ -191,35 +171,18 @@ _STATIC = ("energy_fn", "n_steps", "bounds", "reservoir", "refresh", "keep_traje
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _sample_jit(energy_fn, energy_args, x0, u0, key, uniforms, normals, step_size,
                 energy_scale, refresh_rate, **flags):
-    final, res, diverged, extra = _run(energy_fn, energy_args, x0, u0, key, uniforms, normals,
-                                       step_size, energy_scale, refresh_rate, **flags)
-    x_res, e_res, log_total = res
-    return SampleResult(
-        state=final,
-        samples=x_res.reshape(x0.shape),
-        sample_energy=e_res,
-        log_total_time=log_total,
-        diverged=diverged,
-        trajectory=extra.get("trajectory"),
-        log_time_weights=extra.get("log_time_weights"),
-        log_times=extra.get("log_times"),
-        diagnostics=extra.get("diagnostics"),
-    )
+    return es.sample_result(*_run(energy_fn, energy_args, x0, u0, key, uniforms, normals,
+                                  step_size, energy_scale, refresh_rate, **flags))
 
 
 def _check_x0_bounds(x0, bounds):
     if bounds is not None and not isinstance(x0, jax.core.Tracer):
-        check_inside_bounds(bool(jnp.all((x0 >= bounds[0]) & (x0 <= bounds[1]))), bounds)
+        es.check_inside_bounds(bool(jnp.all((x0 >= bounds[0]) & (x0 <= bounds[1]))), bounds)
 
 
 def _check_random_inputs(key, u0, uniforms, normals, x0, n_steps, refresh, reservoir=True):
-    batch = x0.shape[0]
-    if u0 is not None:
-        check_random_input("u0", jnp.shape(u0), x0.shape)
-    if uniforms is not None:
-        check_random_input("uniforms", jnp.shape(uniforms), (n_steps, 2, batch))
-    if normals is not None:
-        check_random_input("normals", jnp.shape(normals), (n_steps,) + tuple(x0.shape))
+    es.check_random_shapes(x0.shape, n_steps, *(None if v is None else jnp.shape(v)
+                                                 for v in (u0, uniforms, normals)))
     needs_key = (u0 is None) or (reservoir and uniforms is None) or (refresh and normals is None)
     if needs_key and key is None:
         raise ValueError(
@@ -275,16 +238,13 @@ def sample(
         the velocity refresh.
 
     Returns:
-      :class:`~esh_kernels.energy_sampling.SampleResult`.
+      :class:`~esh_kernels.core.energy_sampling.SampleResult`.
     """
     x0 = jnp.asarray(x0)
     _float_dtype(x0)
-    check_event_size(x0.shape)
-    n_steps = check_n_steps(n_steps)
-    check_positive("step_size", step_size)
-    check_positive("energy_scale", energy_scale)
-    refresh = check_refresh_rate(refresh_rate)
-    bounds = check_bounds(bounds)
+    es.check_event_size(x0.shape)
+    n_steps, bounds, refresh = es.check_run_args(n_steps, step_size, energy_scale, bounds,
+                                                 refresh_rate)
     _check_x0_bounds(x0, bounds)
     _check_random_inputs(key, u0, uniforms, normals, x0, n_steps, refresh)
     return _sample_jit(
@@ -300,23 +260,9 @@ def _jarzynski_jit(energy_fn, energy_args, x0, u0, key, base_log_prob, step_size
                    energy_scale, **flags):
     final, _, diverged, extra = _run(energy_fn, energy_args, x0, u0, key, None, None,
                                      step_size, energy_scale, 0.0, **flags)
-    batch = x0.shape[0]
-    d = math.prod(x0.shape[1:])
     if base_log_prob is None:
-        x_flat = x0.reshape(batch, d)
-        if flags["bounds"] is None:
-            base_log_prob = standard_normal_log_prob(x_flat)
-        else:
-            low, high = flags["bounds"]
-            base_log_prob = jnp.full((batch,), -d * math.log(high - low), x0.dtype)
-    log_w = jarzynski_log_weights(base_log_prob, final.energy, final.r, d)
-    log_w = jnp.where(diverged, -jnp.inf, log_w)
-    log_z, log_z_se, ess = log_z_estimate(log_w)
-    return JarzynskiResult(
-        samples=final.x, log_weights=log_w, log_z=log_z, log_z_se=log_z_se, ess=ess,
-        state=final, diverged=diverged, trajectory=extra.get("trajectory"),
-        diagnostics=extra.get("diagnostics"),
-    )
+        base_log_prob = es.default_base_log_prob(x0.reshape(x0.shape[0], -1), flags["bounds"])
+    return es.jarzynski_result(final, diverged, extra, base_log_prob)
 
 
 def jarzynski(
@@ -359,16 +305,13 @@ def jarzynski(
       dtype: dtype of ``x0`` when it is drawn here.
 
     Returns:
-      :class:`~esh_kernels.energy_sampling.JarzynskiResult` with ``log_z``, ``log_z_se``
+      :class:`~esh_kernels.core.energy_sampling.JarzynskiResult` with ``log_z``, ``log_z_se``
       (delta-method standard error) and ``ess`` (Kish).
     """
-    n_steps = check_n_steps(n_steps)
-    check_positive("step_size", step_size)
-    check_positive("energy_scale", energy_scale)
-    bounds = check_bounds(bounds)
+    n_steps, bounds, _ = es.check_run_args(n_steps, step_size, energy_scale, bounds)
     if isinstance(x0, (tuple, list)):
         shape = tuple(int(s) for s in x0)
-        check_event_size(shape)
+        es.check_event_size(shape)
         if key is None:
             raise ValueError("key is required to draw x0 from the base distribution.")
         key, key_x = jax.random.split(key)
@@ -378,10 +321,10 @@ def jarzynski(
             x0 = jax.random.uniform(key_x, shape, dtype, bounds[0], bounds[1])
     x0 = jnp.asarray(x0)
     _float_dtype(x0)
-    batch, _ = check_event_size(x0.shape)
+    batch, _ = es.check_event_size(x0.shape)
     _check_x0_bounds(x0, bounds)
     if base_log_prob is not None:
-        check_random_input("base_log_prob", jnp.shape(base_log_prob), (batch,))
+        es.check_random_input("base_log_prob", jnp.shape(base_log_prob), (batch,))
         base_log_prob = jnp.asarray(base_log_prob, x0.dtype)
     _check_random_inputs(key, u0, None, None, x0, n_steps, False, reservoir=False)
     return _jarzynski_jit(
@@ -424,22 +367,20 @@ def replay_sample(
 
     Returns ``(new_buffer, samples, result)`` where ``samples`` are the reservoir draws
     (``use_reservoir=True``, as in the paper's EBM training) or the final states, and
-    ``result`` the :class:`~esh_kernels.energy_sampling.SampleResult` (no diagnostics).
+    ``result`` the :class:`~esh_kernels.core.energy_sampling.SampleResult` (no diagnostics).
     """
     buffer = jnp.asarray(buffer)
     _float_dtype(buffer)
-    check_event_size(buffer.shape)
-    reinit_fraction = check_fraction("reinit_fraction", reinit_fraction)
-    n_steps = check_n_steps(n_steps)
+    es.check_event_size(buffer.shape)
+    reinit_fraction = es.check_fraction("reinit_fraction", reinit_fraction)
+    n_steps, bounds, refresh = es.check_run_args(n_steps, step_size, energy_scale, bounds,
+                                                 refresh_rate)
     if not 1 <= batch_size <= buffer.shape[0]:
         raise ValueError(f"batch_size must be in [1, {buffer.shape[0]}], got {batch_size}.")
-    check_positive("step_size", step_size)
-    check_positive("energy_scale", energy_scale)
-    refresh = check_refresh_rate(refresh_rate)
     return _replay_jit(
         energy_fn, tuple(energy_args), buffer, key, reinit_fraction, step_size, energy_scale,
         refresh_rate, batch_size=int(batch_size), noise_fn=noise_fn, n_steps=n_steps,
-        bounds=check_bounds(bounds), reservoir=True, refresh=refresh, keep_trajectory=False,
+        bounds=bounds, reservoir=True, refresh=refresh, keep_trajectory=False,
         keep_diagnostics=False, use_reservoir=bool(use_reservoir),
     )
 
@@ -484,24 +425,21 @@ class ReplayBuffer:
       step_size, energy_scale, bounds, refresh_rate: defaults for :meth:`sample`.
       use_reservoir: return and store the reservoir draws (True, the paper's choice) or
         the final states.
+
+    These arguments, checked, are kept in ``settings``
+    (:class:`~esh_kernels.core.energy_sampling.ReplaySettings`); ``buffer`` holds the chains
+    and ``last_result`` the last :meth:`sample`'s full result.
     """
 
     def __init__(self, buffer, key, *, reinit_fraction=0.05, noise_fn=None, step_size=0.1,
                  energy_scale=1.0, bounds=None, refresh_rate=0.0, use_reservoir=True):
         buffer = jnp.asarray(buffer)
         _float_dtype(buffer)
-        check_event_size(buffer.shape)
+        es.check_event_size(buffer.shape)
         self.buffer = buffer
         self.key = key
-        self.reinit_fraction = check_fraction("reinit_fraction", reinit_fraction)
-        self.noise_fn = noise_fn
-        check_positive("step_size", step_size)
-        self.step_size = step_size
-        self.energy_scale = energy_scale
-        self.bounds = check_bounds(bounds)
-        check_refresh_rate(refresh_rate)
-        self.refresh_rate = refresh_rate
-        self.use_reservoir = bool(use_reservoir)
+        self.settings = es.replay_settings(reinit_fraction, noise_fn, step_size, energy_scale,
+                                           bounds, refresh_rate, use_reservoir)
         self.last_result = None
 
     @classmethod
@@ -509,7 +447,7 @@ class ReplayBuffer:
         """A buffer initialised from uniform noise on ``bounds`` (default ``[-1, 1]``)."""
         key, k_init = jax.random.split(key)
         shape = (int(buffer_size),) + tuple(event_shape)
-        buffer = _uniform_noise(k_init, shape, dtype, check_bounds(bounds))
+        buffer = _uniform_noise(k_init, shape, dtype, es.check_bounds(bounds))
         return cls(buffer, key, bounds=bounds, **kw)
 
     def __len__(self):
@@ -518,14 +456,14 @@ class ReplayBuffer:
     def sample(self, energy_fn, batch_size, n_steps, *, step_size=None, energy_args=()):
         """Pick ``batch_size`` chains, run ``n_steps`` ESH steps, write them back and
         return the samples ``(batch_size, *event_shape)``. The full
-        :class:`~esh_kernels.energy_sampling.SampleResult` is kept in ``last_result``."""
+        :class:`~esh_kernels.core.energy_sampling.SampleResult` is kept in ``last_result``."""
         self.key, key = jax.random.split(self.key)
+        s = self.settings
         self.buffer, out, self.last_result = replay_sample(
             self.buffer, key, energy_fn, batch_size, n_steps,
-            self.step_size if step_size is None else step_size,
-            reinit_fraction=self.reinit_fraction, noise_fn=self.noise_fn,
-            energy_scale=self.energy_scale, bounds=self.bounds,
-            refresh_rate=self.refresh_rate, use_reservoir=self.use_reservoir,
-            energy_args=energy_args,
+            s.step_size if step_size is None else step_size,
+            reinit_fraction=s.reinit_fraction, noise_fn=s.noise_fn,
+            energy_scale=s.energy_scale, bounds=s.bounds, refresh_rate=s.refresh_rate,
+            use_reservoir=s.use_reservoir, energy_args=energy_args,
         )
         return out

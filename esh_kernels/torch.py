@@ -29,7 +29,7 @@ global one by default), or can be passed in pre-drawn (``u0``, ``uniforms``,
 ``normals``) to reproduce a run exactly, e.g. against ``esh_kernels.jax``.
 
 Math: ``docs/esh_math.md`` §3-5, written once in :mod:`esh_kernels.core` and
-:mod:`esh_kernels.energy_sampling`. User guide: ``docs/energy_models.md``.
+:mod:`esh_kernels.core.energy_sampling`. User guide: ``docs/energy_models.md``.
 """
 
 import contextlib
@@ -38,27 +38,12 @@ import math
 import torch
 
 from esh_kernels.core import IntegratorState, unit_vector
-from esh_kernels.energy_sampling import (
+from esh_kernels.core import energy_sampling as es
+from esh_kernels.core.energy_sampling import (
     Diagnostics,
     JarzynskiResult,
     SampleResult,
-    check_bounds,
-    check_energy_shape,
-    check_event_size,
-    check_fraction,
-    check_inside_bounds,
-    check_n_steps,
-    check_positive,
-    check_random_input,
-    check_refresh_rate,
-    esh_step,
-    jarzynski_log_weights,
     log_z_estimate,
-    point_log_weights,
-    refresh_velocity,
-    reservoir_offer,
-    standard_normal_log_prob,
-    step_diagnostics,
 )
 
 __all__ = [
@@ -77,12 +62,12 @@ def _check_x0(x0):
         raise ValueError(f"x0 must be a torch.Tensor, got {type(x0).__name__}.")
     if not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}.")
-    return check_event_size(x0.shape)
+    return es.check_event_size(x0.shape)
 
 
 def _check_x0_bounds(x0, bounds):
     if bounds is not None:  # one host sync before the loop
-        check_inside_bounds(bool(((x0 >= bounds[0]) & (x0 <= bounds[1])).all()), bounds)
+        es.check_inside_bounds(bool(((x0 >= bounds[0]) & (x0 <= bounds[1])).all()), bounds)
 
 
 def _as_tensor(value, like):
@@ -114,7 +99,7 @@ def _value_and_grad(energy_fn, energy_args, shape, energy_scale, dtype):
         x.requires_grad_(True)
         with torch.enable_grad():
             e = energy_fn(x, *energy_args)
-            check_energy_shape(e.shape, batch)
+            es.check_energy_shape(e.shape, batch)
             (g,) = torch.autograd.grad(e.sum(), x, allow_unused=True)
         if g is None:  # the energy does not depend on x
             g = torch.zeros_like(x)
@@ -140,11 +125,9 @@ def _run(energy_fn, energy_args, x0, u0, generator, uniforms, normals, step_size
         z0 = _as_tensor(u0, x0).reshape(batch, d)
     u = unit_vector(z0)
     energy, grad = vg(x)
-    state = IntegratorState(x, u, torch.zeros(batch, dtype=dtype, device=device), energy, grad)
+    state = IntegratorState(x, u, torch.zeros_like(energy), energy, grad)
     energy0 = energy
-    res = None
-    if reservoir:  # (kept point, its energy, log of the total physical time offered)
-        res = (x, energy, torch.full((batch,), -math.inf, dtype=dtype, device=device))
+    res = (x, energy, torch.full_like(energy, -math.inf)) if reservoir else None
     diverged = torch.zeros(batch, dtype=torch.bool, device=device)
     if uniforms is not None:
         uniforms = _as_tensor(uniforms, x0)
@@ -153,49 +136,41 @@ def _run(energy_fn, energy_args, x0, u0, generator, uniforms, normals, step_size
 
     traj, old_times, new_times, diags = [], [], [], []
     for i in range(n_steps):
-        new, log_dt_old, log_dt_new, ok = esh_step(state, step_size, vg, d, bounds)
+        log_u = z = None
         if reservoir:
             unif = (uniforms[i] if uniforms is not None else
                     torch.rand((2, batch), generator=generator, dtype=dtype, device=device))
             log_u = torch.log(unif)
-            res = reservoir_offer(res, state.x, state.energy, log_dt_old, log_u[0])
-            res = reservoir_offer(res, new.x, new.energy, log_dt_new, log_u[1])
         if refresh:
             z = (normals[i] if normals is not None else
                  torch.randn((batch, d), generator=generator, dtype=dtype, device=device))
-            new = new._replace(u=refresh_velocity(new.u, z, step_size, refresh_rate, d))
+        state, res, ok, (log_dt_old, log_dt_new) = es.energy_step(
+            state, res, step_size, vg, d, bounds, log_u, z, refresh_rate)
         diverged = diverged | ~ok
         if keep_trajectory:
-            traj.append(new.x)
+            traj.append(state.x)
             old_times.append(log_dt_old)
             new_times.append(log_dt_new)
         if keep_diagnostics:
-            diags.append(step_diagnostics(new, energy0, d))
-        state = new
+            diags.append(es.step_diagnostics(state, energy0, d))
 
-    final = IntegratorState(state.x.reshape(shape), state.u.reshape(shape), state.r,
-                            state.energy, state.grad.reshape(shape))
     extra = {}
     if keep_trajectory:
         extra["trajectory"] = torch.stack([x] + traj).reshape((n_steps + 1,) + shape)
         log_dt_old, log_dt_new = torch.stack(old_times), torch.stack(new_times)
-        extra["log_time_weights"] = point_log_weights(torch, log_dt_old, log_dt_new, torch.cat)
+        extra["log_time_weights"] = es.point_log_weights(torch, log_dt_old, log_dt_new,
+                                                         torch.cat)
         step_times = torch.logcumsumexp(torch.logaddexp(log_dt_old, log_dt_new), dim=0)
         start = torch.full((1, batch), -math.inf, dtype=dtype, device=device)
         extra["log_times"] = torch.cat([start, step_times])
     if keep_diagnostics:
         extra["diagnostics"] = Diagnostics(*(torch.stack(v) for v in zip(*diags)))
-    return final, res, diverged, extra
+    return es.reshaped_state(state, shape), res, diverged, extra
 
 
 def _check_random_inputs(u0, uniforms, normals, x0, n_steps):
-    batch = x0.shape[0]
-    if u0 is not None:
-        check_random_input("u0", u0.shape, x0.shape)
-    if uniforms is not None:
-        check_random_input("uniforms", uniforms.shape, (n_steps, 2, batch))
-    if normals is not None:
-        check_random_input("normals", normals.shape, (n_steps,) + tuple(x0.shape))
+    es.check_random_shapes(x0.shape, n_steps, *(None if v is None else tuple(v.shape)
+                                                 for v in (u0, uniforms, normals)))
 
 
 def sample(
@@ -245,36 +220,21 @@ def sample(
         the velocity refresh.
 
     Returns:
-      :class:`~esh_kernels.energy_sampling.SampleResult` (tensors on ``x0.device``, none
+      :class:`~esh_kernels.core.energy_sampling.SampleResult` (tensors on ``x0.device``, none
       requiring grad).
     """
     _check_x0(x0)
-    n_steps = check_n_steps(n_steps)
-    check_positive("step_size", step_size)
-    check_positive("energy_scale", energy_scale)
-    refresh = check_refresh_rate(refresh_rate)
-    bounds = check_bounds(bounds)
+    n_steps, bounds, refresh = es.check_run_args(n_steps, step_size, energy_scale, bounds,
+                                                 refresh_rate)
     _check_x0_bounds(x0, bounds)
     _check_random_inputs(u0, uniforms, normals, x0, n_steps)
     with torch.inference_mode(False), torch.no_grad(), _frozen_parameters(energy_fn):
-        final, res, diverged, extra = _run(
+        return es.sample_result(*_run(
             energy_fn, tuple(energy_args), x0, u0, generator, uniforms, normals, step_size,
             energy_scale, refresh_rate, n_steps=n_steps, bounds=bounds, reservoir=True,
             refresh=refresh, keep_trajectory=bool(keep_trajectory),
             keep_diagnostics=bool(keep_diagnostics),
-        )
-    x_res, e_res, log_total = res
-    return SampleResult(
-        state=final,
-        samples=x_res.reshape(x0.shape),
-        sample_energy=e_res,
-        log_total_time=log_total,
-        diverged=diverged,
-        trajectory=extra.get("trajectory"),
-        log_time_weights=extra.get("log_time_weights"),
-        log_times=extra.get("log_times"),
-        diagnostics=extra.get("diagnostics"),
-    )
+        ))
 
 
 def jarzynski(
@@ -317,16 +277,13 @@ def jarzynski(
       dtype, device: of ``x0`` when it is drawn here.
 
     Returns:
-      :class:`~esh_kernels.energy_sampling.JarzynskiResult` with ``log_z``, ``log_z_se``
+      :class:`~esh_kernels.core.energy_sampling.JarzynskiResult` with ``log_z``, ``log_z_se``
       (delta-method standard error) and ``ess`` (Kish), as 0-d tensors.
     """
-    n_steps = check_n_steps(n_steps)
-    check_positive("step_size", step_size)
-    check_positive("energy_scale", energy_scale)
-    bounds = check_bounds(bounds)
+    n_steps, bounds, _ = es.check_run_args(n_steps, step_size, energy_scale, bounds)
     if isinstance(x0, (tuple, list, torch.Size)):
         shape = tuple(int(s) for s in x0)
-        check_event_size(shape)
+        es.check_event_size(shape)
         if bounds is None:
             x0 = torch.randn(shape, generator=generator, dtype=dtype, device=device)
         else:
@@ -343,22 +300,11 @@ def jarzynski(
             keep_diagnostics=bool(keep_diagnostics),
         )
         if base_log_prob is None:
-            if bounds is None:
-                base_log_prob = standard_normal_log_prob(x0.detach().reshape(batch, d))
-            else:
-                base_log_prob = torch.full((batch,), -d * math.log(bounds[1] - bounds[0]),
-                                           dtype=x0.dtype, device=x0.device)
+            base_log_prob = es.default_base_log_prob(x0.detach().reshape(batch, d), bounds)
         else:
-            check_random_input("base_log_prob", tuple(base_log_prob.shape), (batch,))
+            es.check_random_input("base_log_prob", tuple(base_log_prob.shape), (batch,))
             base_log_prob = _as_tensor(base_log_prob, x0).detach()
-        log_w = jarzynski_log_weights(base_log_prob, final.energy, final.r, d)
-        log_w = torch.where(diverged, -math.inf, log_w)
-        log_z, log_z_se, ess = log_z_estimate(log_w)
-    return JarzynskiResult(
-        samples=final.x, log_weights=log_w, log_z=log_z, log_z_se=log_z_se, ess=ess,
-        state=final, diverged=diverged, trajectory=extra.get("trajectory"),
-        diagnostics=extra.get("diagnostics"),
-    )
+        return es.jarzynski_result(final, diverged, extra, base_log_prob)
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,6 +330,10 @@ class ReplayBuffer:
       step_size, energy_scale, bounds, refresh_rate: defaults for :meth:`sample`.
       use_reservoir: return and store the reservoir draws (True, the paper's choice) or
         the final states.
+
+    These arguments, checked, are kept in ``settings``
+    (:class:`~esh_kernels.core.energy_sampling.ReplaySettings`); ``buffer`` holds the chains
+    and ``last_result`` the last :meth:`sample`'s full result.
       generator: optional ``torch.Generator`` for the picks, the noise and the sampler.
     """
 
@@ -392,16 +342,8 @@ class ReplayBuffer:
                  generator=None):
         _check_x0(buffer)
         self.buffer = buffer.detach().clone()
-        self.reinit_fraction = check_fraction("reinit_fraction", reinit_fraction)
-        self.noise_fn = noise_fn
-        check_positive("step_size", step_size)
-        self.step_size = step_size
-        check_positive("energy_scale", energy_scale)
-        self.energy_scale = energy_scale
-        self.bounds = check_bounds(bounds)
-        check_refresh_rate(refresh_rate)
-        self.refresh_rate = refresh_rate
-        self.use_reservoir = bool(use_reservoir)
+        self.settings = es.replay_settings(reinit_fraction, noise_fn, step_size, energy_scale,
+                                           bounds, refresh_rate, use_reservoir)
         self.generator = generator
         self.last_result = None
 
@@ -409,7 +351,7 @@ class ReplayBuffer:
     def uniform(cls, buffer_size, event_shape, *, dtype=torch.float32, device=None,
                 bounds=None, generator=None, **kw):
         """A buffer initialised from uniform noise on ``bounds`` (default ``[-1, 1]``)."""
-        low, high = check_bounds(bounds) or (-1.0, 1.0)
+        low, high = es.check_bounds(bounds) or (-1.0, 1.0)
         shape = (int(buffer_size),) + tuple(event_shape)
         buffer = low + (high - low) * torch.rand(shape, generator=generator, dtype=dtype,
                                                  device=device)
@@ -419,9 +361,9 @@ class ReplayBuffer:
         return self.buffer.shape[0]
 
     def _noise(self, n):
-        if self.noise_fn is not None:
-            return _as_tensor(self.noise_fn(n), self.buffer)
-        low, high = self.bounds or (-1.0, 1.0)
+        if self.settings.noise_fn is not None:
+            return _as_tensor(self.settings.noise_fn(n), self.buffer)
+        low, high = self.settings.bounds or (-1.0, 1.0)
         shape = (n,) + tuple(self.buffer.shape[1:])
         u = torch.rand(shape, generator=self.generator, dtype=self.buffer.dtype,
                        device=self.buffer.device)
@@ -431,24 +373,25 @@ class ReplayBuffer:
         """Pick ``batch_size`` distinct chains, restart each from noise with probability
         ``reinit_fraction``, run ``n_steps`` ESH steps, write them back and return the
         samples ``(batch_size, *event_shape)`` (reservoir draws or final states). The full
-        :class:`~esh_kernels.energy_sampling.SampleResult` is kept in ``last_result``."""
+        :class:`~esh_kernels.core.energy_sampling.SampleResult` is kept in ``last_result``."""
+        s = self.settings
         n = self.buffer.shape[0]
         if not 1 <= batch_size <= n:
             raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}.")
         device = self.buffer.device
         idx = torch.randperm(n, generator=self.generator, device=device)[:batch_size]
         x0 = self.buffer[idx]
-        if self.reinit_fraction > 0:
+        if s.reinit_fraction > 0:
             fresh = torch.rand(batch_size, generator=self.generator, device=device,
-                               dtype=self.buffer.dtype) < self.reinit_fraction
+                               dtype=self.buffer.dtype) < s.reinit_fraction
             x0 = torch.where(fresh.reshape((-1,) + (1,) * (x0.dim() - 1)),
                              self._noise(batch_size), x0)
         result = sample(energy_fn, x0, n_steps,
-                        self.step_size if step_size is None else step_size,
-                        generator=self.generator, energy_scale=self.energy_scale,
-                        bounds=self.bounds, refresh_rate=self.refresh_rate,
+                        s.step_size if step_size is None else step_size,
+                        generator=self.generator, energy_scale=s.energy_scale,
+                        bounds=s.bounds, refresh_rate=s.refresh_rate,
                         keep_diagnostics=False, energy_args=energy_args)
-        out = result.samples if self.use_reservoir else result.state.x
+        out = result.samples if s.use_reservoir else result.state.x
         self.buffer[idx] = out
         self.last_result = result
         return out

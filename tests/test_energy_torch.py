@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from esh_kernels.energy_sampling import reflect  # noqa: E402
+from esh_kernels.core.energy_sampling import reflect  # noqa: E402
 from esh_kernels.torch import ReplayBuffer, jarzynski, sample  # noqa: E402
 
 

@@ -1,16 +1,18 @@
-"""Backend-neutral pieces of the batched energy samplers (``esh_kernels.jax``/``.torch``).
+"""The energy-function samplers (``esh_kernels.jax`` / ``.torch``), written once.
 
 This module imports neither JAX nor torch. It holds
 
 * the result containers returned by both backends (:class:`SampleResult`,
-  :class:`JarzynskiResult`, :class:`Diagnostics`),
+  :class:`JarzynskiResult`, :class:`Diagnostics`) and the functions that fill them,
 * argument checks shared by both backends,
-* the per-step logic written once on top of :mod:`esh_kernels.core` (array-API style, so
-  it runs unchanged on ``jax.numpy`` and ``torch`` arrays and the two backends agree to
-  rounding): the ESH leapfrog step with box reflection and the exact half-step
-  physical-time accounting, the reservoir offer, partial velocity refresh, the Jarzynski
-  log weights and the log Z estimate.
+* the loop body, written once on top of the other :mod:`esh_kernels.core` modules
+  (array-API style, so it runs unchanged on ``jax.numpy`` and ``torch`` arrays and the two
+  backends agree to rounding): :func:`energy_step` is one ESH leapfrog step with box
+  reflection and the exact half-step physical-time accounting, the reservoir offers and
+  the partial velocity refresh; then the Jarzynski log weights and the log Z estimate.
 
+The backend modules keep only what differs: the gradient (``jax.value_and_grad`` or
+``torch.autograd``), the random draws, and the loop (``lax.scan`` or a Python loop).
 Arrays passed to the step functions are flattened to ``(batch, d)``; the backend modules
 reshape to and from the user's ``(batch, *event_shape)``.
 
@@ -23,20 +25,18 @@ import math
 import numbers
 from typing import Any, NamedTuple
 
-from esh_kernels.core import (
-    IntegratorState,
-    kinetic_energy_change,
-    namespace,
-    partial_refresh,
-    refresh_noise_scale,
-    esh_leapfrog,
-    reservoir_take,
-)
+from esh_kernels.core import checks
+from esh_kernels.core.backend import namespace
+from esh_kernels.core.dynamics import kinetic_energy_change
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.reservoir import reservoir_take
+from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale
 
 __all__ = [
     "Diagnostics",
     "SampleResult",
     "JarzynskiResult",
+    "energy_step",
     "esh_step",
     "reflect",
     "reservoir_offer",
@@ -46,6 +46,10 @@ __all__ = [
     "jarzynski_log_weights",
     "log_z_estimate",
     "standard_normal_log_prob",
+    "default_base_log_prob",
+    "reshaped_state",
+    "sample_result",
+    "jarzynski_result",
 ]
 
 _NEG_INF = -float("inf")
@@ -171,8 +175,10 @@ def check_n_steps(n_steps):
 
 
 def check_positive(name, value):
-    if _is_concrete_number(value) and not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    """:func:`esh_kernels.core.checks.check_positive` on Python numbers; arrays (traced or
+    per-chain) pass unchecked."""
+    if _is_concrete_number(value):
+        checks.check_positive(name, value, allow_none=False)
 
 
 def check_refresh_rate(value):
@@ -219,6 +225,37 @@ def check_fraction(name, value):
     return float(value)
 
 
+def check_run_args(n_steps, step_size, energy_scale, bounds, refresh_rate=0.0):
+    """The checks of every run (``sample``, ``jarzynski``, the replay buffer); returns
+    ``(n_steps, bounds, refresh)``: ``n_steps`` as an int, ``bounds`` as ``(low, high)`` or
+    ``None``, and whether the velocity refresh is on."""
+    n_steps = check_n_steps(n_steps)
+    check_positive("step_size", step_size)
+    check_positive("energy_scale", energy_scale)
+    return n_steps, check_bounds(bounds), check_refresh_rate(refresh_rate)
+
+
+class ReplaySettings(NamedTuple):
+    """A ``ReplayBuffer``'s settings (its constructor's arguments, checked), kept as its
+    ``settings`` attribute."""
+
+    reinit_fraction: float
+    noise_fn: Any
+    step_size: Any
+    energy_scale: Any
+    bounds: Any
+    refresh_rate: Any
+    use_reservoir: bool
+
+
+def replay_settings(reinit_fraction, noise_fn, step_size, energy_scale, bounds, refresh_rate,
+                    use_reservoir):
+    """Check a ``ReplayBuffer``'s arguments and return its :class:`ReplaySettings`."""
+    _, bounds, _ = check_run_args(1, step_size, energy_scale, bounds, refresh_rate)
+    return ReplaySettings(check_fraction("reinit_fraction", reinit_fraction), noise_fn,
+                          step_size, energy_scale, bounds, refresh_rate, bool(use_reservoir))
+
+
 def check_energy_shape(energy_shape, batch):
     if tuple(energy_shape) != (batch,):
         raise ValueError(
@@ -230,6 +267,16 @@ def check_energy_shape(energy_shape, batch):
 def check_random_input(name, shape, expected):
     if tuple(shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(shape)}.")
+
+
+def check_random_shapes(x_shape, n_steps, u0=None, uniforms=None, normals=None):
+    """The shapes of the pre-drawn random inputs (``None`` where not given): ``u0`` like
+    ``x0``, ``uniforms`` ``(n_steps, 2, batch)``, ``normals`` ``(n_steps, *x0.shape)``."""
+    expected = {"u0": tuple(x_shape), "uniforms": (n_steps, 2, x_shape[0]),
+                "normals": (n_steps,) + tuple(x_shape)}
+    for name, shape in (("u0", u0), ("uniforms", uniforms), ("normals", normals)):
+        if shape is not None:
+            check_random_input(name, shape, expected[name])
 
 
 # ---------------------------------------------------------------------------------------
@@ -324,6 +371,27 @@ def reservoir_offer(reservoir, x, energy, log_weight, log_uniform):
     )
 
 
+def energy_step(state, reservoir, step_size, value_and_grad, d, bounds, log_u, z,
+                refresh_rate):
+    """One iteration of the loop of ``sample`` / ``jarzynski`` (both backends).
+
+    An ESH step (:func:`esh_step`), then, when ``log_u`` (``(2, batch)`` log uniforms) is
+    given, the old and the new point offered to the reservoir with the physical time of
+    their half-steps (paper Alg. 3), and, when ``z`` (``(batch, d)`` standard normals) is
+    given, the partial refresh of the new direction (:func:`refresh_velocity`). ``None``
+    turns the reservoir or the refresh off.
+
+    Returns ``(new_state, reservoir, ok, (log_dt_old, log_dt_new))``.
+    """
+    new, log_dt_old, log_dt_new, ok = esh_step(state, step_size, value_and_grad, d, bounds)
+    if log_u is not None:
+        reservoir = reservoir_offer(reservoir, state.x, state.energy, log_dt_old, log_u[0])
+        reservoir = reservoir_offer(reservoir, new.x, new.energy, log_dt_new, log_u[1])
+    if z is not None:
+        new = new._replace(u=refresh_velocity(new.u, z, step_size, refresh_rate, d))
+    return new, reservoir, ok, (log_dt_old, log_dt_new)
+
+
 def step_diagnostics(state, energy0, d):
     """``(energy, kinetic, energy_error)`` after a step, with ``r_0 = 0`` and ``H = E + d r``."""
     kinetic = kinetic_energy_change(state.r, d)
@@ -383,3 +451,56 @@ def log_z_estimate(log_weights):
     log_z_se = xp.sqrt(var / n) / mean
     ess = total * total / xp.sum(w * w)
     return log_z, log_z_se, ess
+
+
+def default_base_log_prob(x_flat, bounds):
+    """``log q0`` of ``jarzynski``'s default base at ``x_flat`` ``(batch, d)``: the standard
+    normal, or the uniform law on the box ``bounds``."""
+    if bounds is None:
+        return standard_normal_log_prob(x_flat)
+    low, high = bounds
+    xp = namespace(x_flat)
+    return xp.zeros_like(x_flat[..., 0]) - x_flat.shape[-1] * math.log(high - low)
+
+
+# ---------------------------------------------------------------------------------------
+# The results, filled the same way by both backends
+
+
+def reshaped_state(state, shape):
+    """The loop's flat ``(batch, d)`` state with ``x``, ``u`` and ``grad`` in ``shape``."""
+    return IntegratorState(state.x.reshape(shape), state.u.reshape(shape), state.r,
+                           state.energy, state.grad.reshape(shape))
+
+
+def sample_result(final, reservoir, diverged, extra):
+    """:class:`SampleResult` from the final state (user's shape), the reservoir and the
+    optional ``extra`` outputs (``trajectory``, ``log_time_weights``, ``log_times``,
+    ``diagnostics``)."""
+    x_kept, energy_kept, log_total = reservoir
+    return SampleResult(
+        state=final,
+        samples=x_kept.reshape(final.x.shape),
+        sample_energy=energy_kept,
+        log_total_time=log_total,
+        diverged=diverged,
+        trajectory=extra.get("trajectory"),
+        log_time_weights=extra.get("log_time_weights"),
+        log_times=extra.get("log_times"),
+        diagnostics=extra.get("diagnostics"),
+    )
+
+
+def jarzynski_result(final, diverged, extra, base_log_prob):
+    """:class:`JarzynskiResult`: the exact-volume log weights (:func:`jarzynski_log_weights`;
+    ``-inf`` for a diverged particle) and the log Z estimate (:func:`log_z_estimate`)."""
+    xp = namespace(final.energy)
+    d = math.prod(final.x.shape[1:])
+    log_w = jarzynski_log_weights(base_log_prob, final.energy, final.r, d)
+    log_w = xp.where(diverged, _NEG_INF, log_w)
+    log_z, log_z_se, ess = log_z_estimate(log_w)
+    return JarzynskiResult(
+        samples=final.x, log_weights=log_w, log_z=log_z, log_z_se=log_z_se, ess=ess,
+        state=final, diverged=diverged, trajectory=extra.get("trajectory"),
+        diagnostics=extra.get("diagnostics"),
+    )
