@@ -10,6 +10,7 @@ from esh_kernels.core.adaptation import (
     DualAveragingState,
     diagonal_of,
     dual_averaging_init,
+    has_correlations,
     dual_averaging_update,
     decorrelation_init,
     decorrelation_update,
@@ -208,6 +209,39 @@ def test_automatic_metric_goes_dense_only_beyond_sampling_noise():
         both = welford_update(both, np.stack([a, b]))
     chosen = prefers_dense(welford_covariance(both), both.count)
     assert chosen.tolist() == [True, False]
+
+
+def test_automatic_metric_without_enough_effective_draws_keeps_the_kind_it_ran_under():
+    """``prefers_dense(..., was_dense=)``: a correlated window with fewer than ``d``
+    effective draws keeps a dense metric dense and a diagonal one diagonal (per chain);
+    with enough effective draws the window decides whatever the chain ran under.
+    ``has_correlations`` tells the two kinds of a dense-layout factor apart."""
+    rng = np.random.default_rng(11)
+    d = 4
+    corr = np.full((d, d), 0.99) + 0.01 * np.eye(d)
+    chol = np.linalg.cholesky(corr)
+    correlated = rng.normal(size=(200, d)) @ chol.T
+    independent = rng.normal(size=(200, d))
+    cov = welford_covariance(_window(correlated))
+    slow = np.float64(60.0)  # 3.3 effective draws < d
+    assert prefers_dense(cov, np.float64(200), tau=slow, was_dense=np.bool_(True))
+    assert not prefers_dense(cov, np.float64(200), tau=slow, was_dense=np.bool_(False))
+    assert not prefers_dense(cov, np.float64(200), tau=slow)
+    # enough effective draws: the window decides
+    quick = np.float64(2.0)
+    assert prefers_dense(cov, np.float64(200), tau=quick, was_dense=np.bool_(False))
+    indep = welford_covariance(_window(independent))
+    assert not prefers_dense(indep, np.float64(200), tau=quick, was_dense=np.bool_(True))
+    # per chain, through metric_covariance
+    both = welford_init(np.stack([correlated[0], correlated[0]]), dense=True)
+    for a in correlated:
+        both = welford_update(both, np.stack([a, a]))
+    out = metric_covariance(both, mask=AUTO_METRIC, tau=np.array([60.0, 60.0]),
+                            was_dense=np.array([True, False]))
+    np.testing.assert_array_equal(out[0], welford_covariance(both)[0])
+    np.testing.assert_array_equal(out[1], diagonal_of(both)[1])
+    factors = np.stack([np.linalg.cholesky(corr), np.diag(np.arange(1.0, d + 1.0))])
+    assert has_correlations(factors).tolist() == [True, False]
 
 
 def test_welford_weight_zero_is_a_no_op():
@@ -455,3 +489,26 @@ def test_adjusted_trajectory_grows_only_in_the_random_walk_regime(rho, grows):
         assert lengths[num_warmup - 1] <= 1024 * 0.5
     else:
         assert lengths[num_warmup - 1] == pytest.approx(math.sqrt(d))
+
+
+def test_adjusted_trajectory_shrinks_back_under_the_final_metric():
+    """The last warmup iteration applies the length update once more with ``tau`` over the
+    final fast buffer (the only draws run under the final metric): a length grown in a
+    random-walk window shrinks by ``sqrt(tau / RANDOM_WALK_TAU)`` (about 1/3 for
+    independent draws) when the final buffer's draws are independent, never below
+    ``factor * sqrt(d)``, and stays until that last iteration."""
+    from esh_kernels.core.warmup import AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update
+
+    rng = np.random.default_rng(3)
+    d, num_warmup = 4, 1000
+    stop = window_schedule(num_warmup)[2]
+    x = np.concatenate([_ar1(0.999, stop, d, rng), rng.normal(size=(num_warmup - stop, d))])
+    config = AdjustedWarmupConfig(num_warmup, 0.7, False, True, True, 1.0, max_steps=1024)
+    adapt = adjusted_warmup_init(x[0], np.float64(0.5), np.float64(2.0), False)
+    lengths = []
+    for i in range(num_warmup):
+        adapt = adjusted_warmup_update(adapt, i, x[i], np.float64(0.7), config)
+        lengths.append(float(adapt.trajectory_length))
+    assert lengths[stop - 1] > 5 * math.sqrt(d)  # grown at the last window end
+    assert lengths[num_warmup - 2] == lengths[stop - 1]
+    assert math.sqrt(d) <= lengths[num_warmup - 1] < 0.5 * lengths[num_warmup - 2]

@@ -51,6 +51,24 @@ def test_frozen_chain_and_collapsed_step_are_flagged_by_chain():
     assert "AdjustedESH" in messages[0]
 
 
+def test_a_step_size_far_below_the_other_chains_is_flagged_by_chain():
+    """A chain whose step size is 200x below the others' (posteriordb's ``kilpisjarvi``
+    once ended warmup so: one chain's metric diagonal, the others' dense) is flagged with
+    a message naming it and the median; a 10x spread, or a single chain, is not."""
+    m = _stream(np.random.default_rng(1), 4, 300, 5)
+    steps = np.array([1.28, 1.02, 1.05, 0.005])
+    flags = self_check.problem_flags(m, steps, np.ones((4, 5)), True, True)
+    assert list(flags[1]) == [False, False, False, True]
+    found = self_check.findings("AdjustedESH", "sampling", m, steps, flags, 1024)
+    [message] = [msg for chain, symptom, msg in found if symptom == "step_size"]
+    assert "chain 3 has a step size of 0.005" in message and "207x below the median" in message
+    spread = np.array([1.0, 0.5, 2.0, 0.1])
+    assert not self_check.problem_flags(m, spread, np.ones((4, 5)), True, True)[1].any()
+    one = _stream(np.random.default_rng(1), 1, 300, 5)
+    one = type(one)(*(a[0] for a in one))
+    assert not self_check.problem_flags(one, np.float64(0.005), np.ones(5), True, True)[1]
+
+
 def test_chains_that_disagree_are_flagged():
     m = _stream(np.random.default_rng(2), 4, 300, 3, shift_chain=0)
     assert _flags(m)[-1]

@@ -124,6 +124,14 @@ def _diag_matrix(v):
     return v[..., :, None] * _identity_like(v)
 
 
+def has_correlations(scale):
+    """Whether a ``d x d`` metric factor (``(..., d, d)``) has a non-zero off-diagonal
+    entry: a dense metric, not a diagonal one kept in a dense layout."""
+    xp = namespace(scale)
+    off = xp.abs(scale * (1.0 - _identity_like(scale[..., 0])))
+    return xp.sum(xp.sum(off, axis=-1), axis=-1) > 0
+
+
 def _identity_like(mean):
     """The ``d x d`` identity for vectors like ``mean`` (``(..., d)``), on its device."""
     xp = namespace(mean)
@@ -134,7 +142,7 @@ def _identity_like(mean):
 DENSE_MIN_DRAWS_PER_DIM = 2.0
 
 
-def metric_covariance(state, num_chains=1, mask=None, tau=None):
+def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None):
     """The covariance a window's draws give the metric (``esh_math.md`` §7.4): Stan's
     regularised estimate (:func:`welford_covariance`), except that a dense estimate from
     fewer than ``DENSE_MIN_DRAWS_PER_DIM * b`` draws per chain keeps only its diagonal
@@ -146,7 +154,7 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None):
     blocks are set to zero, so the Cholesky factor is block-diagonal too. ``mask =
     AUTO_METRIC`` keeps the dense estimate only where :func:`prefers_dense` says so, the
     diagonal otherwise (per chain; ``tau``: the window draws' autocorrelation time, if
-    known).
+    known; ``was_dense``: whether the window ran under a dense metric).
 
     A dense estimate from ``n`` independent draws in ``d`` dimensions has relative
     eigenvalues down to about ``(1 - sqrt(d/n))^2`` (Marchenko-Pastur; autocorrelated draws
@@ -171,8 +179,8 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None):
         return cov
     block = state.mean.shape[-1]
     if isinstance(mask, str):  # AUTO_METRIC
-        return xp.where(prefers_dense(cov, state.count, num_chains, tau)[..., None, None], cov,
-                        diagonal_of(state))
+        dense = prefers_dense(cov, state.count, num_chains, tau, was_dense)
+        return xp.where(dense[..., None, None], cov, diagonal_of(state))
     if mask is not None:
         cov = cov * mask
         block = int(max(mask.sum(axis=-1)))
@@ -195,10 +203,11 @@ AUTO_DENSE_MIN_EFFECTIVE_PER_DIM = 1.0
 AUTO_DENSE_CONDITION = 10.0
 
 
-def prefers_dense(cov, count, num_chains=1, tau=None):
+def prefers_dense(cov, count, num_chains=1, tau=None, was_dense=None):
     """Whether a window's covariance ``cov`` (``(..., d, d)``, from ``count`` draws over
     ``num_chains`` chains, ``tau`` their autocorrelation time in draws, None: unknown) is
-    better used dense than by its diagonal (``esh_math.md`` §7.6).
+    better used dense than by its diagonal (``esh_math.md`` §7.6). ``was_dense``: whether
+    the metric the window ran under was dense (None: unknown, taken as diagonal).
 
     A diagonal metric leaves the whitened target with the condition number ``kappa`` of
     the correlation matrix ``R``; a dense estimate from ``n`` independent draws leaves
@@ -207,7 +216,14 @@ def prefers_dense(cov, count, num_chains=1, tau=None):
     has ``AUTO_DENSE_MIN_DRAWS_PER_DIM * d`` draws per chain, ``count / tau`` at least
     ``AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d`` per chain, and ``kappa(R)`` is
     ``AUTO_DENSE_CONDITION`` times that noise level at ``n = count``: the margin covers
-    autocorrelated draws, which count for fewer than ``count`` (measured in §7.6)."""
+    autocorrelated draws, which count for fewer than ``count`` (measured in §7.6).
+
+    A window with too few effective draws cannot tell, and keeps the kind of metric it ran
+    under: a chain already dense stays dense (its window's diagonal would be fitted to the
+    same few draws and lose the correlation as well; on posteriordb's ``kilpisjarvi``, one
+    chain whose dense metric was too narrow random-walked through its last window, ``tau``
+    380, and fell back to a diagonal metric with a step size 200x smaller than the other
+    chains')."""
     xp = namespace(cov)
     d = cov.shape[-1]
     eye = _identity_like(cov[..., 0])
@@ -216,12 +232,15 @@ def prefers_dense(cov, count, num_chains=1, tau=None):
     eig = xp.linalg.eigvalsh(corr)
     kappa = eig[..., -1] / xp.maximum(eig[..., 0], eig[..., -1] * 1e-12)
     enough = count >= AUTO_DENSE_MIN_DRAWS_PER_DIM * d * num_chains
-    if tau is not None:
-        effective = count / xp.maximum(tau, tau * 0.0 + 1.0)
-        enough = enough & (effective >= AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d * num_chains)
     ratio = xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
     noise = ((1.0 + ratio) / (1.0 - ratio)) ** 2
-    return enough & (kappa > AUTO_DENSE_CONDITION * noise)
+    correlated = kappa > AUTO_DENSE_CONDITION * noise
+    if tau is not None:
+        effective = count / xp.maximum(tau, tau * 0.0 + 1.0)
+        judged = effective >= AUTO_DENSE_MIN_EFFECTIVE_PER_DIM * d * num_chains
+        kept = xp.zeros_like(correlated) if was_dense is None else was_dense
+        correlated = xp.where(judged, correlated, kept)
+    return enough & correlated
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
 * ``frozen``: at least 90% of the window's draws repeat the previous draw exactly
   (rejections or a draw that picked the point it started from), or, in sampling, the
   chain's spread is below 1% of the metric's scale in every coordinate;
-* ``step_size``: the step size is below ``1e-3``;
+* ``step_size``: the step size is below ``1e-3``, or (chains run together) more than
+  ``100x`` below the median of the chains' step sizes: chains of one posterior share its
+  scale, and one that does not has a metric or a warmup that went wrong (and a vectorized
+  run waits for its long trajectories);
 * ``cap``: more than half of the draws hit ``max_steps``;
 * ``acceptance``: mean Metropolis acceptance below 0.05 (adjusted kernels);
 * ``divergences``: (sampling) more than 1% of the draws are flagged ``diverging``: the
@@ -43,6 +46,7 @@ from esh_kernels.core.backend import namespace
 FROZEN_REPEAT_FRACTION = 0.9
 FROZEN_SPREAD = 0.01
 MIN_STEP_SIZE = 1e-3
+STEP_SIZE_SPREAD = 100.0
 CAP_FRACTION = 0.5
 MIN_ACCEPTANCE = 0.05
 MAX_DIVERGENT_FRACTION = 0.01
@@ -163,6 +167,8 @@ def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     tiny = xp.all(spread < FROZEN_SPREAD, axis=-1) if sampling else enough & False
     frozen = enough & ((m.repeats / safe >= FROZEN_REPEAT_FRACTION) | tiny)
     collapsed = step_size < MIN_STEP_SIZE
+    if step_size.ndim >= 1 and step_size.shape[0] >= 2:
+        collapsed = collapsed | (STEP_SIZE_SPREAD * step_size < xp.quantile(step_size, 0.5))
     capped = enough & (m.cap_hits / safe > CAP_FRACTION)
     rejecting = enough & (m.accept_sum / safe < MIN_ACCEPTANCE) if has_accept else enough & False
     divergent = enough & (m.divergent / safe > MAX_DIVERGENT_FRACTION) if sampling else enough & False
@@ -245,9 +251,14 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
         if np.atleast_1d(frozen)[c]:
             say(c, "frozen", f"is frozen ({repeats[c] / n:.0%} of its {int(count[c])} draws "
                              f"repeat the previous one, step size {step[c]:.2g})")
-        if np.atleast_1d(collapsed)[c]:
+        if np.atleast_1d(collapsed)[c] and step[c] < MIN_STEP_SIZE:
             say(c, "step_size", f"has a step size of {step[c]:.2g}, orders of magnitude below "
                                 "the scale of the adapted metric (healthy: 0.1-10)")
+        elif np.atleast_1d(collapsed)[c]:
+            median = float(np.median(step))
+            say(c, "step_size", f"has a step size of {step[c]:.2g}, {median / step[c]:.0f}x below "
+                                f"the median of the {count.shape[0]} chains run with it "
+                                f"({median:.2g})")
         if np.atleast_1d(capped)[c]:
             say(c, "cap", f"hit the cap of max_steps={max_steps} gradient evaluations in "
                           f"{caps[c] / n:.0%} of its {int(count[c])} draws")

@@ -18,6 +18,7 @@ from esh_kernels.core.adaptation import (
     slowest_autocorrelation_time,
     dual_averaging_init,
     dual_averaging_update,
+    has_correlations,
     metric_covariance,
     position_autocorrelation_time,
     step_size_predictor_init,
@@ -71,6 +72,13 @@ class MetricSchedule(NamedTuple):
         collecting = self.collecting(i)
         return (1.0 if collecting else 0.0) if isinstance(collecting, bool) else collecting * 1.0
 
+    def measure_weight(self, i):
+        """:meth:`weight` extended over the final fast buffer (``i >= stop``): the
+        trajectory-length statistics (:func:`window_decorrelation`) also measure the chain
+        under the last metric, which no window does."""
+        measuring = i >= self.start
+        return (1.0 if measuring else 0.0) if isinstance(measuring, bool) else measuring * 1.0
+
     def window_end(self, i):
         """True at the last iteration of a metric window."""
         if isinstance(i, int):
@@ -110,10 +118,12 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None)
     if ended is False:
         return welford, scale, ended
     dense = welford.m2.ndim == welford.mean.ndim + 1
-    tau = None
+    tau = was_dense = None
     if mask is AUTO_METRIC and decorrelation is not None:
         tau = position_autocorrelation_time(decorrelation)
-    new_scale = scale_from_covariance(metric_covariance(welford, mask=mask, tau=tau), dense=dense)
+        was_dense = has_correlations(scale) if dense else None
+    cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense)
+    new_scale = scale_from_covariance(cov, dense=dense)
     empty = welford_init(x, dense=dense)
     return select(ended, empty, welford), select(ended, new_scale, scale), ended
 
@@ -324,7 +334,11 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     and ``x^2``). At each later window end: ``L <- max(L0, L sqrt(tau / RANDOM_WALK_TAU))``
     with ``tau`` the autocorrelation time, in draws, of the slower of ``x`` and
     ``(x - mean)^2`` over the window (:func:`slowest_autocorrelation_time`), at most
-    ``max_steps`` steps of the current size.
+    ``max_steps`` steps of the current size. The same update once more at the last warmup
+    iteration, with ``tau`` over the final fast buffer: every window's ``tau`` was
+    measured under the metric that window replaces, so without it a length grown while
+    the metric was poor (``kilpisjarvi``: diagonal, then dense at the last window end)
+    stayed grown under the good metric.
 
     A chain in the random-walk regime (a posterior long and narrow in the whitened frame:
     a strongly correlated regression under a diagonal metric, or a metric still far off)
@@ -344,7 +358,10 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     ended = schedule.window_end(i)
     first = (i == schedule.window_ends[0]) if schedule.window_ends else False
-    length = select(ended, select(first, typical, grown), length)
+    # the last warmup iteration reads the final buffer, the only stretch run under the
+    # final metric: a length grown from a window run under an older metric shrinks back
+    last = schedule.after_first_window(i) & (i == config.num_warmup - 1)
+    length = select(ended | last, select(first, typical, grown), length)
     # before the first window end: short trajectories while a metric is being learnt, the
     # typical-set size where the metric is fixed
     early = config.steps_before_metric * step if config.tune_metric else typical
@@ -356,8 +373,9 @@ def window_decorrelation(schedule, i, x, decorrelation):
     """Feed the draw ``x`` of iteration ``i`` to the metric window's decorrelation estimate
     and read it: ``(decorrelation, tau)``, where ``tau`` is the window's
     :func:`slowest_autocorrelation_time` so far; the returned state restarts at each
-    window end (``tau`` is then the finished window's)."""
-    decorrelation = decorrelation_update(decorrelation, x, schedule.weight(i))
+    window end (``tau`` is then the finished window's). After the last window it measures
+    the final fast buffer (:meth:`MetricSchedule.measure_weight`)."""
+    decorrelation = decorrelation_update(decorrelation, x, schedule.measure_weight(i))
     tau = slowest_autocorrelation_time(decorrelation)
     return select(schedule.window_end(i), decorrelation_init(x), decorrelation), tau
 
