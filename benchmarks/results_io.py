@@ -1,5 +1,7 @@
-"""What both benchmark scripts share: the machine/version record, JSON-safe conversion and
-merging with an earlier result file of the same configuration."""
+"""What the benchmark scripts' results share: the machine/version record, JSON-safe
+conversion, merging with an earlier result file of the same configuration, the markdown
+tables and number format, and writing the JSON and the markdown section (``runner.py``
+drives these for a run)."""
 
 import json
 import os
@@ -186,6 +188,27 @@ def sampler_table(results, target_order, sampler_order, labels, cell):
             r = by.get((t, s))
             cells.append("" if r is None else cell(r) if r["status"] == "ok" else r["status"])
         lines.append(f"| {labels[s]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def target_table(results, target, sampler_order, labels, columns, cell):
+    """Markdown lines of one target's samplers x metrics table: a row per sampler run on
+    ``target`` (in ``sampler_order``), a column per ``(header, key)`` of ``columns`` filled
+    with ``cell(record, key)``; a run that did not finish gets its status and the first
+    line of its note or error instead."""
+    by = {r["sampler"]: r for r in results if r["target"] == target}
+    lines = ["| sampler | " + " | ".join(header for header, _ in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for s in sampler_order:
+        r = by.get(s)
+        if r is None:
+            continue
+        if r["status"] != "ok":
+            note = r.get("note") or r.get("error", "")
+            lines.append(f"| {labels[s]} | {r['status']}: {note.splitlines()[0][:120] if note else ''} |"
+                         + " |" * (len(columns) - 1))
+            continue
+        lines.append(f"| {labels[s]} | " + " | ".join(cell(r, key) for _, key in columns) + " |")
     return lines
 
 

@@ -43,11 +43,8 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import importlib  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 import warnings  # noqa: E402
 import dataclasses  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -62,6 +59,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import results_io  # noqa: E402
+import runner  # noqa: E402
 from yardstick import ess_x_and_x2, gradients_to_b2, per_1k_grad  # noqa: E402
 from targets import (  # noqa: E402
     TARGET_NAMES,
@@ -840,6 +838,41 @@ def _fmt(v, digits=3):
 RHAT_CONVERGED = 1.05
 
 
+#: the per-target tables: (header, record key); ``None`` is the compile time of both phases
+DETAIL_COLUMNS = [
+    ("chains", "num_chains"),
+    ("min ESS (x, x^2)", "ess_bulk_min"),
+    ("min ESS x", "ess_x_min"),
+    ("min ESS x^2", "ess_x2_bulk_min"),
+    ("grads/draw", "grads_per_draw"),
+    ("ESS/1k grad", "ess_per_1k_grad"),
+    ("ESS/1k grad (+warmup)", "ess_per_1k_grad_with_warmup"),
+    ("warmup grads", "grads_warmup"),
+    ("ESS/s", "ess_per_s"),
+    ("ESS/s (+warmup)", "ess_per_s_with_warmup"),
+    ("sample s", "time_sample_s"),
+    ("warmup s", "time_warmup_s"),
+    ("compile s", None),
+    ("b2 max", "b2_max"),
+    ("grads to b2<0.01", "grads_to_b2"),
+    ("b2 mean", "b2_mean"),
+    ("b2 mean / unbiased", "b2_excess"),
+    ("R-hat max", "rhat_max"),
+    ("accept", "accept_mean"),
+    ("step size", "step_size_mean"),
+    ("div.", "divergences"),
+]
+
+
+def _detail_cell(r, key):
+    """A cell of a per-target table."""
+    if key is None:
+        return _fmt(r["compile_warmup_s"] + r["compile_sample_s"])
+    if key == "grads_warmup":
+        return f"{r[key]:.3g}"
+    return _fmt(r.get(key))
+
+
 def markdown_section(payload):
     meta = payload["meta"]
     seeds = sorted({r["seed"] for r in payload["results"] if r.get("seed") is not None})
@@ -870,8 +903,6 @@ def markdown_section(payload):
     lines.append("")
     # summary: ESS per 1k gradients, samplers x targets
     tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
-    snames = [s for s in SAMPLER_ORDER if any(r["sampler"] == s for r in results)]
-    by = {(r["target"], r["sampler"]): r for r in results}
 
     def summary_table(title, cell):
         lines.extend([title, ""])
@@ -916,55 +947,13 @@ def markdown_section(payload):
     summary_table("### Second-moment bias: b2 max (b2 mean / its value for an unbiased sampler)",
                   lambda r: "" if r.get("b2_max") is None
                   else _fmt(r["b2_max"]) + ("" if r.get("b2_excess") is None else f" ({_fmt(r['b2_excess'])})"))
-    cols = [
-        ("chains", "num_chains"),
-        ("min ESS (x, x^2)", "ess_bulk_min"),
-        ("min ESS x", "ess_x_min"),
-        ("min ESS x^2", "ess_x2_bulk_min"),
-        ("grads/draw", "grads_per_draw"),
-        ("ESS/1k grad", "ess_per_1k_grad"),
-        ("ESS/1k grad (+warmup)", "ess_per_1k_grad_with_warmup"),
-        ("warmup grads", "grads_warmup"),
-        ("ESS/s", "ess_per_s"),
-        ("ESS/s (+warmup)", "ess_per_s_with_warmup"),
-        ("sample s", "time_sample_s"),
-        ("warmup s", "time_warmup_s"),
-        ("compile s", None),
-        ("b2 max", "b2_max"),
-        ("grads to b2<0.01", "grads_to_b2"),
-        ("b2 mean", "b2_mean"),
-        ("b2 mean / unbiased", "b2_excess"),
-        ("R-hat max", "rhat_max"),
-        ("accept", "accept_mean"),
-        ("step size", "step_size_mean"),
-        ("div.", "divergences"),
-    ]
     for t in tnames:
         desc = next(r["target_description"] for r in results if r["target"] == t)
         lines.append(f"### {t}: {desc}")
         lines.append("")
         lines.append(_truth_line(t, [r for r in results if r["target"] == t and r["status"] == "ok"]))
         lines.append("")
-        lines.append("| sampler | " + " | ".join(c for c, _ in cols) + " |")
-        lines.append("|---|" + "---|" * len(cols))
-        for s in snames:
-            r = by.get((t, s))
-            if r is None:
-                continue
-            if r["status"] != "ok":
-                note = r.get("note") or r.get("error", "")
-                lines.append(f"| {SAMPLER_LABELS[s]} | {r['status']}: {note.splitlines()[0][:120] if note else ''} |"
-                             + " |" * (len(cols) - 1))
-                continue
-            cells = []
-            for _, k in cols:
-                if k is None:
-                    cells.append(_fmt(r["compile_warmup_s"] + r["compile_sample_s"]))
-                elif k in ("grads_warmup",):
-                    cells.append(f"{r[k]:.3g}")
-                else:
-                    cells.append(_fmt(r.get(k)))
-            lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(cells) + " |")
+        lines.extend(results_io.target_table(results, t, SAMPLER_ORDER, SAMPLER_LABELS, DETAIL_COLUMNS, _detail_cell))
         lines.append("")
     lines.append(COLUMN_DOC)
     return "\n".join(lines)
@@ -1071,6 +1060,34 @@ COLUMN_DOC = """### What the columns mean
 """
 
 
+def measure(sname, target, cfg, key):
+    """One sampler on one target: its metrics with ``status="ok"``, or why it did not run."""
+    if sname.startswith("bj_") and _have_blackjax():
+        return {"status": "skipped", "note": _have_blackjax()}
+    raw = RUNNERS[sname](target, cfg, key)
+    return {"status": "ok", **compute_metrics(raw, target, cfg)} if raw["status"] == "ok" else raw
+
+
+def print_row(rec):
+    """One line per attempt on the console (the traceback too when it failed)."""
+    if rec["status"] == "ok":
+        print(
+            f"  s{rec['seed']} {rec['target']:14s} {rec['sampler']:13s} minESS {rec['ess_bulk_min']:8.1f}  "
+            f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
+            f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f}  "
+            f"rhat {rec['rhat_max']:.3f}  b2 {_fmt(rec.get('b2_max'))}  "
+            f"[{rec['script_seconds']:.0f}s, compile {rec['compile_warmup_s'] + rec['compile_sample_s']:.0f}s]"
+            f"  self-check: {len(rec.get('info', {}).get('self_check', []))}",
+            flush=True,
+        )
+    else:
+        msg = rec.get("note") or rec.get("error")
+        print(f"  s{rec['seed']} {rec['target']:14s} {rec['sampler']:13s} {rec['status'].upper()}: {msg}",
+              flush=True)
+        if rec["status"] == "error":
+            print(rec["traceback"], flush=True)
+
+
 def main(argv=None):
     global CLOCK
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -1093,22 +1110,19 @@ def main(argv=None):
                    help=f"override (default 1000; 200 with --quick, {SMOKE_BUDGET} with --smoke)")
     p.add_argument("--num-chains", type=int, default=4)
     p.add_argument("--chees-chains", type=int, default=64)
-    p.add_argument("--out", default=None,
-                   help="JSON path (default benchmarks/results/numpyro[_quick|_smoke].json)")
-    p.add_argument("--md", default=None,
-                   help="markdown file whose run_numpyro section is (re)written (default "
-                        "docs/benchmarks.md; none with --smoke)")
-    p.add_argument("--no-md", action="store_true", help="do not touch the markdown file")
-    p.add_argument("--fresh", action="store_true",
-                   help="do not merge with earlier results of the same configuration in --out")
-    p.add_argument("--merge-from", nargs="+", default=(), metavar="JSON",
-                   help="also merge the rows of these result files (same configuration; e.g. peers "
-                        "run in another process) and, with --render, only that")
-    p.add_argument("--render", action="store_true",
-                   help="run nothing: rewrite --out (merged with --merge-from) and its markdown section")
-    p.add_argument("--compile-cache", default=os.path.join(tempfile.gettempdir(), "esh_kernels_bench_jax_cache"),
-                   help="JAX persistent compilation cache directory ('' to disable); only saves "
-                        "wall time of the script, compile time is excluded from the timings anyway")
+    runner.add_output_options(
+        p,
+        out_help="JSON path (default benchmarks/results/numpyro[_quick|_smoke].json)",
+        md_help="markdown file whose run_numpyro section is (re)written (default "
+                "docs/benchmarks.md; none with --smoke)",
+        no_md_help="do not touch the markdown file",
+        fresh_help="do not merge with earlier results of the same configuration in --out",
+        merge_from_help="also merge the rows of these result files (same configuration; e.g. peers "
+                        "run in another process) and, with --render, only that",
+        render_help="run nothing: rewrite --out (merged with --merge-from) and its markdown section",
+        compile_cache_help="JAX persistent compilation cache directory ('' to disable); only saves "
+                           "wall time of the script, compile time is excluded from the timings anyway",
+    )
     args = p.parse_args(argv)
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -1117,8 +1131,6 @@ def main(argv=None):
         args.targets = list(SMOKE_TARGETS if args.smoke else TARGET_NAMES)
     if args.md is None and not args.smoke:
         args.md = os.path.join(REPO, "docs", "benchmarks.md")
-    if args.md is None:
-        args.no_md = True
     cfg = Config(
         num_warmup=args.num_warmup or default_budget,
         num_samples=args.num_samples or default_budget,
@@ -1131,91 +1143,35 @@ def main(argv=None):
     if args.num_warmup or args.num_samples:
         mode = f"{mode}-w{cfg.num_warmup}-s{cfg.num_samples}"
     suffix = "_smoke" if args.smoke else "_quick" if args.quick else ""
-    out = args.out or os.path.join(HERE, "results", f"numpyro{suffix}.json")
-    if args.compile_cache:
-        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    runner.use_compile_cache(args.compile_cache)
     CLOCK = CompileClock()
 
     cfg_dict = {k: v for k, v in cfg.__dict__.items() if k != "seed"}  # seeds are per record
-    machine = machine_info()
-    command = "python " + " ".join(
-        [os.path.relpath(os.path.abspath(sys.argv[0]), REPO) if sys.argv and sys.argv[0] else "benchmarks/run_numpyro.py"]
-        + (sys.argv[1:] if argv is None else list(argv))
+    run = runner.BenchmarkRun(
+        "run_numpyro", args, argv, out=args.out or os.path.join(HERE, "results", f"numpyro{suffix}.json"),
+        mode=mode, config=cfg_dict, machine=machine_info(), target_order=TARGET_NAMES,
+        sampler_order=SAMPLER_ORDER, markdown=markdown_section, clear_jax_caches=True,
+        meta={"conventions": {
+            "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
+            "grads": "summed over chains",
+            "times": "wall clock minus JAX trace/lower/compile spans inside the phase",
+        }},
     )
-    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
-    previous = results_io.merge_files(previous, args.merge_from, cfg_dict, TARGET_NAMES, SAMPLER_ORDER)
     targets = make_targets()
-    print(f"[run_numpyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, {machine['cpu_model']}", flush=True)
-
-    new_results = []
-
-    def save():
-        merged = results_io.merge_results(previous, new_results, TARGET_NAMES, SAMPLER_ORDER)
-        meta = {
-            "mode": mode, "command": command, "date": date, "machine": machine,
-            "config": cfg_dict, "merged_from_earlier": len(merged) > len(new_results),
-            "conventions": {
-                "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
-                "grads": "summed over chains",
-                "times": "wall clock minus JAX trace/lower/compile spans inside the phase",
-            },
-        }
-        payload = results_io.write_results(out, meta, merged)
-        if not args.no_md:
-            results_io.write_markdown_section(args.md, "run_numpyro", mode, markdown_section(payload))
-
+    print(f"[run_numpyro] {mode}: {cfg_dict}; {run.machine['nproc']} CPUs, {run.machine['cpu_model']}", flush=True)
     if args.render:
-        save()
-        print(f"[run_numpyro] rendered {os.path.relpath(out, REPO)}", flush=True)
+        run.render()
         return
-    runs = [(seed, ti, tname, si, sname) for seed in args.seeds
-            for ti, tname in enumerate(TARGET_NAMES) if tname in args.targets
-            for si, sname in enumerate(SAMPLER_ORDER) if sname in args.samplers]
-    for seed, ti, tname, si, sname in runs:
-        target = targets[tname]
-        cfg = dataclasses.replace(cfg, seed=seed)
-        key = random.fold_in(random.fold_in(random.PRNGKey(seed), ti), si)
-        rec = {"target": tname, "target_description": target.description, "sampler": sname,
-               "sampler_label": SAMPLER_LABELS[sname], "seed": seed, "date": date}
-        t0 = time.perf_counter()
-        try:
-            if sname.startswith("bj_") and _have_blackjax():
-                raw = {"status": "skipped", "note": _have_blackjax()}
-            else:
-                raw = RUNNERS[sname](target, cfg, key)
-            if raw["status"] == "ok":
-                rec.update(status="ok", **compute_metrics(raw, target, cfg))
-            else:
-                rec.update(raw)
-        except Exception as e:  # keep going: one broken sampler must not lose the rest
-            rec.update(status="error", error=f"{type(e).__name__}: {e}",
-                       traceback=traceback.format_exc(limit=8))
-        rec["script_seconds"] = time.perf_counter() - t0
-        new_results.append(rec)
-        # free the compiled programs: a long run otherwise accumulates LLVM code mappings
-        # until it hits the kernel's limit (vm.max_map_count) and aborts
-        jax.clear_caches()
-        if rec["status"] == "ok":
-            print(
-                f"  s{seed} {tname:14s} {sname:13s} minESS {rec['ess_bulk_min']:8.1f}  "
-                f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
-                f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f}  "
-                f"rhat {rec['rhat_max']:.3f}  b2 {_fmt(rec.get('b2_max'))}  "
-                f"[{rec['script_seconds']:.0f}s, compile {rec['compile_warmup_s'] + rec['compile_sample_s']:.0f}s]"
-                f"  self-check: {len(rec.get('info', {}).get('self_check', []))}",
-                flush=True,
-            )
-        else:
-            msg = rec.get("note") or rec.get("error")
-            print(f"  s{seed} {tname:14s} {sname:13s} {rec['status'].upper()}: {msg}", flush=True)
-            if rec["status"] == "error":
-                print(rec["traceback"], flush=True)
-        save()
-    print(f"[run_numpyro] wrote {os.path.relpath(out, REPO)}"
-          + ("" if args.no_md else f" and {os.path.relpath(args.md, REPO)}"), flush=True)
+    for seed in args.seeds:
+        for ti, tname in runner.selected(TARGET_NAMES, args.targets):
+            for si, sname in runner.selected(SAMPLER_ORDER, args.samplers):
+                key = random.fold_in(random.fold_in(random.PRNGKey(seed), ti), si)
+                rec = run.attempt(
+                    {"target": tname, "target_description": targets[tname].description, "sampler": sname,
+                     "sampler_label": SAMPLER_LABELS[sname], "seed": seed, "date": run.date},
+                    measure, sname, targets[tname], dataclasses.replace(cfg, seed=seed), key)
+                print_row(rec)
+    run.finish()
 
 
 if __name__ == "__main__":

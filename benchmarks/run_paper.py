@@ -27,11 +27,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 
 import numpy as np  # noqa: E402
 from jax import random  # noqa: E402
@@ -41,6 +38,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import results_io  # noqa: E402
+import runner  # noqa: E402
 from paper_metrics import MMD, paper_ess, states_at_budgets  # noqa: E402
 from paper_samplers import SAMPLER_LABELS, SAMPLER_ORDER, run_sampler  # noqa: E402
 from paper_targets import TARGET_NAMES, make_paper_targets  # noqa: E402
@@ -291,15 +289,16 @@ def main(argv=None):
     p.add_argument("--budget", type=int, default=None, help="gradient evaluations per chain")
     p.add_argument("--ref-samples", type=int, default=None, help="exact draws for the MMD")
     p.add_argument("--num-warmup", type=int, default=None, help="adaptive samplers' warmup draws")
-    p.add_argument("--out", default=None, help="JSON (default benchmarks/results/paper[_quick].json)")
-    p.add_argument("--md", default=os.path.join(REPO, "docs", "benchmarks.md"))
-    p.add_argument("--no-md", action="store_true", help="do not touch the markdown file")
     p.add_argument("--plot", default=None, help="PNG (default docs/img/paper_mmd[_quick].png)")
-    p.add_argument("--fresh", action="store_true", help="do not merge with earlier results in --out")
-    p.add_argument("--render", action="store_true",
-                   help="only rewrite the markdown section and the plot from --out (no sampling)")
-    p.add_argument("--compile-cache", default=os.path.join(tempfile.gettempdir(), "esh_kernels_bench_jax_cache"),
-                   help="JAX persistent compilation cache ('' to disable)")
+    runner.add_output_options(
+        p,
+        out_help="JSON (default benchmarks/results/paper[_quick].json)",
+        md_default=os.path.join(REPO, "docs", "benchmarks.md"),
+        no_md_help="do not touch the markdown file",
+        fresh_help="do not merge with earlier results in --out",
+        render_help="only rewrite the markdown section and the plot from --out (no sampling)",
+        compile_cache_help="JAX persistent compilation cache ('' to disable)",
+    )
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
     base = QUICK if args.quick else FULL
@@ -315,39 +314,29 @@ def main(argv=None):
         mode += "-custom"
     out = args.out or os.path.join(HERE, "results", f"paper{'_quick' if args.quick else ''}.json")
     plot_path = args.plot or os.path.join(REPO, "docs", "img", f"paper_mmd{'_quick' if args.quick else ''}.png")
-    if args.compile_cache:
-        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    machine = results_io.machine_info(("jax", "jaxlib", "numpyro", "blackjax", "numpy", "esh-kernels"))
-    command = "python benchmarks/run_paper.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    previous = [] if args.fresh else results_io.load_previous(out, cfg)
-    targets = make_paper_targets()
-    budgets = budget_grid(cfg["budget"], cfg["points"])
-    print(f"[run_paper] {mode}: {cfg}", flush=True)
-    new = []
+    runner.use_compile_cache(args.compile_cache)
 
-    def render(payload):
+    def publish(payload):
+        """The figure, and the markdown section of the run's size (a custom size counts as its base)."""
         plot(payload, plot_path)
         if not args.no_md:
             rel = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(args.md)))
             results_io.write_markdown_section(args.md, "run_paper", payload["meta"]["mode"].split("-")[0],
                                               markdown_section(payload, rel))
 
-    if args.render:
+    run = runner.BenchmarkRun(
+        "run_paper", args, argv, out=out, mode=mode, config=cfg, target_order=TARGET_NAMES,
+        sampler_order=SAMPLER_ORDER, publish=publish, clear_jax_caches=True,
+        machine=results_io.machine_info(("jax", "jaxlib", "numpyro", "blackjax", "numpy", "esh-kernels")),
+    )
+    targets = make_paper_targets()
+    budgets = budget_grid(cfg["budget"], cfg["points"])
+    print(f"[run_paper] {mode}: {cfg}", flush=True)
+    if args.render:  # the JSON as it is, meta included
         with open(out) as f:
-            render(json.load(f))
+            publish(json.load(f))
         return
-
-    def save():
-        merged = results_io.merge_results(previous, new, TARGET_NAMES, SAMPLER_ORDER)
-        meta = {"mode": mode, "command": command.strip(), "date": date, "machine": machine,
-                "config": cfg, "merged_from_earlier": len(merged) > len(new)}
-        render(results_io.write_results(out, meta, merged))
-
-    for ti, tname in enumerate(TARGET_NAMES):
-        if tname not in args.targets:
-            continue
+    for ti, tname in runner.selected(TARGET_NAMES, args.targets):
         target = targets[tname]
         rng = np.random.default_rng([cfg["seed"], ti])
         t0 = time.perf_counter()
@@ -356,37 +345,34 @@ def main(argv=None):
         x0 = target.init(rng, cfg["chains"])
         print(f"  {tname}: reference ready ({time.perf_counter() - t0:.0f}s, bw {mmd.bw:.3g}, "
               f"noise floor {floor:.2e})", flush=True)
-        for si, sname in enumerate(SAMPLER_ORDER):
-            if sname not in args.samplers:
-                continue
+        for si, sname in runner.selected(SAMPLER_ORDER, args.samplers):
             key = random.fold_in(random.fold_in(random.PRNGKey(cfg["seed"]), ti), si)
-            rec = {"target": tname, "target_description": target.description, "sampler": sname,
-                   "sampler_label": SAMPLER_LABELS[sname], "noise_floor": floor, "bandwidth": mmd.bw}
-            t1 = time.perf_counter()
-            try:
-                trace = run_sampler(sname, target, x0, cfg["budget"], key, budgets,
-                                    np.random.default_rng([cfg["seed"], ti, si]), cfg["num_warmup"],
-                                    max_draws=4 * cfg["budget"])
-                rec.update(status="ok", **evaluate(trace, target, mmd, budgets,
-                                                   np.random.default_rng([cfg["seed"], ti, si, 1])))
-            except Exception as e:  # one broken sampler must not lose the rest
-                rec.update(status="error", error=f"{type(e).__name__}: {e}",
-                           traceback=traceback.format_exc(limit=8))
-            rec["script_seconds"] = time.perf_counter() - t1
-            # free this run's compiled executables: one process compiles ~100 programs, and
-            # keeping them all exhausted LLVM's code memory once (a crash, not an error)
-            jax.clear_caches()
-            new.append(rec)
-            if rec["status"] == "ok":
-                fin = rec["mmd2_final"]
-                fin = f"{fin[0]:.2e}" if isinstance(fin, list) else str(fin)
-                print(f"    {sname:13s} MMD2 {fin:>10s}  ESS/1k grad {rec['ess_per_1k_grad_mean']:8.2f} "
-                      f"({rec['ess_per_1k_grad_sd']:.2f})  [{rec['script_seconds']:.0f}s]", flush=True)
-            else:
-                print(f"    {sname:13s} ERROR {rec['error']}\n{rec['traceback']}", flush=True)
-            save()
-    print(f"[run_paper] wrote {os.path.relpath(out, REPO)}, {os.path.relpath(plot_path, REPO)}"
-          + ("" if args.no_md else f" and {os.path.relpath(args.md, REPO)}"), flush=True)
+            rec = run.attempt(
+                {"target": tname, "target_description": target.description, "sampler": sname,
+                 "sampler_label": SAMPLER_LABELS[sname], "noise_floor": floor, "bandwidth": mmd.bw},
+                measure, sname, target, x0, key, budgets, mmd, cfg, (cfg["seed"], ti, si))
+            print_row(rec)
+    run.finish(plot_path)
+
+
+def measure(sname, target, x0, key, budgets, mmd, cfg, seeds):
+    """One sampler's run on one target, evaluated: its fields with ``status="ok"``.
+    ``seeds`` (seed, target index, sampler index) seed its numpy draws and the bootstrap."""
+    trace = run_sampler(sname, target, x0, cfg["budget"], key, budgets, np.random.default_rng(list(seeds)),
+                        cfg["num_warmup"], max_draws=4 * cfg["budget"])
+    return {"status": "ok", **evaluate(trace, target, mmd, budgets, np.random.default_rng([*seeds, 1]))}
+
+
+def print_row(rec):
+    """One line per attempt on the console (the traceback too when it failed)."""
+    sname = rec["sampler"]
+    if rec["status"] == "ok":
+        fin = rec["mmd2_final"]
+        fin = f"{fin[0]:.2e}" if isinstance(fin, list) else str(fin)
+        print(f"    {sname:13s} MMD2 {fin:>10s}  ESS/1k grad {rec['ess_per_1k_grad_mean']:8.2f} "
+              f"({rec['ess_per_1k_grad_sd']:.2f})  [{rec['script_seconds']:.0f}s]", flush=True)
+    else:
+        print(f"    {sname:13s} ERROR {rec['error']}\n{rec['traceback']}", flush=True)
 
 
 if __name__ == "__main__":

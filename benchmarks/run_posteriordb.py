@@ -16,11 +16,9 @@ single sampler or posterior can be re-run.
 """
 
 import argparse
-import datetime
+import functools
 import os
 import sys
-import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -33,6 +31,7 @@ from jax import random  # noqa: E402
 
 import posteriordb as pdb  # noqa: E402
 import results_io  # noqa: E402
+import runner  # noqa: E402
 from pdb_judge import ESS_MIN, RHAT_MAX, Z_MAX, judge  # noqa: E402
 from yardstick import per_1k_grad  # noqa: E402
 
@@ -82,8 +81,7 @@ def _run_in_child(queue, name, sampler, cfg_dict, key_data):
     try:
         rec = run_one(name, sampler, rn.Config(**cfg_dict), key)
     except Exception as e:  # reported like an error in the parent's process
-        rec = {"status": "error", "error": f"{type(e).__name__}: {e}",
-               "traceback": traceback.format_exc(limit=8)}
+        rec = runner.failure(e)
     queue.put(results_io.jsonable(rec))
 
 
@@ -176,6 +174,21 @@ def markdown_section(payload):
     return "\n".join(lines)
 
 
+def print_row(rec):
+    """One line per attempt on the console (the traceback too when it did not finish)."""
+    name, s = rec["target"], rec["sampler"]
+    if rec["status"] == "ok":
+        num = {k: float("nan") if rec.get(k) is None else rec[k]  # a frozen chain: no R-hat
+               for k in ("rhat_max", "ess_bulk_min", "ess_per_1k_grad", "grads_per_draw", "z_max")}
+        print(f"  {name:44s} {s:13s} {rec['verdict']:4s} rhat {num['rhat_max']:.3f} "
+              f"ESS {num['ess_bulk_min']:7.1f} ESS/1kgrad {num['ess_per_1k_grad']:7.2f} "
+              f"grads/draw {num['grads_per_draw']:6.1f} |z|max {num['z_max']:.1f} "
+              f"[{rec['script_seconds']:.0f}s] {'; '.join(rec['failed'][:2])}", flush=True)
+    else:
+        print(f"  {name:44s} {s:13s} {rec['status'].upper()}: {rec.get('error') or rec.get('note')}", flush=True)
+        print(rec.get("traceback", ""), flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -187,18 +200,18 @@ def main(argv=None):
     p.add_argument("--num-warmup", type=int, default=None, help="default 1000 (--quick: 200)")
     p.add_argument("--num-samples", type=int, default=None, help="default 1000 (--quick: 200)")
     p.add_argument("--num-chains", type=int, default=4)
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/posteriordb.json)")
-    p.add_argument("--md", default=None, help="markdown file whose run_posteriordb section is "
-                   "(re)written (default docs/benchmarks.md; none with --quick)")
-    p.add_argument("--no-md", action="store_true")
-    p.add_argument("--fresh", action="store_true", help="do not merge with earlier rows of the same configuration")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="run each (posterior, sampler) in its own process and stop it after this "
                         "long (recorded as status 'timeout')")
-    p.add_argument("--merge-from", nargs="+", default=(), metavar="JSON",
-                   help="also merge the rows of these result files (same configuration)")
-    p.add_argument("--render", action="store_true",
-                   help="run nothing: rewrite --out (merged with --merge-from) and its markdown section")
+    runner.add_output_options(
+        p,
+        out_help="JSON path (default benchmarks/results/posteriordb.json)",
+        md_help="markdown file whose run_posteriordb section is (re)written (default docs/benchmarks.md; "
+                "none with --quick)",
+        fresh_help="do not merge with earlier rows of the same configuration",
+        merge_from_help="also merge the rows of these result files (same configuration)",
+        render_help="run nothing: rewrite --out (merged with --merge-from) and its markdown section",
+    )
     args = p.parse_args(argv)
 
     rn.CLOCK = rn.CompileClock()
@@ -212,58 +225,26 @@ def main(argv=None):
         mode += f"-w{cfg.num_warmup}-s{cfg.num_samples}-c{cfg.num_chains}"
     out = args.out or os.path.join(HERE, "results", "posteriordb.json"
                                    if mode == "full" else f"posteriordb_{mode}.json")
-    if args.md is None and not args.quick:
+    if args.md is None and not args.quick:  # --quick: no markdown unless --md is given
         args.md = os.path.join(REPO, "docs", "benchmarks.md")
-    args.no_md = args.no_md or args.md is None  # --quick: no markdown unless --md is given
-    cfg_dict = dict(cfg.__dict__)
-    previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
-    previous = results_io.merge_files(previous, args.merge_from, cfg_dict, pdb.POSTERIORS, SAMPLER_ORDER)
-    command = "python benchmarks/run_posteriordb.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    machine = rn.machine_info()
-    new = []
-
-    def save():
-        merged = results_io.merge_results(previous, new, pdb.POSTERIORS, SAMPLER_ORDER)
-        meta = {"mode": mode, "command": command, "date": date, "machine": machine, "config": cfg_dict,
-                "thresholds": {"z_max": Z_MAX, "rhat_max": RHAT_MAX, "ess_bulk_min": ESS_MIN}}
-        payload = results_io.write_results(out, meta, merged)
-        if not args.no_md:
-            results_io.write_markdown_section(args.md, "run_posteriordb", mode, markdown_section(payload))
-
+    run = runner.BenchmarkRun(
+        "run_posteriordb", args, argv, out=out, mode=mode, config=dict(cfg.__dict__), machine=rn.machine_info(),
+        target_order=pdb.POSTERIORS, sampler_order=SAMPLER_ORDER, markdown=markdown_section,
+        meta={"thresholds": {"z_max": Z_MAX, "rhat_max": RHAT_MAX, "ess_bulk_min": ESS_MIN}},
+        note_merged=False, clear_jax_caches=True,
+    )
     if args.render:
-        save()
+        run.render()
         return 0
-    for ti, name in enumerate(pdb.POSTERIORS):
-        if name not in args.posteriors:
-            continue
-        for si, s in enumerate(SAMPLER_ORDER):
-            if s not in args.samplers:
-                continue
+    measure = run_one if args.time_limit is None else functools.partial(run_one_limited, limit=args.time_limit)
+    for ti, name in runner.selected(pdb.POSTERIORS, args.posteriors):
+        for si, s in runner.selected(SAMPLER_ORDER, args.samplers):
             key = random.fold_in(random.fold_in(random.PRNGKey(args.seed), ti), si)
-            rec = {"target": name, "sampler": s, "sampler_label": SAMPLER_LABELS[s], "date": date}
-            t0 = time.perf_counter()
-            try:
-                rec.update(run_one(name, s, cfg, key) if args.time_limit is None
-                           else run_one_limited(name, s, cfg, key, args.time_limit))
-            except Exception as e:  # one broken run must not lose the rest
-                rec.update(status="error", error=f"{type(e).__name__}: {e}",
-                           traceback=traceback.format_exc(limit=8))
-            rec["script_seconds"] = time.perf_counter() - t0
-            new.append(rec)
-            save()
-            jax.clear_caches()  # free the compiled programs (see run_numpyro.py)
-            if rec["status"] == "ok":
-                num = {k: float("nan") if rec.get(k) is None else rec[k]  # a frozen chain: no R-hat
-                       for k in ("rhat_max", "ess_bulk_min", "ess_per_1k_grad", "grads_per_draw", "z_max")}
-                print(f"  {name:44s} {s:13s} {rec['verdict']:4s} rhat {num['rhat_max']:.3f} "
-                      f"ESS {num['ess_bulk_min']:7.1f} ESS/1kgrad {num['ess_per_1k_grad']:7.2f} "
-                      f"grads/draw {num['grads_per_draw']:6.1f} |z|max {num['z_max']:.1f} "
-                      f"[{rec['script_seconds']:.0f}s] {'; '.join(rec['failed'][:2])}", flush=True)
-            else:
-                print(f"  {name:44s} {s:13s} {rec['status'].upper()}: {rec.get('error') or rec.get('note')}", flush=True)
-                print(rec.get("traceback", ""), flush=True)
-    return 0 if all(r["status"] == "ok" for r in new) else 1
+            rec = run.attempt({"target": name, "sampler": s, "sampler_label": SAMPLER_LABELS[s], "date": run.date},
+                              measure, name, s, cfg, key)
+            print_row(rec)
+    run.finish()
+    return 0 if all(r["status"] == "ok" for r in run.new) else 1
 
 
 if __name__ == "__main__":

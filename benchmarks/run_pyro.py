@@ -27,11 +27,9 @@ and metrics as ``benchmarks/run_numpyro.py``; the differences:
 
 import argparse
 import contextlib
-import datetime
 import os
 import sys
 import time
-import traceback
 import warnings
 
 import numpy as np
@@ -53,6 +51,7 @@ sys.path.insert(0, REPO)
 import esh_kernels.pyro as ekp  # noqa: E402
 import esh_kernels.pyro._model as ekp_model  # noqa: E402
 import results_io  # noqa: E402
+import runner  # noqa: E402
 from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
 
 from targets import breast_cancer_data, eight_schools_data  # noqa: E402
@@ -446,8 +445,6 @@ def markdown_section(payload):
                      f"(dates {', '.join(dates)}; each row's date is in the JSON)")
     lines.append("")
     tnames = [t for t in TARGET_NAMES if any(r["target"] == t for r in results)]
-    snames = [s for s in SAMPLER_ORDER if any(r["sampler"] == s for r in results)]
-    by = {(r["target"], r["sampler"]): r for r in results}
     lines.append("### Summary: min bulk ESS per second, warmup and set-up included (x Pyro NUTS)")
     lines.append("")
     lines.extend(results_io.sampler_table(
@@ -459,18 +456,8 @@ def markdown_section(payload):
         desc = next(r["target_description"] for r in results if r["target"] == t)
         lines.append(f"### {t}: {desc}")
         lines.append("")
-        lines.append("| sampler | " + " | ".join(c for c, _ in COLUMNS) + " |")
-        lines.append("|---|" + "---|" * len(COLUMNS))
-        for s in snames:
-            r = by.get((t, s))
-            if r is None:
-                continue
-            if r["status"] != "ok":
-                note = r.get("note") or r.get("error", "")
-                lines.append(f"| {SAMPLER_LABELS[s]} | {r['status']}: {note.splitlines()[0][:120] if note else ''} |"
-                             + " |" * (len(COLUMNS) - 1))
-                continue
-            lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(_fmt(r.get(k)) for _, k in COLUMNS) + " |")
+        lines.extend(results_io.target_table(results, t, SAMPLER_ORDER, SAMPLER_LABELS, COLUMNS,
+                                             lambda r, key: _fmt(r.get(key))))
         lines.append("")
     lines.extend(time_breakdown_table(results))
     lines.append(COLUMN_DOC)
@@ -536,6 +523,49 @@ COLUMN_DOC = """### What the columns mean
   done; its ESS/s is the honest number.
 """
 
+
+def measure(sname, target, cfg, seed, repeats):
+    """``repeats`` runs of one sampler on one target, seeds ``seed + 7919 * r``: the median
+    record with every run's metrics under ``repeats``, or why it did not run."""
+    run_sampler = run_batched_sampler if sname.endswith("_batched") else run_mcmc_sampler
+    reps = []
+    for r in range(repeats):
+        raw = run_sampler(sname, target, cfg, seed + 7919 * r)
+        if raw["status"] != "ok":
+            break
+        reps.append(compute_metrics(raw))
+    if not reps:
+        return raw
+    return {"status": "ok", **median_record(reps), "repeats": reps}
+
+
+def add_speedups(merged):
+    """``speedup``: each finished record's ESS/s (+warmup) over Pyro NUTS's on its target."""
+    for t in TARGET_NAMES:
+        base = next((r for r in merged if r["target"] == t and r["sampler"] == BASELINE
+                     and r["status"] == "ok"), None)
+        for r in merged:
+            if r["target"] == t and r["status"] == "ok" and base is not None:
+                r["speedup"] = r["ess_per_s_with_warmup"] / base["ess_per_s_with_warmup"]
+
+
+def print_row(rec):
+    """One line per attempt on the console (the traceback too when it failed)."""
+    tname, sname = rec["target"], rec["sampler"]
+    if rec["status"] == "ok":
+        print(
+            f"  {tname:14s} {sname:22s} minESS {rec['ess_bulk_min']:8.1f}  "
+            f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
+            f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f} "
+            f"(+warmup {rec['ess_per_s_with_warmup']:8.1f})  [{rec['time_total_s']:.1f}s]",
+            flush=True,
+        )
+    else:
+        print(f"  {tname:14s} {sname:22s} {rec['status'].upper()}: {rec.get('note') or rec.get('error')}", flush=True)
+        if rec["status"] == "error":
+            print(rec["traceback"], flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -548,10 +578,12 @@ def main(argv=None):
     p.add_argument("--batched-chains", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per (target, sampler) with different seeds; the tables show medians")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/pyro[_quick].json)")
-    p.add_argument("--md", default=os.path.join(REPO, "docs", "benchmarks.md"))
-    p.add_argument("--no-md", action="store_true")
-    p.add_argument("--fresh", action="store_true", help="do not merge with earlier results in --out")
+    runner.add_output_options(
+        p,
+        out_help="JSON path (default benchmarks/results/pyro[_quick].json)",
+        md_default=os.path.join(REPO, "docs", "benchmarks.md"),
+        fresh_help="do not merge with earlier results in --out",
+    )
     args = p.parse_args(argv)
 
     mode = "quick" if args.quick else "full"
@@ -566,83 +598,28 @@ def main(argv=None):
         mode = f"{mode}-w{cfg.num_warmup}-s{cfg.num_samples}"
     out = args.out or os.path.join(HERE, "results", "pyro_quick.json" if args.quick else "pyro.json")
     cfg_dict = cfg.as_dict()
-    machine = machine_info()
-    command = "python " + " ".join(
-        ["benchmarks/run_pyro.py"] + (sys.argv[1:] if argv is None else list(argv))
+    run = runner.BenchmarkRun(
+        "run_pyro", args, argv, out=out, mode=mode, config=cfg_dict, machine=machine_info(),
+        target_order=TARGET_NAMES, sampler_order=SAMPLER_ORDER, markdown=markdown_section,
+        derive=add_speedups, note_load=True,
+        meta={"conventions": {
+            "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
+            "grads": "summed over chains",
+            "times": "wall clock of MCMC.run / BatchedMCMC.run, set-up and jit tracing included",
+        }},
     )
-    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    previous = [] if args.fresh else results_io.load_previous(out, cfg_dict)
     targets = make_targets()
-    print(f"[run_pyro] {mode}: {cfg_dict}; {machine['nproc']} CPUs, load {machine['loadavg_at_start']}", flush=True)
+    print(f"[run_pyro] {mode}: {cfg_dict}; {run.machine['nproc']} CPUs, load {run.machine['loadavg_at_start']}",
+          flush=True)
     prime(args.samplers)
-    new_results = []
-
-    def save():
-        merged = results_io.merge_results(previous, new_results, TARGET_NAMES, SAMPLER_ORDER)
-        for t in TARGET_NAMES:
-            base = next((r for r in merged if r["target"] == t and r["sampler"] == BASELINE
-                         and r["status"] == "ok"), None)
-            for r in merged:
-                if r["target"] == t and r["status"] == "ok" and base is not None:
-                    r["speedup"] = r["ess_per_s_with_warmup"] / base["ess_per_s_with_warmup"]
-        meta = {
-            "mode": mode, "command": command, "date": date, "machine": machine,
-            "config": cfg_dict, "merged_from_earlier": len(merged) > len(new_results),
-            "conventions": {
-                "ess": "min over unconstrained coordinates of arviz bulk ESS over all chains",
-                "grads": "summed over chains",
-                "times": "wall clock of MCMC.run / BatchedMCMC.run, set-up and jit tracing included",
-            },
-        }
-        payload = results_io.write_results(out, meta, merged)
-        if not args.no_md:
-            results_io.write_markdown_section(args.md, "run_pyro", mode, markdown_section(payload))
-
-    for ti, tname in enumerate(TARGET_NAMES):
-        if tname not in args.targets:
-            continue
-        target = targets[tname]
-        for si, sname in enumerate(SAMPLER_ORDER):
-            if sname not in args.samplers:
-                continue
-            seed = args.seed * 1000 + ti * 100 + si
-            rec = {"target": tname, "target_description": target.description, "sampler": sname,
-                   "sampler_label": SAMPLER_LABELS[sname], "date": date}
-            t0 = time.perf_counter()
-            try:
-                runner = run_batched_sampler if sname.endswith("_batched") else run_mcmc_sampler
-                reps = []
-                for r in range(args.repeats):
-                    raw = runner(sname, target, cfg, seed + 7919 * r)
-                    if raw["status"] != "ok":
-                        break
-                    reps.append(compute_metrics(raw))
-                if reps:
-                    rec.update(status="ok", **median_record(reps))
-                    rec["repeats"] = reps
-                else:
-                    rec.update(raw)
-            except Exception as e:  # keep going
-                rec.update(status="error", error=f"{type(e).__name__}: {e}",
-                           traceback=traceback.format_exc(limit=8))
-            rec["script_seconds"] = time.perf_counter() - t0
-            rec["loadavg_after"] = list(os.getloadavg())
-            new_results.append(rec)
-            if rec["status"] == "ok":
-                print(
-                    f"  {tname:14s} {sname:22s} minESS {rec['ess_bulk_min']:8.1f}  "
-                    f"ESS/1kgrad {rec['ess_per_1k_grad']:7.1f} (+warmup {rec['ess_per_1k_grad_with_warmup']:6.1f})  "
-                    f"grads/draw {rec['grads_per_draw']:6.1f}  ESS/s {rec['ess_per_s']:8.1f} "
-                    f"(+warmup {rec['ess_per_s_with_warmup']:8.1f})  [{rec['time_total_s']:.1f}s]",
-                    flush=True,
-                )
-            else:
-                print(f"  {tname:14s} {sname:22s} {rec['status'].upper()}: {rec.get('note') or rec.get('error')}", flush=True)
-                if rec["status"] == "error":
-                    print(rec["traceback"], flush=True)
-            save()
-    print(f"[run_pyro] wrote {os.path.relpath(out, REPO)}"
-          + ("" if args.no_md else f" and {os.path.relpath(args.md, REPO)}"), flush=True)
+    for ti, tname in runner.selected(TARGET_NAMES, args.targets):
+        for si, sname in runner.selected(SAMPLER_ORDER, args.samplers):
+            rec = run.attempt(
+                {"target": tname, "target_description": targets[tname].description, "sampler": sname,
+                 "sampler_label": SAMPLER_LABELS[sname], "date": run.date},
+                measure, sname, targets[tname], cfg, args.seed * 1000 + ti * 100 + si, args.repeats)
+            print_row(rec)
+    run.finish()
 
 
 if __name__ == "__main__":

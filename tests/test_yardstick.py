@@ -1,7 +1,10 @@
-"""The benchmark yardstick (``benchmarks/yardstick.py``), the aggregation over seeds
-(``benchmarks/results_io.py``) and the posteriordb judge (``benchmarks/pdb_judge.py``,
-``benchmarks/posteriordb.py``) on synthetic chains whose answer is known. No MCMC is run."""
+"""The benchmark yardstick (``benchmarks/yardstick.py``), the aggregation over seeds and
+tables (``benchmarks/results_io.py``), the scripts' shared runner (``benchmarks/runner.py``)
+and the posteriordb judge (``benchmarks/pdb_judge.py``, ``benchmarks/posteriordb.py``), on
+synthetic records and chains whose answer is known. No MCMC is run."""
 
+import argparse
+import json
 import os
 import sys
 
@@ -14,6 +17,7 @@ sys.path.insert(0, BENCHMARKS)
 import pdb_judge  # noqa: E402
 import posteriordb as pdb  # noqa: E402
 import results_io  # noqa: E402
+import runner  # noqa: E402
 import shared_data  # noqa: E402
 import yardstick  # noqa: E402
 
@@ -89,6 +93,49 @@ def test_merge_results_keeps_one_record_per_seed():
     new = [{"target": "a", "sampler": "x", "seed": 1, "v": 3}]
     merged = results_io.merge_results(old, new, ["a"], ["x"])
     assert [(r["seed"], r["v"]) for r in merged] == [(0, 1), (1, 3)]
+
+
+def test_target_table_rows_for_finished_and_failed_runs():
+    results = [{"target": "t", "sampler": "y", "status": "error", "error": "ValueError: bad\nmore"},
+               {"target": "t", "sampler": "x", "status": "ok", "v": 1.5},
+               {"target": "u", "sampler": "x", "status": "ok", "v": 9.0}]
+    lines = results_io.target_table(results, "t", ["x", "y", "z"], {"x": "X", "y": "Y", "z": "Z"},
+                                    [("value", "v"), ("twice", "v")], lambda r, key: str(r[key]))
+    assert lines == ["| sampler | value | twice |", "|---|---|---|", "| X | 1.5 | 1.5 |",
+                     "| Y | error: ValueError: bad | |"]
+
+
+def _benchmark_run(tmp_path, argv):
+    p = argparse.ArgumentParser()
+    runner.add_output_options(p, out_help="", fresh_help="", merge_from_help="", render_help="")
+    args = p.parse_args(argv)
+    return runner.BenchmarkRun("run_x", args, argv, out=str(tmp_path / "x.json"), mode="quick", config={"n": 1},
+                               machine={}, target_order=["t"], sampler_order=["a", "b"],
+                               markdown=lambda payload: f"{len(payload['results'])} rows", meta={"extra": 1})
+
+
+def test_benchmark_run_records_a_failure_saves_each_attempt_and_merges(tmp_path):
+    md = tmp_path / "doc.md"
+    run = _benchmark_run(tmp_path, ["--md", str(md)])
+
+    def boom():
+        raise RuntimeError("broken sampler")
+
+    failed = run.attempt({"target": "t", "sampler": "b"}, boom)
+    assert list(failed) == ["target", "sampler", "status", "error", "traceback", "script_seconds"]
+    assert failed["error"] == "RuntimeError: broken sampler" and "boom" in failed["traceback"]
+    saved = json.loads((tmp_path / "x.json").read_text())
+    assert list(saved["meta"]) == ["mode", "command", "date", "machine", "config", "merged_from_earlier", "extra"]
+    assert saved["meta"]["command"] == f"python benchmarks/run_x.py --md {md}"
+    assert "<!-- BEGIN run_x:quick -->\n1 rows\n<!-- END run_x:quick -->" in md.read_text()
+    run.attempt({"target": "t", "sampler": "a"}, lambda v: {"status": "ok", "v": v}, 2.0)
+    assert [r["sampler"] for r in json.loads((tmp_path / "x.json").read_text())["results"]] == ["a", "b"]
+    # a second run of the same configuration keeps the rows it does not re-run
+    rerun = _benchmark_run(tmp_path, ["--no-md"])
+    rerun.attempt({"target": "t", "sampler": "a"}, lambda: {"status": "ok", "v": 3.0})
+    rows = json.loads((tmp_path / "x.json").read_text())["results"]
+    assert [(r["sampler"], r.get("v")) for r in rows] == [("a", 3.0), ("b", None)]
+    assert _benchmark_run(tmp_path, ["--fresh", "--no-md"]).previous == []
 
 
 # ---------------------------------------------------------------------------------------
