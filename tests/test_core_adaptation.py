@@ -512,3 +512,24 @@ def test_adjusted_trajectory_shrinks_back_under_the_final_metric():
     assert lengths[stop - 1] > 5 * math.sqrt(d)  # grown at the last window end
     assert lengths[num_warmup - 2] == lengths[stop - 1]
     assert math.sqrt(d) <= lengths[num_warmup - 1] < 0.5 * lengths[num_warmup - 2]
+
+
+def test_tuned_hmc_stretch_shrinks_back_under_the_final_metric():
+    """TunedHMC's random-walk stretch of its U-turn length (``core.tuned_warmup``) follows the
+    same schedule as AdjustedESH's length: grown at the window ends of a random-walking
+    chain, re-read over the final buffer at the last warmup iteration."""
+    from esh_kernels.core.tuned_warmup import TunedWarmupConfig, tuned_chain_update, tuned_warmup_init
+
+    rng = np.random.default_rng(4)
+    d, num_warmup = 4, 1000
+    stop = window_schedule(num_warmup)[2]
+    x = np.concatenate([_ar1(0.999, stop, d, rng), rng.normal(size=(num_warmup - stop, d))])
+    config = TunedWarmupConfig(num_warmup, 0.8, False, True, True, False, 1024, 0.025, 0.75)
+    adapt = tuned_warmup_init(x[0], np.float64(0.5), np.float64(2.0), False)
+    stretch = []
+    for i in range(num_warmup):
+        adapt = tuned_chain_update(adapt, i, x[i], np.float64(0.8), np.float64(3.0), config)
+        stretch.append(float(adapt.stretch))
+    assert stretch[stop - 1] > 5.0
+    assert stretch[num_warmup - 2] == stretch[stop - 1]
+    assert 1.0 <= stretch[num_warmup - 1] < 0.5 * stretch[num_warmup - 2]

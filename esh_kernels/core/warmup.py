@@ -57,11 +57,12 @@ class MetricSchedule(NamedTuple):
     window_ends: tuple
     start: int
     stop: int
+    num_warmup: int
 
     @classmethod
     def build(cls, num_warmup):
         ends, start, stop = window_schedule(num_warmup)
-        return cls(tuple(ends), start, stop)
+        return cls(tuple(ends), start, stop, num_warmup)
 
     def collecting(self, i):
         """True while iteration ``i`` feeds the metric estimate."""
@@ -87,6 +88,12 @@ class MetricSchedule(NamedTuple):
         for end in self.window_ends:
             hit = hit | (i == end)
         return hit
+
+    def length_update(self, i):
+        """True where a trajectory length is re-read from the random-walk rule (§7.5): at
+        each window end, and at the last warmup iteration, over the final buffer (every
+        window's ``tau`` was measured under the metric that window then replaces)."""
+        return self.window_end(i) | (self.after_first_window(i) & (i == self.num_warmup - 1))
 
     def after_first_window(self, i):
         """True once the first metric window has ended (a preconditioner exists)."""
@@ -358,10 +365,7 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     ended = schedule.window_end(i)
     first = (i == schedule.window_ends[0]) if schedule.window_ends else False
-    # the last warmup iteration reads the final buffer, the only stretch run under the
-    # final metric: a length grown from a window run under an older metric shrinks back
-    last = schedule.after_first_window(i) & (i == config.num_warmup - 1)
-    length = select(ended | last, select(first, typical, grown), length)
+    length = select(schedule.length_update(i), select(first, typical, grown), length)
     # before the first window end: short trajectories while a metric is being learnt, the
     # typical-set size where the metric is fixed
     early = config.steps_before_metric * step if config.tune_metric else typical
