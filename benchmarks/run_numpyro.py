@@ -2,7 +2,7 @@
 """ESS per gradient / per second: NumPyro NUTS, the esh_kernels NumPyro kernels and
 BlackJAX MCLMC / adjusted MCLMC (MAMS) / ChEES-HMC, on six targets, in one process.
 
-    python benchmarks/run_numpyro.py [--quick | --smoke] [--targets ...] [--samplers ...] [--seed 0]
+    python benchmarks/run_numpyro.py [--quick | --smoke] [--targets ...] [--samplers ...] [--seeds 0 1 2]
 
 Writes ``benchmarks/results/numpyro.json`` (``numpyro_quick.json`` with ``--quick``,
 ``numpyro_smoke.json`` with ``--smoke``) and a markdown section in ``docs/benchmarks.md``
