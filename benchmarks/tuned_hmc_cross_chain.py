@@ -5,9 +5,10 @@ hierarchical regression ``hier_500``, for several chain counts and seeds.
     python benchmarks/tuned_hmc_cross_chain.py                      # cross_chain=True, 4/8/16 chains
     python benchmarks/tuned_hmc_cross_chain.py --per-chain --chains 4
 
-Prints, per (chains, seed): the tuned trajectory length T and step size, min bulk ESS,
-max R-hat and min ESS per 1000 gradient evaluations after warmup (1000 warmup + 500
-draws, vectorized, float64). The table in ``docs/kernels/tuned_hmc.md`` came from these
+Prints, per (chains, seed): the tuned trajectory length T and step size, the yardstick's
+min bulk ESS of ``x`` and ``x^2`` (``yardstick.ess_x_and_x2``), the max R-hat of ``x`` and
+``x^2``, and that ESS per 1000 gradient evaluations after warmup (1000 warmup + 500 draws,
+vectorized, float64). The table in ``docs/kernels/tuned_hmc.md`` came from these
 two commands (about 10 minutes together on 2 CPU cores). Seeds use the same key
 derivation as ``run_numpyro.py`` (seed 0 is the benchmark's own run).
 """
@@ -20,7 +21,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import arviz as az  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import random  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from run_numpyro import SAMPLER_ORDER  # noqa: E402
 from targets import TARGET_NAMES, make_targets  # noqa: E402
+from yardstick import ess_x_and_x2  # noqa: E402
 
 from esh_kernels.numpyro import TunedHMC  # noqa: E402
 
@@ -52,13 +53,13 @@ def main(argv=None):
             adapt = mcmc.last_state.adapt_state
             flat = np.asarray(jax.vmap(jax.vmap(lambda z: ravel_pytree(z)[0]))(
                 mcmc.get_samples(group_by_chain=True)))
-            ds = az.convert_to_dataset({"x": flat})
-            ess = float(np.min(az.ess(ds)["x"].values))
-            rhat = float(np.max(az.rhat(ds)["x"].values))
+            y = ess_x_and_x2(flat)
+            ess = float(y["ess"])
+            rhat = float(max(np.max(y["rhat_x"]), np.max(y["rhat_x2"])))
             grads = float(np.asarray(mcmc.get_extra_fields()["n_steps"]).sum())
             print(f"chains={C} seed={seed} cross_chain={not args.per_chain} "
                   f"T={float(np.mean(adapt.trajectory_length)):.2f} "
-                  f"step={float(np.mean(adapt.step_size)):.3f} minESS={ess:.0f} rhat={rhat:.2f} "
+                  f"step={float(np.mean(adapt.step_size)):.3f} minESS={ess:.0f} rhat={rhat:.3f} "
                   f"ESS/1k grad={1000 * ess / grads:.1f}", flush=True)
 
 

@@ -223,14 +223,15 @@ class TunedHMCOptions(NamedTuple):
         tuned. Default: tuned in warmup (``core/tuned_warmup.py``).
     :ivar target_accept_prob: mean acceptance probability that warmup aims for (per
         chain, or averaged over the chains with cross-chain tuning). The default 0.8 was
-        chosen by measurement (min bulk ESS per 1000 gradients, 4 vectorized chains,
-        1000+1000, two seeds; 100-D Gaussian sds logspace(-2,0) / 100-D standard Gaussian /
-        eight schools / logistic regression): 0.8 gave 154 / 157 / 125 / 47, 0.7 gave
-        144 / 141 / 115 / 60; 0.65 and 0.9 (as the harmonic mean over chains, BlackJAX's
-        statistic) lost 10-40% on the Gaussians. The harmonic mean itself was dropped: one
-        chain in the neck of eight schools' funnel drags it down, so the realised mean
-        acceptance rose to 0.97 and ESS per gradient fell (102 vs 125). The realised mean
-        acceptance lands a little above the target (0.83-0.9): the final step size is dual
+        re-measured on the headline yardstick (min bulk ESS of ``x`` and ``x^2`` per 1000
+        gradients, 4 vectorized chains, 1000 + 1000; table in ``docs/kernels/
+        tuned_hmc.md``, "How the defaults were chosen"): at the U-turn factor 0.75, 0.8 gave
+        94 / 97 / 121 / 136 / 40 (100-D standard / ill-conditioned Gaussian, eight schools,
+        logistic regression, ``hier_500``), 0.7 gave 85 / 104 / 107 / 142 / 40: mixed,
+        within the seed spread, so 0.8 stays. The harmonic mean over chains
+        (BlackJAX's statistic) was dropped earlier: one chain in the neck of eight schools'
+        funnel drags it down, so the realised mean acceptance rose to 0.97. The realised
+        mean acceptance lands above the target (0.85-0.91): the final step size is dual
         averaging's averaged iterate.
     :ivar adapt_mass_matrix: whether warmup estimates the mass matrix (default True).
     :ivar cross_chain: False (default): every chain tunes itself with the single-chain

@@ -59,6 +59,7 @@ from esh_kernels.core import hmc
 from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
+    UTURN_FACTOR,
     initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
@@ -104,14 +105,9 @@ class TunedHMC(FlatKernel):
 
     options_type = TunedHMCOptions
     min_dim = 1
-    #: single-chain rule: ``T = uturn_factor * mean U-turn time``. In high dimension a
-    #: whitened Gaussian U-turns at ``pi``; ChEES's optimum for uniformly jittered lengths is
-    #: ``T = 2.25 = 0.72 pi``, so 0.75 makes both rules agree on Gaussians. Measured (4 chains,
-    #: 1000+1000, min ESS per 1000 gradients, bulk/tail; 100-D Gaussian sds logspace(-2,0),
-    #: 100-D standard Gaussian, eight schools, logistic regression): 0.75 gave
-    #: 176/129, 170/134, 103/95, 38/47; 1.0 gave 220/102, 222/103, 100/72, 48/42 (longer,
-    #: more antithetic trajectories help means and hurt second moments and tails).
-    uturn_factor = 0.75
+    #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (``esh_math.md`` §7.3;
+    #: a class attribute so that a subclass can sweep it)
+    uturn_factor = UTURN_FACTOR
     #: cross-chain tuning over a vectorized batch of chains (set by ``init``)
     _batched_tuning = False
     #: where the initial step-size search starts (whitened frame; NumPyro's and Stan's 1)

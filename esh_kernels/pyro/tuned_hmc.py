@@ -33,6 +33,7 @@ from esh_kernels.core import hmc
 from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
+    UTURN_FACTOR,
     TunedHMCAdaptState,
     initial_trajectory_length,
     tuned_chain_update,
@@ -77,8 +78,8 @@ class TunedHMC(FlatKernel):
     iteration_stats = ("diverging", "accept_prob", "n_steps", "energy", "energy_error",
                        "potential_energy")
     min_dim = 1
-    #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (the NumPyro kernel's value)
-    uturn_factor = 0.75
+    #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (``esh_math.md`` §7.3)
+    uturn_factor = UTURN_FACTOR
     #: where the initial step-size search starts (the NumPyro kernel's value)
     initial_step_size = 1.0
 
