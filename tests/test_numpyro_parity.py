@@ -195,6 +195,10 @@ def test_automatic_metric_learns_a_correlation_and_keeps_independence_diagonal(k
     assert scale.shape == (2, 5, 5)
     assert np.all(scale[:, 1, 0] > 0.5)
     _check_moments(mcmc)
+    # NumPyro's name for the adapted metric: M^{-1} = L L^T, with a's correlation of 0.95
+    imm = np.asarray(mcmc.last_state.adapt_state.inverse_mass_matrix)
+    np.testing.assert_allclose(imm, scale @ np.swapaxes(scale, 1, 2), rtol=1e-12)
+    assert np.all(imm[:, 0, 1] / np.sqrt(imm[:, 0, 0] * imm[:, 1, 1]) > 0.8)
 
     def independent():
         numpyro.sample("x", dist.Normal(jnp.zeros(5), jnp.arange(1.0, 6.0)))
@@ -248,6 +252,29 @@ def test_diagonal_inverse_mass_matrix_array_starts_the_metric(jax_x64):
 def test_mass_matrix_argument_errors_name_the_problem(kwargs, message, jax_x64):
     with pytest.raises(ValueError, match=message):
         _run(TunedHMC(correlated_pair_and_scales, **kwargs), chains=1)
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_numpyro_field_names_in_extra_fields(kernel_cls):
+    """NumPyro users collect ``num_steps`` and ``adapt_state.inverse_mass_matrix`` (names of
+    ``HMCState`` / ``HMCAdaptState``; ``core/state_fields.py``): they read our ``n_steps``
+    and ``L L^T``. An unknown field is a ``KeyError`` that names it (before: ``TypeError:
+    tuple indices must be integers or slices, not str``)."""
+
+    def model():
+        numpyro.sample("x", dist.Normal(jnp.zeros(3), jnp.array([0.5, 1.0, 2.0])))
+
+    mcmc = MCMC(kernel_cls(model), num_warmup=150, num_samples=10, progress_bar=False)
+    mcmc.run(random.PRNGKey(0), extra_fields=("num_steps", "n_steps", "adapt_state.inverse_mass_matrix"))
+    fields = mcmc.get_extra_fields()
+    np.testing.assert_array_equal(fields["num_steps"], fields["n_steps"])
+    assert np.all(np.asarray(fields["num_steps"]) >= 1)
+    imm = np.asarray(fields["adapt_state.inverse_mass_matrix"])
+    assert imm.shape == (10, 3, 3)  # dense layout of dense_mass="auto" below 50 dimensions
+    scale = _scale(mcmc)
+    np.testing.assert_allclose(imm[-1], scale @ scale.T, rtol=1e-6)
+    with pytest.raises(KeyError, match="has no field 'nmu_steps'.*num_steps"):
+        mcmc.run(random.PRNGKey(0), extra_fields=("nmu_steps",))
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)

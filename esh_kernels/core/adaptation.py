@@ -51,6 +51,12 @@ class WelfordState(NamedTuple):
     m2: Any  # (d,) sums of squared deviations, or (d, d) for a dense estimate
 
 
+def welford_is_dense(state):
+    """Whether a window estimate is dense: its ``m2`` has one axis more than its mean (with
+    or without a leading chain axis)."""
+    return state.m2.ndim == state.mean.ndim + 1
+
+
 def welford_init(x, dense=False):
     """Empty accumulator shaped like the vector ``x`` (a template, its values unused)."""
     xp = namespace(x)

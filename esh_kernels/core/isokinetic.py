@@ -25,6 +25,7 @@ from esh_kernels.core.metropolis import (
     log_accept_prob,
 )
 from esh_kernels.core.sphere import unit_vector
+from esh_kernels.core.state_fields import field_lookup
 from esh_kernels.core.warmup import select_rows
 
 class AdjustedESHState(NamedTuple):
@@ -48,6 +49,14 @@ class AdjustedESHState(NamedTuple):
     adapt_state: Any  # core.warmup.AdjustedESHAdaptState
     rng_key: Any = None
     monitor: Any = None
+
+    @property
+    def num_steps(self):
+        """NumPyro's ``HMCState`` name for ``n_steps`` (``extra_fields=("num_steps",)``;
+        ``core/state_fields.py``)."""
+        return self.n_steps
+
+    __getitem__ = field_lookup
 
 
 class Proposal(NamedTuple):

@@ -131,6 +131,14 @@ def _as_matrix(value, size, what):
     return value
 
 
+def inverse_mass_matrix(scale, dense):
+    """``M^{-1} = L L^T`` from the preconditioner ``scale`` (``L``): ``L**2`` for a diagonal
+    layout (``(..., d)``), ``L @ L^T`` for a dense one (``(..., d, d)``)."""
+    if not dense:
+        return scale * scale
+    return scale @ namespace(scale).swapaxes(scale, -1, -2)
+
+
 def inverse_mass_blocks(scale, dense, blocks, sites, names):
     """The adapted metric as ``{tuple of site names: block of M^{-1}}``, the layout of Pyro's
     ``HMC.inverse_mass_matrix``, from the preconditioner ``L`` (``M^{-1} = L L^T``; a vector
@@ -138,10 +146,8 @@ def inverse_mass_blocks(scale, dense, blocks, sites, names):
     site (``names``, the flat order): a vector for a diagonal metric, a matrix for a dense
     one. With blocks (``dense_mass`` / ``full_mass`` lists) each block gets its matrix, in
     the order of its names, and the sites in no block one key with their diagonal."""
-    if not dense:
-        return {tuple(names): scale * scale}
-    full = scale @ namespace(scale).swapaxes(scale, -1, -2)
-    if blocks is None:
+    full = inverse_mass_matrix(scale, dense)
+    if blocks is None or not dense:
         return {tuple(names): full}
     out = {}
     for block in blocks:

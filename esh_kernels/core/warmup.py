@@ -24,11 +24,14 @@ from esh_kernels.core.adaptation import (
     step_size_predictor_init,
     step_size_predictor_update,
     welford_init,
+    welford_is_dense,
     welford_update,
     window_schedule,
 )
 from esh_kernels.core.backend import namespace
+from esh_kernels.core.mass_matrix import inverse_mass_matrix
 from esh_kernels.core.preconditioning import scale_from_covariance
+from esh_kernels.core.state_fields import field_lookup
 
 
 def select(cond, a, b):
@@ -124,7 +127,7 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None)
     ended = schedule.window_end(i)
     if ended is False:
         return welford, scale, ended
-    dense = welford.m2.ndim == welford.mean.ndim + 1
+    dense = welford_is_dense(welford)
     tau = was_dense = None
     if mask is AUTO_METRIC and decorrelation is not None:
         tau = position_autocorrelation_time(decorrelation)
@@ -270,6 +273,14 @@ class AdjustedESHAdaptState(NamedTuple):
     dual: Any  # DualAveragingState
     welford: Any  # WelfordState of the current metric window
     decorrelation: Any  # DecorrelationState of the current metric window
+
+    @property
+    def inverse_mass_matrix(self):
+        """The adapted ``M^{-1} = L L^T`` as one array (NumPyro's ``HMCAdaptState`` field;
+        ``core/state_fields.py``)."""
+        return inverse_mass_matrix(self.scale, welford_is_dense(self.welford))
+
+    __getitem__ = field_lookup
 
 
 class AdjustedWarmupConfig(NamedTuple):
@@ -420,6 +431,14 @@ class ESHAdaptState(NamedTuple):
     @property
     def scale(self):
         return self.adjusted.scale
+
+    @property
+    def inverse_mass_matrix(self):
+        """The adapted ``M^{-1}`` (phase 1's, which phase 2 samples under; see
+        :class:`AdjustedESHAdaptState`)."""
+        return self.adjusted.inverse_mass_matrix
+
+    __getitem__ = field_lookup
 
 
 class ESHWarmupConfig(NamedTuple):
