@@ -49,6 +49,14 @@ for k in (0, 3):
     np.testing.assert_array_equal(x[2 * k: 2 * k + 2], draws(alone))
     np.testing.assert_array_equal(steps[2 * k: 2 * k + 2],
                                   np.asarray(alone.get_extra_fields(group_by_chain=True)["n_steps"]))
+# the ensemble mode follows the keys' layout too (its cross-chain averages become
+# cross-device reductions, so it matches a one-device run to rounding only, not bitwise)
+from esh_kernels.numpyro import run_ensemble
+ens = run_ensemble(model, chain_keys(jax.random.PRNGKey(5), 64), num_samples=20, chunk=20)
+assert len(ens.last_state.z["x"].sharding.device_set) == 4, ens.last_state.z["x"].sharding
+xe = np.asarray(ens.get_samples(group_by_chain=True)["x"])
+assert xe.shape == (64, 20, 3) and np.all(np.isfinite(xe))
+np.testing.assert_allclose(xe.std(axis=(0, 1)), [1.0, 2.0, 3.0], rtol=0.15)
 try:
     chain_keys(jax.random.PRNGKey(0), 6)
 except ValueError as err:
@@ -66,7 +74,9 @@ def test_chains_sharded_over_four_devices(tmp_path):
     as one batch on one device (checked for the first and the last device). Against all 8
     chains as one batch on one device the draws agree to rounding only (the program for a
     batch of 8 rounds differently from that for 2, ~1e-9 in float64; measured by hand, and
-    ``test_vectorized_chain_equals_the_chain_run_alone`` covers batch sizes)."""
+    ``test_vectorized_chain_equals_the_chain_run_alone`` covers batch sizes). The ensemble
+    mode (``run_ensemble``) with such keys runs sharded over the 4 devices too, with the
+    right spread."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
