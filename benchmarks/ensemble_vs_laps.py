@@ -95,6 +95,21 @@ def run_laps(target, num_chains, key, steps1, draws2):
         "b2_max_end_phase1": float(b1[-1]), "b2_max_end": float(b2[-1])}
 
 
+def unconstrained_draws(target, mcmc):
+    """The draws as flat unconstrained vectors ``(C, draws, d)``, in the order of
+    ``ravel_pytree`` of the latent sites (the order of the reference moments)."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    samples = mcmc.get_samples(group_by_chain=True)
+    latent = {name: samples[name] for name in mcmc.last_state.z}
+
+    def flat(z):
+        return ravel_pytree(unconstrain_fn(target.model, (), {}, z))[0]
+
+    return np.asarray(jax.vmap(jax.vmap(flat))(latent))
+
+
 def run_ours(target, num_chains, key, draws):
     """``run_ensemble`` with a fixed number of sampling draws. Returns ``(b2_max per
     sampling draw, gradients per chain at each, info)``."""
@@ -106,7 +121,7 @@ def run_ours(target, num_chains, key, draws):
     t = time.time()
     mcmc = run_ensemble(target.model, key, num_chains=num_chains, num_samples=draws, chunk=draws,
                         ess_target=1e12, init_strategy=init_to_uniform)
-    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])  # (C, draws, d)
+    x = unconstrained_draws(target, mcmc)  # (C, draws, d)
     b2 = np.max((np.mean(x**2, axis=0) - ex2) ** 2 / var_x2, axis=1)
     info = mcmc.ensemble_info
     steps = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["n_steps"], dtype=np.float64)
