@@ -24,7 +24,7 @@ from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.reservoir import offer_time
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
-from esh_kernels.core.state_fields import field_lookup
+from esh_kernels.core import state_fields
 from esh_kernels.core.warmup import (
     esh_sampling_log_speed,
     esh_warmup_update,
@@ -57,13 +57,8 @@ class ESHState(NamedTuple):
     rng_key: Any = None
     monitor: Any = None
 
-    @property
-    def num_steps(self):
-        """NumPyro's ``HMCState`` name for ``n_steps`` (``extra_fields=("num_steps",)``;
-        ``core/state_fields.py``)."""
-        return self.n_steps
-
-    __getitem__ = field_lookup
+    num_steps = state_fields.num_steps  # NumPyro's names (core/state_fields.py)
+    __getitem__ = state_fields.field_lookup
 
 
 class DrawCarry(NamedTuple):

@@ -19,7 +19,7 @@ from esh_kernels.core.backend import namespace
 from esh_kernels.core.integrators import euclidean_leapfrog, finite_state
 from esh_kernels.core.metropolis import log_accept_prob
 from esh_kernels.core.preconditioning import precond_inverse
-from esh_kernels.core.state_fields import field_lookup
+from esh_kernels.core import state_fields
 from esh_kernels.core.warmup import select_rows
 
 
@@ -42,13 +42,8 @@ class TunedHMCState(NamedTuple):
     rng_key: Any = None
     monitor: Any = None
 
-    @property
-    def num_steps(self):
-        """NumPyro's ``HMCState`` name for ``n_steps`` (``extra_fields=("num_steps",)``;
-        ``core/state_fields.py``)."""
-        return self.n_steps
-
-    __getitem__ = field_lookup
+    num_steps = state_fields.num_steps  # NumPyro's names (core/state_fields.py)
+    __getitem__ = state_fields.field_lookup
 
 
 class Carry(NamedTuple):

@@ -14,7 +14,13 @@
   ``state[name]``, which on a tuple raised ``TypeError: tuple indices must be integers``;
   :func:`field_lookup` raises a ``KeyError`` that names the field and lists the ones there
   are.
+
+The state classes take these as class attributes (``num_steps = num_steps``, ...): a
+``typing.NamedTuple`` cannot inherit them from a mixin.
 """
+
+from esh_kernels.core.adaptation import welford_is_dense
+from esh_kernels.core.mass_matrix import inverse_mass_matrix as _inverse_mass_matrix
 
 
 def field_lookup(state, key):
@@ -27,3 +33,12 @@ def field_lookup(state, key):
             f"{type(state).__name__} has no field {key!r}; its fields are {', '.join(known)} "
             f"(in MCMC.run's extra_fields, nested fields are written 'adapt_state.step_size')")
     return tuple.__getitem__(state, key)
+
+
+num_steps = property(
+    lambda state: state.n_steps,
+    doc="NumPyro's ``HMCState`` name for ``n_steps`` (``extra_fields=(\"num_steps\",)``).")
+
+inverse_mass_matrix = property(
+    lambda adapt: _inverse_mass_matrix(adapt.scale, welford_is_dense(adapt.welford)),
+    doc="The adapted ``M^{-1} = L L^T`` as one array (NumPyro's ``HMCAdaptState`` field).")

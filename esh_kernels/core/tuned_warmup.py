@@ -31,14 +31,12 @@ from esh_kernels.core.adaptation import (
     forgetful_mean_update,
     metric_covariance,
     welford_init,
-    welford_is_dense,
     welford_pool,
     welford_update,
 )
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.mass_matrix import inverse_mass_matrix
 from esh_kernels.core.preconditioning import precond_inverse, scale_from_covariance
-from esh_kernels.core.state_fields import field_lookup
+from esh_kernels.core import state_fields
 from esh_kernels.core.warmup import (
     MetricSchedule,
     dual_averaging_restart,
@@ -63,13 +61,8 @@ class TunedHMCAdaptState(NamedTuple):
     decorrelation: Any  # DecorrelationState of the current metric window (single-chain rule)
     stretch: Any  # factor >= 1 on the U-turn length where the chain random-walks (single-chain rule)
 
-    @property
-    def inverse_mass_matrix(self):
-        """The adapted ``M^{-1} = L L^T`` as one array (NumPyro's ``HMCAdaptState`` field;
-        ``core/state_fields.py``)."""
-        return inverse_mass_matrix(self.scale, welford_is_dense(self.welford))
-
-    __getitem__ = field_lookup
+    inverse_mass_matrix = state_fields.inverse_mass_matrix  # NumPyro's name (core/state_fields.py)
+    __getitem__ = state_fields.field_lookup
 
 
 class TunedWarmupConfig(NamedTuple):

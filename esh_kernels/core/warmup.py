@@ -29,9 +29,8 @@ from esh_kernels.core.adaptation import (
     window_schedule,
 )
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.mass_matrix import inverse_mass_matrix
 from esh_kernels.core.preconditioning import scale_from_covariance
-from esh_kernels.core.state_fields import field_lookup
+from esh_kernels.core import state_fields
 
 
 def select(cond, a, b):
@@ -274,13 +273,8 @@ class AdjustedESHAdaptState(NamedTuple):
     welford: Any  # WelfordState of the current metric window
     decorrelation: Any  # DecorrelationState of the current metric window
 
-    @property
-    def inverse_mass_matrix(self):
-        """The adapted ``M^{-1} = L L^T`` as one array (NumPyro's ``HMCAdaptState`` field;
-        ``core/state_fields.py``)."""
-        return inverse_mass_matrix(self.scale, welford_is_dense(self.welford))
-
-    __getitem__ = field_lookup
+    inverse_mass_matrix = state_fields.inverse_mass_matrix  # NumPyro's name (core/state_fields.py)
+    __getitem__ = state_fields.field_lookup
 
 
 class AdjustedWarmupConfig(NamedTuple):
@@ -438,7 +432,7 @@ class ESHAdaptState(NamedTuple):
         :class:`AdjustedESHAdaptState`)."""
         return self.adjusted.inverse_mass_matrix
 
-    __getitem__ = field_lookup
+    __getitem__ = state_fields.field_lookup
 
 
 class ESHWarmupConfig(NamedTuple):
