@@ -44,10 +44,11 @@ from numpyro.util import is_prng_key
 
 from esh_kernels.core import ensemble
 from esh_kernels.core.checks import check_int, check_positive
-from esh_kernels.core.integrators import IntegratorState, esh_leapfrog, finite_state
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.isokinetic import energy_error
 from esh_kernels.core.options import AdjustedESHOptions
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
-from esh_kernels.core.warmup import select_rows
+from esh_kernels.core.warmup import default_trajectory_factor, select_rows
 from esh_kernels.numpyro._isokinetic import isokinetic_transition
 from esh_kernels.numpyro.adjusted_esh import AdjustedESH
 from esh_kernels.numpyro.sharding import follow_keys
@@ -64,7 +65,7 @@ WARM_PATIENCE = 3
 #: ``AdjustedESH``'s own defaults: acceptance target and trajectory length in units of the
 #: whitened typical-set size (``trajectory_factor``, ``esh_math.md`` §7.5)
 TARGET_ACCEPT = AdjustedESHOptions().target_accept_prob
-TRAJECTORY_FACTOR = 1.0
+TRAJECTORY_FACTOR = default_trajectory_factor(None, dense=False)  # the ensemble's metric is diagonal
 MAX_STEPS = AdjustedESHOptions().max_steps
 
 
@@ -246,8 +247,8 @@ def _warm_step(s, batch_vg, bias_tol):
     keys, k_dir = _split(s.keys)
     keys, k_noise = _split(keys)
     new, dr = esh_leapfrog(s.integ, s.step_size, batch_vg, d - 1, s.scale)
-    error = new.energy - s.integ.energy + (d - 1) * dr
-    ok = finite_state(new) & jnp.isfinite(error)
+    error = energy_error(new, s.integ.energy, dr)  # +inf where the step is not finite
+    ok = jnp.isfinite(error)
     integ = select_rows(ok, new, s.integ._replace(u=_random_direction(k_dir, s.integ.x)))
     error = jnp.where(ok, error, 0.0)
     nu = refresh_noise_scale(s.step_size, s.length, d)
