@@ -94,7 +94,8 @@ def _eight_schools_data():
 
 def _breast_cancer():
     X, y = breast_cancer_data()
-    return torch.tensor(X), torch.tensor(y)
+    dtype = torch.get_default_dtype()  # numpy's float64 would otherwise stay float64
+    return torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype)
 
 
 def make_targets():
