@@ -22,7 +22,7 @@ from numpyro.infer.initialization import init_to_uniform  # noqa: E402
 
 import esh_kernels  # noqa: E402
 from esh_kernels.numpyro import run_ensemble  # noqa: E402
-from esh_kernels.numpyro.ensemble import WARM_PATIENCE  # noqa: E402
+from esh_kernels.core.ensemble import WARM_PATIENCE  # noqa: E402
 
 SD = np.logspace(-2, 0, 100)
 MAX_WARM = 500

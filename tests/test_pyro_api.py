@@ -324,6 +324,37 @@ def test_full_mass_is_pyros_name_for_dense_mass(cls):
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("cls", KERNELS)
+def test_fixed_inverse_mass_matrix_is_used_as_given(cls):
+    """``inverse_mass_matrix`` (the NumPyro kernels' argument) with
+    ``adapt_mass_matrix=False``: after warmup the metric is the given one, as an array
+    (diagonal) or as site blocks (a dense block of eight schools' ``mu`` and ``tau``)."""
+    pyro.set_rng_seed(0)
+    given = torch.tensor([1.0, 4.0, 0.25])
+    kernel = cls(gauss_model(), inverse_mass_matrix=given, adapt_mass_matrix=False, **CAP)
+    run_mcmc(kernel, warmup=20, samples=5)
+    assert kernel._dense_mass is False  # "auto" is diagonal where a matrix is given
+    (imm,) = kernel.inverse_mass_matrix.values()
+    torch.testing.assert_close(imm, given)
+    block = [[2.0, 0.5], [0.5, 1.0]]
+    kernel = cls(eight_schools(), dense_mass=[("mu", "tau")], adapt_mass_matrix=False,
+                 inverse_mass_matrix={("mu", "tau"): block, "theta_tilde": torch.full((8,), 3.0)}, **CAP)
+    run_mcmc(kernel, warmup=20, samples=5)
+    imm = kernel.inverse_mass_matrix
+    torch.testing.assert_close(imm[("mu", "tau")], torch.tensor(block))
+    torch.testing.assert_close(imm[("theta_tilde",)], torch.full((8,), 3.0))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"inverse_mass_matrix": [1.0, 2.0]}, r"shape \(3,\) or \(3, 3\)"),
+    ({"inverse_mass_matrix": torch.eye(3) + 0.1}, "needs `dense_mass=True`"),
+    ({"inverse_mass_matrix": {"y": [1.0]}}, "unknown latent site"),
+])
+def test_bad_inverse_mass_matrix_is_explained(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_mcmc(AdjustedESH(gauss_model(), **kwargs), warmup=2, samples=2)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"target_accept_prob": 1.0}, "target_accept_prob"),
     ({"target_accept_prob": 0}, "target_accept_prob"),

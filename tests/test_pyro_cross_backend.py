@@ -448,3 +448,88 @@ def test_tuned_hmc_cross_chain_transitions_agree(jax_x64, dense):
         _compare_states(t_state, np_state)
         lengths.add(round(float(np_state.adapt_state.trajectory_length[0]), 8))
     assert len(lengths) > 5
+
+
+# -- ensemble mode ----------------------------------------------------------------------
+
+
+def _jax_tree_to_torch(tree):
+    """JAX tree (namedtuples of arrays) -> the same tree of float64 torch tensors."""
+    if isinstance(tree, tuple):
+        return type(tree)(*[_jax_tree_to_torch(t) for t in tree])
+    return torch.tensor(np.asarray(tree))
+
+
+def test_ensemble_warm_steps_agree(jax_x64):
+    """The ensemble mode's warm start: from the same ``(C, d)`` ensemble, the NumPyro step
+    (``numpyro/ensemble.py``, jitted, its random numbers from the chains' keys) and the Pyro
+    step (``pyro/ensemble.py``, the same numbers, the potential through Pyro's
+    ``BatchedPotential``) give the same positions, velocities, energies and gradients and
+    the same shared step size, preconditioner, decoherence length, bias estimate and count
+    of steps below the tolerance, to 1e-10; each step starts from the NumPyro state. The
+    steps cover the clipped and the unclipped step-size update."""
+    import jax
+
+    from esh_kernels.core import ensemble
+    from esh_kernels.numpyro import ensemble as np_ens
+    from esh_kernels.pyro import ensemble as pt_ens
+    from esh_kernels.pyro._model import BatchedPotential, FlatLayout
+
+    jnp = jax_x64
+    C, steps, tol = 32, 12, 0.5
+    pe_jax, pe_torch = _potentials(jnp)
+    rng = np.random.default_rng(4)
+    x0 = rng.normal(size=(C, D)) * 3.0 + 1.0  # too wide and off-centre
+    batch_vg = jax.vmap(jax.value_and_grad(lambda x: pe_jax({"x": x})))
+    layout = FlatLayout({"x": torch.zeros(C, D)}, batch_dims=1)
+    t_vg = BatchedPotential(layout, C, potential_fn=lambda z: torch.stack([pe_torch({"x": r}) for r in z["x"]]))
+
+    keys, k_dir = np_ens._split(jax.random.split(jax.random.PRNGKey(0), C))
+    xj = jnp.asarray(x0)
+    energy, grad = batch_vg(xj)
+    j_core = ensemble.warm_init(xj, energy, grad, np_ens._normal(k_dir, xj))
+    t_energy, t_grad = t_vg(torch.tensor(x0))
+    t_core = ensemble.warm_init(torch.tensor(x0), t_energy, t_grad, _jax_tree_to_torch(np_ens._normal(k_dir, xj)))
+    assert_trees_close(t_core, j_core, what="init")
+
+    j_state = np_ens.WarmState(j_core, keys, jnp.asarray(0, jnp.int32), jnp.full((steps,), jnp.nan))
+    j_step = jax.jit(lambda s: np_ens._warm_step(s, batch_vg, tol))
+    factors = []
+    for n in range(steps):
+        keys, k_dir = np_ens._split(j_state.keys)
+        _, k_noise = np_ens._split(keys)
+        x = j_state.core.integ.x
+        normals = (_jax_tree_to_torch(np_ens._normal(k_dir, x)), _jax_tree_to_torch(np_ens._normal(k_noise, x)))
+        t_core = pt_ens._warm_step(_jax_tree_to_torch(j_state.core), t_vg, tol, normals)
+        new = j_step(j_state)
+        assert_trees_close(t_core, new.core, what=f"warm step {n}")
+        factors.append(float(new.core.step_size / j_state.core.step_size))
+        j_state = new
+    low, high = ensemble.STEP_FACTOR_RANGE
+    assert any(f == pytest.approx(high) for f in factors), factors
+    assert any(low < f < high and f != pytest.approx(high) for f in factors), factors
+    assert float(j_state.core.below) > 0  # the count moved too
+
+
+def test_ensemble_tuning_updates_agree(jax_x64):
+    """The adjusted tuning's hyperparameters (``core.ensemble.tune_init``) and bisection
+    (``tune_update``) give the same values on JAX and torch, through the doubling, the
+    bisection and the stop."""
+    from esh_kernels.core import ensemble
+
+    jnp = jax_x64
+    C = 64
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(C, D)) * np.array([0.5, 1.0, 2.0, 3.0])
+    grad = x / np.array([0.5, 1.0, 2.0, 3.0]) ** 2 + 0.1 * rng.normal(size=(C, D))
+    j = ensemble.tune_init(jnp.asarray(x), jnp.asarray(grad))
+    t = ensemble.tune_init(torch.tensor(x), torch.tensor(grad))
+    assert_trees_close(t, j, what="tune_init")
+    j_bracket, t_bracket = ensemble.step_bracket_init(j[2]), ensemble.step_bracket_init(t[2])
+    j_log, t_log = j[2], t[2]
+    for n, mean in enumerate([0.95, 0.9, 0.3, 0.5, 0.8, 0.72, 0.1]):
+        accept = np.clip(mean + 0.05 * rng.normal(size=C), 0.0, 1.0)
+        j_bracket, j_log, j_acc = ensemble.tune_update(j_bracket, j_log, jnp.asarray(accept))
+        t_bracket, t_log, t_acc = ensemble.tune_update(t_bracket, t_log, torch.tensor(accept))
+        assert_trees_close((t_bracket, t_log, t_acc), (j_bracket, j_log, j_acc), what=f"update {n}")
+    assert bool(t_bracket.done) and np.isfinite(float(t_bracket.low)) and np.isfinite(float(t_bracket.high))

@@ -9,12 +9,22 @@ averages, so do these functions. Every function takes a batch: positions ``x`` a
 potential-energy gradients ``grad = dE/dx`` of shape ``(C, d)``, the chain axis first, and
 returns per-coordinate ``(d,)`` arrays or scalars. They draw no random numbers and are
 written against :func:`esh_kernels.core.backend.namespace`, like the rest of the core.
+
+The warm start's step (:func:`warm_init`, :func:`warm_step`) and the adjusted tuning's
+update (:func:`tune_init`, :func:`tune_update`) are here too, with their constants, so
+that ``esh_kernels.numpyro.run_ensemble`` and ``esh_kernels.pyro.run_ensemble`` run one
+algorithm; each backend adds its random numbers and its loop.
 """
 
 import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.backend import namespace, norm
+from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
+from esh_kernels.core.isokinetic import energy_error
+from esh_kernels.core.options import AdjustedESHOptions
+from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
+from esh_kernels.core.warmup import default_trajectory_factor, select_rows
 
 #: a bias estimate is clipped to at least this before it sets the energy-error target
 #: (the noise-corrected estimate can be 0 or negative once the ensemble has converged)
@@ -27,6 +37,23 @@ ENERGY_VAR_EXPONENT = 3.0 / 8.0
 #: a non-finite step anywhere in the ensemble halves it
 STEP_FACTOR_RANGE = (0.3, 3.0)
 NON_FINITE_STEP_FACTOR = 0.5
+#: the warm start's first step size, in units of ``sqrt(d)`` in the whitened frame (LAPS
+#: starts at ``0.01 sqrt(d)``); the step-size rule multiplies it by up to 3 per step
+WARM_INITIAL_STEP = 0.01
+#: the warm start's velocity decoherence length, in units of the ensemble's whitened
+#: typical-set size (:func:`typical_length`; LAPS's ``alpha``)
+WARM_LENGTH_FACTOR = 1.9
+#: the warm start ends once the bias estimate has been below ``bias_tol`` this many
+#: consecutive steps: one reading of a noise-corrected estimate can dip below by chance
+WARM_PATIENCE = 3
+#: ``AdjustedESH``'s own defaults: acceptance target and trajectory length in units of the
+#: whitened typical-set size (``trajectory_factor``, ``esh_math.md`` §7.5)
+TARGET_ACCEPT = AdjustedESHOptions().target_accept_prob
+TRAJECTORY_FACTOR = default_trajectory_factor(None, dense=False)  # the ensemble's metric is diagonal
+MAX_STEPS = AdjustedESHOptions().max_steps
+#: the adjusted tuning starts at this many steps per trajectory (the bisection doubles or
+#: halves the step from there)
+TUNE_INITIAL_STEPS = 10.0
 
 
 def ensemble_mean(a):
@@ -101,10 +128,10 @@ def step_size_factor(energy_error, d, bias, non_finite):
     """
     xp = namespace(energy_error)
     w = ensemble_variance(energy_error) / d
-    target = ENERGY_VAR_COEFF * xp.maximum(bias, BIAS_FLOOR) ** ENERGY_VAR_EXPONENT
+    target = ENERGY_VAR_COEFF * xp.clip(bias, BIAS_FLOOR, None) ** ENERGY_VAR_EXPONENT
     low, high = STEP_FACTOR_RANGE
     ratio = target / xp.where(w > 0, w, 1.0)
-    factor = xp.where(w > 0, xp.minimum(xp.maximum(ratio ** (1.0 / 6.0), low), high), high)
+    factor = xp.where(w > 0, xp.clip(ratio ** (1.0 / 6.0), low, high), high)
     return xp.where(non_finite, NON_FINITE_STEP_FACTOR, factor)
 
 
@@ -178,8 +205,88 @@ def step_bracket_update(bracket, log_step, accept, target, tolerance=0.03):
     low = xp.where(above, xp.maximum(bracket.low, log_step), bracket.low)
     high = xp.where(above, bracket.high, xp.minimum(bracket.high, log_step))
     bracketed = xp.isfinite(low) & xp.isfinite(high)
-    shift = xp.where(above, math.log(2.0), -math.log(2.0))
+    double = log_step * 0.0 + math.log(2.0)  # like log_step (a scalar would be float32 in torch)
+    shift = xp.where(above, double, -double)
     proposal = xp.where(bracketed, 0.5 * (xp.where(bracketed, low, 0.0) + xp.where(bracketed, high, 0.0)),
                         log_step + shift)
     done = bracket.done | (xp.abs(accept - target) < tolerance)
     return StepBracket(low, high, done), xp.where(done, log_step, proposal)
+
+
+class WarmState(NamedTuple):
+    """The ensemble during the warm start: every chain's integrator state (leading chain
+    axis ``C``; ``r`` unused) and the hyperparameters shared by all chains, re-read from
+    the ensemble after each step."""
+
+    integ: Any  # IntegratorState: x, unit velocity u (whitened frame), r, energy, grad
+    step_size: Any  # whitened frame, 0-d
+    scale: Any  # diagonal preconditioner L, ``L^2`` the inverse mass matrix, ``(d,)``
+    length: Any  # velocity decoherence length, 0-d
+    below: Any  # consecutive steps with the bias estimate below the tolerance, 0-d
+    bias: Any  # bias estimate (:func:`bias_estimate`) of the current ensemble, 0-d
+
+
+def warm_init(x, energy, grad, normal):
+    """The warm start's first state at positions ``x`` ``(C, d)`` with their potential
+    energies and gradients (``esh_math.md`` §7.7): the preconditioner of
+    :func:`gradient_metric`, velocities from :func:`warm_start_direction` (a uniform one
+    from the standard normals ``normal`` ``(C, d)`` where the gradient is 0), the first
+    step size ``WARM_INITIAL_STEP * sqrt(d)`` and the length ``WARM_LENGTH_FACTOR`` times
+    :func:`typical_length`."""
+    xp = namespace(x)
+    scale = xp.sqrt(gradient_metric(x, grad))
+    u = warm_start_direction(x, grad, scale)
+    u = xp.where(xp.sum(u * u, axis=-1, keepdims=True) > 0, u, unit_vector(normal))
+    length = typical_length(x, scale, WARM_LENGTH_FACTOR)
+    zero = xp.zeros_like(length)
+    return WarmState(IntegratorState(x, u, xp.zeros_like(energy), energy, grad),
+                     zero + WARM_INITIAL_STEP * math.sqrt(x.shape[-1]), scale, length, zero,
+                     bias_estimate(x, grad))
+
+
+def warm_step(s, value_and_grad, direction_normal, refresh_normal, bias_tol):
+    """One unadjusted isokinetic step of every chain (``D = d - 1``, one gradient each,
+    ``value_and_grad`` on the ``(C, d)`` batch), its partial velocity refresh over the
+    decoherence length, then the ensemble's update of the shared step size
+    (:func:`step_size_factor`), preconditioner and length, and of the count of steps with
+    the bias estimate below ``bias_tol`` (``esh_math.md`` §7.7). A chain whose step is not
+    finite stays where it was with a fresh direction (from ``direction_normal``), counts
+    as a zero energy error, and halves the step size. ``refresh_normal``: the refresh's
+    standard normals. Both are ``(C, d)``."""
+    xp = namespace(s.integ.x)
+    d = s.integ.x.shape[-1]
+    new, dr = esh_leapfrog(s.integ, s.step_size, value_and_grad, d - 1, s.scale)
+    error = energy_error(new, s.integ.energy, dr)  # +inf where the step is not finite
+    ok = xp.isfinite(error)
+    integ = select_rows(ok, new, s.integ._replace(u=unit_vector(direction_normal)))
+    error = xp.where(ok, error, 0.0)
+    nu = refresh_noise_scale(s.step_size, s.length, d)
+    integ = integ._replace(u=partial_refresh(integ.u, refresh_normal, nu))
+    bias = bias_estimate(integ.x, integ.grad)
+    step_size = s.step_size * step_size_factor(error, d, bias, ~xp.all(ok))
+    scale = xp.sqrt(gradient_metric(integ.x, integ.grad))
+    below = xp.where(bias < bias_tol, s.below + 1.0, 0.0 * s.below)
+    return WarmState(integ, step_size, scale, typical_length(integ.x, scale, WARM_LENGTH_FACTOR),
+                     below, bias)
+
+
+def tune_init(x, grad):
+    """The adjusted phase's hyperparameters read off the warm ensemble (``esh_math.md``
+    §7.7): the preconditioner ``scale`` (:func:`gradient_metric`), the mean trajectory
+    length ``TRAJECTORY_FACTOR`` times :func:`typical_length` (``AdjustedESH``'s
+    ``trajectory_factor * sqrt(d)`` for a whitened target) and the first ``log`` step size
+    of the bisection, ``TUNE_INITIAL_STEPS`` steps per trajectory. Returns
+    ``(scale, length, log_step)``."""
+    xp = namespace(x)
+    scale = xp.sqrt(gradient_metric(x, grad))
+    length = typical_length(x, scale, TRAJECTORY_FACTOR)
+    return scale, length, xp.log(length / TUNE_INITIAL_STEPS)
+
+
+def tune_update(bracket, log_step, accept_prob):
+    """:func:`step_bracket_update` towards ``TARGET_ACCEPT`` from the per-chain acceptance
+    probabilities ``accept_prob`` ``(C,)`` of one ``AdjustedESH`` transition of every chain
+    at ``exp(log_step)``. Returns ``(bracket, next_log_step, mean acceptance)``."""
+    accept = ensemble_mean(accept_prob)
+    bracket, log_step = step_bracket_update(bracket, log_step, accept, TARGET_ACCEPT)
+    return bracket, log_step, accept

@@ -10,7 +10,7 @@ The scheme is that of LAPS (Robnik & Seljak, arXiv 2601.16696; BlackJAX 1.7.1
    step size, one diagonal preconditioner and one refresh length shared by the ensemble
    and re-read from it after every step, until the ensemble's bias estimate
    (:func:`esh_kernels.core.ensemble.bias_estimate`) has stayed below ``bias_tol`` for
-   :data:`WARM_PATIENCE` steps, or ``max_warm_steps``. One jitted ``lax.while_loop``; the
+   ``core.ensemble.WARM_PATIENCE`` steps, or ``max_warm_steps``. One jitted ``lax.while_loop``; the
    chain axis is vectorised and the ensemble averages are reductions over it.
 2. **Adjusted tuning.** Metropolis-adjusted ``AdjustedESH`` transitions of all chains
    with the preconditioner and trajectory length read off the warm ensemble, while a
@@ -27,7 +27,6 @@ The result is that ``MCMC`` object, holding every chunk's draws, so ``get_sample
 mode itself did is in its ``ensemble_info`` dict.
 """
 
-import math
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -44,41 +43,17 @@ from numpyro.util import is_prng_key
 
 from esh_kernels.core import ensemble
 from esh_kernels.core.checks import check_int, check_positive
-from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
-from esh_kernels.core.isokinetic import energy_error
-from esh_kernels.core.options import AdjustedESHOptions
-from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
-from esh_kernels.core.warmup import default_trajectory_factor, select_rows
 from esh_kernels.numpyro._isokinetic import isokinetic_transition
 from esh_kernels.numpyro.adjusted_esh import AdjustedESH
 from esh_kernels.numpyro.sharding import follow_keys
 
-#: the warm start's first step size, in units of ``sqrt(d)`` in the whitened frame (LAPS
-#: starts at ``0.01 sqrt(d)``); the step-size rule multiplies it by up to 3 per step
-WARM_INITIAL_STEP = 0.01
-#: the warm start's velocity decoherence length, in units of the ensemble's whitened
-#: typical-set size (:func:`esh_kernels.core.ensemble.typical_length`; LAPS's ``alpha``)
-WARM_LENGTH_FACTOR = 1.9
-#: the warm start ends once the bias estimate has been below ``bias_tol`` this many
-#: consecutive steps: one reading of a noise-corrected estimate can dip below by chance
-WARM_PATIENCE = 3
-#: ``AdjustedESH``'s own defaults: acceptance target and trajectory length in units of the
-#: whitened typical-set size (``trajectory_factor``, ``esh_math.md`` §7.5)
-TARGET_ACCEPT = AdjustedESHOptions().target_accept_prob
-TRAJECTORY_FACTOR = default_trajectory_factor(None, dense=False)  # the ensemble's metric is diagonal
-MAX_STEPS = AdjustedESHOptions().max_steps
-
 
 class WarmState(NamedTuple):
-    """The ensemble during the warm start (leading chain axis ``C`` on per-chain leaves)."""
+    """The ensemble during the warm start."""
 
-    integ: Any  # IntegratorState of all chains (x, unit velocity u, r unused, energy, grad)
+    core: Any  # core.ensemble.WarmState (leading chain axis C on per-chain leaves)
     keys: Any  # one PRNG key per chain
-    step_size: Any  # shared, whitened frame
-    scale: Any  # shared diagonal preconditioner L (``L^2`` = inverse mass matrix)
-    length: Any  # shared velocity decoherence length
     n: Any  # steps taken
-    below: Any  # consecutive steps with the bias estimate below the tolerance
     trace: Any  # bias estimate after each step (NaN past ``n``)
 
 
@@ -148,7 +123,7 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
                          f"unconstrained dimensions; the model has {d}")
 
     warm = _warm_start(x0, k_warm, value_and_grad, max_warm_steps, bias_tol, keys)
-    tune = _tune(warm.integ, k_tune, value_and_grad, max_tune_steps)
+    tune = _tune(warm.core.integ, k_tune, value_and_grad, max_tune_steps)
     step_size, length, scale = (float(jnp.exp(tune.log_step)), float(tune.length),
                                 np.asarray(tune.scale, dtype=np.float64))
 
@@ -212,54 +187,31 @@ def _flat_model(model, keys, init_strategy, model_args, model_kwargs):
 
 
 def _warm_start(x0, keys, value_and_grad, max_steps, bias_tol, chain_keys):
-    """Phase 1 (module docstring): unadjusted isokinetic steps of the whole ensemble with
-    the shared hyperparameters of :mod:`esh_kernels.core.ensemble`, until the bias estimate
-    has been below ``bias_tol`` for ``WARM_PATIENCE`` steps or ``max_steps`` steps."""
+    """Phase 1 (module docstring): :func:`esh_kernels.core.ensemble.warm_step` of the whole
+    ensemble until the bias estimate has been below ``bias_tol`` for ``WARM_PATIENCE``
+    steps or ``max_steps`` steps."""
     batch_vg = vmap(value_and_grad)
     energy, grad = batch_vg(x0)
-    d = x0.shape[-1]
-    dtype = x0.dtype
-    scale = jnp.sqrt(ensemble.gradient_metric(x0, grad))
     keys, k_dir = _split(keys)
-    u = ensemble.warm_start_direction(x0, grad, scale)
-    u = jnp.where(jnp.sum(u * u, axis=-1, keepdims=True) > 0, u, _random_direction(k_dir, x0))
-    zero = jnp.zeros(x0.shape[:1], dtype)
-    state = WarmState(
-        IntegratorState(x0, u, zero, energy, grad), keys,
-        jnp.asarray(WARM_INITIAL_STEP * math.sqrt(d), dtype), scale,
-        ensemble.typical_length(x0, scale, WARM_LENGTH_FACTOR), jnp.array(0, jnp.int32),
-        jnp.array(0, jnp.int32), jnp.full((max_steps,), jnp.nan, dtype),
-    )
+    state = WarmState(ensemble.warm_init(x0, energy, grad, _normal(k_dir, x0)), keys,
+                      jnp.array(0, jnp.int32), jnp.full((max_steps,), jnp.nan, x0.dtype))
     state = follow_keys(state, chain_keys)
 
     def running(s):
-        return (s.n < max_steps) & (s.below < WARM_PATIENCE)
+        return (s.n < max_steps) & (s.core.below < ensemble.WARM_PATIENCE)
 
     return jax.jit(lambda s: lax.while_loop(running, partial(_warm_step, batch_vg=batch_vg,
                                                              bias_tol=bias_tol), s))(state)
 
 
 def _warm_step(s, batch_vg, bias_tol):
-    """One unadjusted isokinetic step of every chain, then the ensemble update of the shared
-    step size, preconditioner and decoherence length. A chain whose step is not finite
-    stays where it was with a fresh random direction (and the step size is halved)."""
-    d = s.integ.x.shape[-1]
+    """One step of every chain (:func:`esh_kernels.core.ensemble.warm_step`) with its
+    random numbers from the chains' keys."""
     keys, k_dir = _split(s.keys)
     keys, k_noise = _split(keys)
-    new, dr = esh_leapfrog(s.integ, s.step_size, batch_vg, d - 1, s.scale)
-    error = energy_error(new, s.integ.energy, dr)  # +inf where the step is not finite
-    ok = jnp.isfinite(error)
-    integ = select_rows(ok, new, s.integ._replace(u=_random_direction(k_dir, s.integ.x)))
-    error = jnp.where(ok, error, 0.0)
-    nu = refresh_noise_scale(s.step_size, s.length, d)
-    integ = integ._replace(u=partial_refresh(integ.u, _normal(k_noise, integ.x), nu))
-    bias = ensemble.bias_estimate(integ.x, integ.grad)
-    step_size = s.step_size * ensemble.step_size_factor(error, d, bias, ~jnp.all(ok))
-    scale = jnp.sqrt(ensemble.gradient_metric(integ.x, integ.grad))
-    below = jnp.where(bias < bias_tol, s.below + 1, 0)
-    return WarmState(integ, keys, step_size.astype(s.step_size.dtype), scale,
-                     ensemble.typical_length(integ.x, scale, WARM_LENGTH_FACTOR), s.n + 1, below,
-                     s.trace.at[s.n].set(bias))
+    x = s.core.integ.x
+    core = ensemble.warm_step(s.core, batch_vg, _normal(k_dir, x), _normal(k_noise, x), bias_tol)
+    return WarmState(core, keys, s.n + 1, s.trace.at[s.n].set(core.bias))
 
 
 class Tuned(NamedTuple):
@@ -272,29 +224,22 @@ class Tuned(NamedTuple):
 
 
 def _tune(integ, keys, value_and_grad, max_steps):
-    """Phase 2 (module docstring): the preconditioner (:func:`ensemble.gradient_metric`)
-    and trajectory length (:func:`ensemble.typical_length`, ``AdjustedESH``'s
-    ``trajectory_factor * sqrt(d)`` for a whitened target) from the warm ensemble, then
-    ``AdjustedESH`` transitions of every chain while the bisection of
-    :func:`ensemble.step_bracket_update` moves the shared step size to ``TARGET_ACCEPT``."""
-    scale = jnp.sqrt(ensemble.gradient_metric(integ.x, integ.grad))
-    length = ensemble.typical_length(integ.x, scale, TRAJECTORY_FACTOR)
+    """Phase 2 (module docstring): the preconditioner and trajectory length of
+    :func:`esh_kernels.core.ensemble.tune_init`, then ``AdjustedESH`` transitions of every
+    chain while :func:`esh_kernels.core.ensemble.tune_update` moves the shared step size to
+    ``TARGET_ACCEPT``."""
+    scale, length, log_step = ensemble.tune_init(integ.x, integ.grad)
     dtype = integ.x.dtype
-    # start at a tenth of the length, about 10 steps a transition (the bisection doubles or
-    # halves it from there)
-    log_step = jnp.log(length / 10.0).astype(dtype)
     zero = jnp.zeros((), dtype)
     state = TuneState(integ, keys, log_step, ensemble.step_bracket_init(log_step),
                       jnp.array(0, jnp.int32), jnp.zeros(integ.x.shape[:1], dtype), zero)
     transition = vmap(partial(isokinetic_transition, value_and_grad=value_and_grad,
-                              max_steps=MAX_STEPS), in_axes=(0, 0, None, None, None))
+                              max_steps=ensemble.MAX_STEPS), in_axes=(0, 0, None, None, None))
 
     def step(s):
         keys, k_t = _split(s.keys)
-        step_size = jnp.exp(s.log_step)
-        prop = transition(s.integ, k_t, step_size, length, scale)
-        accept = jnp.mean(prop.adapt_accept_prob)
-        bracket, log_step = ensemble.step_bracket_update(s.bracket, s.log_step, accept, TARGET_ACCEPT)
+        prop = transition(s.integ, k_t, jnp.exp(s.log_step), length, scale)
+        bracket, log_step, accept = ensemble.tune_update(s.bracket, s.log_step, prop.adapt_accept_prob)
         return TuneState(prop.state, keys, log_step, bracket, s.n + 1,
                          s.grads + prop.num_steps.astype(dtype), accept)
 
@@ -368,8 +313,3 @@ def _split(keys):
 def _normal(keys, like):
     """One standard normal vector per chain, shaped and typed like ``like`` (``(C, d)``)."""
     return vmap(lambda k: random.normal(k, like.shape[1:], like.dtype))(keys)
-
-
-def _random_direction(keys, like):
-    """One uniform unit vector per chain."""
-    return unit_vector(_normal(keys, like))

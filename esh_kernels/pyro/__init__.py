@@ -1,6 +1,7 @@
 """Pyro kernels: ``ESH``, ``AdjustedESH`` and ``TunedHMC`` (drop-in ``MCMCKernel``s for
 ``pyro.infer.MCMC``), and :class:`BatchedMCMC` / :func:`run_batched` to sample many chains
-as one batch.
+as one batch, and
+:func:`run_ensemble`, the ensemble mode on it.
 
 Importing this module imports torch and Pyro but never JAX.
 """
@@ -17,3 +18,6 @@ __all__ += ["BatchedMCMC", "run_batched"]
 from esh_kernels.pyro.tuned_hmc import TunedHMC, TunedHMCState
 
 __all__ += ["TunedHMC", "TunedHMCState"]
+from esh_kernels.pyro.ensemble import run_ensemble
+
+__all__ += ["run_ensemble"]

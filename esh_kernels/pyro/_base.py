@@ -23,6 +23,7 @@ them.
 import warnings
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from pyro import poutine
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
@@ -34,7 +35,13 @@ from esh_kernels.core import self_check
 from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_bool, check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.adaptation import AUTO_METRIC
-from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, inverse_mass_blocks, metric_layout
+from esh_kernels.core.mass_matrix import (
+    block_mask,
+    check_dense_mass,
+    initial_scale,
+    inverse_mass_blocks,
+    metric_layout,
+)
 from esh_kernels.pyro._model import (
     BatchedPotential,
     FlatLayout,
@@ -124,6 +131,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         *,
         dense_mass="auto",
         full_mass=None,
+        inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
         transforms=None,
         max_plate_nesting=None,
@@ -141,6 +149,10 @@ class FlatKernel(KernelArguments, MCMCKernel):
         #: the user's choice; ``_dense_mass`` is the layout it gives the model (``_start``)
         self._dense_choice, self._dense_blocks = check_dense_mass(dense_mass)
         self._dense_mass = self._dense_choice is True
+        #: the user's initial metric (as NumPyro's kernels take it) and its preconditioner,
+        #: set by ``_start`` for the model's layout
+        self._initial_metric = _on_host(inverse_mass_matrix)
+        self._scale0 = None
         if max_plate_nesting is not None:
             check_int("max_plate_nesting", max_plate_nesting, 0)
         if jit_options is not None and not isinstance(jit_options, dict):
@@ -440,9 +452,15 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._num_warmup = warmup_steps
         energy, grad = self._value_and_grad(x)
         self._check_finite_start(x, energy, grad, given, model_args, model_kwargs)
-        self._dense_mass, auto = metric_layout(self._dense_choice, x.shape[-1],
+        self._dense_mass, auto = metric_layout(self._dense_choice, x.shape[-1], self._initial_metric,
                                                pooled=self._options.pools_chains(self._num_chains))
         self._metric_mask = AUTO_METRIC if auto else None
+        self._scale0 = None
+        if self._initial_metric is not None:
+            scale = initial_scale(self._initial_metric, self._dense_mass, self._layout.site_indices(),
+                                  x.shape[-1], np.float64)
+            self._scale0 = torch.as_tensor(scale, dtype=x.dtype, device=x.device).expand(
+                (x.shape[0],) + scale.shape).clone()
         if self._dense_blocks is not None:
             mask = block_mask(self._dense_blocks, self._layout.site_indices(), self._layout.dim)
             self._metric_mask = torch.as_tensor(mask, dtype=x.dtype, device=x.device)
@@ -594,6 +612,16 @@ class FlatKernel(KernelArguments, MCMCKernel):
     def _set_log_values(self, values):
         """Progress-bar postfix (strings), from host numbers fetched anyway."""
         self._log_values = values
+
+
+def _on_host(metric):
+    """A user's ``inverse_mass_matrix`` (an array, or ``{site or tuple of sites: array}``)
+    with its tensors as numpy arrays, for :func:`esh_kernels.core.mass_matrix.initial_scale`."""
+    if isinstance(metric, dict):
+        return {k: _on_host(v) for k, v in metric.items()}
+    if torch.is_tensor(metric):
+        return metric.detach().cpu().double().numpy()
+    return metric
 
 
 def _sites_text(before, sites, after=""):

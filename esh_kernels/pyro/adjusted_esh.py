@@ -46,6 +46,11 @@ class AdjustedESH(FlatKernel):
         (diagonal), True (dense, Cholesky preconditioner), or a list of tuples of site
         names, each tuple one dense block (sites in no tuple stay diagonal):
         :mod:`esh_kernels.core.mass_matrix`.
+    :param inverse_mass_matrix: an initial metric, or a fixed one with
+        ``adapt_mass_matrix=False``, as the NumPyro kernels take it: the diagonal or the
+        matrix over the flat unconstrained vector (sites in name order), or ``{site or
+        tuple of sites: array}``, other sites keeping the identity (a dense one needs
+        ``dense_mass=True``; :func:`esh_kernels.core.mass_matrix.initial_scale`).
     :param init_strategy: Pyro init strategy (default ``init_to_uniform``).
     :param transforms: ``{site: constrained -> unconstrained transform}`` (as Pyro's HMC).
     :param max_plate_nesting: as Pyro's HMC (guessed when None).
@@ -75,7 +80,7 @@ class AdjustedESH(FlatKernel):
         step = x.new_full((C,), step)
         length = self._options.trajectory_length or self._warmup_config().steps_before_metric * step
         length = step * 0.0 + length
-        adapt = adjusted_warmup_init(x, step, length, self._dense_mass)
+        adapt = adjusted_warmup_init(x, step, length, self._dense_mass, self._scale0)
         zero = x.new_zeros(C)
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(

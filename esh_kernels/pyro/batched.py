@@ -68,6 +68,13 @@ class BatchedMCMC:
         self.timings = {}
 
     def run(self, *args, **kwargs):
+        return self._run(args, kwargs)
+
+    def _run(self, args, kwargs, stop=None, every=None):
+        """``run``; with ``stop``, also ``stop(draws)`` (the sampling draws so far, a list of
+        ``(C, d)`` tensors) after every ``every`` draws and after the last: sampling ends
+        early, keeping the draws so far, when it returns True (the ensemble mode's chunks,
+        ``esh_kernels.pyro.ensemble``)."""
         self._args, self._kwargs = args, kwargs
         args = [a.detach() if torch.is_tensor(a) else a for a in args]
         kernel = self.kernel
@@ -97,12 +104,16 @@ class BatchedMCMC:
                         bar.update()
                     if self.hook is not None:
                         self.hook(kernel, x, "Warmup" if i < W else "Sample", i)
+                    n = len(draws)
+                    if stop is not None and n and (n % every == 0 or n == N) and stop(draws):
+                        break
             finally:
                 if bar is not None:
                     bar.close()
             t3 = time.perf_counter()
             if W == 0:
                 t2 = t1
+            self.num_samples = len(draws)
             flat = torch.stack(draws, dim=1)  # (C, N, d)
             self._diagnostics = kernel._chain_diagnostics()
         self.timings = {"setup": t1 - t0, "warmup": t2 - t1, "sampling": t3 - t2}

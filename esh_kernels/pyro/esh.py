@@ -58,8 +58,8 @@ class ESH(FlatKernel):
     keyword-only) are those of :class:`esh_kernels.core.options.ESHOptions`, the same in
     NumPyro and Pyro (``docs/kernels/esh.md``). The rest:
 
-    :param model, potential_fn, dense_mass, full_mass, init_strategy, transforms,
-        max_plate_nesting, jit_compile, jit_options, ignore_jit_warnings: as for
+    :param model, potential_fn, dense_mass, full_mass, inverse_mass_matrix, init_strategy,
+        transforms, max_plate_nesting, jit_compile, jit_options, ignore_jit_warnings: as for
         ``esh_kernels.pyro.AdjustedESH`` (Pyro's names and defaults).
     """
 
@@ -81,7 +81,7 @@ class ESH(FlatKernel):
         step = x.new_full((C,), opts.initial_step_size(d))
         length = step * 0.0 + (opts.trajectory_length or opts.steps_per_draw * step)
         refresh_length = step * 0.0 + opts.refresh_length(d)
-        adapt = esh_warmup_init(x, step, length, refresh_length, self._dense_mass)
+        adapt = esh_warmup_init(x, step, length, refresh_length, self._dense_mass, self._scale0)
         normal = self._rng.normal(x, (C, d)) if normal is None else normal
         zero = x.new_zeros(C)
         integ = IntegratorState(x, unit_vector(normal), zero, energy, grad)

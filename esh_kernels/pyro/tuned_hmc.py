@@ -69,8 +69,8 @@ class TunedHMC(FlatKernel):
     are those of :class:`esh_kernels.core.options.TunedHMCOptions`, the same in NumPyro and
     Pyro (``docs/kernels/tuned_hmc.md``). The rest:
 
-    :param model, potential_fn, dense_mass, full_mass, init_strategy, transforms,
-        max_plate_nesting, jit_compile, jit_options, ignore_jit_warnings: as for
+    :param model, potential_fn, dense_mass, full_mass, inverse_mass_matrix, init_strategy,
+        transforms, max_plate_nesting, jit_compile, jit_options, ignore_jit_warnings: as for
         ``esh_kernels.pyro.AdjustedESH`` (Pyro's names and defaults).
     """
 
@@ -114,7 +114,7 @@ class TunedHMC(FlatKernel):
             length = initial_trajectory_length(step, self._config())
         else:
             length = step * 0.0 + self._options.trajectory_length
-        adapt = tuned_warmup_init(x, step, length, self._dense_mass)
+        adapt = tuned_warmup_init(x, step, length, self._dense_mass, self._scale0)
         return TunedHMCState(0, x, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
                              zero, zero, energy, zero, adapt)
 
@@ -124,7 +124,7 @@ class TunedHMC(FlatKernel):
         p0 = self._rng.normal(start.x, tuple(start.x.shape))
         search = step_size_search_init(step)
         while not bool(search.done.all()):
-            energy_error = hmc.step_energy_error(start, p0, search.step, None, self._value_and_grad)
+            energy_error = hmc.step_energy_error(start, p0, search.step, self._scale0, self._value_and_grad)
             search = step_size_search_update(search, energy_error)
         return step_size_search_result(search)
 
