@@ -377,19 +377,22 @@ def run_target(name, targets, args, seed, clock):
     k_laps, k_ours = random.split(random.PRNGKey(seed))
     rows = []
 
-    b2, grads, pos1, pos2, info = run_laps(target, truth, args.chains, k_laps, args.laps_steps1,
-                                           args.laps_draws, mmd is not None, clock)
-    draws2 = np.swapaxes(pos2, 0, 1)
-    points = None
-    if mmd is not None:
-        points = mmd_curve(mmd, np.concatenate([pos1, pos2]), grads)
-    rows.append(summarize("LAPS", b2, grads, sampling_diagnostics(draws2), info, args.chains, mmd, points))
-    del pos1, pos2, draws2
+    if "laps" in args.samplers:
+        b2, grads, pos1, pos2, info = run_laps(target, truth, args.chains, k_laps, args.laps_steps1,
+                                               args.laps_draws, mmd is not None, clock)
+        draws2 = np.swapaxes(pos2, 0, 1)
+        points = None
+        if mmd is not None:
+            points = mmd_curve(mmd, np.concatenate([pos1, pos2]), grads)
+        info["laps_steps1_cap"] = args.laps_steps1
+        rows.append(summarize("LAPS", b2, grads, sampling_diagnostics(draws2), info, args.chains, mmd, points))
+        del pos1, pos2, draws2
 
-    x, grads, info = run_ours(target, args.chains, k_ours, args.draws, clock)
-    b2 = b2_of_draws(x, truth)
-    points = None if mmd is None else mmd_curve(mmd, np.swapaxes(x, 0, 1), grads)
-    rows.append(summarize("ensemble mode", b2, grads, sampling_diagnostics(x), info, args.chains, mmd, points))
+    if "ensemble" in args.samplers:
+        x, grads, info = run_ours(target, args.chains, k_ours, args.draws, clock)
+        b2 = b2_of_draws(x, truth)
+        points = None if mmd is None else mmd_curve(mmd, np.swapaxes(x, 0, 1), grads)
+        rows.append(summarize("ensemble mode", b2, grads, sampling_diagnostics(x), info, args.chains, mmd, points))
     for row in rows:
         row.update(target=name, dim=target.dim, seed=seed, protocol=args.protocol,
                    mmd_null_q95=None if mmd is None else mmd.null_q95,
@@ -413,6 +416,7 @@ def main():
     parser.add_argument("--protocol", choices=("b2", "mmd"), default="b2")
     parser.add_argument("--chains", type=int, default=None, help="default 2048 (b2), 256 (mmd)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--samplers", nargs="+", choices=("laps", "ensemble"), default=["laps", "ensemble"])
     parser.add_argument("--draws", type=int, default=40, help="ensemble mode: sampling draws")
     parser.add_argument("--laps-steps1", type=int, default=2000, help="LAPS: cap on phase-1 steps")
     parser.add_argument("--laps-draws", type=int, default=40, help="LAPS: phase-2 draws")
