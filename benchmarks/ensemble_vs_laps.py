@@ -204,7 +204,7 @@ def sampling_diagnostics(draws):
     return {"rhat_max": float(np.max(split_gelman_rubin(both))) if draws.shape[1] >= 4 else None,
             "ess_min": float(np.min(effective_sample_size(both))),
             "ess_x_min": float(np.min(effective_sample_size(draws))),
-            "sampling_draws": int(draws.shape[1])}
+            "sampling_draws": int(draws.shape[1]), "chains_recorded": int(draws.shape[0])}
 
 
 # -- the samplers -----------------------------------------------------------------------
@@ -236,7 +236,9 @@ def run_laps(target, truth, num_chains, key, steps1, draws2, record_phase1, cloc
     # all_chains_info that history holds per-chain arrays and JAX's replication check
     # refuses it; the check is switched off for this call (as run_bj_laps does). laps()
     # calls run_eca once per phase, passing all_chains_info 9th; phase 1's record (up to
-    # num_steps1 x C x d numbers) is kept only when asked.
+    # num_steps1 x C x d numbers) is kept only when asked. On a mesh of several devices
+    # that replicated history holds only the first device's chains (C / devices): the
+    # row's R-hat, ESS and MMD are then those of that share ("chains_recorded").
     orig_shard_map, orig_run_eca = bj_eca.shard_map, bj_laps.run_eca
     bj_eca.shard_map = lambda *a, **k: orig_shard_map(*a, check_vma=False, **k)
     calls = []
