@@ -277,6 +277,7 @@ def run_laps(target, truth, num_chains, key, steps1, draws2, record_phase1, cloc
     pos1 = np.asarray(out["phase_1"]["all_chains_info"], dtype=np.float64) if record_phase1 else None
     return np.concatenate([b1, b2]), grads.astype(float), pos1, pos2, {
         "phase1_steps": n1, "phase2_draws": n2, "b2_max_end_phase1": float(b1[-1, 0]),
+        "b2_avg_end_phase1": float(b1[-1, 1]),
         "grads_total": float(grads[-1]), **timer.result()}
 
 
@@ -356,6 +357,8 @@ def summarize(label, b2, grads, diag, info, num_chains, mmd=None, mmd_points=Non
            "b2max_first": first, "b2max_stays": stays, "b2max_min": float(np.min(b2[:, 0])),
            "b2avg_first": first_avg, "b2avg_stays": stays_avg, "b2avg_min": float(np.min(b2[:, 1])),
            **diag, **info}
+    idx = np.unique(np.round(np.geomspace(1, len(grads), min(len(grads), 80))).astype(int) - 1)
+    row["b2_curve"] = [[float(grads[i]), float(b2[i, 0]), float(b2[i, 1])] for i in idx]
     row["wall_per_chain_ms"] = 1e3 * info["wall_s"] / num_chains
     row["wall_per_ess_ms"] = 1e3 * info["wall_s"] / diag["ess_min"]
     if mmd_points is not None:
@@ -408,7 +411,7 @@ def print_row(r):
     fmt = {k: (f"{r[k]:.4g}" if isinstance(r[k], float) else r[k]) for k in keys}
     print(f"{r['target']:22s} seed {r['seed']} {r['sampler']:13s} C={r['chains']}: "
           + ", ".join(f"{k} {v}" for k, v in fmt.items()), flush=True)
-    extra = {k: v for k, v in r.items() if k not in keys and k not in ("mmd2_curve",)}
+    extra = {k: v for k, v in r.items() if k not in keys and k not in ("mmd2_curve", "b2_curve")}
     print("    " + json.dumps(extra, default=str), flush=True)
 
 
