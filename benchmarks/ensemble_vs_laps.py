@@ -332,11 +332,13 @@ def b2_of_draws(x, truth):
     return np.array([[np.max(b), np.mean(b)] for b in rows])
 
 
-def mmd_curve(mmd, positions, grads, max_points=80):
-    """The squared MMD at (at most ``max_points``, log-spaced) iterations: ``(grads, mmd2)``;
-    ``positions`` ``(n, C, d)``."""
+def mmd_curve(mmd, positions, grads, every_from=0, max_points=80):
+    """The squared MMD at (at most ``max_points``, log-spaced) iterations before
+    ``every_from`` and at every iteration from there on (LAPS: its adjusted draws):
+    ``(grads, mmd2)``; ``positions`` ``(n, C, d)``."""
     n = positions.shape[0]
-    idx = np.unique(np.round(np.geomspace(1, n, min(n, max_points))).astype(int) - 1)
+    idx = np.round(np.geomspace(1, max(every_from, 1), min(max(every_from, 1), max_points))).astype(int) - 1
+    idx = np.unique(np.concatenate([idx[idx < every_from], np.arange(every_from, n)]))
     return grads[idx], np.array([mmd(positions[i]) for i in idx])
 
 
@@ -388,7 +390,7 @@ def run_target(name, targets, args, seed, clock):
         draws2 = np.swapaxes(pos2, 0, 1)
         points = None
         if mmd is not None:
-            points = mmd_curve(mmd, np.concatenate([pos1, pos2]), grads)
+            points = mmd_curve(mmd, np.concatenate([pos1, pos2]), grads, every_from=pos1.shape[0])
         info["laps_steps1_cap"] = args.laps_steps1
         rows.append(summarize("LAPS", b2, grads, sampling_diagnostics(draws2), info, args.chains, mmd, points))
         del pos1, pos2, draws2
