@@ -2,7 +2,11 @@
 """Ensemble mode (``esh_kernels.numpyro.run_ensemble``) against BlackJAX's LAPS (issue 17).
 
     python benchmarks/ensemble_vs_laps.py [--targets std_gauss ill_gauss] [--chains 2048]
-        [--protocol b2|mmd] [--seeds 0] [--host-devices 4] [--x32] [--out results.json]
+        [--protocol b2|mmd] [--seeds 0] [--samplers laps ensemble] [--laps-steps1 2000]
+        [--host-devices 4] [--x32] [--out results.json]
+
+Results and commands of the runs: ``docs/benchmarks.md``, "Ensemble mode against LAPS"; the
+summary table: ``docs/many_chains.md``.
 
 Set-up shared by both samplers: the same number of chains, the same potential (NumPyro's
 ``initialize_model`` of our NumPyro model: ``benchmarks/targets.py``'s targets, or our model
@@ -28,10 +32,12 @@ chain, warm start, tuning and LAPS's unadjusted phase included.
   iteration with ``b2_max < 0.01`` and to the first after which it stays below. The noise
   floor of ``b2_max`` for ``C`` independent chains is about the max of ``d`` chi^2_1 / C
   variables (about 10/C for d = 100).
-* ``--protocol mmd`` (256 chains): the LAPS paper's 256-chain comparison (its Table 2, read
-  in the paper's text, not reproduced from its code) counts gradients per chain to
-  ``b2_avg < 0.01``, since with 256 chains ``b2_max`` cannot reach 0.01; that is reported.
-  Besides, as issue 17 asked (the paper itself has no MMD measure), the squared maximum mean
+* ``--protocol mmd`` (256 chains): the LAPS paper's 256-chain comparison (its Table 2, as a
+  public reading of the paper's text describes it; the authors' code, ``JakobRobnik/
+  MicroCanonicalHMC`` ``ensemble/main.py``, finds the crossings of the max and mean bias at
+  0.01) counts gradients per chain to ``b2_avg < 0.01``, since with 256 chains ``b2_max``
+  cannot reach 0.01; that is reported. Besides, as issue 17 asked (no MMD measure was found in
+  the paper or its code), the squared maximum mean
   discrepancy between the ensemble and the reference draws (``targets.mmd2``: unbiased,
   Gaussian kernel on coordinates standardised by the reference, median-heuristic bandwidth)
   at each recorded iteration, its value at fixed gradient budgets, and the gradients to the
