@@ -284,3 +284,139 @@ def second_moment_bias(draws, ex2, var_x2, ex2_mcse=None):
     floor = np.zeros(d) if ex2_mcse is None else np.asarray(ex2_mcse, dtype=np.float64) ** 2 / var_x2
     return b2, floor
 
+
+
+# -- distribution distance and posteriordb truth for the ensemble benchmark -------------
+#
+# ``benchmarks/ensemble_vs_laps.py`` compares the ensemble of chains at one iteration with
+# reference draws: by ``b2`` (above) and by the maximum mean discrepancy (MMD, Gretton et
+# al. 2012, JMLR 13, "A kernel two-sample test") with a Gaussian kernel on coordinates
+# standardised by the reference's mean and sd, its bandwidth set by the median heuristic.
+
+
+def standardizer(reference):
+    """``(mean, sd)`` per coordinate of ``reference`` (``(n, d)``): the MMD compares
+    ``(x - mean) / sd`` so that every coordinate counts on the posterior's own scale."""
+    reference = np.asarray(reference, dtype=np.float64)
+    return reference.mean(axis=0), reference.std(axis=0)
+
+
+def median_bandwidth(y, max_points=1000, seed=0):
+    """Median of the pairwise Euclidean distances between (at most ``max_points``) rows of
+    ``y``: the median heuristic for the Gaussian kernel's bandwidth."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape[0] > max_points:
+        y = y[np.random.default_rng(seed).choice(y.shape[0], max_points, replace=False)]
+    d2 = _sq_dists(y, y)
+    return float(np.sqrt(np.median(d2[np.triu_indices(y.shape[0], k=1)])))
+
+
+def _sq_dists(x, y):
+    d2 = np.sum(x**2, axis=1)[:, None] + np.sum(y**2, axis=1)[None, :] - 2.0 * x @ y.T
+    return np.maximum(d2, 0.0)
+
+
+def _offdiag_kernel_mean(x, bandwidth):
+    k = np.exp(-_sq_dists(x, x) / (2.0 * bandwidth**2))
+    n = x.shape[0]
+    return (np.sum(k) - np.trace(k)) / (n * (n - 1))
+
+
+def mmd2(x, y, bandwidth, y_term=None):
+    """Unbiased (U-statistic) squared MMD between the rows of ``x`` (``(n, d)``) and of
+    ``y`` (``(m, d)``) with the kernel ``exp(-|a - b|^2 / (2 bandwidth^2))``:
+    ``mean_{i!=j} k(x_i, x_j) + mean_{i!=j} k(y_i, y_j) - 2 mean k(x_i, y_j)``. Its mean is
+    0 when both samples are independent draws of one distribution (single values scatter
+    around 0, negative ones included) and the squared MMD of the two distributions
+    otherwise. ``y_term`` is the ``y`` part, precomputed by :func:`mmd2_reference_term`
+    when many ``x`` meet one ``y``."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if y_term is None:
+        y_term = mmd2_reference_term(y, bandwidth)
+    kxy = np.mean(np.exp(-_sq_dists(x, y) / (2.0 * bandwidth**2)))
+    return float(_offdiag_kernel_mean(x, bandwidth) + y_term - 2.0 * kxy)
+
+
+def mmd2_reference_term(y, bandwidth):
+    """``mean_{i!=j} k(y_i, y_j)``, the part of :func:`mmd2` that depends on ``y`` only."""
+    return float(_offdiag_kernel_mean(np.asarray(y, dtype=np.float64), bandwidth))
+
+
+def site_shapes(model, model_args=()):
+    """``{site: shape}`` of the model's latent sample sites (constrained values): the sites
+    NumPyro's ``initialize_model`` finds (so improper priors work), mapped to the
+    constrained scale by ``constrain_fn``."""
+    from jax import random
+    from numpyro.infer.util import constrain_fn, initialize_model
+
+    z = initialize_model(random.PRNGKey(0), model, model_args=model_args).param_info.z
+    return {name: tuple(np.shape(v)) for name, v in constrain_fn(model, model_args, {}, z).items()
+            if name in z}
+
+
+def reference_unconstrained(model, flat_draws, model_args=()):
+    """Reference draws on the scale the samplers move in: ``flat_draws`` maps Stan-style
+    flat names (``"beta[2]"``, 1-based; ``"sigma"``) to arrays of draws (any common shape,
+    e.g. posteriordb's ``(10, 1000)``) on the constrained scale. Every latent site of
+    ``model`` must be covered. Each draw is mapped by NumPyro's ``unconstrain_fn`` (the
+    sites' ``biject_to`` inverses, as ``initialize_model`` builds the potential) and
+    flattened by ``ravel_pytree``, the layout of the potential's flat vector. Returns
+    ``(n, d)``."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    from posteriordb import split_flat_name
+
+    shapes = site_shapes(model, model_args)
+    n = None
+    params = {}
+    by_site = {}
+    for flat, a in flat_draws.items():
+        site, idx = split_flat_name(flat)
+        a = np.asarray(a, dtype=np.float64).reshape(-1)
+        n = a.size if n is None else n
+        if a.size != n:
+            raise ValueError(f"reference parameter {flat!r} has {a.size} draws, others {n}")
+        by_site.setdefault(site, {})[idx] = a
+    for site, shape in shapes.items():
+        if site not in by_site:
+            raise KeyError(f"the reference draws have no parameter for the latent site {site!r}")
+        values = np.full((n,) + shape, np.nan)
+        for idx in np.ndindex(*shape) if shape else [()]:
+            if idx not in by_site[site]:
+                raise KeyError(f"the reference draws lack {site}{list(idx)} (0-based)")
+            values[(slice(None),) + idx] = by_site[site][idx]
+        params[site] = jnp.asarray(values)
+
+    def flat(z):
+        return ravel_pytree(unconstrain_fn(model, model_args, {}, z))[0]
+
+    return np.asarray(jax.vmap(flat)(params), dtype=np.float64)
+
+
+def posteriordb_target(name):
+    """A :class:`Target` for posteriordb_dev posterior ``name`` (its full name or the part
+    after the ``-``): our NumPyro model (``benchmarks/pdb_models``) and, in ``notes``, its
+    reference draws on the unconstrained flat scale (``"reference_unconstrained"``,
+    ``(10000, d)``)."""
+    import posteriordb as pdb
+
+    full = name if name in pdb.POSTERIORS else next(
+        (p for p in pdb.POSTERIORS if p.split("-", 1)[1] == name), None)
+    if full is None:
+        raise ValueError(f"unknown posterior {name!r}; known: {', '.join(pdb.POSTERIORS)}")
+    model = pdb.model_module(full).numpyro_model(pdb.load_data(full))
+    ref = reference_unconstrained(model, pdb.load_reference(full))
+    short = full.split("-", 1)[1]
+    return Target(short, f"posteriordb {full} ({ref.shape[1]}-D)", model, ref.shape[1],
+                  notes={"posterior": full, "reference_unconstrained": ref})
+
+
+def truth_from_draws(reference):
+    """``(E[x^2], Var[x^2], MCSE of E[x^2])`` per coordinate of reference draws ``(n, d)``
+    (the MCSE as if the draws were independent)."""
+    x2 = np.asarray(reference, dtype=np.float64) ** 2
+    return x2.mean(axis=0), x2.var(axis=0), x2.std(axis=0) / np.sqrt(x2.shape[0])

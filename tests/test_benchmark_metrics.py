@@ -156,3 +156,88 @@ def test_reference_coordinates_match_the_models(jax_x64):
             idx = [i for i, n in enumerate(names) if n == k or n.startswith(k + "[")]
             tagged[k] = jnp.asarray(idx, dtype=jnp.float64).reshape(shp)
         np.testing.assert_array_equal(np.asarray(ravel_pytree(tagged)[0]), np.arange(len(names)))
+
+
+# ---------------------------------------------------------------------------------------
+# the ensemble benchmark's MMD and unconstrained reference draws (ensemble_vs_laps.py)
+
+
+def test_mmd2_of_one_distribution_is_noise_and_of_a_shift_is_not():
+    """Two independent samples of one Gaussian: the unbiased MMD^2 scatters around 0 at
+    the 1/n scale; a shift of 0.5 sd in one of 5 coordinates is far above that."""
+    rng = np.random.default_rng(3)
+    n, d = 400, 5
+    y = rng.standard_normal((2000, d))
+    h = bt.median_bandwidth(y)
+    assert 2.0 < h < 4.5  # about sqrt(2 d) for a standard Gaussian
+    same = [bt.mmd2(rng.standard_normal((n, d)), y, h) for _ in range(10)]
+    assert abs(np.mean(same)) < 1e-3 and max(abs(v) for v in same) < 2e-3
+    shifted = rng.standard_normal((n, d))
+    shifted[:, 0] += 0.5
+    assert bt.mmd2(shifted, y, h) > 7e-3  # about 0.014: ten times the largest noise value
+    x = rng.standard_normal((n, d))
+    assert bt.mmd2(x, y, h, y_term=bt.mmd2_reference_term(y, h)) == pytest.approx(bt.mmd2(x, y, h))
+
+
+def test_mmd2_formula_on_a_hand_checked_case():
+    """Unbiased estimator: off-diagonal kernel means within each sample, full cross mean."""
+    x = np.array([[0.0], [1.0]])
+    y = np.array([[0.0], [2.0]])
+    k = lambda a, b: np.exp(-((a - b) ** 2) / 2.0)  # noqa: E731 (bandwidth 1)
+    want = k(0, 1) + k(0, 2) - 2 * np.mean([k(0, 0), k(0, 2), k(1, 0), k(1, 2)])
+    assert bt.mmd2(x, y, 1.0) == pytest.approx(want)
+
+
+def test_reference_draws_map_to_the_unconstrained_scale_and_back(jax_x64):
+    """Stan-style flat names (1-based) for a scalar, a vector and positive and
+    unit-interval sites: mapped by unconstrain_fn in ravel_pytree order (sites sorted),
+    and constrain_fn maps them back."""
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import constrain_fn, initialize_model
+
+    def model():
+        numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("beta", dist.Normal(np.zeros(2), 1.0).to_event(1))
+        numpyro.sample("sigma", dist.HalfNormal(1.0))
+        numpyro.sample("p", dist.Beta(2.0, 2.0))
+
+    rng = np.random.default_rng(0)
+    draws = {"mu": rng.normal(size=(2, 3)), "beta[1]": rng.normal(size=(2, 3)),
+             "beta[2]": rng.normal(size=(2, 3)), "sigma": rng.gamma(2.0, size=(2, 3)),
+             "p": rng.uniform(0.05, 0.95, size=(2, 3))}
+    x = bt.reference_unconstrained(model, draws)
+    assert x.shape == (6, 5)
+    # ravel_pytree order: beta[0], beta[1], mu, p (logit), sigma (log)
+    np.testing.assert_allclose(x[:, 0], draws["beta[1]"].ravel())
+    np.testing.assert_allclose(x[:, 2], draws["mu"].ravel())
+    np.testing.assert_allclose(x[:, 3], np.log(draws["p"] / (1 - draws["p"])).ravel(), rtol=1e-10)
+    np.testing.assert_allclose(x[:, 4], np.log(draws["sigma"]).ravel(), rtol=1e-10)
+    z0 = initialize_model(jax.random.PRNGKey(0), model).param_info.z
+    _, unravel = ravel_pytree(z0)
+    back = jax.vmap(lambda v: constrain_fn(model, (), {}, unravel(v)))(x)
+    np.testing.assert_allclose(back["sigma"], draws["sigma"].ravel(), rtol=1e-10)
+    np.testing.assert_allclose(back["p"], draws["p"].ravel(), rtol=1e-10)
+    np.testing.assert_allclose(back["beta"][:, 1], draws["beta[2]"].ravel(), rtol=1e-10)
+
+
+def test_reference_draws_must_cover_every_latent_site(jax_x64):
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model():
+        numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("sigma", dist.HalfNormal(1.0))
+
+    with pytest.raises(KeyError, match="sigma"):
+        bt.reference_unconstrained(model, {"mu": np.zeros(4)})
+
+
+def test_truth_from_draws():
+    x = np.array([[1.0, 0.0], [3.0, 2.0]])
+    ex2, var_x2, mcse = bt.truth_from_draws(x)
+    np.testing.assert_allclose(ex2, [5.0, 2.0])
+    np.testing.assert_allclose(var_x2, [16.0, 4.0])
+    np.testing.assert_allclose(mcse, np.sqrt([16.0, 4.0]) / np.sqrt(2))
