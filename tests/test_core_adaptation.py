@@ -533,3 +533,63 @@ def test_tuned_hmc_stretch_shrinks_back_under_the_final_metric():
     assert stretch[stop - 1] > 5.0
     assert stretch[num_warmup - 2] == stretch[stop - 1]
     assert 1.0 <= stretch[num_warmup - 1] < 0.5 * stretch[num_warmup - 2]
+
+
+# ---------------------------------------------------------------------------------------
+# the ensemble mode's metric (core.ensemble.dense_gradient_metric / tune_metric)
+
+
+def _gaussian_ensemble(num_chains, cov_target, cov_ensemble, seed=0):
+    """Positions from ``N(0, cov_ensemble)`` and their gradients under ``N(0, cov_target)``."""
+    rng = np.random.default_rng(seed)
+    x = rng.multivariate_normal(np.zeros(len(cov_target)), cov_ensemble, size=num_chains)
+    return x, x @ np.linalg.inv(cov_target)  # dE/dx = Sigma^-1 x (Sigma symmetric)
+
+
+def test_dense_gradient_metric_is_the_target_covariance_whatever_the_ensemble():
+    """On a Gaussian target the ensemble's dense metric is its covariance exactly, for an
+    ensemble whose own covariance is something else (too wide and differently correlated,
+    as during a warm start): ``S Cov(grad) S = Cov(x)`` has the one SPD solution ``Sigma``."""
+    from esh_kernels.core.ensemble import dense_gradient_metric
+
+    sd = np.array([0.1, 1.0, 5.0, 2.0])
+    corr = np.array([[1.0, -0.95, 0.3, 0.0], [-0.95, 1.0, -0.2, 0.1],
+                     [0.3, -0.2, 1.0, 0.5], [0.0, 0.1, 0.5, 1.0]])
+    sigma = corr * np.outer(sd, sd)
+    x, grad = _gaussian_ensemble(400, sigma, 9.0 * np.eye(4) + 0.5)
+    np.testing.assert_allclose(dense_gradient_metric(x, grad), sigma, rtol=1e-9, atol=1e-12)
+
+
+def test_dense_gradient_metric_falls_back_to_the_diagonal_without_gradient_spread():
+    """A coordinate whose gradient never varies (here a constant 0) leaves ``Cov(grad)``
+    singular: the metric is then the diagonal estimate, as a matrix (1 for that coordinate)."""
+    from esh_kernels.core.ensemble import dense_gradient_metric, gradient_metric
+
+    x, grad = _gaussian_ensemble(200, np.diag([1.0, 4.0, 1.0]), np.eye(3))
+    grad[:, 2] = 0.0
+    got = dense_gradient_metric(x, grad)
+    np.testing.assert_array_equal(got, np.diag(gradient_metric(x, grad) ** 2))
+    assert got[2, 2] == 1.0
+
+
+@pytest.mark.parametrize("num_chains, d, kind", [
+    (200, 10, "dense"),      # 20 chains per dimension
+    (199, 10, "diagonal as a matrix"),
+    (2000, 51, "vector"),    # above DENSE_MAX_DIM
+])
+def test_tune_metric_layout(num_chains, d, kind):
+    """The adjusted phase's preconditioner: a Cholesky factor of the dense estimate with
+    enough chains per dimension, a diagonal matrix with fewer, a vector above
+    ``DENSE_MAX_DIM`` dimensions (the layouts ``AdjustedESH``'s ``dense_mass="auto"`` has)."""
+    from esh_kernels.core.ensemble import dense_gradient_metric, gradient_metric, tune_metric
+
+    cov = np.eye(d) + 0.6 * (np.ones((d, d)) - np.eye(d))
+    x, grad = _gaussian_ensemble(num_chains, cov, 2.0 * np.eye(d))
+    scale = tune_metric(x, grad)
+    if kind == "vector":
+        np.testing.assert_allclose(scale, np.sqrt(gradient_metric(x, grad)))
+    elif kind == "dense":
+        np.testing.assert_allclose(scale @ scale.T, dense_gradient_metric(x, grad), rtol=1e-10)
+        np.testing.assert_allclose(scale @ scale.T, cov, rtol=1e-8, atol=1e-10)
+    else:
+        np.testing.assert_allclose(scale, np.diag(np.sqrt(gradient_metric(x, grad))))

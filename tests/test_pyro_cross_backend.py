@@ -525,6 +525,15 @@ def test_ensemble_tuning_updates_agree(jax_x64):
     j = ensemble.tune_init(jnp.asarray(x), jnp.asarray(grad))
     t = ensemble.tune_init(torch.tensor(x), torch.tensor(grad))
     assert_trees_close(t, j, what="tune_init")
+    assert j[0].shape == (D, D)  # 16 chains per dimension: the diagonal estimate as a matrix
+    # 25 chains per dimension: the dense estimate (matrix square roots by eigh on both backends)
+    mix = np.array([[1.0, 0.0, 0.0, 0.0], [0.9, 0.5, 0.0, 0.0], [0.0, 0.3, 2.0, 0.0], [0.2, 0.0, 0.5, 3.0]])
+    rng_d = np.random.default_rng(6)
+    xd = rng_d.normal(size=(100, D)) @ mix.T
+    gd = xd @ np.linalg.inv(mix @ mix.T) + 0.1 * rng_d.normal(size=(100, D))
+    jd = ensemble.tune_init(jnp.asarray(xd), jnp.asarray(gd))
+    assert_trees_close(ensemble.tune_init(torch.tensor(xd), torch.tensor(gd)), jd, what="tune_init, dense")
+    assert abs(float(jd[0][1, 0])) > 0.1  # it holds the correlation
     j_bracket, t_bracket = ensemble.step_bracket_init(j[2]), ensemble.step_bracket_init(t[2])
     j_log, t_log = j[2], t[2]
     for n, mean in enumerate([0.95, 0.9, 0.3, 0.5, 0.8, 0.72, 0.1]):

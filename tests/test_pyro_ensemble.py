@@ -177,7 +177,8 @@ def test_potential_fn_with_initial_params():
                         chunk=50, rng_seed=3)
     info = mcmc.ensemble_info
     assert info["bias_trace"][0] > 1.0 and info["bias_trace"][-1] < 0.01
-    np.testing.assert_allclose(info["inverse_mass_matrix"], [1.0, 9.0], rtol=0.3)
+    # 64 chains for 2 dimensions: the dense estimate (core.ensemble.tune_metric)
+    np.testing.assert_allclose(info["inverse_mass_matrix"], np.diag([1.0, 9.0]), rtol=0.3, atol=0.3)
     x = mcmc.get_samples()["x"]
     assert x.dtype == torch.float64
     np.testing.assert_allclose(x.std(0).numpy(), [1.0, 3.0], rtol=0.15)

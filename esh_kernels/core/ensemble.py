@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from esh_kernels.core.backend import namespace, norm
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
 from esh_kernels.core.isokinetic import energy_error
+from esh_kernels.core.mass_matrix import AUTO_DENSE_MAX_DIM
 from esh_kernels.core.options import AdjustedESHOptions
 from esh_kernels.core.sphere import partial_refresh, refresh_noise_scale, unit_vector
 from esh_kernels.core.warmup import default_trajectory_factor, select_rows
@@ -49,7 +50,13 @@ WARM_PATIENCE = 3
 #: ``AdjustedESH``'s own defaults: acceptance target and trajectory length in units of the
 #: whitened typical-set size (``trajectory_factor``, ``esh_math.md`` §7.5)
 TARGET_ACCEPT = AdjustedESHOptions().target_accept_prob
-TRAJECTORY_FACTOR = default_trajectory_factor(None, dense=False)  # the ensemble's metric is diagonal
+#: the adjusted phase's preconditioner is a matrix up to this many dimensions (the layout
+#: of ``AdjustedESH``'s ``dense_mass="auto"``), a vector above
+DENSE_MAX_DIM = AUTO_DENSE_MAX_DIM
+#: the matrix holds the ensemble's correlations (:func:`dense_gradient_metric`) when there
+#: are at least this many chains per dimension, else only its diagonal: the relative error
+#: of a covariance's eigenvalues from ``C`` independent draws is about ``sqrt(d / C)``
+DENSE_MIN_CHAINS_PER_DIM = 20
 MAX_STEPS = AdjustedESHOptions().max_steps
 #: the adjusted tuning starts at this many steps per trajectory (the bisection doubles or
 #: halves the step from there)
@@ -152,13 +159,70 @@ def gradient_metric(x, grad):
     return xp.where(ok & xp.isfinite(ratio), xp.sqrt(xp.where(ok, ratio, 1.0)), 1.0)
 
 
+def ensemble_covariance(a):
+    """Covariance matrix ``(d, d)`` over the chain axis of ``a`` ``(C, d)``, normalised by
+    the number of chains."""
+    c = a - ensemble_mean(a)
+    return (c.T @ c) / a.shape[0]
+
+
+def dense_gradient_metric(x, grad):
+    """Dense inverse mass matrix from the ensemble: the symmetric positive-definite ``S``
+    with ``S Cov(dE/dx) S = Cov(x)``, i.e. the matrix geometric mean
+    ``A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2}`` of ``B = Cov(x)`` and ``A^{-1}``,
+    ``A = Cov(dE/dx)`` (the dense form of nutpie's estimate; :func:`gradient_metric` is its
+    diagonal form, ``esh_math.md`` §7.7). On a Gaussian with covariance ``Σ``,
+    ``dE/dx = Σ^{-1}(x - mu)``, so ``A = Σ^{-1} B Σ^{-1}`` and ``S = Σ`` whatever the
+    ensemble's own spread ``B``. Where ``A`` or ``A^{1/2} B A^{1/2}`` is not positive
+    definite (a coordinate without spread), or the result is not finite, it falls back to
+    the diagonal estimate as a matrix."""
+    xp = namespace(x)
+    a, b = ensemble_covariance(grad), ensemble_covariance(x)
+    wa, va = xp.linalg.eigh(a)
+    ok_a = xp.min(wa) > 0
+    wa = xp.where(ok_a, wa, 1.0)
+    a_half = (va * xp.sqrt(wa)) @ va.T
+    a_minus_half = (va / xp.sqrt(wa)) @ va.T
+    wm, vm = xp.linalg.eigh(a_half @ b @ a_half)
+    ok_m = xp.min(wm) > 0
+    m_half = (vm * xp.sqrt(xp.where(ok_m, wm, 1.0))) @ vm.T
+    s = a_minus_half @ m_half @ a_minus_half
+    s = 0.5 * (s + s.T)
+    ok = ok_a & ok_m & xp.all(xp.isfinite(s))
+    return xp.where(ok, xp.where(xp.isfinite(s), s, 0.0), xp.diag(gradient_metric(x, grad) ** 2))
+
+
+def tune_metric(x, grad):
+    """The adjusted phase's preconditioner ``L`` (``L L^T = M^-1``) from the warm ensemble:
+    up to :data:`DENSE_MAX_DIM` dimensions a lower-triangular matrix, the Cholesky factor
+    of :func:`dense_gradient_metric` with at least :data:`DENSE_MIN_CHAINS_PER_DIM` chains
+    per dimension (of :func:`gradient_metric`'s diagonal with fewer); above, the diagonal
+    ``sqrt(gradient_metric)``."""
+    xp = namespace(x)
+    if x.shape[-1] > DENSE_MAX_DIM:
+        return xp.sqrt(gradient_metric(x, grad))
+    if holds_correlations(*x.shape):
+        return xp.linalg.cholesky(dense_gradient_metric(x, grad))
+    return xp.diag(xp.sqrt(gradient_metric(x, grad)))
+
+
+def holds_correlations(num_chains, d):
+    """Whether :func:`tune_metric` estimates the correlations (a dense metric proper) for
+    ``num_chains`` chains in ``d`` dimensions."""
+    return d <= DENSE_MAX_DIM and num_chains >= DENSE_MIN_CHAINS_PER_DIM * d
+
+
 def typical_length(x, scale, factor=1.0):
-    """``factor * sqrt(sum_i Var(x_i) / scale_i^2)``: the size of the ensemble's typical set
-    in the whitened frame (``scale`` the diagonal preconditioner, ``L L^T = M^-1``). LAPS sets
-    its decoherence length this way (``alpha * sqrt(mean_i Var(x_i)) * sqrt(d)``, unwhitened);
-    for a whitened Gaussian it is ``factor * sqrt(d)``, ``AdjustedESH``'s default trajectory
+    """``factor * sqrt(sum_i Var(z_i))``, ``z = L^{-1} x`` the whitened positions: the size
+    of the ensemble's typical set in the whitened frame (``scale`` the preconditioner ``L``,
+    a vector or a lower-triangular matrix, ``L L^T = M^-1``). LAPS sets its decoherence
+    length this way (``alpha * sqrt(mean_i Var(x_i)) * sqrt(d)``, unwhitened); for a
+    whitened Gaussian it is ``factor * sqrt(d)``, ``AdjustedESH``'s default trajectory
     length (``esh_math.md`` §7.5)."""
     xp = namespace(x)
+    if scale.ndim == 2:
+        z = xp.linalg.solve(scale, (x - ensemble_mean(x)).T)  # (d, C), centred
+        return factor * xp.sqrt(xp.sum(z * z) / x.shape[0])
     return factor * xp.sqrt(xp.sum(ensemble_variance(x) / scale**2))
 
 
@@ -272,14 +336,16 @@ def warm_step(s, value_and_grad, direction_normal, refresh_normal, bias_tol):
 
 def tune_init(x, grad):
     """The adjusted phase's hyperparameters read off the warm ensemble (``esh_math.md``
-    §7.7): the preconditioner ``scale`` (:func:`gradient_metric`), the mean trajectory
-    length ``TRAJECTORY_FACTOR`` times :func:`typical_length` (``AdjustedESH``'s
+    §7.7): the preconditioner ``scale`` (:func:`tune_metric`: a matrix up to
+    :data:`DENSE_MAX_DIM` dimensions), the mean trajectory length ``AdjustedESH``'s
+    trajectory factor for that kind of metric (dense where it holds correlations,
+    :func:`holds_correlations`) times :func:`typical_length` (its
     ``trajectory_factor * sqrt(d)`` for a whitened target) and the first ``log`` step size
     of the bisection, ``TUNE_INITIAL_STEPS`` steps per trajectory. Returns
     ``(scale, length, log_step)``."""
     xp = namespace(x)
-    scale = xp.sqrt(gradient_metric(x, grad))
-    length = typical_length(x, scale, TRAJECTORY_FACTOR)
+    scale = tune_metric(x, grad)
+    length = typical_length(x, scale, default_trajectory_factor(None, dense=holds_correlations(*x.shape)))
     return scale, length, xp.log(length / TUNE_INITIAL_STEPS)
 
 

@@ -13,11 +13,13 @@ The scheme is that of LAPS (Robnik & Seljak, arXiv 2601.16696; BlackJAX 1.7.1
    ``core.ensemble.WARM_PATIENCE`` steps, or ``max_warm_steps``. One jitted ``lax.while_loop``; the
    chain axis is vectorised and the ensemble averages are reductions over it.
 2. **Adjusted tuning.** Metropolis-adjusted ``AdjustedESH`` transitions of all chains
-   with the preconditioner and trajectory length read off the warm ensemble, while a
+   with the preconditioner (dense up to 50 dimensions with enough chains,
+   :func:`esh_kernels.core.ensemble.tune_metric`) and trajectory length read off the warm
+   ensemble, while a
    bisection on the ensemble's mean acceptance sets the shared step size (at most
    ``max_tune_steps`` transitions).
 3. **Sampling.** ``numpyro.infer.MCMC(AdjustedESH(model, step_size=, trajectory_length=,
-   inverse_mass_matrix=), num_warmup=0, num_chains=C, chain_method="vectorized")`` from the
+   inverse_mass_matrix=, dense_mass=), num_warmup=0, num_chains=C, chain_method="vectorized")`` from the
    tuned ensemble, in chunks of ``chunk`` draws continued from ``mcmc.last_state``, until
    NumPyro's split R-hat and ESS (those ``print_summary`` shows) and the bias estimate meet
    their targets, or ``num_samples`` draws.
@@ -43,6 +45,7 @@ from numpyro.util import is_prng_key
 
 from esh_kernels.core import ensemble
 from esh_kernels.core.checks import check_int, check_positive
+from esh_kernels.core.mass_matrix import inverse_mass_matrix
 from esh_kernels.numpyro._isokinetic import isokinetic_transition
 from esh_kernels.numpyro.adjusted_esh import AdjustedESH
 from esh_kernels.numpyro.sharding import follow_keys
@@ -99,7 +102,8 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
     :return: the ``numpyro.infer.MCMC`` that sampled, with all kept draws, and an
         ``ensemble_info`` dict: ``warm_steps``, ``bias_trace`` (bias estimate after each
         warm step), ``tune_steps``, ``tune_accept_prob``, ``step_size``,
-        ``trajectory_length``, ``inverse_mass_matrix``, ``gradients`` (per chain: ``warm``,
+        ``trajectory_length``, ``inverse_mass_matrix`` (a ``(d, d)`` matrix where the metric is
+        dense, :func:`esh_kernels.core.ensemble.tune_metric`; else ``(d,)``), ``gradients`` (per chain: ``warm``,
         ``tune``, ``sampling``, ``total``), ``num_draws``, ``stopped_early``, ``checks``
         (after each chunk: draws, max R-hat, min ESS, bias estimate).
     """
@@ -126,9 +130,11 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
     tune = _tune(warm.core.integ, k_tune, value_and_grad, max_tune_steps)
     step_size, length, scale = (float(jnp.exp(tune.log_step)), float(tune.length),
                                 np.asarray(tune.scale, dtype=np.float64))
+    dense = scale.ndim == 2
+    imm = inverse_mass_matrix(scale, dense)
 
     kernel = AdjustedESH(model, step_size=step_size, trajectory_length=length,
-                         inverse_mass_matrix=scale**2, adapt_mass_matrix=False, dense_mass=False,
+                         inverse_mass_matrix=imm, adapt_mass_matrix=False, dense_mass=dense,
                          init_strategy=init_strategy)
     mcmc = MCMC(kernel, num_warmup=0, num_samples=min(chunk, num_samples), num_chains=num_chains,
                 chain_method="vectorized", progress_bar=progress_bar)
@@ -150,7 +156,7 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
         "tune_accept_prob": float(tune.state.accept),
         "step_size": step_size,
         "trajectory_length": length,
-        "inverse_mass_matrix": scale**2,
+        "inverse_mass_matrix": imm,
         "gradients": grads,
         "num_draws": checks[-1]["draws"],
         "stopped_early": stopped,

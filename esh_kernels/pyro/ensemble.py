@@ -11,13 +11,15 @@ them (:class:`esh_kernels.pyro._model.BatchedPotential`):
    bias estimate has stayed below ``bias_tol`` for ``WARM_PATIENCE`` steps, or
    ``max_warm_steps``. Host synchronisation: one per step, the count of steps below the
    tolerance (everything else, the bias trace included, stays on the device).
-2. **Adjusted tuning.** ``AdjustedESH`` transitions of every chain (the kernel's own
+2. **Adjusted tuning.** With the preconditioner (dense up to 50 dimensions with enough
+   chains, :func:`~esh_kernels.core.ensemble.tune_metric`) and trajectory length read off
+   the warm ensemble, ``AdjustedESH`` transitions of every chain (the kernel's own
    transition, its leapfrog step compiled with ``jit_compile``) while
    :func:`~esh_kernels.core.ensemble.tune_update` bisects the shared step size.
    Host synchronisations: two per transition, the largest number of steps over the chains
    (as every ``AdjustedESH`` transition) and whether the bisection is done.
 3. **Sampling.** ``BatchedMCMC(AdjustedESH(model, step_size=, trajectory_length=,
-   inverse_mass_matrix=, adapt_mass_matrix=False), warmup_steps=0)`` from the tuned
+   inverse_mass_matrix=, dense_mass=, adapt_mass_matrix=False), warmup_steps=0)`` from the tuned
    ensemble, checked every ``chunk`` draws against Pyro's split R-hat and ESS
    (``pyro.ops.stats``, the estimators of ``BatchedMCMC.diagnostics``) and the bias
    estimate. Host synchronisations: one per draw (``AdjustedESH``'s), and one per chunk
@@ -35,7 +37,7 @@ import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-from esh_kernels.core import ensemble
+from esh_kernels.core import ensemble, mass_matrix
 from esh_kernels.core.checks import check_bool, check_int, check_positive
 from esh_kernels.pyro._isokinetic import draw_isokinetic
 from esh_kernels.pyro.adjusted_esh import AdjustedESH
@@ -82,7 +84,8 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
         and an ``ensemble_info`` dict with the keys of the NumPyro one: ``warm_steps``,
         ``bias_trace`` (bias estimate after each warm step), ``tune_steps``,
         ``tune_accept_prob``, ``step_size``, ``trajectory_length``,
-        ``inverse_mass_matrix``, ``gradients`` (per chain: ``warm``, ``tune``,
+        ``inverse_mass_matrix`` (a ``(d, d)`` matrix where the metric is dense,
+        :func:`esh_kernels.core.ensemble.tune_metric`; else ``(d,)``), ``gradients`` (per chain: ``warm``, ``tune``,
         ``sampling``, ``total``), ``num_draws``, ``stopped_early``, ``checks`` (after each
         chunk: draws, max R-hat, min ESS, bias estimate).
     """
@@ -101,10 +104,10 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
         pyro.set_rng_seed(check_int("rng_seed", rng_seed, 0))
 
     kernel_args = dict(potential_fn=potential_fn, init_strategy=init_strategy, transforms=transforms,
-                       max_plate_nesting=max_plate_nesting, jit_compile=jit_compile,
-                       dense_mass=False)
-    # the chains, their batched potential and the compiled AdjustedESH transition
-    tuner = AdjustedESH(model, **kernel_args)
+                       max_plate_nesting=max_plate_nesting, jit_compile=jit_compile)
+    # the chains, their batched potential and the compiled AdjustedESH transition; "auto" gives
+    # it the metric layout core.ensemble.tune_metric picks (a matrix up to DENSE_MAX_DIM)
+    tuner = AdjustedESH(model, dense_mass="auto", **kernel_args)
     with pyro.poutine.block(), pyro.validation_enabled(False):  # as BatchedMCMC runs the model
         tuner.setup_batched(0, num_chains, *model_args, initial_params=initial_params, **model_kwargs)
         warm, n_warm, trace = _warm_start(tuner._state.integrator, tuner._value_and_grad, tuner._rng,
@@ -114,10 +117,11 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
     tuner.cleanup()
 
     step_size, length = float(tuned["step_size"]), float(tuned["length"])
-    inverse_mass_matrix = (tuned["scale"] ** 2).double().cpu().numpy()
+    dense = tuned["scale"].ndim == 2
+    inverse_mass_matrix = mass_matrix.inverse_mass_matrix(tuned["scale"], dense).double().cpu().numpy()
     kernel = AdjustedESH(model, step_size=step_size, trajectory_length=length,
                          inverse_mass_matrix=inverse_mass_matrix, adapt_mass_matrix=False,
-                         **kernel_args)
+                         dense_mass=dense, **kernel_args)
     mcmc = BatchedMCMC(kernel, num_samples=num_samples, warmup_steps=0, num_chains=num_chains,
                        initial_params=layout.unravel(tuned["x"]), disable_progbar=not progress_bar)
     checks = []
@@ -184,7 +188,7 @@ def _tune(kernel, integ, max_steps):
     scale, length, log_step = ensemble.tune_init(integ.x, integ.grad)
     bracket = ensemble.step_bracket_init(log_step)
     ones = torch.ones_like(integ.energy)
-    chain_scale = scale.expand_as(integ.x).contiguous()
+    chain_scale = scale.expand(integ.x.shape[:1] + scale.shape).contiguous()
     grads = torch.zeros_like(integ.energy)
     accept = math.nan
     steps = 0
