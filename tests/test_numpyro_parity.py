@@ -195,8 +195,9 @@ def test_automatic_metric_learns_a_correlation_and_keeps_independence_diagonal(k
     assert scale.shape == (2, 5, 5)
     assert np.all(scale[:, 1, 0] > 0.5)
     _check_moments(mcmc)
-    # NumPyro's name for the adapted metric: M^{-1} = L L^T, with a's correlation of 0.95
-    imm = np.asarray(mcmc.last_state.adapt_state.inverse_mass_matrix)
+    # NumPyro's name for the adapted metric: M^{-1} = L L^T, with a's correlation of 0.95,
+    # keyed as NumPyro keys it (one key of all sites, sorted)
+    imm = np.asarray(mcmc.last_state.adapt_state.inverse_mass_matrix[("a", "b")])
     np.testing.assert_allclose(imm, scale @ np.swapaxes(scale, 1, 2), rtol=1e-12)
     assert np.all(imm[:, 0, 1] / np.sqrt(imm[:, 0, 0] * imm[:, 1, 1]) > 0.8)
 
@@ -269,12 +270,130 @@ def test_numpyro_field_names_in_extra_fields(kernel_cls):
     fields = mcmc.get_extra_fields()
     np.testing.assert_array_equal(fields["num_steps"], fields["n_steps"])
     assert np.all(np.asarray(fields["num_steps"]) >= 1)
-    imm = np.asarray(fields["adapt_state.inverse_mass_matrix"])
+    imm = np.asarray(fields["adapt_state.inverse_mass_matrix"][("x",)])
     assert imm.shape == (10, 3, 3)  # dense layout of dense_mass="auto" below 50 dimensions
     scale = _scale(mcmc)
     np.testing.assert_allclose(imm[-1], scale @ scale.T, rtol=1e-6)
     with pytest.raises(KeyError, match="has no field 'nmu_steps'.*num_steps"):
         mcmc.run(random.PRNGKey(0), extra_fields=("nmu_steps",))
+
+
+_MASS_FIELDS = ("inverse_mass_matrix", "mass_matrix_sqrt", "mass_matrix_sqrt_inv")
+
+
+def _mass_fields(mcmc):
+    adapt = mcmc.last_state.adapt_state
+    return {name: getattr(adapt, name) for name in _MASS_FIELDS}
+
+
+def _assert_same_blocks(ours, nuts):
+    """Same keys (NumPyro's site tuples) or both arrays, and the same values."""
+    if isinstance(nuts, dict):
+        assert isinstance(ours, dict) and set(ours) == set(nuts)
+        for key in nuts:
+            np.testing.assert_allclose(np.asarray(ours[key]), np.asarray(nuts[key]), rtol=1e-10, atol=1e-12)
+    else:
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(nuts), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dense_mass, inverse_mass_matrix", [
+    ([("a",)], {("a",): COV_A, ("b",): np.full(3, SD_B**2)}),
+    # one dense block with its sites out of name order (b's 3 coordinates, then a's 2)
+    ([("b", "a")], {("b", "a"): np.diag([1.0, 2.0, 3.0, 4.0, 4.0]) + np.diag([0.0, 0.0, 0.0, 3.8], 1)
+                    + np.diag([0.0, 0.0, 0.0, 3.8], -1) + 0.3 * np.eye(5)[[3, 1, 2, 0, 4]]}),
+    (False, {("b",): np.array([1.0, 2.0, 3.0])}),
+    (False, np.arange(1.0, 6.0)),
+    (True, None),
+], ids=["blocks+dict", "reordered-block", "diagonal+dict", "diagonal+array", "dense"])
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_mass_matrix_fields_read_as_nuts_reports_them(kernel_cls, dense_mass, inverse_mass_matrix, jax_x64):
+    """``adapt_state.inverse_mass_matrix``, ``mass_matrix_sqrt`` and ``mass_matrix_sqrt_inv``
+    (NumPyro's ``HMCAdaptState`` fields; ``core/state_fields.py``) for a fixed metric: the
+    keys (tuples of site names, as NumPyro's ``test_structured_mass`` and
+    ``test_dense_mass`` index them) and the values that ``NUTS`` reports for the same
+    ``dense_mass`` / ``inverse_mass_matrix``. Before: one array, and no square roots."""
+    kwargs = dict(dense_mass=dense_mass, inverse_mass_matrix=inverse_mass_matrix, adapt_mass_matrix=False)
+    fields = {}
+    for cls in (NUTS, kernel_cls):
+        mcmc = MCMC(cls(correlated_pair_and_scales, **kwargs), num_warmup=2, num_samples=2,
+                    progress_bar=False)
+        mcmc.run(random.PRNGKey(0))
+        fields[cls] = _mass_fields(mcmc)
+    for name in _MASS_FIELDS:
+        _assert_same_blocks(fields[kernel_cls][name], fields[NUTS][name])
+    # what NumPyro's test_dense_mass reads: (R R^T)^{-1} = M^{-1}
+    for key, root in fields[kernel_cls]["mass_matrix_sqrt"].items():
+        root = np.asarray(root)
+        mass = root @ root.T if root.ndim == 2 else root**2
+        imm = np.asarray(fields[kernel_cls]["inverse_mass_matrix"][key])
+        np.testing.assert_allclose(np.linalg.inv(mass) if root.ndim == 2 else 1.0 / mass, imm, rtol=1e-10,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_mass_matrix_fields_of_a_potential_fn_are_arrays_as_nuts_reports_them(kernel_cls, jax_x64):
+    """With a ``potential_fn`` (no site names) NumPyro's fields are arrays; so are ours,
+    adapted per chain in a vectorized run, with the adapted metric's values."""
+    def potential(x):
+        return 0.5 * jnp.sum((x / jnp.array([1.0, 2.0, 3.0])) ** 2)
+
+    imm = np.array([1.0, 4.0, 9.0])
+    fields = {}
+    for cls in (NUTS, kernel_cls):
+        mcmc = MCMC(cls(potential_fn=potential, inverse_mass_matrix=imm, adapt_mass_matrix=False),
+                    num_warmup=2, num_samples=2, progress_bar=False)
+        mcmc.run(random.PRNGKey(0), init_params=jnp.zeros(3))
+        fields[cls] = _mass_fields(mcmc)
+    for name in _MASS_FIELDS:
+        _assert_same_blocks(fields[kernel_cls][name], fields[NUTS][name])
+    mcmc = MCMC(kernel_cls(potential_fn=potential), num_warmup=150, num_samples=2, num_chains=2,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(random.PRNGKey(0), init_params=jnp.zeros((2, 3)))
+    adapt = mcmc.last_state.adapt_state
+    imm = np.asarray(adapt.inverse_mass_matrix)
+    root_inv = np.asarray(adapt.mass_matrix_sqrt_inv)
+    assert imm.shape[:2] == (2, 3)  # per chain
+    np.testing.assert_allclose(root_inv @ np.swapaxes(root_inv, 1, 2) if imm.ndim == 3 else root_inv**2,
+                               imm if imm.ndim == 2 else np.swapaxes(root_inv, 1, 2) @ root_inv, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kernel_cls", [AdjustedESH, TunedHMC], ids=_name)
+@pytest.mark.parametrize("chains", [1, 2])
+def test_z_grad_is_the_potential_gradient_at_the_draw(kernel_cls, chains, jax_x64):
+    """``HMCState.z_grad`` (NumPyro's name): the gradient of the potential energy at ``z``,
+    shaped like ``z`` (a dict of sites), per chain in a vectorized run, also collected as
+    an extra field; against a direct computation at ``last_state.z``."""
+    import jax
+    from numpyro.infer.util import potential_energy
+
+    def grad_at(z):
+        return jax.grad(lambda p: potential_energy(correlated_pair_and_scales, (), {}, p))(z)
+
+    mcmc = MCMC(kernel_cls(correlated_pair_and_scales), num_warmup=30, num_samples=5,
+                num_chains=chains, chain_method="vectorized", progress_bar=False)
+    mcmc.run(random.PRNGKey(1), extra_fields=("z_grad",))
+    state = mcmc.last_state
+    z = state.z if chains > 1 else jax.tree.map(lambda a: a[None], state.z)
+    got = state.z_grad if chains > 1 else jax.tree.map(lambda a: a[None], state.z_grad)
+    assert set(got) == {"a", "b"}
+    for c in range(chains):
+        expected = grad_at({k: v[c] for k, v in z.items()})
+        for name in ("a", "b"):
+            np.testing.assert_allclose(np.asarray(got[name][c]), np.asarray(expected[name]), rtol=1e-10)
+    collected = mcmc.get_extra_fields(group_by_chain=True)["z_grad"]
+    np.testing.assert_allclose(np.asarray(collected["b"][:, -1]), np.asarray(got["b"]), rtol=1e-12)
+
+
+def test_esh_z_grad_error_says_why():
+    """ESH's draw is a reservoir pick inside the trajectory, with no cached gradient: asking
+    for ``z_grad`` (directly or as an extra field) is an error that says so, not a generic
+    'no field'."""
+    mcmc = MCMC(ESH(_two_d), num_warmup=5, num_samples=2, progress_bar=False)
+    mcmc.run(random.PRNGKey(0))
+    with pytest.raises(AttributeError, match="ESHState has no z_grad: ESH's draw is a point picked"):
+        mcmc.last_state.z_grad
+    with pytest.raises(AttributeError, match="gradient is not kept"):
+        mcmc.run(random.PRNGKey(0), extra_fields=("z_grad",))
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)

@@ -52,6 +52,21 @@ def test_unknown_and_invalid_arguments_are_refused_by_name(name):
             cls(_model, step_size=-1.0)
 
 
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_hmc_only_arguments_are_refused_with_the_reason(name):
+    """Arguments of NumPyro's / Pyro's HMC and NUTS that these kernels have no use for (as
+    NumPyro's own MCMC tests pass them): the ``TypeError`` says what they are and what to
+    write instead (before: only "unexpected keyword argument")."""
+    cases = {"max_tree_depth": "build no tree.*max_steps", "num_steps": "trajectory_length=",
+             "adapt_step_size": "step_size=` given fixes", "find_heuristic_step_size": "warmup finds",
+             "regularize_mass_matrix": "shrink their estimate"}
+    for cls in _kernel_classes(name):
+        for arg, reason in cases.items():
+            with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument "
+                                                f"'{arg}': it is an argument of HMC / NUTS, and .*{reason}"):
+                cls(_model, **{arg: 10})
+
+
 def test_adjusted_esh_trajectory_factor_default_depends_on_the_metric():
     """``trajectory_factor=None`` resolves when the metric is known (1 diagonal, 2 dense)."""
     from esh_kernels.core.warmup import default_trajectory_factor

@@ -34,6 +34,8 @@ from esh_kernels.core.warmup import (  # noqa: E402
     esh_warmup_update,
 )
 
+from esh_kernels.core.state_fields import SiteLayout  # noqa: E402
+
 TOL = 1e-10
 D = 4
 
@@ -42,13 +44,14 @@ D = 4
 
 
 def leaves(tree):
-    """Array leaves of nested namedtuples / tuples (Python numbers and None skipped)."""
+    """Array leaves of nested namedtuples / tuples (Python numbers, None and the NumPyro
+    adapt states' static ``SiteLayout`` skipped)."""
     if isinstance(tree, tuple):
         out = []
         for t in tree:
             out.extend(leaves(t))
         return out
-    if tree is None or isinstance(tree, (int, float, bool)):
+    if tree is None or isinstance(tree, (int, float, bool, SiteLayout)):
         return []
     return [tree]
 
@@ -77,6 +80,8 @@ def tree_to_torch(tree, batch=True):
     """JAX (one chain) namedtuple tree -> torch tree with a leading chain axis of 1."""
     if isinstance(tree, tuple):
         return type(tree)(*[tree_to_torch(t, batch) for t in tree])
+    if isinstance(tree, SiteLayout):  # NumPyro's site names; Pyro's adapt states hold None
+        return None
     a = np.asarray(tree)
     if a.dtype == np.int32 or a.dtype == np.int64:
         a = a.astype(np.float64)

@@ -58,6 +58,7 @@ class ESHState(NamedTuple):
     monitor: Any = None
 
     num_steps = state_fields.num_steps  # NumPyro's names (core/state_fields.py)
+    z_grad = state_fields.no_z_grad
     __getitem__ = state_fields.field_lookup
 
 

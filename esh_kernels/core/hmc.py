@@ -43,6 +43,7 @@ class TunedHMCState(NamedTuple):
     monitor: Any = None
 
     num_steps = state_fields.num_steps  # NumPyro's names (core/state_fields.py)
+    z_grad = state_fields.z_grad
     __getitem__ = state_fields.field_lookup
 
 

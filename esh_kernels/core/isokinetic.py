@@ -51,6 +51,7 @@ class AdjustedESHState(NamedTuple):
     monitor: Any = None
 
     num_steps = state_fields.num_steps  # NumPyro's names (core/state_fields.py)
+    z_grad = state_fields.z_grad
     __getitem__ = state_fields.field_lookup
 
 

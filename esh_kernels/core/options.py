@@ -41,12 +41,38 @@ class KernelArguments:
             cls.__signature__ = kernel_signature(cls.__init__, cls.options_type)
 
 
+#: arguments of NumPyro's and Pyro's ``HMC`` / ``NUTS`` that set a part of those samplers
+#: these kernels do not have, and what to write instead: a user who changed ``NUTS`` to one
+#: of our kernels learns why the argument is refused (``TypeError``, as for any unknown
+#: keyword; NumPyro's own MCMC tests pass them, ``docs/upstream_tests.md``)
+HMC_ONLY_ARGUMENTS = {
+    "max_tree_depth": "it caps NUTS's tree, and these kernels build no tree; their cap on "
+                      "gradient evaluations per transition is `max_steps`",
+    "use_multinomial_sampling": "it chooses how NUTS picks a point of its tree, and these "
+                                "kernels build no tree",
+    "num_steps": "it fixes HMC's number of leapfrog steps; fix `trajectory_length=` (with "
+                 "`step_size=`) instead",
+    "adapt_step_size": "here `step_size=` given fixes the step size and `step_size` left out "
+                       "(the default) adapts it",
+    "find_heuristic_step_size": "warmup finds the initial step size itself",
+    "regularize_mass_matrix": "the metric windows always shrink their estimate as Stan does "
+                              "(NumPyro's default, True)",
+    "kinetic_fn": "the kinetic energy is part of each kernel's dynamics",
+    "min_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
+    "max_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
+}
+
+
 def from_arguments(options_type, kernel_name, arguments):
     """The checked options of a kernel from the keyword arguments its constructor got
-    beyond the PPL's own; an unknown name is a ``TypeError`` as Python gives it."""
+    beyond the PPL's own; an unknown name is a ``TypeError`` as Python gives it, which for
+    an argument of NumPyro's or Pyro's ``HMC`` / ``NUTS`` (:data:`HMC_ONLY_ARGUMENTS`) also
+    says why it is not taken and what to use."""
     for name in arguments:
         if name not in options_type._fields:
-            raise TypeError(f"{kernel_name}() got an unexpected keyword argument {name!r}")
+            why = HMC_ONLY_ARGUMENTS.get(name)
+            detail = f": it is an argument of HMC / NUTS, and {why}" if why else ""
+            raise TypeError(f"{kernel_name}() got an unexpected keyword argument {name!r}{detail}")
     return options_type(**arguments).checked()
 
 

@@ -60,8 +60,12 @@ class TunedHMCAdaptState(NamedTuple):
     uturn: Any  # WelfordState, mean shape (1,): running mean U-turn time (single-chain rule)
     decorrelation: Any  # DecorrelationState of the current metric window (single-chain rule)
     stretch: Any  # factor >= 1 on the U-turn length where the chain random-walks (single-chain rule)
+    sites: Any = None  # NumPyro models: state_fields.SiteLayout (static), for the dict form
 
-    inverse_mass_matrix = state_fields.inverse_mass_matrix  # NumPyro's name (core/state_fields.py)
+    # NumPyro's names (core/state_fields.py)
+    inverse_mass_matrix = state_fields.inverse_mass_matrix
+    mass_matrix_sqrt = state_fields.mass_matrix_sqrt
+    mass_matrix_sqrt_inv = state_fields.mass_matrix_sqrt_inv
     __getitem__ = state_fields.field_lookup
 
 
@@ -172,7 +176,8 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         length = xp.where(uturn.count > 0, tuned, length)
         length = _clip_length(length, step, config)
         uturn = uturn._replace(count=select(ended, 0.0 * uturn.count, uturn.count))
-    return TunedHMCAdaptState(step, length, scale, dual, welford, adapt.chees, uturn, decorrelation, stretch)
+    return adapt._replace(step_size=step, trajectory_length=length, scale=scale, dual=dual, welford=welford,
+                          uturn=uturn, decorrelation=decorrelation, stretch=stretch)
 
 
 def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocity, duration,

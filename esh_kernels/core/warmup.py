@@ -38,6 +38,8 @@ def select(cond, a, b):
     ``bool`` condition picks without computing anything."""
     if isinstance(cond, bool):
         return a if cond else b
+    if a is b:  # also static leaves such as ``sites`` (core/state_fields.SiteLayout) or None
+        return a
     if isinstance(a, tuple):
         return type(a)(*[select(cond, x, y) for x, y in zip(a, b)])
     xp = namespace(cond, a, b)
@@ -147,6 +149,8 @@ def dual_averaging_restart(step_size):
 
 def select_rows(cond, a, b):
     """``select`` whose array condition (one per chain) broadcasts over trailing axes."""
+    if a is b:
+        return a
     if isinstance(cond, bool) or not isinstance(a, tuple):
         if isinstance(cond, bool):
             return select(cond, a, b)
@@ -272,8 +276,12 @@ class AdjustedESHAdaptState(NamedTuple):
     dual: Any  # DualAveragingState
     welford: Any  # WelfordState of the current metric window
     decorrelation: Any  # DecorrelationState of the current metric window
+    sites: Any = None  # NumPyro models: state_fields.SiteLayout (static), for the dict form
 
-    inverse_mass_matrix = state_fields.inverse_mass_matrix  # NumPyro's name (core/state_fields.py)
+    # NumPyro's names (core/state_fields.py)
+    inverse_mass_matrix = state_fields.inverse_mass_matrix
+    mass_matrix_sqrt = state_fields.mass_matrix_sqrt
+    mass_matrix_sqrt_inv = state_fields.mass_matrix_sqrt_inv
     __getitem__ = state_fields.field_lookup
 
 
@@ -327,7 +335,8 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
     length, decorrelation = adapt.trajectory_length, adapt.decorrelation
     if config.tune_trajectory:
         length, decorrelation = _trajectory_update(schedule, i, x, step, length, decorrelation, config)
-    return AdjustedESHAdaptState(step, length, scale, dual, welford, decorrelation)
+    return adapt._replace(step_size=step, trajectory_length=length, scale=scale, dual=dual,
+                          welford=welford, decorrelation=decorrelation)
 
 
 #: ``AdjustedESH`` lengthens its trajectories while the slowest statistic needs more than
@@ -431,6 +440,14 @@ class ESHAdaptState(NamedTuple):
         """The adapted ``M^{-1}`` (phase 1's, which phase 2 samples under; see
         :class:`AdjustedESHAdaptState`)."""
         return self.adjusted.inverse_mass_matrix
+
+    @property
+    def mass_matrix_sqrt(self):
+        return self.adjusted.mass_matrix_sqrt
+
+    @property
+    def mass_matrix_sqrt_inv(self):
+        return self.adjusted.mass_matrix_sqrt_inv
 
     __getitem__ = state_fields.field_lookup
 

@@ -35,6 +35,10 @@ from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.adaptation import AUTO_METRIC
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale, metric_layout
+from esh_kernels.core.state_fields import SiteLayout
+
+# static pytree node: the site layout rides in the adapt states' treedef, not as a leaf
+jax.tree_util.register_static(SiteLayout)
 
 
 class FlatKernel(KernelArguments, MCMCKernel):
@@ -71,6 +75,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         #: block structure of the dense metric and initial preconditioner, set by ``init``
         self._metric_mask = None
         self._scale0 = None
+        #: the model's sites and NumPyro's mass-matrix keys (None for a ``potential_fn``)
+        self._site_layout = None
         #: replicated sharding for the self-check's callback when the chains are sharded
         self._report_sharding = None
         self._init_strategy = init_strategy
@@ -232,9 +238,17 @@ class FlatKernel(KernelArguments, MCMCKernel):
         if self._dense_blocks is not None:
             self._metric_mask = block_mask(self._dense_blocks, sites, self._dim).astype(dtype)
         self._scale0 = None
+        self._site_layout = None if sites is None else SiteLayout.build(
+            sites, self._dense_mass, self._dense_blocks, self._inverse_mass_matrix)
         if self._inverse_mass_matrix is not None:
             self._scale0 = jnp.asarray(initial_scale(
                 self._inverse_mass_matrix, self._dense_mass, sites, self._dim, dtype))
+
+    def _with_sites(self, adapt):
+        """``adapt`` holding the model's :class:`~esh_kernels.core.state_fields.SiteLayout`,
+        so that its ``inverse_mass_matrix`` / ``mass_matrix_sqrt`` read in NumPyro's dict
+        form (``core/state_fields.py``)."""
+        return adapt._replace(sites=self._site_layout)
 
     def _check_dim(self, d):
         if 0 < d < self.min_dim:

@@ -61,8 +61,8 @@ class AdjustedESH(FlatKernel):
         step = self._options.initial_step_size(d)
         step = jnp.asarray(step, dtype=x.dtype)
         length = self._options.trajectory_length or self._warmup_config(num_warmup).steps_before_metric * step
-        adapt = adjusted_warmup_init(x, step, jnp.asarray(length, dtype=x.dtype), self._dense_mass,
-                                     self._scale0)
+        adapt = self._with_sites(adjusted_warmup_init(x, step, jnp.asarray(length, dtype=x.dtype),
+                                                      self._dense_mass, self._scale0))
         zero = jnp.zeros((), x.dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(

@@ -74,6 +74,7 @@ class ESH(FlatKernel):
             x, step, jnp.asarray(length, x.dtype), jnp.asarray(opts.refresh_length(d), x.dtype),
             self._dense_mass, self._scale0,
         )
+        adapt = adapt._replace(adjusted=self._with_sites(adapt.adjusted))
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))
         integ = IntegratorState(x, u, zero, energy, grad)
         return ESHState(

@@ -174,7 +174,7 @@ class TunedHMC(FlatKernel):
             length = initial_trajectory_length(step, self._warmup_config())
         else:
             length = jnp.asarray(self._options.trajectory_length, x.dtype)
-        return tuned_warmup_init(x, step, length, self._dense_mass, self._scale0)
+        return self._with_sites(tuned_warmup_init(x, step, length, self._dense_mass, self._scale0))
 
     def _sample_cross_chain(self, state, value_and_grad):
         """All chains at once: per-chain transitions, then one shared adaptation step."""

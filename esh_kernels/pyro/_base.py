@@ -73,6 +73,8 @@ def bcast(cond, a):
 def where(cond, a, b):
     """Per-chain ``a if cond else b`` for tensors or namedtuples of tensors (``cond`` has
     shape ``(C,)``; leaves have a leading chain axis)."""
+    if a is b:  # also the adapt states' ``sites`` (None in Pyro)
+        return a
     if isinstance(a, tuple):
         return type(a)(*[where(cond, x, y) for x, y in zip(a, b)])
     if not torch.is_tensor(a):

@@ -225,12 +225,16 @@ class TunedHMC(FlatKernel):
 
 
 def _first(tree):
+    if tree is None:  # the adapt state's ``sites`` (NumPyro only)
+        return None
     if isinstance(tree, tuple):
         return type(tree)(*[_first(t) for t in tree])
     return tree[0]
 
 
 def _broadcast(tree, C):
+    if tree is None:
+        return None
     if isinstance(tree, tuple):
         return type(tree)(*[_broadcast(t, C) for t in tree])
     return tree.unsqueeze(0).expand((C,) + tuple(tree.shape))
