@@ -85,6 +85,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+from compile_clock import CompileClock  # noqa: E402
+
 THRESHOLD = 0.01
 MMD_BUDGETS = (25, 50, 100, 200, 400, 800, 1600)  # gradients per chain
 MMD_REFERENCE_SIZE = 2048  # reference draws the ensemble is compared with
@@ -100,36 +102,6 @@ def crossings(values, grads, threshold=THRESHOLD):
     stays = None if (above.size and above[-1] == below.size - 1) else float(
         grads[0 if not above.size else above[-1] + 1])
     return first, stays
-
-
-class CompileClock:
-    """Time spans of JAX's tracing, lowering and compilation events, to split a call's wall
-    time into compilation and the rest (as ``benchmarks/run_numpyro.py`` does)."""
-
-    EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-              "/jax/core/compile/jaxpr_to_mlir_module_duration",
-              "/jax/core/compile/backend_compile_duration")
-
-    def __init__(self):
-        import jax
-
-        self.spans = []
-        jax.monitoring.register_event_time_span_listener(self._listen)
-
-    def _listen(self, event, start, end, **kwargs):
-        if event in self.EVENTS:
-            self.spans.append((start, end))
-
-    def overlap(self, t0, t1):
-        segs = sorted((max(s, t0), min(e, t1)) for s, e in self.spans if e > t0 and s < t1)
-        total, cur_s, cur_e = 0.0, None, None
-        for s, e in segs:
-            if cur_e is None or s > cur_e:
-                total += 0.0 if cur_e is None else cur_e - cur_s
-                cur_s, cur_e = s, e
-            else:
-                cur_e = max(cur_e, e)
-        return total + (0.0 if cur_e is None else cur_e - cur_s)
 
 
 class Timer:

@@ -60,6 +60,7 @@ sys.path.insert(0, HERE)
 
 import results_io  # noqa: E402
 import runner  # noqa: E402
+from compile_clock import CompileClock  # noqa: E402
 from yardstick import ess_x_and_x2, gradients_to_b2, per_1k_grad  # noqa: E402
 from targets import (  # noqa: E402
     TARGET_NAMES,
@@ -118,41 +119,6 @@ LAPS_STEPS_PER_SAMPLE = 15  # the book's (and the function's default) steps_per_
 
 
 # -- timing: wall clock minus JAX compilation --------------------------------------------
-
-
-class CompileClock:
-    """Collects the time spans of JAX tracing, lowering and XLA compilation events, so
-    that a phase's wall time can be split into compile overhead and the rest."""
-
-    EVENTS = (
-        "/jax/core/compile/jaxpr_trace_duration",
-        "/jax/core/compile/jaxpr_to_mlir_module_duration",
-        "/jax/core/compile/backend_compile_duration",
-    )
-
-    def __init__(self):
-        self.spans = []
-        jax.monitoring.register_event_time_span_listener(self._listen)
-
-    def _listen(self, event, start, end, **kwargs):
-        if event in self.EVENTS:
-            self.spans.append((start, end))
-
-    def overlap(self, t0, t1):
-        """Length of the union of the recorded spans inside ``[t0, t1]`` (nested traces
-        are counted once)."""
-        segs = sorted((max(s, t0), min(e, t1)) for s, e in self.spans if e > t0 and s < t1)
-        total, cur_s, cur_e = 0.0, None, None
-        for s, e in segs:
-            if cur_e is None or s > cur_e:
-                if cur_e is not None:
-                    total += cur_e - cur_s
-                cur_s, cur_e = s, e
-            else:
-                cur_e = max(cur_e, e)
-        if cur_e is not None:
-            total += cur_e - cur_s
-        return total
 
 
 CLOCK = None

@@ -20,6 +20,7 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.backend import namespace, norm
+from esh_kernels.core.checks import check_int, check_positive
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
 from esh_kernels.core.isokinetic import energy_error
 from esh_kernels.core.mass_matrix import AUTO_DENSE_MAX_DIM
@@ -61,6 +62,19 @@ MAX_STEPS = AdjustedESHOptions().max_steps
 #: the adjusted tuning starts at this many steps per trajectory (the bisection doubles or
 #: halves the step from there)
 TUNE_INITIAL_STEPS = 10.0
+
+
+def check_run_arguments(num_samples, chunk, max_warm_steps, max_tune_steps, bias_tol, ess_target,
+                        rhat_target):
+    """The budget and stopping arguments of ``run_ensemble`` (NumPyro's and Pyro's), checked
+    so that an error names the argument; returned in the same order."""
+    rhat_target = check_positive("rhat_target", rhat_target, allow_none=False)
+    if rhat_target <= 1.0:
+        raise ValueError(f"rhat_target must be above 1 (R-hat is about 1 at convergence), got {rhat_target!r}")
+    return (check_int("num_samples", num_samples, 1), check_int("chunk", chunk, 1),
+            check_int("max_warm_steps", max_warm_steps, 1), check_int("max_tune_steps", max_tune_steps, 1),
+            check_positive("bias_tol", bias_tol, allow_none=False),
+            check_positive("ess_target", ess_target, allow_none=False), rhat_target)
 
 
 def ensemble_mean(a):

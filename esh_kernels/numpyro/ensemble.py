@@ -44,7 +44,7 @@ from numpyro.infer.util import initialize_model
 from numpyro.util import is_prng_key
 
 from esh_kernels.core import ensemble
-from esh_kernels.core.checks import check_int, check_positive
+from esh_kernels.core.checks import check_int
 from esh_kernels.core.mass_matrix import inverse_mass_matrix
 from esh_kernels.numpyro._isokinetic import isokinetic_transition
 from esh_kernels.numpyro.adjusted_esh import AdjustedESH
@@ -108,15 +108,9 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
         (after each chunk: draws, max R-hat, min ESS, bias estimate).
     """
     keys, num_chains = _chain_keys(rng_key, num_chains)
-    num_samples = check_int("num_samples", num_samples, 1)
-    chunk = check_int("chunk", chunk, 1)
-    max_warm_steps = check_int("max_warm_steps", max_warm_steps, 1)
-    max_tune_steps = check_int("max_tune_steps", max_tune_steps, 1)
-    bias_tol = check_positive("bias_tol", bias_tol, allow_none=False)
-    ess_target = check_positive("ess_target", ess_target, allow_none=False)
-    rhat_target = check_positive("rhat_target", rhat_target, allow_none=False)
-    if rhat_target <= 1.0:
-        raise ValueError(f"rhat_target must be above 1 (R-hat is about 1 at convergence), got {rhat_target!r}")
+    num_samples, chunk, max_warm_steps, max_tune_steps, bias_tol, ess_target, rhat_target = (
+        ensemble.check_run_arguments(num_samples, chunk, max_warm_steps, max_tune_steps, bias_tol,
+                                     ess_target, rhat_target))
 
     k_init, k_warm, k_tune, k_sample = follow_keys(
         tuple(jnp.swapaxes(vmap(lambda k: random.split(k, 4))(keys), 0, 1)), keys)

@@ -38,7 +38,7 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from esh_kernels.core import ensemble, mass_matrix
-from esh_kernels.core.checks import check_bool, check_int, check_positive
+from esh_kernels.core.checks import check_bool, check_int
 from esh_kernels.pyro._isokinetic import draw_isokinetic
 from esh_kernels.pyro.adjusted_esh import AdjustedESH
 from esh_kernels.pyro.batched import BatchedMCMC
@@ -90,15 +90,9 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
         chunk: draws, max R-hat, min ESS, bias estimate).
     """
     num_chains = check_int("num_chains", num_chains, 2)
-    num_samples = check_int("num_samples", num_samples, 1)
-    chunk = check_int("chunk", chunk, 1)
-    max_warm_steps = check_int("max_warm_steps", max_warm_steps, 1)
-    max_tune_steps = check_int("max_tune_steps", max_tune_steps, 1)
-    bias_tol = check_positive("bias_tol", bias_tol, allow_none=False)
-    ess_target = check_positive("ess_target", ess_target, allow_none=False)
-    rhat_target = check_positive("rhat_target", rhat_target, allow_none=False)
-    if rhat_target <= 1.0:
-        raise ValueError(f"rhat_target must be above 1 (R-hat is about 1 at convergence), got {rhat_target!r}")
+    num_samples, chunk, max_warm_steps, max_tune_steps, bias_tol, ess_target, rhat_target = (
+        ensemble.check_run_arguments(num_samples, chunk, max_warm_steps, max_tune_steps, bias_tol,
+                                     ess_target, rhat_target))
     progress_bar = check_bool("progress_bar", progress_bar)
     if rng_seed is not None:
         pyro.set_rng_seed(check_int("rng_seed", rng_seed, 0))
