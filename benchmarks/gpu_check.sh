@@ -8,8 +8,9 @@ set -u
 OUT=${OUT:-$(mktemp -d)}
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:$PWD
+  SITE=$(mktemp -d)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+    && export PYTHONPATH=$SITE:$PWD
 fi
 [ -d .gpu_shared ] && export ESH_KERNELS_SHARED=$PWD/.gpu_shared
 nvidia-smi -L
