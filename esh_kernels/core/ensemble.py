@@ -77,6 +77,13 @@ def check_run_arguments(num_samples, chunk, max_warm_steps, max_tune_steps, bias
             check_positive("ess_target", ess_target, allow_none=False), rhat_target)
 
 
+def targets_met(check, rhat_target, ess_target, bias_tol):
+    """The sampling phase's stopping rule (``run_ensemble`` of both backends): the largest
+    split R-hat of a chunk check below ``rhat_target``, its smallest ESS at least
+    ``ess_target`` and the final ensemble's bias estimate below ``bias_tol``."""
+    return check["rhat_max"] < rhat_target and check["ess_min"] >= ess_target and check["bias"] < bias_tol
+
+
 def ensemble_mean(a):
     """Mean over the chain axis (axis 0)."""
     xp = namespace(a)

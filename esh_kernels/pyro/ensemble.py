@@ -122,7 +122,7 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
 
     def stop(draws):
         checks.append(_check(draws, kernel._state.integrator))
-        return _met(checks[-1], rhat_target, ess_target, bias_tol)
+        return ensemble.targets_met(checks[-1], rhat_target, ess_target, bias_tol)
 
     mcmc._run(model_args, model_kwargs, stop=stop, every=chunk)
 
@@ -215,7 +215,3 @@ def _check(draws, integ):
     rhat_max, ess_min, bias = torch.stack([
         rhat.max(), ess.min(), ensemble.bias_estimate(integ.x, integ.grad).double()]).tolist()
     return {"draws": len(draws), "rhat_max": rhat_max, "ess_min": ess_min, "bias": bias}
-
-
-def _met(check, rhat_target, ess_target, bias_tol):
-    return check["rhat_max"] < rhat_target and check["ess_min"] >= ess_target and check["bias"] < bias_tol
