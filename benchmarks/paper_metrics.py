@@ -15,7 +15,7 @@ import numpy as np
 _CHUNK = 2048
 
 
-def _sq_dists(a, b):
+def squared_distances(a, b):
     """``|a_i - b_j|^2`` for ``a (n, d)``, ``b (m, d)``; clipped at 0 against rounding."""
     d2 = np.sum(a * a, 1)[:, None] + np.sum(b * b, 1)[None, :] - 2.0 * a @ b.T
     return np.maximum(d2, 0.0)
@@ -25,7 +25,7 @@ def median_bandwidth(y):
     """The paper's ``bw``: the median of the squared pairwise distances over all ``m^2``
     ordered pairs of the reference draws ``y (m, d)``, the zero diagonal included."""
     y = np.asarray(y, dtype=np.float64)
-    d2 = np.concatenate([_sq_dists(y[i:i + _CHUNK], y).ravel() for i in range(0, len(y), _CHUNK)])
+    d2 = np.concatenate([squared_distances(y[i:i + _CHUNK], y).ravel() for i in range(0, len(y), _CHUNK)])
     return float(np.median(d2))
 
 
@@ -55,7 +55,7 @@ class MMD:
         m = len(self.y)
         total = 0.0
         for i in range(0, m, _CHUNK):
-            total += gaussian_kernel(_sq_dists(self.y[i:i + _CHUNK], self.y), self.bw).sum()
+            total += gaussian_kernel(squared_distances(self.y[i:i + _CHUNK], self.y), self.bw).sum()
         diag = m * gaussian_kernel(0.0, self.bw)
         self.kyy = (total - diag) / (m * (m - 1))  # mean over pairs j != l (= over j < l)
 
@@ -63,9 +63,9 @@ class MMD:
         """The per-chain terms ``c_i`` for states ``x (n, d)``, ``n >= 2``."""
         x = np.asarray(x, dtype=np.float64)
         n = len(x)
-        kxx = gaussian_kernel(_sq_dists(x, x), self.bw)
+        kxx = gaussian_kernel(squared_distances(x, x), self.bw)
         np.fill_diagonal(kxx, 0.0)
-        kxy = gaussian_kernel(_sq_dists(x, self.y), self.bw).mean(1)
+        kxy = gaussian_kernel(squared_distances(x, self.y), self.bw).mean(1)
         return self.kyy + kxx.sum(1) / (n - 1) - 2.0 * kxy
 
     def __call__(self, x, rng=None, n_boot=1000):
