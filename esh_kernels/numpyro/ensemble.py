@@ -258,7 +258,8 @@ def _sample_until_targets(mcmc, model_args, model_kwargs, num_samples, chunk, rh
     before ``num_samples``."""
     kept = [mcmc._states]
     checks = [_check(mcmc, kept)]
-    while not ensemble.targets_met(checks[-1], rhat_target, ess_target, bias_tol) and checks[-1]["draws"] < num_samples:
+    while (not ensemble.targets_met(checks[-1], rhat_target, ess_target, bias_tol)
+           and checks[-1]["draws"] < num_samples):
         mcmc.num_samples = min(chunk, num_samples - checks[-1]["draws"])
         mcmc.post_warmup_state = mcmc.last_state
         mcmc.run(mcmc.post_warmup_state.rng_key, *model_args, **model_kwargs)
