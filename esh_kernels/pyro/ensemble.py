@@ -77,8 +77,9 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
         ``initial_params``.
     :param initial_params: ``{site: (num_chains, *shape)}`` unconstrained starting values
         (default: ``init_strategy`` per chain).
-    :param transforms, max_plate_nesting, jit_compile: as for
-        :class:`esh_kernels.pyro.AdjustedESH`.
+    :param transforms: as for :class:`esh_kernels.pyro.AdjustedESH`.
+    :param max_plate_nesting: as for :class:`esh_kernels.pyro.AdjustedESH`.
+    :param jit_compile: as for :class:`esh_kernels.pyro.AdjustedESH`.
     :param progress_bar: ``BatchedMCMC``'s progress bar for the sampling phase.
     :return: the :class:`~esh_kernels.pyro.BatchedMCMC` that sampled, with all kept draws,
         and an ``ensemble_info`` dict with the keys of the NumPyro one: ``warm_steps``,
