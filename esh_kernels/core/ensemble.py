@@ -77,6 +77,17 @@ def check_run_arguments(num_samples, chunk, max_warm_steps, max_tune_steps, bias
             check_positive("ess_target", ess_target, allow_none=False), rhat_target)
 
 
+def check_dimension(d):
+    """The ensemble mode needs ``d >= 2`` unconstrained dimensions: its warm start and
+    tuning run isokinetic dynamics (singular in 1-D) on the model's own coordinates, and a
+    1-D model gains nothing from an ensemble's cross-chain estimates that a plain run lacks."""
+    if d < 2:
+        raise ValueError(
+            f"the ensemble mode needs at least 2 unconstrained dimensions, the model has {d}: "
+            "sample a 1-D model with AdjustedESH in MCMC (it adds an auxiliary coordinate, "
+            "esh_kernels.core.auxiliary) or with TunedHMC")
+
+
 def targets_met(check, rhat_target, ess_target, bias_tol):
     """The sampling phase's stopping rule (``run_ensemble`` of both backends): the largest
     split R-hat of a chunk check below ``rhat_target``, its smallest ESS at least

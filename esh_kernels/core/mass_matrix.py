@@ -23,6 +23,7 @@ layout of Pyro's ``HMC.inverse_mass_matrix``.
 import numpy as np
 
 from esh_kernels.core.adaptation import AUTO_METRIC
+from esh_kernels.core.auxiliary import pad_matrix
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.self_check import scale_diagonal
 
@@ -90,10 +91,12 @@ def block_mask(blocks, sites, dim):
     return mask
 
 
-def initial_scale(inverse_mass_matrix, dense, sites, dim, dtype):
+def initial_scale(inverse_mass_matrix, dense, sites, dim, dtype, auxiliary=0):
     """The preconditioner ``L`` (``L L^T = M^{-1}``) for the user's ``inverse_mass_matrix``:
     a ``(dim,)`` vector when ``dense`` is False, a lower-triangular ``(dim, dim)`` matrix
-    otherwise. Sites a dict leaves out keep the identity."""
+    otherwise. Sites a dict leaves out keep the identity, and so do the last ``auxiliary``
+    coordinates (:mod:`esh_kernels.core.auxiliary`), which the user's matrix does not cover."""
+    dim = dim - auxiliary
     if isinstance(inverse_mass_matrix, dict):
         full = np.eye(dim)
         for names, value in inverse_mass_matrix.items():
@@ -103,6 +106,7 @@ def initial_scale(inverse_mass_matrix, dense, sites, dim, dtype):
         matrix = full
     else:
         matrix = _as_matrix(inverse_mass_matrix, dim, "inverse_mass_matrix")
+    matrix = pad_matrix(matrix, auxiliary)
     off_diagonal = matrix - np.diag(np.diag(matrix))
     if not dense:
         if np.any(off_diagonal != 0.0):
@@ -145,10 +149,12 @@ def inverse_mass_blocks(scale, dense, blocks, sites, names):
     ``(..., d)`` or a lower-triangular ``(..., d, d)``). Without blocks one key holds every
     site (``names``, the flat order): a vector for a diagonal metric, a matrix for a dense
     one. With blocks (``dense_mass`` / ``full_mass`` lists) each block gets its matrix, in
-    the order of its names, and the sites in no block one key with their diagonal."""
+    the order of its names, and the sites in no block one key with their diagonal. Auxiliary
+    coordinates after the sites' (:mod:`esh_kernels.core.auxiliary`) are left out."""
     full = inverse_mass_matrix(scale, dense)
     if blocks is None or not dense:
-        return {tuple(names): full}
+        d = sum(len(ix) for ix in sites.values())
+        return {tuple(names): full[..., :d, :d] if dense else full[..., :d]}
     out = {}
     for block in blocks:
         ix = np.concatenate([sites[n] for n in block]).tolist()

@@ -62,10 +62,13 @@ def _z_grad(state):
     import jax
     from jax.flatten_util import ravel_pytree
 
+    # the gradient's coordinates after the model's are auxiliary ones (core/auxiliary.py)
     if grad.ndim == 1:  # one chain
-        return ravel_pytree(z)[1](grad)
+        flat, unravel = ravel_pytree(z)
+        return unravel(grad[: flat.shape[0]])
     # a vectorized run: leading chain axis on z's leaves and on the flat gradient
-    return jax.vmap(ravel_pytree(jax.tree.map(lambda a: a[0], z))[1])(grad)
+    flat, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], z))
+    return jax.vmap(unravel)(grad[:, : flat.shape[0]])
 
 
 z_grad = property(

@@ -34,6 +34,7 @@ from esh_kernels.core import self_check
 from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.adaptation import AUTO_METRIC
+from esh_kernels.core.auxiliary import auxiliary_dims, auxiliary_energy
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale, metric_layout
 from esh_kernels.core.state_fields import SiteLayout
 
@@ -44,7 +45,8 @@ jax.tree_util.register_static(SiteLayout)
 class FlatKernel(KernelArguments, MCMCKernel):
     """Base class: see the module docstring."""
 
-    #: smallest dimension the dynamics support (ESH is singular in 1-D)
+    #: smallest dimension the dynamics support (ESH is singular in 1-D); a model with
+    #: fewer gets auxiliary standard normal coordinates (``core/auxiliary.py``)
     min_dim = 1
     divergence_threshold = DIVERGENCE_THRESHOLD
     sample_field = "z"
@@ -85,7 +87,10 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._postprocess_fn = None
         self._sample_fn = None
         self._unravel = None
+        #: dimension of the dynamics: the model's ``_data_dim`` unconstrained dimensions
+        #: plus any auxiliary coordinates (``core/auxiliary.py``)
         self._dim = None
+        self._data_dim = None
         self._num_warmup = 0
         self._chains_started = 0
         #: what the self-check found in the latest run: ``(chain, symptom, message)``
@@ -122,14 +127,14 @@ class FlatKernel(KernelArguments, MCMCKernel):
         z0 = self._initial_params(key_init, batched, init_params, model_args, model_kwargs)
         one = jax.tree.map(lambda a: a[0], z0) if batched else z0
         flat, self._unravel = ravel_pytree(one)
-        self._dim = int(flat.shape[0])
-        self._check_dim(self._dim)
+        self._data_dim = int(flat.shape[0])
+        self._dim = self._data_dim + auxiliary_dims(self._data_dim, self.min_dim)
         self._set_metric(one, flat.dtype, rng_key.shape[0] if batched else 1)
         self._num_warmup = num_warmup
         value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
 
         def init_one(z, key):
-            x = ravel_pytree(z)[0]
+            x = self._flat(z)
             energy, grad = value_and_grad(x)
             return self._init_chain(x, energy, grad, key, num_warmup)
 
@@ -196,7 +201,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         accept = getattr(new, "accept_prob", None)
         m = self_check.monitor_update(m, x_prev, x, new.n_steps, self._options.max_steps, new.diverging, accept)
         adapt = new.adapt_state
-        scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
+        # the checks look at the draws of the model's coordinates only
+        scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)[..., : self._data_dim]
 
         def check(sampling):
             flags = self_check.problem_flags(m, adapt.step_size, scale_diag, sampling, accept is not None)
@@ -242,22 +248,14 @@ class FlatKernel(KernelArguments, MCMCKernel):
             sites, self._dense_mass, self._dense_blocks, self._inverse_mass_matrix)
         if self._inverse_mass_matrix is not None:
             self._scale0 = jnp.asarray(initial_scale(
-                self._inverse_mass_matrix, self._dense_mass, sites, self._dim, dtype))
+                self._inverse_mass_matrix, self._dense_mass, sites, self._dim, dtype,
+                self._dim - self._data_dim))
 
     def _with_sites(self, adapt):
         """``adapt`` holding the model's :class:`~esh_kernels.core.state_fields.SiteLayout`,
         so that its ``inverse_mass_matrix`` / ``mass_matrix_sqrt`` read in NumPyro's dict
         form (``core/state_fields.py``)."""
         return adapt._replace(sites=self._site_layout)
-
-    def _check_dim(self, d):
-        if 0 < d < self.min_dim:
-            raise ValueError(
-                f"{type(self).__name__} needs at least {self.min_dim} unconstrained "
-                f"dimensions, the model has {d}. ESH dynamics are singular in one "
-                "dimension (the velocity can never change sign); use "
-                "esh_kernels.numpyro.TunedHMC or numpyro.infer.NUTS for 1-D targets."
-            )
 
     def _initial_params(self, key_init, batched, init_params, model_args, model_kwargs):
         if self._model is None:
@@ -317,10 +315,10 @@ class FlatKernel(KernelArguments, MCMCKernel):
             pe = self._potential_fn_gen(*model_args, **model_kwargs)
         else:
             pe = self._potential_fn
-        unravel = self._unravel
+        to_z, d = self._to_z, self._data_dim
         return partial(
             _value_and_grad,
-            lambda x: pe(unravel(x)),
+            lambda x: pe(to_z(x)) + auxiliary_energy(x, d),
             forward_mode_differentiation=self._forward_mode_differentiation,
         )
 
@@ -378,7 +376,13 @@ class FlatKernel(KernelArguments, MCMCKernel):
                          f"{chain}{': ' + detail if detail else ''}). {fix}")
 
     def _to_z(self, x):
-        return self._unravel(x)
+        """The model's position from one chain's flat vector (auxiliary coordinates dropped)."""
+        return self._unravel(x[: self._data_dim])
+
+    def _flat(self, z):
+        """One chain's flat vector at the model's position ``z``; auxiliary coordinates at 0."""
+        x = ravel_pytree(z)[0]
+        return jnp.concatenate([x, jnp.zeros(self._dim - self._data_dim, x.dtype)])
 
 
 def site_indices(position):

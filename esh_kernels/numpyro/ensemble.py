@@ -116,9 +116,7 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
         tuple(jnp.swapaxes(vmap(lambda k: random.split(k, 4))(keys), 0, 1)), keys)
     x0, unravel, value_and_grad = _flat_model(model, k_init, init_strategy, model_args, model_kwargs)
     d = x0.shape[-1]
-    if d < 2:
-        raise ValueError(f"the ensemble mode samples with AdjustedESH, which needs at least 2 "
-                         f"unconstrained dimensions; the model has {d}")
+    ensemble.check_dimension(d)
 
     warm = _warm_start(x0, k_warm, value_and_grad, max_warm_steps, bias_tol, keys)
     tune = _tune(warm.core.integ, k_tune, value_and_grad, max_tune_steps)

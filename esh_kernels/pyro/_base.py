@@ -92,7 +92,8 @@ def finite_rows(x):
 class FlatKernel(KernelArguments, MCMCKernel):
     """Base class: see the module docstring."""
 
-    #: smallest dimension the dynamics support (ESH is singular in 1-D)
+    #: smallest dimension the dynamics support (ESH is singular in 1-D); a model with
+    #: fewer gets auxiliary standard normal coordinates (``core/auxiliary.py``)
     min_dim = 1
     divergence_threshold = DIVERGENCE_THRESHOLD
     #: the kernel's own advice per self-check symptom (``core/self_check.py``), put
@@ -232,10 +233,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
                 self.transforms = {}
         init = {k: v.detach() for k, v in init.items()}
         self._initial_params = init
-        self._layout = FlatLayout(init)
+        self._layout = FlatLayout(init, min_dim=self.min_dim)
         if self._nothing_to_sample:
             return
-        self._check_dim(self._layout.dim)
         x = self._layout.flatten(init)[None]
         self._value_and_grad = SingleChainPotential(self.potential_fn, self._layout)
         self._start(x, warmup_steps, given, args, kwargs)
@@ -245,8 +245,10 @@ class FlatKernel(KernelArguments, MCMCKernel):
             return params.copy()
         if params is not self._last_params or self._cache_cleared:
             # someone else moved the chain (e.g. Gibbs), or the potential changed
-            x = self._layout.flatten({k: v.detach() for k, v in params.items()})[None]
-            if self._cache_cleared or not torch.equal(x, self._draw(self._state)):
+            current = self._draw(self._state)
+            x = self._layout.flatten({k: v.detach() for k, v in params.items()},
+                                     auxiliary=current[0, self._layout.data_dim:])[None]
+            if self._cache_cleared or not torch.equal(x, current):
                 energy, grad = self._value_and_grad(x)
                 self._state = self._resync(self._state, x, energy, grad)
             self._cache_cleared = False
@@ -360,7 +362,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
             found, trace, enumerated = self._initialize_model(args, kwargs, num_chains, init)
             if init is None:
                 init = found if num_chains > 1 else {k: v[None] for k, v in found.items()}
-            layout = FlatLayout(init, batch_dims=1)
+            layout = FlatLayout(init, batch_dims=1, min_dim=self.min_dim)
             batched = BatchedPotential(
                 layout, num_chains, model=self.model, model_args=args, model_kwargs=kwargs,
                 transforms=self.transforms, trace=trace,
@@ -374,14 +376,13 @@ class FlatKernel(KernelArguments, MCMCKernel):
                 )
             if self.transforms is None:
                 self.transforms = {}
-            layout = FlatLayout(init, batch_dims=1)
+            layout = FlatLayout(init, batch_dims=1, min_dim=self.min_dim)
             batched = BatchedPotential(layout, num_chains, potential_fn=self.potential_fn)
         self._initial_params = init
         self._layout = layout
         self._num_chains = num_chains
         if self._nothing_to_sample:
             return
-        self._check_dim(layout.dim)
         x = layout.flatten(init, batch_dims=1)
         if self.model is not None:
             check_batched_potential(batched, SingleChainPotential(self.potential_fn, layout), x, name)
@@ -460,7 +461,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._scale0 = None
         if self._initial_metric is not None:
             scale = initial_scale(self._initial_metric, self._dense_mass, self._layout.site_indices(),
-                                  x.shape[-1], np.float64)
+                                  x.shape[-1], np.float64, self._layout.dim - self._layout.data_dim)
             self._scale0 = torch.as_tensor(scale, dtype=x.dtype, device=x.device).expand(
                 (x.shape[0],) + scale.shape).clone()
         if self._dense_blocks is not None:
@@ -529,16 +530,6 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self_check.report(self.self_check_findings, type(self).__name__, phase, m_host,
                           adapt.step_size.detach().cpu().numpy(), host, self._options.max_steps,
                           self.self_check_remedies)
-
-    def _check_dim(self, d):
-        """ESH dynamics need ``d >= 2`` (``min_dim``); ``d = 0`` never gets here."""
-        if d < self.min_dim:
-            raise ValueError(
-                f"{type(self).__name__} needs at least {self.min_dim} unconstrained "
-                f"dimensions, the model has {d}. ESH dynamics are singular in one "
-                "dimension (the velocity can never change sign); use "
-                "esh_kernels.pyro.TunedHMC or pyro.infer.NUTS for 1-D targets."
-            )
 
     def _check_finite_start(self, x, energy, grad, given, model_args, model_kwargs):
         """``ValueError`` if the potential energy or its gradient is not finite at a chain's

@@ -19,6 +19,8 @@ from pyro.infer.enum import config_enumerate
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.subsample_messenger import _Subsample
 
+from esh_kernels.core.auxiliary import auxiliary_dims, auxiliary_energy
+
 _CHAIN_PLATE = "_esh_kernels_chains"
 
 
@@ -112,21 +114,30 @@ def plate_depth(trace, max_plate_nesting):
 
 class FlatLayout:
     """Unconstrained sites (sorted by name, the order ``pyro.infer.MCMC`` flattens them in)
-    laid end to end in one vector of size ``d``."""
+    laid end to end in one vector of size ``data_dim``, followed by the auxiliary standard
+    normal coordinates a kernel whose dynamics need ``min_dim`` dimensions adds to a smaller
+    model (:mod:`esh_kernels.core.auxiliary`): ``dim`` in all."""
 
-    def __init__(self, params, batch_dims=0):
+    def __init__(self, params, batch_dims=0, min_dim=1):
         self.names = sorted(params)
         self.shapes = OrderedDict((k, tuple(params[k].shape[batch_dims:])) for k in self.names)
         self.sizes = [int(torch.Size(s).numel()) for s in self.shapes.values()]
-        self.dim = sum(self.sizes)
+        self.data_dim = sum(self.sizes)
+        self.dim = self.data_dim + auxiliary_dims(self.data_dim, min_dim)
 
-    def flatten(self, params, batch_dims=0):
-        """``{site: (*batch, *shape)}`` -> ``(*batch, d)``."""
+    def flatten(self, params, batch_dims=0, auxiliary=None):
+        """``{site: (*batch, *shape)}`` -> ``(*batch, dim)``; the auxiliary coordinates are
+        ``auxiliary`` (``(*batch, dim - data_dim)``), or 0."""
         parts = []
         for k in self.names:
             v = params[k]
             parts.append(v.reshape(tuple(v.shape[:batch_dims]) + (-1,)))
-        return torch.cat(parts, dim=-1)
+        x = torch.cat(parts, dim=-1)
+        if self.dim == self.data_dim:
+            return x
+        if auxiliary is None:
+            auxiliary = x.new_zeros(x.shape[:-1] + (self.dim - self.data_dim,))
+        return torch.cat([x, auxiliary.to(x)], dim=-1)
 
     def site_indices(self):
         """``{site: flat indices}`` (``core.mass_matrix``)."""
@@ -134,10 +145,11 @@ class FlatLayout:
         return {k: np.arange(a, a + n) for k, a, n in zip(self.names, starts, self.sizes)}
 
     def unravel(self, x):
-        """``(*batch, d)`` -> ``{site: (*batch, *shape)}`` (views of ``x``)."""
+        """``(*batch, dim)`` -> ``{site: (*batch, *shape)}`` (views of ``x``; the auxiliary
+        coordinates dropped)."""
         batch = tuple(x.shape[:-1])
         out = {}
-        for k, part in zip(self.names, x.split(self.sizes, dim=-1)):
+        for k, part in zip(self.names, x[..., : self.data_dim].split(self.sizes, dim=-1)):
             out[k] = part.reshape(batch + self.shapes[k])
         return out
 
@@ -168,7 +180,7 @@ class SingleChainPotential:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             try:
-                energy = self.energy(x)
+                energy = self.energy(x) + auxiliary_energy(x, self.layout.data_dim)
                 (grad,) = torch.autograd.grad(energy.sum(), x)
             except Exception as e:
                 if not _handled_exception(e):

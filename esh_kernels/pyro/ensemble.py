@@ -105,6 +105,7 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
     tuner = AdjustedESH(model, dense_mass="auto", **kernel_args)
     with pyro.poutine.block(), pyro.validation_enabled(False):  # as BatchedMCMC runs the model
         tuner.setup_batched(0, num_chains, *model_args, initial_params=initial_params, **model_kwargs)
+        ensemble.check_dimension(tuner._layout.data_dim)
         warm, n_warm, trace = _warm_start(tuner._state.integrator, tuner._value_and_grad, tuner._rng,
                                           max_warm_steps, bias_tol)
         tuned = _tune(tuner, warm.integ, max_tune_steps)

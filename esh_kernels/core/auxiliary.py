@@ -1,0 +1,39 @@
+"""Auxiliary coordinates for models of fewer dimensions than the dynamics need
+(``esh_math.md`` §2.3): ESH and isokinetic dynamics are singular in one dimension (the
+velocity is a unit vector, ``±1``, and can never change sign), yet NUTS users run 1-D
+models and expect the one-word swap to work.
+
+A kernel whose dynamics need ``min_dim`` dimensions samples a model of ``d`` unconstrained
+dimensions, ``0 < d < min_dim``, jointly with ``min_dim - d`` independent standard normal
+coordinates ``y`` appended to the flat position: the extended target ``p(x) N(y; 0, I)`` has
+``p`` as its ``x`` marginal, so dropping ``y`` from every draw leaves draws of ``p`` with the
+kernel's own guarantee (exact for ``AdjustedESH``, the step-size bias budget for ``ESH``).
+``y`` costs no evaluation of the model: its energy and gradient are closed-form. It starts
+at 0 and is never shown to the user (the draws, ``z`` and the sites hold ``x`` only).
+
+The functions work on NumPy, JAX and torch arrays alike.
+"""
+
+import numpy as np
+
+
+def auxiliary_dims(d, min_dim):
+    """How many auxiliary coordinates a model of ``d`` unconstrained dimensions gets: none
+    for ``d = 0`` (nothing to sample) or ``d >= min_dim``."""
+    return min_dim - d if 0 < d < min_dim else 0
+
+
+def auxiliary_energy(x, d):
+    """``|y|^2 / 2`` of the coordinates of ``x`` (``(..., d + a)``) after the first ``d``:
+    the standard normal auxiliary coordinates' potential energy, ``(...)``."""
+    y = x[..., d:]
+    return 0.5 * (y * y).sum(-1)
+
+
+def pad_matrix(matrix, auxiliary):
+    """A ``(d, d)`` matrix extended by the identity on ``auxiliary`` trailing coordinates
+    (NumPy): the auxiliary coordinates' metric is their unit covariance."""
+    d = matrix.shape[0]
+    full = np.eye(d + auxiliary, dtype=matrix.dtype)
+    full[:d, :d] = matrix
+    return full
