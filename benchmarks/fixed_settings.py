@@ -49,7 +49,8 @@ def tuned_hmc(args):
     target = make_targets()[args.target]
     for step_size in args.step_sizes:
         for seed in args.seeds:
-            mcmc = MCMC(TunedHMC(target.model, step_size=step_size, trajectory_length=args.trajectory_length),
+            mcmc = MCMC(TunedHMC(target.model, step_size=step_size, adapt_step_size=step_size is None,
+                                 trajectory_length=args.trajectory_length),
                         num_warmup=1000, num_samples=1000, num_chains=4, chain_method="vectorized",
                         progress_bar=False)
             mcmc.run(jax.random.PRNGKey(seed), extra_fields=("n_steps", "accept_prob", "adapt_state.step_size"))

@@ -421,10 +421,6 @@ def test_potential_fn_without_init_params_raises(kernel_cls):
 # Bad input (DESIGN.md)
 
 
-def one_dim_model():
-    numpyro.sample("x", dist.Normal(0.0, 1.0))
-
-
 def discrete_model():
     numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
     numpyro.sample("coin", dist.Bernoulli(0.3))
@@ -433,14 +429,6 @@ def discrete_model():
 def log_zero_model():
     x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
     numpyro.factor("log_abs_x0", jnp.log(jnp.abs(x[0])))  # -inf at x0 = 0
-
-
-@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_kernel_id)
-def test_one_dimensional_model_raises(kernel_cls):
-    mcmc = make_mcmc(kernel_cls(one_dim_model), num_chains=1)
-    with pytest.raises(ValueError, match="dimension") as info:
-        mcmc.run(random.PRNGKey(0))
-    assert "1" in str(info.value)
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_kernel_id)

@@ -485,3 +485,26 @@ def test_parallel_chains_on_two_devices_equal_sequential_chains(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["ok"], proc.stdout
+
+
+def _final_step_size(kernel, num_warmup=200):
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=5, num_chains=2,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(random.PRNGKey(4))
+    return np.asarray(mcmc.last_state.adapt_state.step_size)
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_given_step_size_is_where_warmup_starts_as_for_nuts(kernel_cls):
+    """``NUTS(model, step_size=...)`` adapts from the given value; a script that swaps the
+    kernel must not get a silently fixed step size. ``adapt_step_size=False`` (NumPyro's
+    argument) fixes it, and asks for the value it fixes."""
+    start = 1e-3
+    tuned = _final_step_size(kernel_cls(_two_d, step_size=start))
+    default = _final_step_size(kernel_cls(_two_d))
+    # warmup left the poor start behind and landed where it lands without one
+    assert np.all(tuned > 50 * start) and np.all(np.abs(np.log(tuned / default)) < np.log(3.0)), (tuned, default)
+    fixed = _final_step_size(kernel_cls(_two_d, step_size=0.25, adapt_step_size=False))
+    np.testing.assert_allclose(fixed, 0.25, rtol=1e-6)
+    with pytest.raises(ValueError, match="adapt_step_size=False.*step_size"):
+        kernel_cls(_two_d, adapt_step_size=False)

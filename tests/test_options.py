@@ -58,7 +58,7 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
     NumPyro's own MCMC tests pass them): the ``TypeError`` says what they are and what to
     write instead (before: only "unexpected keyword argument")."""
     cases = {"max_tree_depth": "build no tree.*max_steps", "num_steps": "trajectory_length=",
-             "adapt_step_size": "step_size=` given fixes", "find_heuristic_step_size": "warmup finds",
+             "find_heuristic_step_size": "warmup finds",
              "regularize_mass_matrix": "shrink their estimate"}
     for cls in _kernel_classes(name):
         for arg, reason in cases.items():

@@ -744,3 +744,25 @@ def test_clear_cache_recomputes_the_potential_at_the_next_draw():
         kernel(kernel.initial_params)
         expected = 0.5 * 2 * (1.0 - mean) ** 2
         assert float(kernel._state.potential_energy) == pytest.approx(expected)
+
+
+def _two_d_pyro():
+    pyro.sample("x", dist.Normal(torch.zeros(2), torch.tensor([1.0, 3.0])).to_event(1))
+
+
+@pytest.mark.parametrize("cls", [AdjustedESH, ESH, ekp.TunedHMC])
+def test_given_step_size_is_where_warmup_starts_as_for_nuts(cls):
+    """As ``pyro.infer.NUTS(model, step_size=...)``: warmup adapts from a given step size;
+    ``adapt_step_size=False`` fixes it (and needs it)."""
+    def final_step(kernel):
+        pyro.set_rng_seed(4)
+        run = run_batched(kernel, num_chains=2, warmup_steps=200, num_samples=5)
+        return torch.tensor(list(run.diagnostics()["step size"].values()))
+
+    start = 1e-3
+    tuned, default = final_step(cls(_two_d_pyro, step_size=start)), final_step(cls(_two_d_pyro))
+    assert torch.all(tuned > 50 * start) and torch.all((tuned / default).log().abs() < math.log(3.0)), (tuned, default)
+    fixed = final_step(cls(_two_d_pyro, step_size=0.25, adapt_step_size=False))
+    assert torch.allclose(fixed, torch.tensor(0.25, dtype=fixed.dtype))
+    with pytest.raises(ValueError, match="adapt_step_size=False.*step_size"):
+        cls(_two_d_pyro, adapt_step_size=False)

@@ -145,7 +145,7 @@ def test_numpyro_collapsed_step_warns_per_chain_and_points_esh_to_adjusted_esh()
     import esh_kernels
     from esh_kernels.numpyro import ESH
 
-    mcmc, messages = _run_numpyro(ESH(_scaled_normal, step_size=1e-5), 2, "vectorized",
+    mcmc, messages = _run_numpyro(ESH(_scaled_normal, step_size=1e-5, adapt_step_size=False), 2, "vectorized",
                                   warmup=100, samples=200)
     found = mcmc.sampler.self_check_findings
     assert {(c, s) for c, s, _ in found if s == "step_size"} == {(0, "step_size"), (1, "step_size")}
@@ -159,7 +159,7 @@ def test_numpyro_collapsed_step_warns_per_chain_and_points_esh_to_adjusted_esh()
 def test_numpyro_rejecting_chain_is_frozen_and_named():
     from esh_kernels.numpyro import AdjustedESH
 
-    mcmc, _ = _run_numpyro(AdjustedESH(_scaled_normal, step_size=30.0, adapt_mass_matrix=False), 1, "sequential",
+    mcmc, _ = _run_numpyro(AdjustedESH(_scaled_normal, step_size=30.0, adapt_step_size=False, adapt_mass_matrix=False), 1, "sequential",
                            warmup=100, samples=200)
     symptoms = {s for _, s, _ in mcmc.sampler.self_check_findings}
     assert {"frozen", "acceptance"} <= symptoms
@@ -168,7 +168,7 @@ def test_numpyro_rejecting_chain_is_frozen_and_named():
 def test_numpyro_capped_trajectories_are_flagged():
     from esh_kernels.numpyro import TunedHMC
 
-    mcmc, _ = _run_numpyro(TunedHMC(_scaled_normal, step_size=0.01, trajectory_length=5.0,
+    mcmc, _ = _run_numpyro(TunedHMC(_scaled_normal, step_size=0.01, adapt_step_size=False, trajectory_length=5.0,
                                     max_steps=8), 1, "sequential", warmup=100, samples=200)
     assert "cap" in {s for _, s, _ in mcmc.sampler.self_check_findings}
 
@@ -238,7 +238,7 @@ def test_pyro_healthy_run_is_silent_and_collapsed_step_is_named(name):
     pyro.set_rng_seed(0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mcmc = pyro.infer.MCMC(getattr(kernels, name)(model, step_size=1e-5, max_steps=16), num_samples=100,
+        mcmc = pyro.infer.MCMC(getattr(kernels, name)(model, step_size=1e-5, adapt_step_size=False, max_steps=16), num_samples=100,
                                warmup_steps=50, num_chains=1, disable_progbar=True)
         mcmc.run()
     found = mcmc.kernel.self_check_findings

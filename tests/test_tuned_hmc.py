@@ -458,7 +458,7 @@ def test_divergences_flagged_chain_continues():
     """A fixed step size far too large for the narrow direction: transitions diverge, are
     flagged and rejected; the chain neither crashes nor produces non-finite draws."""
     pf = lambda z: 0.5 * jnp.sum(z**2 / jnp.array([1e-4, 1.0]))  # noqa: E731
-    mcmc = make_mcmc(TunedHMC(potential_fn=pf, step_size=1.0, adapt_mass_matrix=False), num_warmup=50,
+    mcmc = make_mcmc(TunedHMC(potential_fn=pf, step_size=1.0, adapt_step_size=False, adapt_mass_matrix=False), num_warmup=50,
                      num_samples=100)
     mcmc.run(random.PRNGKey(6), init_params=jnp.zeros((2, 2)), extra_fields=("accept_prob", "energy_error"))
     extra = mcmc.get_extra_fields()

@@ -52,8 +52,6 @@ HMC_ONLY_ARGUMENTS = {
                                 "kernels build no tree",
     "num_steps": "it fixes HMC's number of leapfrog steps; fix `trajectory_length=` (with "
                  "`step_size=`) instead",
-    "adapt_step_size": "here `step_size=` given fixes the step size and `step_size` left out "
-                       "(the default) adapts it",
     "find_heuristic_step_size": "warmup finds the initial step size itself",
     "regularize_mass_matrix": "the metric windows always shrink their estimate as Stan does "
                               "(NumPyro's default, True)",
@@ -91,6 +89,7 @@ def kernel_signature(ppl_init, options_type):
 #: the check of each argument, by name: one rule per argument for every kernel that takes it
 _CHECKS = {
     "step_size": lambda v: check_positive("step_size", v),
+    "adapt_step_size": lambda v: check_bool("adapt_step_size", v),
     "trajectory_length": lambda v: check_positive("trajectory_length", v),
     "steps_per_draw": lambda v: check_positive("steps_per_draw", v, allow_none=False),
     "refresh_rate": check_refresh_rate,
@@ -105,22 +104,30 @@ _CHECKS = {
 
 
 def _initial_step_size(options, d):
-    """The step size warmup starts from (``0.5 sqrt(d)``, isokinetic dynamics) or the
-    fixed one."""
+    """The step size warmup starts from: the user's ``step_size``, else ``0.5 sqrt(d)``
+    (isokinetic dynamics); with ``adapt_step_size=False`` the fixed one."""
     return options.step_size if options.step_size is not None else 0.5 * math.sqrt(d)
 
 
 def _checked(options):
     """``options`` with every argument checked (a ``ValueError`` names the first bad one)
     and normalised (e.g. numbers to ``float``)."""
-    return type(options)(**{name: _CHECKS[name](value) for name, value in options._asdict().items()})
+    options = type(options)(**{name: _CHECKS[name](value) for name, value in options._asdict().items()})
+    if not options.adapt_step_size and options.step_size is None:
+        raise ValueError("adapt_step_size=False fixes the step size at `step_size=`, which was "
+                         "not given: pass step_size= too (NumPyro's and Pyro's NUTS would fix "
+                         "their default 1.0, which suits no particular target)")
+    return options
 
 
 class ESHOptions(NamedTuple):
     """Arguments of ``ESH`` (NumPyro and Pyro).
 
-    :ivar step_size: fixed scaled-time step size (preconditioned frame); tuned if None
-        (energy-error criterion, ``esh_math.md`` §7.1).
+    :ivar step_size: scaled-time step size (preconditioned frame) that warmup starts from,
+        as NUTS's ``step_size``; default None: ``0.5 sqrt(d)``. Warmup tunes it by the
+        energy-error criterion (``esh_math.md`` §7.1) unless ``adapt_step_size=False``.
+    :ivar adapt_step_size: tune the step size in warmup (default True, as NUTS). False: the
+        step size is ``step_size`` throughout (which must then be given).
     :ivar trajectory_length: physical time per draw, in units of scaled time at the
         reference energy (the mean potential energy of the warmup draws that tuned it; the
         clock is re-anchored to it at every draw, ``esh_math.md`` §4.4); tuned if None so
@@ -143,6 +150,7 @@ class ESHOptions(NamedTuple):
     """
 
     step_size: Any = None
+    adapt_step_size: Any = True
     trajectory_length: Any = None
     steps_per_draw: Any = 2
     refresh_rate: Any = None
@@ -169,7 +177,7 @@ class ESHOptions(NamedTuple):
             num_warmup=num_warmup,
             desired_energy_var=self.desired_energy_var,
             steps_per_draw=self.steps_per_draw,
-            tune_step_size=self.step_size is None,
+            tune_step_size=self.adapt_step_size,
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None,
             target_accept_prob=0.8,
@@ -182,8 +190,11 @@ class ESHOptions(NamedTuple):
 class AdjustedESHOptions(NamedTuple):
     """Arguments of ``AdjustedESH`` (NumPyro and Pyro).
 
-    :ivar step_size: fixed step size (in the preconditioned frame). Given: no step-size
-        adaptation. Default: tuned by dual averaging.
+    :ivar step_size: step size (in the preconditioned frame) that warmup starts from, as
+        NUTS's ``step_size``; default None: ``0.5 sqrt(d)``. Warmup tunes it by dual
+        averaging unless ``adapt_step_size=False``.
+    :ivar adapt_step_size: tune the step size in warmup (default True, as NUTS). False: the
+        step size is ``step_size`` throughout (which must then be given).
     :ivar trajectory_length: fixed mean trajectory length (distance travelled per
         proposal, preconditioned frame). Given: not tuned. Default: tuned in warmup,
         ``trajectory_factor * sqrt(d)`` lengthened where the slowest of ``x`` and ``x^2``
@@ -207,6 +218,7 @@ class AdjustedESHOptions(NamedTuple):
     """
 
     step_size: Any = None
+    adapt_step_size: Any = True
     trajectory_length: Any = None
     target_accept_prob: Any = 0.7
     adapt_mass_matrix: Any = True
@@ -226,7 +238,7 @@ class AdjustedESHOptions(NamedTuple):
         return AdjustedWarmupConfig(
             num_warmup=num_warmup,
             target_accept_prob=self.target_accept_prob,
-            tune_step_size=self.step_size is None,
+            tune_step_size=self.adapt_step_size,
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None,
             trajectory_factor=default_trajectory_factor(self.trajectory_factor,
@@ -239,11 +251,14 @@ class AdjustedESHOptions(NamedTuple):
 class TunedHMCOptions(NamedTuple):
     """Arguments of ``TunedHMC`` (NumPyro and Pyro).
 
-    :ivar step_size: fixed leapfrog step size (whitened frame). Given: no step-size
-        adaptation. Default: a reasonable-step-size search at the initial point, then dual
-        averaging (with the collapse guard of ``esh_math.md`` §7.3). With no warmup and this
-        or ``trajectory_length`` not given, the kernel warns that nothing is tuned (then
-        ``T = pi/2``).
+    :ivar step_size: leapfrog step size (whitened frame) that warmup starts from, as NUTS's
+        ``step_size``: a reasonable-step-size search at the initial point starts there
+        (default None: from 1), then dual averaging (with the
+        collapse guard of ``esh_math.md`` §7.3). With ``num_warmup=0`` a given step size is
+        used as is; with this or ``trajectory_length`` not given, the kernel warns that
+        nothing is tuned (then ``T = pi/2``).
+    :ivar adapt_step_size: tune the step size in warmup (default True, as NUTS). False: the
+        step size is ``step_size`` throughout (which must then be given).
     :ivar trajectory_length: fixed longest trajectory ``T`` (whitened frame; a transition
         integrates for ``h T``, ``h`` in (0, 1) jittered, ``T/2`` on average). Given: not
         tuned. Default: tuned in warmup (``core/tuned_warmup.py``).
@@ -271,6 +286,7 @@ class TunedHMCOptions(NamedTuple):
     """
 
     step_size: Any = None
+    adapt_step_size: Any = True
     trajectory_length: Any = None
     target_accept_prob: Any = 0.8
     adapt_mass_matrix: Any = True
@@ -286,6 +302,12 @@ class TunedHMCOptions(NamedTuple):
         ``cross_chain=True`` and 2 or more chains (ChEES tuning)."""
         return bool(self.cross_chain) and num_chains >= 2
 
+    def searches_step_size(self, num_warmup):
+        """Whether the kernel starts with the reasonable-step-size search: when warmup will
+        tune the step size, and when nothing gives one (``num_warmup=0`` without
+        ``step_size``); a given step size is its starting point."""
+        return self.step_size is None or (self.adapt_step_size and num_warmup > 0)
+
     @property
     def tune_length(self):
         return self.trajectory_length is None
@@ -294,7 +316,7 @@ class TunedHMCOptions(NamedTuple):
         return TunedWarmupConfig(
             num_warmup=num_warmup,
             target_accept_prob=self.target_accept_prob,
-            tune_step_size=self.step_size is None,
+            tune_step_size=self.adapt_step_size,
             tune_metric=self.adapt_mass_matrix,
             tune_length=self.tune_length,
             dense=dense,

@@ -125,7 +125,7 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
     dense = scale.ndim == 2
     imm = inverse_mass_matrix(scale, dense)
 
-    kernel = AdjustedESH(model, step_size=step_size, trajectory_length=length,
+    kernel = AdjustedESH(model, step_size=step_size, adapt_step_size=False, trajectory_length=length,
                          inverse_mass_matrix=imm, adapt_mass_matrix=False, dense_mass=dense,
                          init_strategy=init_strategy)
     mcmc = MCMC(kernel, num_warmup=0, num_samples=min(chunk, num_samples), num_chains=num_chains,

@@ -134,7 +134,7 @@ class TunedHMC(FlatKernel):
         batched = not is_prng_key(rng_key)
         num_chains = rng_key.shape[0] if batched else 1
         self._batched_tuning = self._options.pools_chains(num_chains)
-        if self._options.step_size is None:
+        if self._options.searches_step_size(num_warmup):
             value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
             search = lambda s: self._search_step_size(s, value_and_grad)  # noqa: E731
             state = vmap(search)(state) if batched else search(state)

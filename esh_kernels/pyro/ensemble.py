@@ -115,7 +115,7 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
     step_size, length = float(tuned["step_size"]), float(tuned["length"])
     dense = tuned["scale"].ndim == 2
     inverse_mass_matrix = mass_matrix.inverse_mass_matrix(tuned["scale"], dense).double().cpu().numpy()
-    kernel = AdjustedESH(model, step_size=step_size, trajectory_length=length,
+    kernel = AdjustedESH(model, step_size=step_size, adapt_step_size=False, trajectory_length=length,
                          inverse_mass_matrix=inverse_mass_matrix, adapt_mass_matrix=False,
                          dense_mass=dense, **kernel_args)
     mcmc = BatchedMCMC(kernel, num_samples=num_samples, warmup_steps=0, num_chains=num_chains,

@@ -104,10 +104,10 @@ class TunedHMC(FlatKernel):
             warnings.warn(message, UserWarning, stacklevel=2)
         zero = x.new_zeros(C)
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
-        if self._options.step_size is not None:
-            step = x.new_full((C,), self._options.step_size)
-        else:
-            step = self._search_step_size(integ, x.new_full((C,), self.initial_step_size))
+        given = self._options.step_size
+        step = x.new_full((C,), self.initial_step_size if given is None else given)
+        if self._options.searches_step_size(self._num_warmup):
+            step = self._search_step_size(integ, step)
             if self._cross_chain_tuning:  # shared tuning starts from one step: the smallest
                 step = step * 0.0 + step.min()
         if self._tune_length:
