@@ -64,7 +64,21 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
         for arg, reason in cases.items():
             with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument "
                                                 f"'{arg}': it is an argument of HMC / NUTS, and .*{reason}"):
-                cls(_model, **{arg: 10})
+                cls(_model, **{arg: 3})
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_hmc_only_arguments_at_their_default_are_taken(name):
+    """A script that writes out an HMC / NUTS default (``HMC(model, num_steps=None)``, as
+    Pyro's own ``test_hmc.py`` does) asks for nothing these kernels lack: taken, ignored.
+    Any other value is refused (above)."""
+    for cls in _kernel_classes(name):
+        kernel = cls(_model, **options.HMC_ONLY_DEFAULTS)
+        assert kernel._options == KERNELS[name]().checked()
+    with pytest.raises(TypeError, match="'num_steps'"):
+        cls(_model, num_steps=4)
+    with pytest.raises(TypeError, match="'use_multinomial_sampling'"):
+        cls(_model, use_multinomial_sampling=False)
 
 
 def test_adjusted_esh_trajectory_factor_default_depends_on_the_metric():

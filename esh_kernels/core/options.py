@@ -61,11 +61,38 @@ HMC_ONLY_ARGUMENTS = {
 }
 
 
+#: the defaults of those arguments in NumPyro's and Pyro's ``HMC`` / ``NUTS``: a script that
+#: writes a default out (``HMC(model, num_steps=None)``) asks for nothing these kernels lack,
+#: so the argument is taken and ignored
+HMC_ONLY_DEFAULTS = {
+    "max_tree_depth": 10,
+    "use_multinomial_sampling": True,
+    "num_steps": None,
+    "find_heuristic_step_size": False,
+    "regularize_mass_matrix": True,
+    "kinetic_fn": None,
+    "min_stepsize": 1e-10,
+    "max_stepsize": 1e10,
+}
+
+
+def _is_hmc_default(name, value):
+    if name not in HMC_ONLY_DEFAULTS:
+        return False
+    default = HMC_ONLY_DEFAULTS[name]
+    if default is None or isinstance(default, bool):
+        return value is default
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == default
+
+
 def from_arguments(options_type, kernel_name, arguments):
     """The checked options of a kernel from the keyword arguments its constructor got
     beyond the PPL's own; an unknown name is a ``TypeError`` as Python gives it, which for
     an argument of NumPyro's or Pyro's ``HMC`` / ``NUTS`` (:data:`HMC_ONLY_ARGUMENTS`) also
-    says why it is not taken and what to use."""
+    says why it is not taken and what to use, unless its value is their default
+    (:data:`HMC_ONLY_DEFAULTS`), which is ignored."""
+    arguments = {name: value for name, value in arguments.items()
+                 if name in options_type._fields or not _is_hmc_default(name, value)}
     for name in arguments:
         if name not in options_type._fields:
             why = HMC_ONLY_ARGUMENTS.get(name)

@@ -116,9 +116,18 @@ class FlatKernel(KernelArguments, MCMCKernel):
         return state.z
 
     def _resync(self, state, x, energy, grad):
-        """``state`` moved to ``x`` (a new start, or the potential recomputed)."""
+        """``state`` moved to ``x`` (a new start)."""
         integ = state.integrator._replace(x=x, energy=energy, grad=grad)
         return state._replace(z=x, integrator=integ, potential_energy=energy)
+
+    def _refresh(self, state):
+        """``state`` with the potential energy and gradient recomputed where the dynamics
+        are (after ``clear_cache``: the potential may have changed); nothing moves. The
+        draw's own energy is the integrator's here (ESH overrides this: its draw is a point
+        picked inside the trajectory)."""
+        energy, grad = self._value_and_grad(state.integrator.x)
+        integ = state.integrator._replace(energy=energy, grad=grad)
+        return state._replace(integrator=integ, potential_energy=energy)
 
     def _iteration_stats(self, state):
         return {name: getattr(state, name) for name in self.iteration_stats}
@@ -244,13 +253,14 @@ class FlatKernel(KernelArguments, MCMCKernel):
         if self._nothing_to_sample:
             return params.copy()
         if params is not self._last_params or self._cache_cleared:
-            # someone else moved the chain (e.g. Gibbs), or the potential changed
             current = self._draw(self._state)
             x = self._layout.flatten({k: v.detach() for k, v in params.items()},
                                      auxiliary=current[0, self._layout.data_dim:])[None]
-            if self._cache_cleared or not torch.equal(x, current):
+            if not torch.equal(x, current):  # someone else moved the chain (e.g. Gibbs)
                 energy, grad = self._value_and_grad(x)
                 self._state = self._resync(self._state, x, energy, grad)
+            elif self._cache_cleared:  # the potential may have changed (e.g. new data)
+                self._state = self._refresh(self._state)
             self._cache_cleared = False
         self._step_once()
         out = self._layout.unravel(self._draw(self._state)[0])

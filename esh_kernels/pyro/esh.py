@@ -91,9 +91,18 @@ class ESH(FlatKernel):
         )
 
     def _resync(self, state, x, energy, grad):
+        """A new start at ``x``: the physical-time clock restarts there."""
         zero = torch.zeros_like(energy)
         return super()._resync(state, x, energy, grad)._replace(
             x_prev=x, energy_prev=energy, time_prev=zero, time_cur=zero)
+
+    def _refresh(self, state):
+        """The trajectory's end gets the recomputed energy and gradient; the trajectory, its
+        clock and the picked draw are kept (restarting them at every ``clear_cache`` cut
+        every draw's physical-time interval short and shrank the sd: 0.82 instead of 1
+        on a standard normal)."""
+        energy, grad = self._value_and_grad(state.integrator.x)
+        return state._replace(integrator=state.integrator._replace(energy=energy, grad=grad))
 
     # -- one step of every chain (masked) ------------------------------------------------
 
