@@ -116,11 +116,15 @@ def untuned_warning(num_warmup, step_size, trajectory_length):
     (``num_warmup=0`` without both given), or None."""
     if num_warmup > 0 or (step_size is not None and trajectory_length is not None):
         return None
+    untuned = []
+    if step_size is None:
+        untuned.append("the step size comes from a one-step search at the initial point")
+    if trajectory_length is None:
+        untuned.append("the trajectory length is pi/2")
     return (
-        "TunedHMC with num_warmup=0 tunes nothing: the step size comes from a one-step "
-        "search at the initial point, the trajectory length is pi/2 and the mass matrix "
-        "is the identity, none of them adapted to the target. Run with num_warmup > 0, or "
-        "pass step_size= and trajectory_length= (e.g. a tuned run's "
+        f"TunedHMC with num_warmup=0 tunes nothing: {', '.join(untuned)} and the mass matrix "
+        "is the identity unless given, none of them adapted to the target. Run with "
+        "num_warmup > 0, or pass step_size= and trajectory_length= (e.g. a tuned run's "
         "last_state.adapt_state values)."
     )
 
