@@ -508,3 +508,24 @@ def test_given_step_size_is_where_warmup_starts_as_for_nuts(kernel_cls):
     np.testing.assert_allclose(fixed, 0.25, rtol=1e-6)
     with pytest.raises(ValueError, match="adapt_step_size=False.*step_size"):
         kernel_cls(_two_d, adapt_step_size=False)
+
+
+def test_one_dimensional_model_rejects_every_transition_at_a_huge_fixed_step():
+    """NumPyro's ``test_diverging`` (its ``adapt_step_size=False`` case): a 1-D posterior of
+    sd 0.03 and a fixed step of 10. Every transition must be flagged and rejected, as with
+    ``NUTS``. With the auxiliary coordinate started at exactly 0 (its gradient exactly 0)
+    the saturated velocity update met the gradient exactly head-on after a turn, and
+    ``AdjustedESH`` accepted jumps up by 44 000 in energy (326 of 2000 flagged)."""
+    data = random.normal(random.PRNGKey(0), (1000,))
+
+    def model(data):
+        loc = numpyro.sample("loc", dist.Normal(0.0, 1.0))
+        numpyro.sample("obs", dist.Normal(loc, 1), obs=data)
+
+    kernel = AdjustedESH(model, step_size=10.0, adapt_step_size=False, adapt_mass_matrix=False)
+    mcmc = MCMC(kernel, num_warmup=200, num_samples=200, progress_bar=False)
+    mcmc.run(random.PRNGKey(1), data, extra_fields=("diverging", "accept_prob", "potential_energy"))
+    extra = mcmc.get_extra_fields()
+    assert np.all(np.asarray(extra["diverging"])), int(np.sum(extra["diverging"]))
+    assert np.all(np.asarray(extra["accept_prob"]) < 1e-6)
+    assert np.ptp(np.asarray(extra["potential_energy"])) == 0.0  # never moved

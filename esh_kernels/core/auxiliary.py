@@ -9,7 +9,11 @@ coordinates ``y`` appended to the flat position: the extended target ``p(x) N(y;
 ``p`` as its ``x`` marginal, so dropping ``y`` from every draw leaves draws of ``p`` with the
 kernel's own guarantee (exact for ``AdjustedESH``, the step-size bias budget for ``ESH``).
 ``y`` costs no evaluation of the model: its energy and gradient are closed-form. It starts
-at 0 and is never shown to the user (the draws, ``z`` and the sites hold ``x`` only).
+at a draw of its own law (a start at exactly 0 gives it a gradient of exactly 0, and with a
+step size so large that the velocity update saturates, the velocity then lies exactly along
+``x``: a trajectory that turns back meets the gradient exactly head-on, a measure-zero case
+where ``AdjustedESH`` accepted a jump up by 44 000 in energy; NumPyro's ``test_diverging``),
+and is never shown to the user (the draws, ``z`` and the sites hold ``x`` only).
 
 The functions work on NumPy, JAX and torch arrays alike.
 """

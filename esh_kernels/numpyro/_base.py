@@ -35,6 +35,9 @@ from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.adaptation import AUTO_METRIC
 from esh_kernels.core.auxiliary import auxiliary_dims, auxiliary_energy
+
+#: ``random.fold_in`` tag of the key stream that draws the auxiliary coordinates' start
+AUXILIARY_STREAM = 7
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale, metric_layout
 from esh_kernels.core.state_fields import SiteLayout
 
@@ -134,7 +137,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
 
         def init_one(z, key):
-            x = self._flat(z)
+            x = self._flat(z, key)
             energy, grad = value_and_grad(x)
             return self._init_chain(x, energy, grad, key, num_warmup)
 
@@ -379,10 +382,13 @@ class FlatKernel(KernelArguments, MCMCKernel):
         """The model's position from one chain's flat vector (auxiliary coordinates dropped)."""
         return self._unravel(x[: self._data_dim])
 
-    def _flat(self, z):
-        """One chain's flat vector at the model's position ``z``; auxiliary coordinates at 0."""
+    def _flat(self, z, key):
+        """One chain's flat vector at the model's position ``z``, with its auxiliary
+        coordinates (if any) drawn from their standard normal law (``core/auxiliary.py``),
+        from a stream of the chain's ``key`` that nothing else uses."""
         x = ravel_pytree(z)[0]
-        return jnp.concatenate([x, jnp.zeros(self._dim - self._data_dim, x.dtype)])
+        y = random.normal(random.fold_in(key, AUXILIARY_STREAM), (self._dim - self._data_dim,), x.dtype)
+        return jnp.concatenate([x, y])
 
 
 def site_indices(position):

@@ -127,7 +127,8 @@ class FlatLayout:
 
     def flatten(self, params, batch_dims=0, auxiliary=None):
         """``{site: (*batch, *shape)}`` -> ``(*batch, dim)``; the auxiliary coordinates are
-        ``auxiliary`` (``(*batch, dim - data_dim)``), or 0."""
+        ``auxiliary`` (``(*batch, dim - data_dim)``), or a draw of their standard normal law
+        (torch's global generator, as everything random in Pyro)."""
         parts = []
         for k in self.names:
             v = params[k]
@@ -136,7 +137,7 @@ class FlatLayout:
         if self.dim == self.data_dim:
             return x
         if auxiliary is None:
-            auxiliary = x.new_zeros(x.shape[:-1] + (self.dim - self.data_dim,))
+            auxiliary = torch.randn(x.shape[:-1] + (self.dim - self.data_dim,), dtype=x.dtype, device=x.device)
         return torch.cat([x, auxiliary.to(x)], dim=-1)
 
     def site_indices(self):
