@@ -73,8 +73,9 @@ def test_hmc_only_arguments_at_their_default_are_taken(name):
     Pyro's own ``test_hmc.py`` does) asks for nothing these kernels lack: taken, ignored.
     Any other value is refused (above)."""
     for cls in _kernel_classes(name):
-        kernel = cls(_model, **options.HMC_ONLY_DEFAULTS)
-        assert kernel._options == KERNELS[name]().checked()
+        for which in (0, -1):
+            taken = {arg: values[which] for arg, values in options.HMC_ONLY_DEFAULTS.items()}
+            assert cls(_model, **taken)._options == KERNELS[name]().checked()
     with pytest.raises(TypeError, match="'num_steps'"):
         cls(_model, num_steps=4)
     with pytest.raises(TypeError, match="'use_multinomial_sampling'"):

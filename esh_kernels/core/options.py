@@ -61,28 +61,30 @@ HMC_ONLY_ARGUMENTS = {
 }
 
 
-#: the defaults of those arguments in NumPyro's and Pyro's ``HMC`` / ``NUTS``: a script that
-#: writes a default out (``HMC(model, num_steps=None)``) asks for nothing these kernels lack,
-#: so the argument is taken and ignored
+#: values of those arguments that ask for nothing these kernels lack, so the argument is
+#: taken and ignored: NumPyro's and Pyro's defaults (a script that writes one out, as
+#: ``HMC(model, num_steps=None)``), and ``find_heuristic_step_size=True`` (warmup starts
+#: with its own step-size search or adaptation either way)
 HMC_ONLY_DEFAULTS = {
-    "max_tree_depth": 10,
-    "use_multinomial_sampling": True,
-    "num_steps": None,
-    "find_heuristic_step_size": False,
-    "regularize_mass_matrix": True,
-    "kinetic_fn": None,
-    "min_stepsize": 1e-10,
-    "max_stepsize": 1e10,
+    "max_tree_depth": (10,),
+    "use_multinomial_sampling": (True,),
+    "num_steps": (None,),
+    "find_heuristic_step_size": (False, True),
+    "regularize_mass_matrix": (True,),
+    "kinetic_fn": (None,),
+    "min_stepsize": (1e-10,),
+    "max_stepsize": (1e10,),
 }
 
 
 def _is_hmc_default(name, value):
-    if name not in HMC_ONLY_DEFAULTS:
-        return False
-    default = HMC_ONLY_DEFAULTS[name]
-    if default is None or isinstance(default, bool):
-        return value is default
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == default
+    for accepted in HMC_ONLY_DEFAULTS.get(name, ()):
+        if accepted is None or isinstance(accepted, bool):
+            if value is accepted:
+                return True
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == accepted:
+            return True
+    return False
 
 
 def from_arguments(options_type, kernel_name, arguments):
