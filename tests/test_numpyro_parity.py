@@ -415,7 +415,10 @@ def test_esh_z_grad_error_says_why():
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
 def test_mcmc_inside_jit_with_traced_arguments(kernel_cls):
     """NumPyro's ``test_chain_inside_jit``: the kernel is built and run inside ``jax.jit``,
-    with a traced step size (constructor checks let tracers through)."""
+    with a traced step size (constructor checks let tracers through). Its 20 warmup
+    iterations also check a short warmup: Stan's schedule ends its one metric window two
+    iterations before the end, and a dual-averaging restart there left AdjustedESH at 7x
+    the right step with every draw rejected (``core.warmup.MIN_ITERATIONS_AFTER_RESTART``)."""
     import jax
 
     @jax.jit

@@ -166,6 +166,12 @@ def select_rows(cond, a, b):
 #: integration error, and dual averaging restarts at ``RESTART_STEP``.
 COLLAPSED_STEP = 1e-3
 RESTART_STEP = 0.1
+#: a metric window that ends with fewer warmup iterations left does not restart dual
+#: averaging (``finish_step_size``): right after a restart its iterates explore steps up to
+#: 10x larger (Stan's convention), and the averaged iterate of two of them was 7x the right
+#: step (``AdjustedESH``, ``num_warmup=20``, whose Stan schedule ends its one window two
+#: iterations before the end, on a 2-D Gaussian: every sampling draw rejected)
+MIN_ITERATIONS_AFTER_RESTART = 5
 
 
 def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=False):
@@ -191,7 +197,8 @@ def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=Fals
     guard 0.98-1.02 on seeds 0-8 (NumPyro's tolerance: 0.95-1.05), 1-10 gradients per
     draw. Float64 runs were right with or without it (seeds 0-5)."""
     if config.tune_step_size:
-        dual = select(ended, dual_averaging_restart(step), dual)
+        restart = ended & (config.num_warmup - 1 - i >= MIN_ITERATIONS_AFTER_RESTART)
+        dual = select(restart, dual_averaging_restart(step), dual)
         xp = namespace(dual.log_step_avg)
         step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
         if collapse_guard and config.tune_metric:
