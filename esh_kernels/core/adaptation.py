@@ -101,7 +101,7 @@ def welford_covariance(state, regularize=True):
     if not regularize:
         return cov
     dense = cov.ndim == state.mean.ndim + 1
-    variance = _diagonal(cov) if dense else cov
+    variance = diagonal(cov) if dense else cov
     shrink = (n / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
     jitter = (1e-3 * 5.0 / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
     stan = shrink * variance + jitter
@@ -116,11 +116,11 @@ def diagonal_of(state):
     """The regularised diagonal estimate (Stan's, :func:`welford_covariance`) of a window
     kept as a dense state, as a ``d x d`` matrix: the metric a dense layout uses where it
     keeps the diagonal (too few draws, or :func:`prefers_dense` says no)."""
-    diagonal = WelfordState(state.count, state.mean, _diagonal(state.m2))
-    return _diag_matrix(welford_covariance(diagonal, regularize=True))
+    variances = WelfordState(state.count, state.mean, diagonal(state.m2))
+    return _diag_matrix(welford_covariance(variances, regularize=True))
 
 
-def _diagonal(m):
+def diagonal(m):
     """``(..., d, d)`` -> its diagonal ``(..., d)``."""
     return namespace(m).sum(m * _identity_like(m[..., 0]), axis=-1)
 

@@ -16,8 +16,8 @@ define the forms):
 
 ``sites`` is ``{site name: flat indices}`` of the unconstrained position, which each
 adapter builds from its own layout. The argument checks run once, at set-up, in NumPy;
-:func:`inverse_mass_blocks` reads an adapted metric back (any backend's arrays) in the
-layout of Pyro's ``HMC.inverse_mass_matrix``.
+:class:`esh_kernels.core.state_fields.SiteLayout` reads an adapted metric back (any
+backend's arrays) in NumPyro's and Pyro's dict layout.
 """
 
 import numpy as np
@@ -25,7 +25,6 @@ import numpy as np
 from esh_kernels.core.adaptation import AUTO_METRIC
 from esh_kernels.core.auxiliary import pad_matrix
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.self_check import scale_diagonal
 
 
 #: ``dense_mass="auto"`` stays diagonal above this many dimensions: a dense metric costs
@@ -141,26 +140,3 @@ def inverse_mass_matrix(scale, dense):
     if not dense:
         return scale * scale
     return scale @ namespace(scale).swapaxes(scale, -1, -2)
-
-
-def inverse_mass_blocks(scale, dense, blocks, sites, names):
-    """The adapted metric as ``{tuple of site names: block of M^{-1}}``, the layout of Pyro's
-    ``HMC.inverse_mass_matrix``, from the preconditioner ``L`` (``M^{-1} = L L^T``; a vector
-    ``(..., d)`` or a lower-triangular ``(..., d, d)``). Without blocks one key holds every
-    site (``names``, the flat order): a vector for a diagonal metric, a matrix for a dense
-    one. With blocks (``dense_mass`` / ``full_mass`` lists) each block gets its matrix, in
-    the order of its names, and the sites in no block one key with their diagonal. Auxiliary
-    coordinates after the sites' (:mod:`esh_kernels.core.auxiliary`) are left out."""
-    full = inverse_mass_matrix(scale, dense)
-    if blocks is None or not dense:
-        d = sum(len(ix) for ix in sites.values())
-        return {tuple(names): full[..., :d, :d] if dense else full[..., :d]}
-    out = {}
-    for block in blocks:
-        ix = np.concatenate([sites[n] for n in block]).tolist()
-        out[tuple(block)] = full[..., ix, :][..., ix]
-    rest = [n for n in names if not any(n in block for block in blocks)]
-    if rest:
-        ix = np.concatenate([sites[n] for n in rest]).tolist()
-        out[tuple(rest)] = (scale_diagonal(scale, True) ** 2)[..., ix]
-    return out

@@ -31,7 +31,7 @@ The state classes take these as class attributes (``num_steps = num_steps``, ...
 
 from dataclasses import dataclass
 
-from esh_kernels.core.adaptation import welford_is_dense
+from esh_kernels.core.adaptation import diagonal, welford_is_dense
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.mass_matrix import inverse_mass_matrix as _inverse_mass_matrix
 
@@ -142,14 +142,8 @@ class SiteLayout:
             elif block_dense:
                 out[names] = full[..., ix, :][..., ix]
             else:
-                out[names] = _diagonal(full)[..., ix]
+                out[names] = diagonal(full)[..., ix]
         return out
-
-
-def _diagonal(matrix):
-    """The diagonal of ``(..., n, n)`` matrices, for any backend."""
-    n = matrix.shape[-1]
-    return matrix[..., list(range(n)), list(range(n))]
 
 
 def _factors(imm, dense):

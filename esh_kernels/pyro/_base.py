@@ -39,9 +39,10 @@ from esh_kernels.core.mass_matrix import (
     block_mask,
     check_dense_mass,
     initial_scale,
-    inverse_mass_blocks,
     metric_layout,
 )
+from esh_kernels.core.mass_matrix import inverse_mass_matrix as metric_inverse
+from esh_kernels.core.state_fields import SiteLayout
 from esh_kernels.pyro._model import (
     BatchedPotential,
     FlatLayout,
@@ -288,15 +289,17 @@ class FlatKernel(KernelArguments, MCMCKernel):
     @property
     def inverse_mass_matrix(self):
         """The metric as ``pyro.infer.HMC`` reports it: ``{tuple of site names: block of
-        M^{-1}}`` with ``M^{-1} = L L^T`` for the preconditioner ``L``
-        (:func:`esh_kernels.core.mass_matrix.inverse_mass_blocks`); the current one during a
-        run, the last one after it (None before any). Under ``BatchedMCMC`` every value
-        has a leading chain axis."""
+        M^{-1}}`` with ``M^{-1} = L L^T`` for the preconditioner ``L``, split into blocks
+        by :class:`esh_kernels.core.state_fields.SiteLayout` as the NumPyro kernels split
+        theirs (without ``full_mass`` blocks one key of all sites; with them each block's
+        matrix and the other sites' diagonal). The current one during a run, the
+        last one after it (None before any). Under ``BatchedMCMC`` every value has a leading
+        chain axis."""
         scale = self._state.adapt_state.scale if self._state is not None else self._final_scale
         if scale is None:
             return None
-        blocks = inverse_mass_blocks(scale, self._dense_mass, self._dense_blocks,
-                                     self._layout.site_indices(), self._layout.names)
+        layout = SiteLayout.build(self._layout.site_indices(), self._dense_mass, self._dense_blocks, None)
+        blocks = layout.split(metric_inverse(scale, self._dense_mass), self._dense_mass)
         return {k: v[0] if scale.shape[0] == 1 else v for k, v in blocks.items()}
 
     @property
