@@ -9,6 +9,7 @@ from esh_kernels.core.adaptation import (
     AUTO_METRIC,
     DualAveragingState,
     diagonal_of,
+    gradient_covariance,
     dual_averaging_init,
     has_correlations,
     dual_averaging_update,
@@ -242,6 +243,58 @@ def test_automatic_metric_without_enough_effective_draws_keeps_the_kind_it_ran_u
     np.testing.assert_array_equal(out[1], diagonal_of(both)[1])
     factors = np.stack([np.linalg.cholesky(corr), np.diag(np.arange(1.0, d + 1.0))])
     assert has_correlations(factors).tolist() == [True, False]
+
+
+def _window_with_gradients(x, sigma):
+    """Window estimates of draws ``x`` and of their gradients under ``N(0, sigma)``."""
+    grad = x @ np.linalg.inv(sigma)
+    return _window(x), _window(grad)
+
+
+def test_automatic_metric_reads_the_posterior_covariance_from_gradients():
+    """``esh_math.md`` §7.6: a window whose draws saw only a small, uncorrelated part of
+    a strongly correlated Gaussian (a chain that random-walked) reads no correlation from
+    its draws, so the draws alone keep the diagonal; with the window's gradients the
+    metric is the posterior covariance itself (``S Cov(grad) S = Cov(x)``), up to the
+    regularisation. On an independent target the gradients change nothing."""
+    rng = np.random.default_rng(3)
+    sd = np.array([30.0, 0.007, 1.0, 5.0])
+    corr = np.eye(4)
+    corr[0, 1] = corr[1, 0] = -0.999
+    sigma = corr * np.outer(sd, sd)
+    sliver = rng.normal(size=(200, 4)) * (0.01 * sd)  # 1% of each sd, uncorrelated
+    xs, gs = _window_with_gradients(sliver, sigma)
+    tau = np.float64(2.0)
+    alone = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False))
+    np.testing.assert_array_equal(alone, diagonal_of(xs))
+    got = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs)
+    np.testing.assert_allclose(np.diag(got), sd**2, rtol=1e-2)
+    np.testing.assert_allclose(got / np.outer(sd, sd), corr, atol=1e-3)
+    independent = rng.normal(size=(200, 4)) * sd
+    xi, gi = _window_with_gradients(independent, np.diag(sd**2))
+    np.testing.assert_array_equal(metric_covariance(xi, mask=AUTO_METRIC, tau=tau, gradients=gi),
+                                  diagonal_of(xi))
+    # too few draws for any dense estimate (fewer than 5 d): the diagonal of the draws
+    xf, gf = _window_with_gradients(sliver[:19], sigma)
+    np.testing.assert_array_equal(metric_covariance(xf, mask=AUTO_METRIC, tau=tau, gradients=gf),
+                                  diagonal_of(xf))
+
+
+def test_gradient_covariance_batched_torch_matches_numpy():
+    """One matrix per chain (leading axis), torch as numpy; a singular gradient covariance
+    (a coordinate whose gradient never varies) is reported, not returned."""
+    import torch
+
+    rng = np.random.default_rng(4)
+    b = np.stack([np.cov(rng.normal(size=(50, 3)).T) for _ in range(2)])
+    a = np.stack([np.cov(rng.normal(size=(50, 3)).T) for _ in range(2)])
+    a[1, 2, :] = a[1, :, 2] = 0.0
+    s_np, ok_np = gradient_covariance(b, a)
+    s_t, ok_t = gradient_covariance(torch.tensor(b), torch.tensor(a))
+    assert ok_np.tolist() == ok_t.tolist() == [True, False]
+    np.testing.assert_allclose(s_t.numpy(), s_np, rtol=1e-10)
+    np.testing.assert_allclose(s_np[0] @ a[0] @ s_np[0], b[0], rtol=1e-9)
+    np.testing.assert_array_equal(s_np[1], b[1])
 
 
 def test_welford_weight_zero_is_a_no_op():

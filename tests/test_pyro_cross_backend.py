@@ -35,6 +35,7 @@ from esh_kernels.core.warmup import (  # noqa: E402
 )
 
 from esh_kernels.core.state_fields import SiteLayout  # noqa: E402
+from esh_kernels.core.adaptation import AUTO_METRIC  # noqa: E402
 
 TOL = 1e-10
 D = 4
@@ -80,7 +81,7 @@ def tree_to_torch(tree, batch=True):
     """JAX (one chain) namedtuple tree -> torch tree with a leading chain axis of 1."""
     if isinstance(tree, tuple):
         return type(tree)(*[tree_to_torch(t, batch) for t in tree])
-    if isinstance(tree, SiteLayout):  # NumPyro's site names; Pyro's adapt states hold None
+    if tree is None or isinstance(tree, SiteLayout):  # NumPyro's site names: None in Pyro
         return None
     a = np.asarray(tree)
     if a.dtype == np.int32 or a.dtype == np.int64:
@@ -93,22 +94,28 @@ def tree_to_jax(tree, jnp, index):
     """Chain ``index`` of a batched torch tree -> JAX arrays."""
     if isinstance(tree, tuple):
         return type(tree)(*[tree_to_jax(t, jnp, index) for t in tree])
-    return jnp.asarray(to_np(tree)[index])
+    return None if tree is None else jnp.asarray(to_np(tree)[index])
 
 
 # -- warmup updates ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dense", [False, True, "auto"])
 def test_adjusted_warmup_update_agrees(jax_x64, dense):
+    """``dense="auto"``: the automatic metric, fed the gradients of a correlated Gaussian
+    at independent draws, so its windows take the gradient-based estimate (§7.6)."""
     import jax
 
     jnp = jax_x64
     C, W = 3, 200  # metric windows end at iterations 99 and 149
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(W, C, D)) * np.array([0.5, 1.0, 2.0, 3.0])
+    sigma = np.full((D, D), 0.9) + 0.1 * np.eye(D)
+    gs = xs @ np.linalg.inv(sigma)
     acc = rng.uniform(size=(W, C))
-    config = AdjustedWarmupConfig(W, 0.8, True, True, True, 2.0)
+    mask = AUTO_METRIC if dense == "auto" else None
+    dense = bool(dense)
+    config = AdjustedWarmupConfig(W, 0.8, True, True, True, 2.0, metric_mask=mask)
     step0 = np.array([0.3, 0.5, 1.0])
 
     # torch: one (C, d) batch, Python int iteration
@@ -117,15 +124,21 @@ def test_adjusted_warmup_update_agrees(jax_x64, dense):
     # JAX: per chain, traced iteration inside jit, vmapped over chains
     j_adapt = jax.vmap(lambda x, s: adjusted_warmup_init(x, s, 4.0 * s, dense))(
         jnp.asarray(xs[0]), jnp.asarray(step0))
-    j_update = jax.jit(jax.vmap(lambda a, i, x, p: adjusted_warmup_update(a, i, x, p, config),
-                                in_axes=(0, None, 0, 0)))
+    j_update = jax.jit(jax.vmap(lambda a, i, x, p, g: adjusted_warmup_update(a, i, x, p, config, g),
+                                in_axes=(0, None, 0, 0, 0)))
     for i in range(W):
-        t_adapt = adjusted_warmup_update(t_adapt, i, torch.tensor(xs[i]), torch.tensor(acc[i]), config)
-        j_adapt = j_update(j_adapt, jnp.asarray(i, jnp.int32), jnp.asarray(xs[i]), jnp.asarray(acc[i]))
+        t_adapt = adjusted_warmup_update(t_adapt, i, torch.tensor(xs[i]), torch.tensor(acc[i]), config,
+                                         torch.tensor(gs[i]))
+        j_adapt = j_update(j_adapt, jnp.asarray(i, jnp.int32), jnp.asarray(xs[i]), jnp.asarray(acc[i]),
+                           jnp.asarray(gs[i]))
         if i in (0, 98, 99, 100, 149, W - 1):
             assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
     assert not np.allclose(to_np(t_adapt.scale), to_np(adjusted_warmup_init(
         torch.tensor(xs[0]), torch.tensor(step0), torch.tensor(step0), dense).scale))
+    if mask is AUTO_METRIC:  # the gradients' estimate: the target's covariance
+        scale = to_np(t_adapt.scale)
+        np.testing.assert_allclose(scale @ np.swapaxes(scale, -1, -2), np.broadcast_to(sigma, (C, D, D)),
+                                   rtol=1e-2)
 
 
 def test_dense_metric_waits_for_2d_draws_in_both_backends(jax_x64):

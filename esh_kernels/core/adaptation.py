@@ -148,7 +148,7 @@ def _identity_like(mean):
 DENSE_MIN_DRAWS_PER_DIM = 2.0
 
 
-def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None):
+def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, gradients=None):
     """The covariance a window's draws give the metric (``esh_math.md`` §7.4): Stan's
     regularised estimate (:func:`welford_covariance`), except that a dense estimate from
     fewer than ``DENSE_MIN_DRAWS_PER_DIM * b`` draws per chain keeps only its diagonal
@@ -185,14 +185,67 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None):
         return cov
     block = state.mean.shape[-1]
     if isinstance(mask, str):  # AUTO_METRIC
-        dense = prefers_dense(cov, state.count, num_chains, tau, was_dense)
-        return xp.where(dense[..., None, None], cov, diagonal_of(state))
+        if gradients is None:
+            dense = prefers_dense(cov, state.count, num_chains, tau, was_dense)
+            return xp.where(dense[..., None, None], cov, diagonal_of(state))
+        metric, ok = window_gradient_covariance(state, gradients)
+        # one eigenvalue call for both matrices: JAX's CPU eigensolver spreads a batch over
+        # XLA's thread pool and waits for it, so two such calls that XLA runs at once can
+        # take every worker and wait on each other for ever (seen on 2 cores: vectorized
+        # chains froze with all threads idle); data dependencies keep them in sequence
+        kappa = correlation_condition(xp.stack([cov, metric]))
+        dense = prefers_dense(cov, state.count, num_chains, tau, was_dense, kappa=kappa[0])
+        use = ok & prefers_dense(metric, state.count, num_chains, kappa=kappa[1])
+        chosen = xp.where(dense[..., None, None], cov, diagonal_of(state))
+        return xp.where(use[..., None, None], metric, chosen)
     if mask is not None:
         cov = cov * mask
         block = int(max(mask.sum(axis=-1)))
     needed = DENSE_MIN_DRAWS_PER_DIM * block * num_chains
     enough = (state.count >= needed)[..., None, None]
     return xp.where(enough, cov, diagonal_of(state))
+
+
+def gradient_covariance(cov_x, cov_grad):
+    """The symmetric positive-definite ``S`` with ``S cov_grad S = cov_x`` (both
+    ``(..., d, d)``), i.e. the matrix geometric mean
+    ``A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2}`` of ``B = cov_x`` and ``A^{-1}``,
+    ``A = cov_grad`` (``esh_math.md`` §7.6, §7.7; the dense form of nutpie's
+    ``sqrt(Var x / Var grad)``). On a Gaussian with covariance ``Σ``,
+    ``dE/dx = Σ^{-1}(x - mu)``, so ``A = Σ^{-1} B Σ^{-1}`` and ``S = Σ`` whatever part of the
+    target the draws covered: a chain that random-walked through a window, or an ensemble
+    still at its initialisation, gets the posterior's covariance, where ``B`` alone gets
+    only the part it saw. Returns ``(S, ok)``; ``ok`` (per matrix) is False where ``A`` or
+    ``A^{1/2} B A^{1/2}`` is not positive definite or ``S`` is not finite (``S`` is then
+    ``B``)."""
+    xp = namespace(cov_x)
+    wa, va = xp.linalg.eigh(cov_grad)
+    ok_a = xp.all(wa > 0, axis=-1)
+    wa = xp.where(ok_a[..., None], wa, 1.0)
+    vt = xp.swapaxes(va, -1, -2)
+    a_half = (va * xp.sqrt(wa)[..., None, :]) @ vt
+    a_minus_half = (va / xp.sqrt(wa)[..., None, :]) @ vt
+    wm, vm = xp.linalg.eigh(a_half @ cov_x @ a_half)
+    ok_m = xp.all(wm > 0, axis=-1)
+    wm = xp.where(ok_m[..., None], wm, 1.0)
+    m_half = (vm * xp.sqrt(wm)[..., None, :]) @ xp.swapaxes(vm, -1, -2)
+    s = a_minus_half @ m_half @ a_minus_half
+    s = 0.5 * (s + xp.swapaxes(s, -1, -2))
+    finite = xp.all(xp.all(xp.isfinite(s), axis=-1), axis=-1)
+    ok = ok_a & ok_m & finite
+    return xp.where(ok[..., None, None], xp.where(xp.isfinite(s), s, 0.0), cov_x), ok
+
+
+def window_gradient_covariance(state, gradients):
+    """:func:`gradient_covariance` of a window's draws (``state``) and their gradients
+    (``gradients``), both dense ``WelfordState``: from the raw sample covariances (Stan's
+    jitter on ``Cov(grad)``, whose correlation matrix has the square of the posterior's
+    condition number on a Gaussian, would swamp its narrow directions), then the relative
+    jitter of :func:`welford_covariance` on the result. Returns ``(S, ok)``."""
+    raw, ok = gradient_covariance(welford_covariance(state, regularize=False),
+                                  welford_covariance(gradients, regularize=False))
+    jitter = (1e-3 * 5.0 / (state.count + 5.0))[..., None]
+    return raw + _diag_matrix(jitter * diagonal(raw)), ok
 
 
 #: ``dense_mass="auto"`` (the kernels' default): the metric mask that lets each window
@@ -209,7 +262,15 @@ AUTO_DENSE_MIN_EFFECTIVE_PER_DIM = 1.0
 AUTO_DENSE_CONDITION = 10.0
 
 
-def prefers_dense(cov, count, num_chains=1, tau=None, was_dense=None):
+def correlation_condition(cov):
+    """Condition number of the correlation matrix of each covariance ``cov`` (``(..., d, d)``)."""
+    xp = namespace(cov)
+    sd = xp.sqrt(diagonal(cov))
+    eig = xp.linalg.eigvalsh(cov / (sd[..., :, None] * sd[..., None, :]))
+    return eig[..., -1] / xp.maximum(eig[..., 0], eig[..., -1] * 1e-12)
+
+
+def prefers_dense(cov, count, num_chains=1, tau=None, was_dense=None, kappa=None):
     """Whether a window's covariance ``cov`` (``(..., d, d)``, from ``count`` draws over
     ``num_chains`` chains, ``tau`` their autocorrelation time in draws, None: unknown) is
     better used dense than by its diagonal (``esh_math.md`` §7.6). ``was_dense``: whether
@@ -229,14 +290,11 @@ def prefers_dense(cov, count, num_chains=1, tau=None, was_dense=None):
     same few draws and lose the correlation as well; on posteriordb's ``kilpisjarvi``, one
     chain whose dense metric was too narrow random-walked through its last window, ``tau``
     380, and fell back to a diagonal metric with a step size 200x smaller than the other
-    chains')."""
-    xp = namespace(cov)
+    chains'). ``kappa``: :func:`correlation_condition` of ``cov``, if already computed."""
+    if kappa is None:
+        kappa = correlation_condition(cov)
+    xp = namespace(kappa)
     d = cov.shape[-1]
-    eye = _identity_like(cov[..., 0])
-    sd = xp.sqrt(xp.sum(cov * eye, axis=-1))
-    corr = cov / (sd[..., :, None] * sd[..., None, :])
-    eig = xp.linalg.eigvalsh(corr)
-    kappa = eig[..., -1] / xp.maximum(eig[..., 0], eig[..., -1] * 1e-12)
     enough = count >= AUTO_DENSE_MIN_DRAWS_PER_DIM * d * num_chains
     ratio = xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
     noise = ((1.0 + ratio) / (1.0 - ratio)) ** 2

@@ -19,6 +19,7 @@ algorithm; each backend adds its random numbers and its loop.
 import math
 from typing import Any, NamedTuple
 
+from esh_kernels.core.adaptation import gradient_covariance
 from esh_kernels.core.backend import namespace, norm
 from esh_kernels.core.checks import check_int, check_positive
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
@@ -199,29 +200,15 @@ def ensemble_covariance(a):
 
 
 def dense_gradient_metric(x, grad):
-    """Dense inverse mass matrix from the ensemble: the symmetric positive-definite ``S``
-    with ``S Cov(dE/dx) S = Cov(x)``, i.e. the matrix geometric mean
-    ``A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2}`` of ``B = Cov(x)`` and ``A^{-1}``,
-    ``A = Cov(dE/dx)`` (the dense form of nutpie's estimate; :func:`gradient_metric` is its
-    diagonal form, ``esh_math.md`` §7.7). On a Gaussian with covariance ``Σ``,
-    ``dE/dx = Σ^{-1}(x - mu)``, so ``A = Σ^{-1} B Σ^{-1}`` and ``S = Σ`` whatever the
-    ensemble's own spread ``B``. Where ``A`` or ``A^{1/2} B A^{1/2}`` is not positive
-    definite (a coordinate without spread), or the result is not finite, it falls back to
-    the diagonal estimate as a matrix."""
+    """Dense inverse mass matrix from the ensemble: :func:`core.adaptation.gradient_covariance`
+    of ``Cov(x)`` and ``Cov(dE/dx)`` across the chains (the dense form of nutpie's
+    estimate; :func:`gradient_metric` is its diagonal form, ``esh_math.md`` §7.7): ``S = Σ``
+    on a Gaussian with covariance ``Σ`` whatever the ensemble's own spread. Where it is not
+    defined (a coordinate without spread) it falls back to the diagonal estimate as a
+    matrix."""
     xp = namespace(x)
-    a, b = ensemble_covariance(grad), ensemble_covariance(x)
-    wa, va = xp.linalg.eigh(a)
-    ok_a = xp.min(wa) > 0
-    wa = xp.where(ok_a, wa, 1.0)
-    a_half = (va * xp.sqrt(wa)) @ va.T
-    a_minus_half = (va / xp.sqrt(wa)) @ va.T
-    wm, vm = xp.linalg.eigh(a_half @ b @ a_half)
-    ok_m = xp.min(wm) > 0
-    m_half = (vm * xp.sqrt(xp.where(ok_m, wm, 1.0))) @ vm.T
-    s = a_minus_half @ m_half @ a_minus_half
-    s = 0.5 * (s + s.T)
-    ok = ok_a & ok_m & xp.all(xp.isfinite(s))
-    return xp.where(ok, xp.where(xp.isfinite(s), s, 0.0), xp.diag(gradient_metric(x, grad) ** 2))
+    s, ok = gradient_covariance(ensemble_covariance(x), ensemble_covariance(grad))
+    return xp.where(ok, s, xp.diag(gradient_metric(x, grad) ** 2))
 
 
 def tune_metric(x, grad):

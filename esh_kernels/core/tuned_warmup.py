@@ -60,6 +60,7 @@ class TunedHMCAdaptState(NamedTuple):
     uturn: Any  # WelfordState, mean shape (1,): running mean U-turn time (single-chain rule)
     decorrelation: Any  # DecorrelationState of the current metric window (single-chain rule)
     stretch: Any  # factor >= 1 on the U-turn length where the chain random-walks (single-chain rule)
+    gradients: Any = None  # WelfordState of the window's gradients (dense layouts; §7.6)
     sites: Any = None  # NumPyro models: state_fields.SiteLayout (static), for the dict form
 
     # NumPyro's names (core/state_fields.py)
@@ -137,7 +138,7 @@ def tuned_warmup_init(x, step_size, trajectory_length, dense, scale=None):
     return TunedHMCAdaptState(
         step_size, trajectory_length, scale, dual_averaging_restart(step_size),
         welford_init(x, dense=dense), chees_init(trajectory_length), welford_init(ones_1),
-        decorrelation_init(x), step_size * 0.0 + 1.0,
+        decorrelation_init(x), step_size * 0.0 + 1.0, welford_init(x, dense=True) if dense else None,
     )
 
 
@@ -146,19 +147,20 @@ def _clip_length(length, step, config):
     return xp.minimum(xp.maximum(length, step), config.max_steps * step)
 
 
-def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
-    """Single-chain rule after a transition to ``x`` with acceptance ``accept_prob`` and
-    U-turn time ``uturn_time`` (0: none measured)."""
+def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config, grad=None):
+    """Single-chain rule after a transition to ``x`` (the potential's gradient there
+    ``grad``) with acceptance ``accept_prob`` and U-turn time ``uturn_time`` (0: none
+    measured)."""
     schedule = MetricSchedule.build(config.num_warmup)
     xp = namespace(x)
     step, dual = adapt.step_size, adapt.dual
     if config.tune_step_size:
         dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
         step = xp.exp(dual.log_step)
-    welford, scale, ended = adapt.welford, adapt.scale, False
+    welford, gradients, scale, ended = adapt.welford, adapt.gradients, adapt.scale, False
     if config.tune_metric:
-        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask,
-                                              adapt.decorrelation)
+        welford, gradients, scale, ended = metric_update(
+            schedule, i, welford, scale, x, config.metric_mask, adapt.decorrelation, gradients, grad)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True)
     length, uturn, stretch = adapt.trajectory_length, adapt.uturn, adapt.stretch
     # the slowest statistic's decorrelation over the metric window (the automatic metric
@@ -181,7 +183,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config):
         length = _clip_length(length, step, config)
         uturn = uturn._replace(count=select(ended, 0.0 * uturn.count, uturn.count))
     return adapt._replace(step_size=step, trajectory_length=length, scale=scale, dual=dual, welford=welford,
-                          uturn=uturn, decorrelation=decorrelation, stretch=stretch)
+                          uturn=uturn, decorrelation=decorrelation, stretch=stretch, gradients=gradients)
 
 
 def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocity, duration,

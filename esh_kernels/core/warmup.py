@@ -116,27 +116,36 @@ def initial_scale(x, dense):
     return ones[..., :, None] * xp.diag(ones[(0,) * (ones.ndim - 1)])
 
 
-def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None):
+def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None, gradients=None,
+                  grad=None):
     """Feed the draw ``x`` to the window estimate; at a window end replace the scale by
     the Cholesky factor (or square root) of the window's covariance (regularised, and
     diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.4) and
     restart the estimate. ``mask``: block structure of a dense metric, or
     ``AUTO_METRIC`` (:func:`metric_covariance`), which reads the window's autocorrelation
-    from ``decorrelation`` (the window's ``DecorrelationState``, if the kernel keeps one).
-    Returns ``(welford, scale, window_ended)``."""
+    from ``decorrelation`` (the window's ``DecorrelationState``, if the kernel keeps one)
+    and, where the kernel keeps ``gradients`` (the window's estimate of the covariance of
+    the potential's gradient ``grad`` at ``x``), also the gradient-based estimate of §7.6.
+    Returns ``(welford, gradients, scale, window_ended)``."""
     welford = welford_update(welford, x, schedule.weight(i))
+    reads_gradients = gradients is not None and grad is not None and mask is AUTO_METRIC
+    if reads_gradients:
+        gradients = welford_update(gradients, grad, schedule.weight(i))
     ended = schedule.window_end(i)
     if ended is False:
-        return welford, scale, ended
+        return welford, gradients, scale, ended
     dense = welford_is_dense(welford)
     tau = was_dense = None
     if mask is AUTO_METRIC and decorrelation is not None:
         tau = position_autocorrelation_time(decorrelation)
         was_dense = has_correlations(scale) if dense else None
-    cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense)
+    cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
+                            gradients=gradients if reads_gradients else None)
     new_scale = scale_from_covariance(cov, dense=dense)
     empty = welford_init(x, dense=dense)
-    return select(ended, empty, welford), select(ended, new_scale, scale), ended
+    if reads_gradients:
+        gradients = select(ended, welford_init(x, dense=dense), gradients)
+    return select(ended, empty, welford), gradients, select(ended, new_scale, scale), ended
 
 
 def dual_averaging_restart(step_size):
@@ -283,6 +292,7 @@ class AdjustedESHAdaptState(NamedTuple):
     dual: Any  # DualAveragingState
     welford: Any  # WelfordState of the current metric window
     decorrelation: Any  # DecorrelationState of the current metric window
+    gradients: Any = None  # WelfordState of the window's gradients (dense layouts; §7.6)
     sites: Any = None  # NumPyro models: state_fields.SiteLayout (static), for the dict form
 
     # NumPyro's names (core/state_fields.py)
@@ -315,12 +325,14 @@ def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None):
     return AdjustedESHAdaptState(
         step_size, trajectory_length, initial_scale(x, dense) if scale is None else scale,
         dual_averaging_restart(step_size), welford_init(x, dense=dense), decorrelation_init(x),
+        welford_init(x, dense=True) if dense else None,
     )
 
 
-def adjusted_warmup_update(adapt, i, x, accept_prob, config):
-    """One warmup iteration of ``AdjustedESH`` after a transition that ended at ``x`` with
-    Metropolis acceptance probability ``accept_prob``:
+def adjusted_warmup_update(adapt, i, x, accept_prob, config, grad=None):
+    """One warmup iteration of ``AdjustedESH`` after a transition that ended at ``x`` (the
+    potential's gradient there ``grad``) with Metropolis acceptance probability
+    ``accept_prob``:
 
     * step size: dual averaging to ``target_accept_prob``, restarted at each metric window
       end, its averaged iterate used from the last warmup iteration on
@@ -334,16 +346,16 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config):
     if config.tune_step_size:
         dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
         step = namespace(dual.log_step).exp(dual.log_step)
-    welford, scale, ended = adapt.welford, adapt.scale, False
+    welford, gradients, scale, ended = adapt.welford, adapt.gradients, adapt.scale, False
     if config.tune_metric:
-        welford, scale, ended = metric_update(schedule, i, welford, scale, x, config.metric_mask,
-                                              adapt.decorrelation)
+        welford, gradients, scale, ended = metric_update(
+            schedule, i, welford, scale, x, config.metric_mask, adapt.decorrelation, gradients, grad)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config)
     length, decorrelation = adapt.trajectory_length, adapt.decorrelation
     if config.tune_trajectory:
         length, decorrelation = _trajectory_update(schedule, i, x, step, length, decorrelation, config)
     return adapt._replace(step_size=step, trajectory_length=length, scale=scale, dual=dual,
-                          welford=welford, decorrelation=decorrelation)
+                          welford=welford, decorrelation=decorrelation, gradients=gradients)
 
 
 #: ``AdjustedESH`` lengthens its trajectories while the slowest statistic needs more than
@@ -499,9 +511,9 @@ def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scal
     )
 
 
-def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config):
-    """Phase 1: AdjustedESH tuning after an adjusted transition to ``x``."""
-    adjusted = adjusted_warmup_update(adapt.adjusted, i, x, accept_prob, config.adjusted_config())
+def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config, grad=None):
+    """Phase 1: AdjustedESH tuning after an adjusted transition to ``x`` (gradient ``grad``)."""
+    adjusted = adjusted_warmup_update(adapt.adjusted, i, x, accept_prob, config.adjusted_config(), grad)
     step = adjusted.step_size if config.tune_step_size else adapt.step_size
     return adapt._replace(step_size=step, adjusted=adjusted)
 

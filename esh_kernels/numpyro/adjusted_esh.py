@@ -83,7 +83,7 @@ class AdjustedESH(FlatKernel):
         i = state.i
         adapt = lax.cond(
             i < self._num_warmup,
-            lambda a: adjusted_warmup_update(a, i, new.x, prop.adapt_accept_prob, config),
+            lambda a: adjusted_warmup_update(a, i, new.x, prop.adapt_accept_prob, config, new.grad),
             lambda a: a,
             adapt,
         )

@@ -110,7 +110,8 @@ class ESH(FlatKernel):
             self._warmup_config().adjusted_config().descends(state.i),
         )
         new = prop.state._replace(r=jnp.zeros_like(prop.state.r))
-        adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.adapt_accept_prob, self._warmup_config())
+        adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.adapt_accept_prob, self._warmup_config(),
+                                           new.grad)
         zero = jnp.zeros_like(new.energy)
         return ESHState(
             state.i + 1, self._to_z(new.x), new.energy, new, new.x, new.energy, zero, zero,

@@ -206,7 +206,7 @@ class TunedHMC(FlatKernel):
         i = state.i
         adapt = lax.cond(
             i < self._num_warmup,
-            lambda a: self._adapt_chain(a, i, new.integrator.x, proposal),
+            lambda a: self._adapt_chain(a, i, new.integrator, proposal),
             lambda a: a,
             state.adapt_state,
         )
@@ -251,9 +251,10 @@ class TunedHMC(FlatKernel):
         return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask,
                                            self.uturn_factor)
 
-    def _adapt_chain(self, adapt, i, x, proposal):
-        """Single-chain rule (``core/tuned_warmup.py``)."""
-        return tuned_chain_update(adapt, i, x, proposal.accept_prob, proposal.uturn_time, self._warmup_config())
+    def _adapt_chain(self, adapt, i, integrator, proposal):
+        """Single-chain rule (``core/tuned_warmup.py``) after a transition to ``integrator``."""
+        return tuned_chain_update(adapt, i, integrator.x, proposal.accept_prob, proposal.uturn_time,
+                                  self._warmup_config(), integrator.grad)
 
     def _adapt_cross_chain(self, adapt, i, x, proposal):
         """Cross-chain rule (``core/tuned_warmup.py``). Every leaf of ``adapt`` has a

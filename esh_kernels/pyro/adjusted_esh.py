@@ -109,7 +109,8 @@ class AdjustedESH(FlatKernel):
         self._set_log_values({"step size": f"{step_mean:.2e}", "acc. prob": f"{acc_mean:.3f}"})
         new, accept_prob = prop.state, prop.accept_prob
         if i < self._num_warmup:
-            adapt = adjusted_warmup_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config())
+            adapt = adjusted_warmup_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config(),
+                                           new.grad)
         mean_accept = mean_accept_update(state.mean_accept_prob, accept_prob, i, self._num_warmup)
         return AdjustedESHState(
             i + 1, new.x, new.energy, new, prop.diverging, accept_prob, mean_accept, prop.num_steps,

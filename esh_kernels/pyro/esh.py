@@ -161,7 +161,8 @@ class ESH(FlatKernel):
         )
         self._set_log_values({"step size": f"{step_mean:.2e}", "phase": "adjusted"})
         new = prop.state._replace(r=torch.zeros_like(prop.state.r))
-        adapt = esh_warmup_adjusted_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config())
+        adapt = esh_warmup_adjusted_update(adapt, i, new.x, prop.adapt_accept_prob, self._warmup_config(),
+                                           new.grad)
         zero = torch.zeros_like(new.energy)
         return ESHState(
             i + 1, new.x, new.energy, new, new.x, new.energy, zero, zero, prop.diverging,

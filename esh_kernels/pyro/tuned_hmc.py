@@ -205,7 +205,7 @@ class TunedHMC(FlatKernel):
                                                 out.accept_prob, out.valid)
             else:
                 adapt = tuned_chain_update(adapt, i, out.new.x, out.accept_prob, out.uturn_time,
-                                           self._config())
+                                           self._config(), out.new.grad)
         return TunedHMCState(
             i + 1, out.new.x, out.new.energy, out.new._replace(u=torch.zeros_like(x0)), out.diverging,
             out.accept_prob,
