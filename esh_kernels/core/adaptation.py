@@ -219,6 +219,15 @@ def gradient_covariance(cov_x, cov_grad):
     ``A^{1/2} B A^{1/2}`` is not positive definite or ``S`` is not finite (``S`` is then
     ``B``)."""
     xp = namespace(cov_x)
+    # S is equivariant under a diagonal rescaling D (x -> x / D, g -> g D, S -> S / (D D^T)):
+    # balance the two diagonals first, D = (Var x / Var g)^(1/4), so that the eigensolvers
+    # see correlation-sized matrices, not the model's units squared (float32: scales 30 and
+    # 0.007 made Cov(g) too ill-conditioned to invert)
+    var_x, var_g = diagonal(cov_x), diagonal(cov_grad)
+    usable = (var_x > 0) & (var_g > 0)
+    d = xp.where(usable, var_x / xp.where(usable, var_g, 1.0), 1.0) ** 0.25
+    outer = d[..., :, None] * d[..., None, :]
+    cov_x, cov_grad = cov_x / outer, cov_grad * outer
     wa, va = xp.linalg.eigh(cov_grad)
     ok_a = xp.all(wa > 0, axis=-1)
     wa = xp.where(ok_a[..., None], wa, 1.0)
@@ -230,10 +239,10 @@ def gradient_covariance(cov_x, cov_grad):
     wm = xp.where(ok_m[..., None], wm, 1.0)
     m_half = (vm * xp.sqrt(wm)[..., None, :]) @ xp.swapaxes(vm, -1, -2)
     s = a_minus_half @ m_half @ a_minus_half
-    s = 0.5 * (s + xp.swapaxes(s, -1, -2))
+    s = 0.5 * (s + xp.swapaxes(s, -1, -2)) * outer
     finite = xp.all(xp.all(xp.isfinite(s), axis=-1), axis=-1)
     ok = ok_a & ok_m & finite
-    return xp.where(ok[..., None, None], xp.where(xp.isfinite(s), s, 0.0), cov_x), ok
+    return xp.where(ok[..., None, None], xp.where(xp.isfinite(s), s, 0.0), cov_x * outer), ok
 
 
 def window_gradient_covariance(state, gradients):
