@@ -41,7 +41,8 @@ def select(cond, a, b):
     if a is b:  # also static leaves such as ``sites`` (core/state_fields.SiteLayout) or None
         return a
     if isinstance(a, tuple):
-        return type(a)(*[select(cond, x, y) for x, y in zip(a, b)])
+        items = [select(cond, x, y) for x, y in zip(a, b)]
+        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
     xp = namespace(cond, a, b)
     return xp.where(cond, a, b)
 
@@ -49,9 +50,16 @@ def select(cond, a, b):
 def select_lazy(cond, if_true, if_false):
     """:func:`select` of two zero-argument functions: a Python ``bool`` condition (Pyro,
     where the phase is known on the host) calls only the one it picks, so the eager
-    per-draw work does not compute the other; a traced condition computes both."""
+    per-draw work does not compute the other; a JAX scalar condition becomes
+    ``lax.cond``, which runs one branch where the condition is the same for every chain
+    (NumPyro's kernels pass the iteration unbatched) and both under a per-chain ``vmap``;
+    any other array condition computes both."""
     if isinstance(cond, bool):
         return if_true() if cond else if_false()
+    if namespace(cond).__name__ == "jax.numpy" and cond.ndim == 0:
+        from jax import lax
+
+        return lax.cond(cond, lambda _: if_true(), lambda _: if_false(), None)
     return select(cond, if_true(), if_false())
 
 
@@ -135,17 +143,19 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     if ended is False:
         return welford, gradients, scale, ended
     dense = welford_is_dense(welford)
-    tau = was_dense = None
-    if mask is AUTO_METRIC and decorrelation is not None:
-        tau = position_autocorrelation_time(decorrelation)
-        was_dense = has_correlations(scale) if dense else None
-    cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
-                            gradients=gradients if reads_gradients else None)
-    new_scale = scale_from_covariance(cov, dense=dense)
-    empty = welford_init(x, dense=dense)
-    if reads_gradients:
-        gradients = select(ended, welford_init(x, dense=dense), gradients)
-    return select(ended, empty, welford), gradients, select(ended, new_scale, scale), ended
+
+    def refit():  # the window's metric (eigenvalues, Cholesky): only where a window ends
+        tau = was_dense = None
+        if mask is AUTO_METRIC and decorrelation is not None:
+            tau = position_autocorrelation_time(decorrelation)
+            was_dense = has_correlations(scale) if dense else None
+        cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
+                                gradients=gradients if reads_gradients else None)
+        empty_gradients = welford_init(x, dense=dense) if reads_gradients else gradients
+        return welford_init(x, dense=dense), empty_gradients, scale_from_covariance(cov, dense=dense)
+
+    welford, gradients, scale = select_lazy(ended, refit, lambda: (welford, gradients, scale))
+    return welford, gradients, scale, ended
 
 
 def dual_averaging_restart(step_size):

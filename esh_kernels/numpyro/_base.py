@@ -160,8 +160,11 @@ class FlatKernel(KernelArguments, MCMCKernel):
         return state._replace(i=state.i + 1)
 
     def _sample_batch(self, state, value_and_grad):
-        """Transition of a batch of chains (``chain_method="vectorized"``)."""
-        return vmap(lambda c: self._sample_chain(c, value_and_grad))(state)
+        """Transition of a batch of chains (``chain_method="vectorized"``). The chains are
+        at the same iteration, so each sees it unbatched: branches on it (warmup or not, a
+        metric window's end) stay ``lax.cond`` under ``vmap`` and run once, not both."""
+        i = state.i[0]
+        return vmap(lambda c: self._sample_chain(c._replace(i=i), value_and_grad))(state)
 
     def sample(self, state, model_args, model_kwargs):
         assert self._sample_fn is not None, "`init` must be called before `sample`."

@@ -93,10 +93,11 @@ class ESH(FlatKernel):
     def _sample_batch(self, state, value_and_grad):
         # All chains are at the same iteration: branch once for the batch (a per-chain
         # predicate would make vmap run both branches).
+        i = state.i[0]  # unbatched inside the vmaps too (FlatKernel._sample_batch)
         return lax.cond(
-            state.i[0] < self._warmup_config().num_adjusted,
-            jax.vmap(lambda s: self._adjusted_draw(s, value_and_grad)),
-            jax.vmap(lambda s: self._esh_draw(s, value_and_grad)),
+            i < self._warmup_config().num_adjusted,
+            jax.vmap(lambda s: self._adjusted_draw(s._replace(i=i), value_and_grad)),
+            jax.vmap(lambda s: self._esh_draw(s._replace(i=i), value_and_grad)),
             state,
         )
 
