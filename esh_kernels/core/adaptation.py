@@ -242,7 +242,7 @@ def gradient_covariance(cov_x, cov_grad):
     s = 0.5 * (s + xp.swapaxes(s, -1, -2)) * outer
     finite = xp.all(xp.all(xp.isfinite(s), axis=-1), axis=-1)
     ok = ok_a & ok_m & finite
-    return xp.where(ok[..., None, None], xp.where(xp.isfinite(s), s, 0.0), cov_x * outer), ok
+    return xp.where(ok[..., None, None], s, cov_x * outer), ok
 
 
 def window_gradient_covariance(state, gradients):
