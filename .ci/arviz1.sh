@@ -56,7 +56,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q -e ".[numpyro]" "arviz>=1" pytest pytest-xdist matplotlib
+"$VENV/bin/python" -m pip install -q -e ".[numpyro]" "arviz>=1" pytest pytest-xdist pytest-timeout matplotlib
 "$VENV/bin/python" -c 'import arviz, numpyro, jax, sys; print("arviz", arviz.__version__, "numpyro", numpyro.__version__, "jax", jax.__version__, "python", sys.version.split()[0])'
 
 set +e
