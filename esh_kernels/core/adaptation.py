@@ -82,6 +82,13 @@ def welford_update(state, x, weight=1.0):
     return WelfordState(count, mean, m2)
 
 
+def stan_jitter(count):
+    """Stan's regularisation weight ``1e-3 * 5/(n+5)`` after ``n`` window draws
+    (``esh_math.md`` §7.4): :func:`welford_covariance` and :func:`window_gradient_covariance`
+    add it, times a variance, to every diagonal entry."""
+    return 1e-3 * 5.0 / (count + 5.0)
+
+
 def welford_covariance(state, regularize=True):
     """Sample (co)variance; with ``regularize``, Stan's shrinkage for a diagonal estimate,
     ``v = n/(n+5) var + 1e-3 * 5/(n+5)`` (keeps every variance positive), and for a dense
@@ -103,7 +110,7 @@ def welford_covariance(state, regularize=True):
     dense = cov.ndim == state.mean.ndim + 1
     variance = diagonal(cov) if dense else cov
     shrink = (n / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
-    jitter = (1e-3 * 5.0 / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
+    jitter = stan_jitter(n)[(...,) + (None,) * (variance.ndim - n.ndim)]
     stan = shrink * variance + jitter
     if not dense:
         return stan
@@ -253,7 +260,7 @@ def window_gradient_covariance(state, gradients):
     jitter of :func:`welford_covariance` on the result. Returns ``(S, ok)``."""
     raw, ok = gradient_covariance(welford_covariance(state, regularize=False),
                                   welford_covariance(gradients, regularize=False))
-    jitter = (1e-3 * 5.0 / (state.count + 5.0))[..., None]
+    jitter = stan_jitter(state.count)[..., None]
     return raw + _diag_matrix(jitter * diagonal(raw)), ok
 
 
