@@ -33,7 +33,7 @@ import posteriordb as pdb  # noqa: E402
 import results_io  # noqa: E402
 import runner  # noqa: E402
 from pdb_judge import ESS_MIN, RHAT_MAX, Z_MAX, judge  # noqa: E402
-from yardstick import per_1k_grad  # noqa: E402
+from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
 
 SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc")
 SAMPLER_LABELS = {k: rn.SAMPLER_LABELS[k] for k in SAMPLER_ORDER}
@@ -57,7 +57,10 @@ def run_one(name, sampler, cfg, key):
     verdict = judge(draws, reference)
     C, N = next(iter(draws.values())).shape
     gw, gs = raw["grads_warmup"], raw["grads_sample"]
-    ess = verdict["ess_bulk_min"]
+    # the efficiency columns read the project's yardstick, x and x^2 of every reference
+    # parameter (the verdict's ESS check stays the judge's, x alone)
+    both = ess_x_and_x2(np.stack([np.asarray(draws[k]) for k in reference], axis=-1))
+    ess = both["ess"]
     return {
         "status": "ok",
         "num_chains": C,
@@ -66,8 +69,12 @@ def run_one(name, sampler, cfg, key):
         "grads_warmup": gw,
         "grads_sample": gs,
         "grads_per_draw": gs / (C * N),
+        "ess_x_x2_min": ess,
+        "ess_x_x2_min_stat": both["stat"],
+        "ess_x_x2_min_param": list(reference)[both["coord"]],
         "ess_per_1k_grad": per_1k_grad(ess, gs),
         "ess_per_1k_grad_with_warmup": per_1k_grad(ess, gs + gw),
+        "ess_x_per_1k_grad": per_1k_grad(verdict["ess_bulk_min"], gs),
         "time_warmup_s": raw["time_warmup"]["net"],
         "time_sample_s": raw["time_sample"]["net"],
         **raw["info"],
@@ -123,7 +130,12 @@ def markdown_section(payload):
         f"{Z_MAX:g} combined Monte Carlo standard errors of the reference's, max R-hat < "
         f"{RHAT_MAX}, min bulk ESS >= {ESS_MIN:.0f} (`benchmarks/pdb_judge.py`).",
         "",
-        "### Verdict; min bulk ESS per 1000 gradients after warmup / with warmup; gradients per draw",
+        "- ESS per 1000 gradients: the project's headline, the minimum over the reference "
+        "parameters of bulk ESS of `x` **and** `x^2` (`benchmarks/yardstick.py`), per post-warmup "
+        "gradient, then with the warmup gradients counted. Rows dated before 2026-12-05 read `x` "
+        "alone (no `ess_x_x2_min` in the JSON), which flatters antithetic trajectories.",
+        "",
+        "### Verdict; min bulk ESS of x and x^2 per 1000 gradients after warmup / with warmup; gradients per draw",
         "",
     ]
 
@@ -159,16 +171,18 @@ def markdown_section(payload):
     if not any_fail:
         lines.append("- none")
     lines += ["", "### Details", "",
-              "| posterior | sampler | R-hat max | min bulk ESS | max abs z | sd ratio range | div. | "
-              "warmup grads / chain |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| posterior | sampler | R-hat max | min bulk ESS (x) | min bulk ESS (x, x^2) | max abs z | "
+              "sd ratio range | div. | warmup grads / chain |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for t in pdb.POSTERIORS:
         for s in SAMPLER_ORDER:
             r = next((r for r in results if r["target"] == t and r["sampler"] == s), None)
             if r is None or r.get("status") != "ok":
                 continue
+            both = (f"{fmt(r['ess_x_x2_min'])} ({r['ess_x_x2_min_param']}, {r['ess_x_x2_min_stat']})"
+                    if "ess_x_x2_min" in r else "")
             lines.append(f"| {t} | {SAMPLER_LABELS[s]} | {fmt(r['rhat_max'])} | {fmt(r['ess_bulk_min'])} "
-                         f"({r['ess_bulk_min_param']}) | {fmt(r['z_max'])} ({r['z_max_at']}) | "
+                         f"({r['ess_bulk_min_param']}) | {both} | {fmt(r['z_max'])} ({r['z_max_at']}) | "
                          f"{fmt(r['sd_ratio_min'])}-{fmt(r['sd_ratio_max'])} | {r.get('divergences', '')} | "
                          f"{r['grads_warmup'] / r['num_chains']:.3g} |")
     return "\n".join(lines)

@@ -84,19 +84,16 @@ class TunedWarmupConfig(NamedTuple):
 
 
 #: single-chain rule: ``T = UTURN_FACTOR * (mean time to a U-turn)``. In high dimension a
-#: whitened Gaussian U-turns at ``pi`` (measured about half a step later). Chosen on the
-#: headline yardstick (min bulk ESS of ``x`` and ``x^2`` per 1000 gradients after warmup;
-#: ``benchmarks/defaults_sweep.py --kernel tuned_hmc``, 4 vectorized chains, 1000 + 1000,
-#: float64, target accept 0.8, medians over seeds 0-3, 2026-12-05 on the kernel with the
-#: gradients' metric estimate): 0.65 gave 114 / 115 / 106 / 163 on the 100-D standard /
-#: ill-conditioned Gaussian, eight schools, logistic regression, 0.75 gave 85 / 91 / 125 /
-#: 131, 0.6 gave 121 / 116 / 106 / 157; ``hier_500`` (seeds 0-1) 34 / 44 at 0.65 and 37 / 44
-#: at 0.75. Shorter trajectories help ``x^2`` on the Gaussians (where ``x`` is antithetic
-#: and ``x^2`` the slowest statistic) and hurt ``x`` on eight schools (where ``x`` is the
-#: slowest): 0.65 trades 15% there for 24-34% on three targets (``docs/kernels/
-#: tuned_hmc.md``, "How the defaults were chosen"). 0.75 was the default before, chosen when
-#: the logistic regression did not gain from shorter lengths.
-UTURN_FACTOR = 0.65
+#: whitened Gaussian U-turns at ``pi`` (measured about half a step later). Re-measured
+#: 2026-12-05 on the headline yardstick (min bulk ESS of ``x`` and ``x^2`` per 1000
+#: gradients after warmup), 4 vectorized chains, 1000 + 1000, float64, target accept 0.8
+#: (``docs/kernels/tuned_hmc.md``, "How the defaults were chosen"): 0.65 gains 24-34% on
+#: the 100-D Gaussians and the logistic regression (``benchmarks/defaults_sweep.py``, medians
+#: over 4 seeds), where ``x^2`` is the slowest statistic, but loses 15% on eight schools and
+#: on 8 of the 10 posteriordb_dev posteriors that finish (4-31% on seven that pass;
+#: ``one_comp`` R-hat 1.005 -> 1.089), where ``x`` is the slowest. Real posteriors decide:
+#: 0.75 stays.
+UTURN_FACTOR = 0.75
 
 #: trajectory length ``T`` (whitened frame) used when nothing tunes it (``num_warmup=0``):
 #: a whitened standard Gaussian's half period, so the jittered lengths ``h T`` (mean
