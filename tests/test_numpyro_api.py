@@ -529,3 +529,39 @@ def test_non_finite_potential_during_sampling_is_survived(kernel_cls):
     assert not diverging.all()
     # the chains keep moving after divergences
     assert np.all(np.std(x[..., 0], axis=1) > 0.1)
+
+
+def _normal_2d():
+    numpyro.sample("x", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+
+
+def test_memory_map_count_is_read_on_linux():
+    from esh_kernels.numpyro._code_maps import map_count_and_limit
+
+    numbers = map_count_and_limit()
+    if numbers is None:
+        pytest.skip("no /proc/self/maps here (not Linux): the warning is off")
+    count, limit = numbers
+    assert 0 < count < limit
+
+
+@pytest.mark.parametrize("count, warns", [(60000, True), (1000, False)])
+def test_init_warns_by_name_near_the_memory_map_limit(monkeypatch, count, warns):
+    """XLA aborts the process without a word when compiled programs exhaust
+    vm.max_map_count (about 85 ESH runs in one process at Linux's default); the kernel
+    warns while there is room."""
+    import warnings as _warnings
+
+    from esh_kernels.numpyro import _code_maps
+
+    monkeypatch.setattr(_code_maps, "map_count_and_limit", lambda: (count, 65530))
+    kernel = ESH(_normal_2d)
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        kernel.init(random.PRNGKey(0), 10, model_args=(), model_kwargs={})
+    hits = [w for w in caught if "vm.max_map_count" in str(w.message)]
+    assert bool(hits) == warns
+    if warns:
+        text = str(hits[0].message)
+        assert hits[0].category is RuntimeWarning
+        assert "ESH" in text and "jax.clear_caches()" in text and "60000" in text

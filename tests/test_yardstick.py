@@ -49,6 +49,34 @@ def test_headline_ess_of_iid_draws_is_the_number_of_draws():
     assert np.all(y["rhat_x"] < 1.01) and np.all(y["rhat_x2"] < 1.01)
 
 
+def test_ess_by_groups_reads_each_group_alone_with_its_own_gradients():
+    rng = np.random.default_rng(3)
+    x = _antithetic_chains(rng, 9, 400, 3)  # 9 chains: two groups of 4, one chain left out
+    grads = np.arange(1.0, 10.0) * 1000.0  # a different count per chain
+    warm = np.full(9, 500.0)
+    g = yardstick.ess_by_groups(x, grads, warm, 4)
+    assert len(g["ess"]) == 2
+    for k, chains in enumerate((slice(0, 4), slice(4, 8))):
+        alone = yardstick.ess_x_and_x2(x[chains])
+        assert g["ess"][k] == pytest.approx(alone["ess"])
+        assert g["ess_x"][k] == pytest.approx(np.min(alone["ess_x"]))
+        assert g["ess_x2"][k] == pytest.approx(np.min(alone["ess_x2"]))
+        assert g["per_1k"][k] == pytest.approx(1000.0 * alone["ess"] / grads[chains].sum())
+        assert g["per_1k_with_warmup"][k] == pytest.approx(
+            1000.0 * alone["ess"] / (grads[chains].sum() + warm[chains].sum()))
+        assert g["per_1k_x"][k] == pytest.approx(1000.0 * np.min(alone["ess_x"]) / grads[chains].sum())
+
+
+def test_a_pooled_minimum_over_many_chains_reads_higher_than_groups():
+    """Why ess_by_groups exists: iid draws have ESS = draws, but the minimum over many
+    coordinates of noisy estimates sits below it, the more so the fewer the draws."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((32, 200, 50))
+    pooled = yardstick.ess_x_and_x2(x)["ess"] / x[:, :, 0].size
+    grouped = np.median(yardstick.ess_by_groups(x, np.ones(32), np.zeros(32), 4)["ess"]) / (4 * 200)
+    assert grouped < pooled < 1.0
+
+
 def test_gradients_to_b2_counts_warmup_and_the_draws_needed():
     """iid N(0, 1) draws at 3 gradients each after 100 warmup gradients: b2_max falls as
     chi^2 / n, so the first draw after which it stays under 0.01 is found by brute force

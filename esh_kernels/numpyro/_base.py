@@ -29,6 +29,7 @@ from numpyro.infer.util import ParamInfo, initialize_model
 from numpyro.util import identity, is_prng_key
 
 from esh_kernels.core.options import KernelArguments, from_arguments
+from esh_kernels.numpyro._code_maps import warn_if_near_map_limit
 from esh_kernels.numpyro.sharding import follow_keys, replicated
 from esh_kernels.core import self_check
 from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
@@ -121,6 +122,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         num_warmup = check_int("num_warmup", num_warmup, 0)
+        warn_if_near_map_limit(type(self).__name__)
         batched = not is_prng_key(rng_key)
         keys = rng_key
         if batched:
