@@ -136,8 +136,9 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     the potential's gradient ``grad`` at ``x``), also the gradient-based estimate of §7.6.
     Returns ``(welford, gradients, scale, window_ended)``."""
     welford = welford_update(welford, x, schedule.weight(i))
-    reads_gradients = gradients is not None and grad is not None and mask is AUTO_METRIC
-    if reads_gradients:
+    # the state keeps ``gradients`` only where the metric reads them (:func:`reads_gradients`)
+    with_gradients = gradients is not None and grad is not None
+    if with_gradients:
         gradients = welford_update(gradients, grad, schedule.weight(i))
     ended = schedule.window_end(i)
     if ended is False:
@@ -150,8 +151,8 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
             tau = position_autocorrelation_time(decorrelation)
             was_dense = has_correlations(scale) if dense else None
         cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
-                                gradients=gradients if reads_gradients else None)
-        empty_gradients = welford_init(x, dense=dense) if reads_gradients else gradients
+                                gradients=gradients if with_gradients else None)
+        empty_gradients = welford_init(x, dense=dense) if with_gradients else gradients
         return welford_init(x, dense=dense), empty_gradients, scale_from_covariance(cov, dense=dense)
 
     welford, gradients, scale = select_lazy(ended, refit, lambda: (welford, gradients, scale))
@@ -329,13 +330,22 @@ class AdjustedWarmupConfig(NamedTuple):
         return i < MetricSchedule.build(self.num_warmup).start
 
 
-def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None):
+def reads_gradients(dense, mask):
+    """Whether a metric layout keeps the window estimate of the gradients' covariance: the
+    automatic metric (``mask`` is ``AUTO_METRIC``) on a dense layout. The ``gradients``
+    argument of the warmup init functions; :func:`metric_update` reads it back from the
+    state (None: not kept)."""
+    return bool(dense) and mask is AUTO_METRIC
+
+
+def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None, gradients=False):
     """Initial tuning state: the metric ``scale`` (identity when None), dual averaging
-    started at ``step_size``."""
+    started at ``step_size``; with ``gradients`` (the automatic metric on a dense layout,
+    :func:`reads_gradients`) a window estimate of the gradients' covariance (§7.6)."""
     return AdjustedESHAdaptState(
         step_size, trajectory_length, initial_scale(x, dense) if scale is None else scale,
         dual_averaging_restart(step_size), welford_init(x, dense=dense), decorrelation_init(x),
-        welford_init(x, dense=True) if dense else None,
+        welford_init(x, dense=True) if gradients else None,
     )
 
 
@@ -511,11 +521,11 @@ class ESHWarmupConfig(NamedTuple):
         )
 
 
-def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None):
+def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None, gradients=False):
     zero = step_size * 0.0
     return ESHAdaptState(
         step_size, trajectory_length, refresh_length,
-        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale),
+        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale, gradients),
         step_size_predictor_init(step_size), zero - float("inf"), zero, zero, zero,
         decorrelation_init(x),
     )
