@@ -546,9 +546,7 @@ def test_adjusted_trajectory_grows_only_in_the_random_walk_regime(rho, grows):
     ``factor * sqrt(d)``; later windows lengthen it only where the slowest statistic needs
     more than ``RANDOM_WALK_TAU`` draws to decorrelate (here fed an AR(1) stream as the
     chain's draws, with the step size fixed)."""
-    from esh_kernels.core.warmup import (
-        DESCENT_STEPS, AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update,
-    )
+    from esh_kernels.core.warmup import AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update
 
     rng = np.random.default_rng(3)
     d, num_warmup = 4, 1000
@@ -559,7 +557,7 @@ def test_adjusted_trajectory_grows_only_in_the_random_walk_regime(rho, grows):
     for i in range(num_warmup):
         adapt = adjusted_warmup_update(adapt, i, x[i], np.float64(0.7), config)
         lengths[i] = float(adapt.trajectory_length)
-    assert lengths[50] == pytest.approx(DESCENT_STEPS * 0.5)  # steps_before_metric steps
+    assert lengths[50] == pytest.approx(4 * 0.5)  # steps_before_metric steps
     assert lengths[99] == pytest.approx(math.sqrt(d))  # first window end
     if grows:
         assert lengths[num_warmup - 1] > 5 * math.sqrt(d)

@@ -313,17 +313,6 @@ class AdjustedESHAdaptState(NamedTuple):
     __getitem__ = state_fields.field_lookup
 
 
-#: AdjustedESH's (and ESH's phase 1) trajectory length, in steps, before the first metric
-#: window ends (the descent phase, ``esh_math.md`` §7.5). Short trajectories with the
-#: greedy descent acceptance fall into the nearest basin: on posteriordb's Lotka-Volterra
-#: from ``init_to_uniform`` (16 chains x 1000 warmup, seeds 0-2) 4 steps left 12 of 48
-#: chains in a minor mode 40 nats above the main one at the end of the descent phase, and 8
-#: to the end of warmup (4-chain runs failed at 3 of seeds 0-5, R-hat up to 1.73); 16 steps
-#: left 2 and 0, for about 1200 more gradients per chain (NUTS's first trajectories take
-#: 25-82 steps there).
-DESCENT_STEPS = 16.0
-
-
 class AdjustedWarmupConfig(NamedTuple):
     num_warmup: int
     target_accept_prob: float
@@ -331,7 +320,7 @@ class AdjustedWarmupConfig(NamedTuple):
     tune_metric: bool
     tune_trajectory: bool
     trajectory_factor: float
-    steps_before_metric: float = DESCENT_STEPS  # trajectory = this many steps until a metric exists
+    steps_before_metric: float = 4.0  # trajectory = this many steps until a metric exists
     metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
     max_steps: int = 1024  # the kernel's cap on steps per transition
 
@@ -536,7 +525,7 @@ def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scal
     zero = step_size * 0.0
     return ESHAdaptState(
         step_size, trajectory_length, refresh_length,
-        adjusted_warmup_init(x, step_size, DESCENT_STEPS * step_size, dense, scale, gradients),
+        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale, gradients),
         step_size_predictor_init(step_size), zero - float("inf"), zero, zero, zero,
         decorrelation_init(x),
     )
