@@ -32,7 +32,6 @@ from esh_kernels.core.warmup import (  # noqa: E402
     esh_warmup_adjusted_update,
     esh_warmup_init,
     esh_warmup_update,
-    reads_gradients,
 )
 
 from esh_kernels.core.state_fields import SiteLayout  # noqa: E402
@@ -120,11 +119,10 @@ def test_adjusted_warmup_update_agrees(jax_x64, dense):
     step0 = np.array([0.3, 0.5, 1.0])
 
     # torch: one (C, d) batch, Python int iteration
-    grads = reads_gradients(dense, mask)
     t_adapt = adjusted_warmup_init(torch.tensor(xs[0]), torch.tensor(step0),
-                                   torch.tensor(4 * step0), dense, gradients=grads)
+                                   torch.tensor(4 * step0), dense, mask=mask)
     # JAX: per chain, traced iteration inside jit, vmapped over chains
-    j_adapt = jax.vmap(lambda x, s: adjusted_warmup_init(x, s, 4.0 * s, dense, gradients=grads))(
+    j_adapt = jax.vmap(lambda x, s: adjusted_warmup_init(x, s, 4.0 * s, dense, mask=mask))(
         jnp.asarray(xs[0]), jnp.asarray(step0))
     j_update = jax.jit(jax.vmap(lambda a, i, x, p, g: adjusted_warmup_update(a, i, x, p, config, g),
                                 in_axes=(0, None, 0, 0, 0)))

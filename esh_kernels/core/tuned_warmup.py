@@ -41,6 +41,7 @@ from esh_kernels.core.warmup import (
     MetricSchedule,
     dual_averaging_restart,
     finish_step_size,
+    gradients_init,
     initial_scale,
     metric_update,
     lengthen_for_random_walk,
@@ -129,15 +130,15 @@ def untuned_warning(num_warmup, step_size, trajectory_length):
     )
 
 
-def tuned_warmup_init(x, step_size, trajectory_length, dense, scale=None, gradients=False):
+def tuned_warmup_init(x, step_size, trajectory_length, dense, scale=None, mask=None):
     """The metric ``scale`` (identity when None), dual averaging started at
-    ``step_size``, ``T`` as given; ``gradients``: as :func:`core.warmup.adjusted_warmup_init`."""
+    ``step_size``, ``T`` as given; ``mask``: as :func:`core.warmup.adjusted_warmup_init`."""
     ones_1 = x[..., :1] * 0.0
     scale = initial_scale(x, dense) if scale is None else scale
     return TunedHMCAdaptState(
         step_size, trajectory_length, scale, dual_averaging_restart(step_size),
         welford_init(x, dense=dense), chees_init(trajectory_length), welford_init(ones_1),
-        decorrelation_init(x), step_size * 0.0 + 1.0, welford_init(x, dense=True) if gradients else None,
+        decorrelation_init(x), step_size * 0.0 + 1.0, gradients_init(x, dense, mask),
     )
 
 

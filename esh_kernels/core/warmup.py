@@ -332,20 +332,27 @@ class AdjustedWarmupConfig(NamedTuple):
 
 def reads_gradients(dense, mask):
     """Whether a metric layout keeps the window estimate of the gradients' covariance: the
-    automatic metric (``mask`` is ``AUTO_METRIC``) on a dense layout. The ``gradients``
-    argument of the warmup init functions; :func:`metric_update` reads it back from the
-    state (None: not kept)."""
+    automatic metric (``mask`` is ``AUTO_METRIC``) on a dense layout. The warmup init
+    functions decide with it (:func:`gradients_init`); :func:`metric_update` reads the
+    decision back from the state (None: not kept)."""
     return bool(dense) and mask is AUTO_METRIC
 
 
-def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None, gradients=False):
+def gradients_init(x, dense, mask):
+    """The window estimate of the gradients' covariance (§7.6) where the layout reads it
+    (:func:`reads_gradients`), else None."""
+    return welford_init(x, dense=True) if reads_gradients(dense, mask) else None
+
+
+def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None, mask=None):
     """Initial tuning state: the metric ``scale`` (identity when None), dual averaging
-    started at ``step_size``; with ``gradients`` (the automatic metric on a dense layout,
-    :func:`reads_gradients`) a window estimate of the gradients' covariance (§7.6)."""
+    started at ``step_size``; ``mask`` is the metric's block structure
+    (``metric_covariance``), which decides whether a window estimate of the gradients'
+    covariance is kept (:func:`gradients_init`)."""
     return AdjustedESHAdaptState(
         step_size, trajectory_length, initial_scale(x, dense) if scale is None else scale,
         dual_averaging_restart(step_size), welford_init(x, dense=dense), decorrelation_init(x),
-        welford_init(x, dense=True) if gradients else None,
+        gradients_init(x, dense, mask),
     )
 
 
@@ -521,11 +528,11 @@ class ESHWarmupConfig(NamedTuple):
         )
 
 
-def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None, gradients=False):
+def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None, mask=None):
     zero = step_size * 0.0
     return ESHAdaptState(
         step_size, trajectory_length, refresh_length,
-        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale, gradients),
+        adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale, mask),
         step_size_predictor_init(step_size), zero - float("inf"), zero, zero, zero,
         decorrelation_init(x),
     )

@@ -20,7 +20,6 @@ from esh_kernels.numpyro._isokinetic import isokinetic_transition
 from esh_kernels.core.warmup import (
     adjusted_warmup_init,
     adjusted_warmup_update,
-    reads_gradients,
 )
 
 
@@ -64,7 +63,7 @@ class AdjustedESH(FlatKernel):
         length = self._options.trajectory_length or self._warmup_config(num_warmup).steps_before_metric * step
         adapt = self._with_sites(adjusted_warmup_init(x, step, jnp.asarray(length, dtype=x.dtype),
                                                       self._dense_mass, self._scale0,
-                                                      reads_gradients(self._dense_mass, self._metric_mask)))
+                                                      self._metric_mask))
         zero = jnp.zeros((), x.dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(

@@ -30,7 +30,6 @@ from esh_kernels.numpyro._base import FlatKernel
 from esh_kernels.core.warmup import (
     esh_warmup_adjusted_update,
     esh_warmup_init,
-    reads_gradients,
 )
 from esh_kernels.numpyro._isokinetic import isokinetic_transition
 
@@ -73,7 +72,7 @@ class ESH(FlatKernel):
         zero = jnp.zeros((), x.dtype)
         adapt = esh_warmup_init(
             x, step, jnp.asarray(length, x.dtype), jnp.asarray(opts.refresh_length(d), x.dtype),
-            self._dense_mass, self._scale0, reads_gradients(self._dense_mass, self._metric_mask),
+            self._dense_mass, self._scale0, self._metric_mask,
         )
         adapt = adapt._replace(adjusted=self._with_sites(adapt.adjusted))
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))

@@ -68,7 +68,6 @@ from esh_kernels.core.tuned_warmup import (
     untuned_warning,
 )
 from esh_kernels.core.warmup import (
-    reads_gradients,
     step_size_search_init,
     step_size_search_result,
     step_size_search_update,
@@ -176,7 +175,7 @@ class TunedHMC(FlatKernel):
         else:
             length = jnp.asarray(self._options.trajectory_length, x.dtype)
         return self._with_sites(tuned_warmup_init(x, step, length, self._dense_mass, self._scale0,
-                                                 reads_gradients(self._dense_mass, self._metric_mask)))
+                                                 self._metric_mask))
 
     def _sample_cross_chain(self, state, value_and_grad):
         """All chains at once: per-chain transitions, then one shared adaptation step."""

@@ -22,7 +22,6 @@ from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.warmup import (
     adjusted_warmup_init,
     adjusted_warmup_update,
-    reads_gradients,
 )
 from esh_kernels.pyro._base import FlatKernel
 from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic
@@ -82,7 +81,7 @@ class AdjustedESH(FlatKernel):
         length = self._options.trajectory_length or self._warmup_config().steps_before_metric * step
         length = step * 0.0 + length
         adapt = adjusted_warmup_init(x, step, length, self._dense_mass, self._scale0,
-                                     reads_gradients(self._dense_mass, self._metric_mask))
+                                     self._metric_mask)
         zero = x.new_zeros(C)
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(

@@ -31,7 +31,6 @@ from esh_kernels.core.sphere import unit_vector
 from esh_kernels.core.warmup import (
     esh_warmup_adjusted_update,
     esh_warmup_init,
-    reads_gradients,
 )
 from esh_kernels.pyro._base import FlatKernel, where
 from esh_kernels.pyro._isokinetic import IsokineticTransition, draw_isokinetic
@@ -83,7 +82,7 @@ class ESH(FlatKernel):
         length = step * 0.0 + (opts.trajectory_length or opts.steps_per_draw * step)
         refresh_length = step * 0.0 + opts.refresh_length(d)
         adapt = esh_warmup_init(x, step, length, refresh_length, self._dense_mass, self._scale0,
-                                reads_gradients(self._dense_mass, self._metric_mask))
+                                self._metric_mask)
         normal = self._rng.normal(x, (C, d)) if normal is None else normal
         zero = x.new_zeros(C)
         integ = IntegratorState(x, unit_vector(normal), zero, energy, grad)

@@ -44,7 +44,6 @@ from esh_kernels.core.tuned_warmup import (
     whitener,
 )
 from esh_kernels.core.warmup import (
-    reads_gradients,
     step_size_search_init,
     step_size_search_result,
     step_size_search_update,
@@ -116,7 +115,7 @@ class TunedHMC(FlatKernel):
         else:
             length = step * 0.0 + self._options.trajectory_length
         adapt = tuned_warmup_init(x, step, length, self._dense_mass, self._scale0,
-                                  reads_gradients(self._dense_mass, self._metric_mask))
+                                  self._metric_mask)
         return TunedHMCState(0, x, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
                              zero, zero, energy, zero, adapt)
 
