@@ -66,7 +66,9 @@ The samplers
   form of ``laps.bias(model)``). ``num_steps1`` is a cap (``--laps-steps1``); phase 1 costs 1
   gradient per step, phase 2 ``15 x 2`` per draw (McLachlan; ``15 x 3``, Omelyan, above 200
   dimensions). The positions of the chains (phase 2; both phases for ``--protocol mmd``) are
-  recorded with its ``all_chains_info`` hook.
+  recorded with its ``all_chains_info`` hook. BlackJAX 1.7.1's phase-2 step-size search is corrected to keep the
+  step whose acceptance met the target (``benchmarks/laps_setup.py`` says why; rows made
+  before 2026-12-05 08:00 UTC ran without it).
 * Ensemble mode: ``run_ensemble`` with its defaults except that sampling runs a fixed
   ``--draws`` draws in one chunk (no early stop), so the whole curve is seen; its warm start
   records no positions, so its curves start at the first sampling draw (its gradient counts
@@ -192,12 +194,11 @@ def run_laps(target, truth, num_chains, key, steps1, draws2, record_phase1, cloc
     """LAPS (module docstring). Returns ``(b2 per iteration (n, 2): [max, avg], gradients
     per chain at each, positions per iteration (n, C, d) or None for phase 1, phase-2
     draws (C, draws, d), info)``."""
-    import blackjax.adaptation.laps as bj_laps
-    import blackjax.eca as bj_eca
     import jax
     import jax.numpy as jnp
     from jax import random
     from jax.flatten_util import ravel_pytree
+    from laps_setup import laps_corrected
     from numpyro.infer.util import initialize_model
 
     ex2, var_x2 = (jnp.asarray(a) for a in truth)
@@ -210,15 +211,12 @@ def run_laps(target, truth, num_chains, key, steps1, draws2, record_phase1, cloc
         b2 = jnp.square(e_x2 - ex2) / var_x2
         return jnp.array([jnp.max(b2), jnp.mean(b2)])
 
-    # BlackJAX 1.7.1's run_eca gives the per-step history out_specs=P() (replicated); with
-    # all_chains_info that history holds per-chain arrays and JAX's replication check
-    # refuses it; the check is switched off for this call (as run_bj_laps does). laps()
-    # calls run_eca once per phase, passing all_chains_info 9th; phase 1's record (up to
-    # num_steps1 x C x d numbers) is kept only when asked. On a mesh of several devices
-    # that replicated history holds only the first device's chains (C / devices): the
-    # row's R-hat, ESS and MMD are then those of that share ("chains_recorded").
-    orig_shard_map, orig_run_eca = bj_eca.shard_map, bj_laps.run_eca
-    bj_eca.shard_map = lambda *a, **k: orig_shard_map(*a, check_vma=False, **k)
+    # laps_setup: the per-chain record's replication check off, and BlackJAX 1.7.1's
+    # phase-2 step-size search corrected to keep the step it measured. laps() calls run_eca
+    # once per phase, passing all_chains_info 9th; phase 1's record (up to num_steps1 x C x
+    # d numbers) is kept only when asked. On a mesh of several devices the replicated
+    # history holds only the first device's chains (C / devices): the row's R-hat, ESS and
+    # MMD are then those of that share ("chains_recorded").
     calls = []
 
     def run_eca(*a, **k):
@@ -227,22 +225,24 @@ def run_laps(target, truth, num_chains, key, steps1, draws2, record_phase1, cloc
             a = a[:8] + (None,) + a[9:]
         return orig_run_eca(*a, **k)
 
-    bj_laps.run_eca = run_eca
     mesh = jax.sharding.Mesh(jax.devices(), "chains")
     grads_per_step = 3 if d > 200 else 2
-    try:
-        with Timer(clock) as timer:
-            out, g_per_step, _, final = bj_laps.laps(
-                logdensity_fn=lambda x: -pe(unravel(x)),
-                sample_init=lambda k: random.uniform(k, (d,), minval=-2.0, maxval=2.0),
-                ndims=d, num_steps1=steps1, num_steps2=draws2 * 15 * grads_per_step,
-                num_chains=num_chains, mesh=mesh, rng_key=key,
-                observables_for_bias=jnp.square, contract=contract, superchain_size=1,
-                all_chains_info=lambda position: position,
-            )
-            jax.block_until_ready((out, final))
-    finally:
-        bj_eca.shard_map, bj_laps.run_eca = orig_shard_map, orig_run_eca
+    with laps_corrected() as bj_laps:
+        orig_run_eca = bj_laps.run_eca
+        bj_laps.run_eca = run_eca
+        try:
+            with Timer(clock) as timer:
+                out, g_per_step, _, final = bj_laps.laps(
+                    logdensity_fn=lambda x: -pe(unravel(x)),
+                    sample_init=lambda k: random.uniform(k, (d,), minval=-2.0, maxval=2.0),
+                    ndims=d, num_steps1=steps1, num_steps2=draws2 * 15 * grads_per_step,
+                    num_chains=num_chains, mesh=mesh, rng_key=key,
+                    observables_for_bias=jnp.square, contract=contract, superchain_size=1,
+                    all_chains_info=lambda position: position,
+                )
+                jax.block_until_ready((out, final))
+        finally:
+            bj_laps.run_eca = orig_run_eca
     if len(calls) != 2:
         raise RuntimeError(f"laps() called run_eca {len(calls)} times, expected 2 (one per phase)")
     if int(g_per_step) != grads_per_step:
@@ -256,6 +256,8 @@ def run_laps(target, truth, num_chains, key, steps1, draws2, record_phase1, cloc
     return np.concatenate([b1, b2]), grads.astype(float), pos1, pos2, {
         "phase1_steps": n1, "phase2_draws": n2, "b2_max_end_phase1": float(b1[-1, 0]),
         "b2_avg_end_phase1": float(b1[-1, 1]),
+        "phase2_step_size_final": float(np.asarray(out["phase_2"]["step_size"])[-1]),
+        "phase2_accept_mean": float(np.mean(np.asarray(out["phase_2"]["acc_prob"]))),
         "grads_total": float(grads[-1]), **timer.result()}
 
 

@@ -589,7 +589,9 @@ def run_bj_laps(target, cfg, key):
     McLachlan with 2 gradients per step for d <= 200, Omelyan with 3 above, as ``laps``
     chooses), ``num_steps2 = num_samples * 15 * grads_per_step`` gradients, i.e.
     ``num_samples`` MH draws per chain; its step size is set by bisection on the ensemble
-    acceptance (target 0.7 for d <= 200, 0.9 above) during the first few draws, then fixed.
+    acceptance (target 0.7 for d <= 200, 0.9 above) during the first draws and fixed once
+    the acceptance is within 0.03 of the target (corrected to keep the step that met it:
+    ``laps_setup.py``, which says why).
     LAPS itself returns only the final state of each chain; the per-chain draws are
     recorded with its documented ``all_chains_info`` hook (the flat position at every
     step; phase 1's record is dropped). ``sample_init`` draws uniform(-2, 2) on the flat
@@ -601,6 +603,7 @@ def run_bj_laps(target, cfg, key):
     gradient counts (``info["time_split"]``)."""
     from blackjax.adaptation.laps import laps as run_laps
     from blackjax.mcmc.integrators import mclachlan_coefficients, omelyan_coefficients
+    from laps_setup import laps_corrected
 
     C, W, S = LAPS_CHAINS, cfg.num_warmup, cfg.num_samples
     k_init, k_run = random.split(key)
@@ -614,40 +617,27 @@ def run_bj_laps(target, cfg, key):
     def sample_init(k):  # init_to_uniform: uniform(-2, 2) on the unconstrained space
         return random.uniform(k, (d,), minval=-2.0, maxval=2.0)
 
-    # BlackJAX 1.7.1's run_eca gives the per-step history out_specs=P() (replicated); with
-    # all_chains_info that history holds per-chain arrays and JAX's replication check
-    # refuses it. On this one-device mesh P() and P("chains") are the same array, so the
-    # check is switched off (check_vma=False) for this call only.
-    import blackjax.eca as bj_eca
-
-    orig_shard_map = bj_eca.shard_map
-
-    def shard_map_unchecked(*args, **kwargs):
-        return orig_shard_map(*args, check_vma=False, **kwargs)
-
-    bj_eca.shard_map = shard_map_unchecked
-    try:
-        with Phase() as pt:
-            info, g_per_step, acc_target, final_state = run_laps(
-                logdensity_fn=logdensity,
-                sample_init=sample_init,
-                ndims=d,
-                num_steps1=W,
-                num_steps2=S * LAPS_STEPS_PER_SAMPLE * grads_per_step,
-                num_chains=C,
-                mesh=mesh,
-                rng_key=k_run,
-                early_stop=False,
-                diagonal_preconditioning=True,
-                steps_per_sample=LAPS_STEPS_PER_SAMPLE,
-                r_end=0.01,
-                diagnostics=True,
-                superchain_size=1,
-                all_chains_info=lambda position: ravel_pytree(position)[0],
-            )
-            jax.block_until_ready(final_state)
-    finally:
-        bj_eca.shard_map = orig_shard_map
+    # laps_setup: the per-chain record's replication check off, and BlackJAX 1.7.1's
+    # phase-2 step-size search corrected to keep the step it measured
+    with laps_corrected(), Phase() as pt:
+        info, g_per_step, acc_target, final_state = run_laps(
+            logdensity_fn=logdensity,
+            sample_init=sample_init,
+            ndims=d,
+            num_steps1=W,
+            num_steps2=S * LAPS_STEPS_PER_SAMPLE * grads_per_step,
+            num_chains=C,
+            mesh=mesh,
+            rng_key=k_run,
+            early_stop=False,
+            diagonal_preconditioning=True,
+            steps_per_sample=LAPS_STEPS_PER_SAMPLE,
+            r_end=0.01,
+            diagnostics=True,
+            superchain_size=1,
+            all_chains_info=lambda position: ravel_pytree(position)[0],
+        )
+        jax.block_until_ready(final_state)
     if int(g_per_step) != grads_per_step:
         raise RuntimeError(f"LAPS used {g_per_step} gradients per step, expected {grads_per_step}")
     n1 = int(np.asarray(info["phase_1"]["step_size"]).shape[0])  # unadjusted steps per chain
