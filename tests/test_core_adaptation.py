@@ -171,6 +171,36 @@ def test_metric_covariance_dense_needs_two_draws_per_dimension():
     np.testing.assert_array_equal(out[1], diagonal_of(state)[1])
 
 
+def test_metric_covariance_without_regularisation_is_the_raw_sample_covariance():
+    """``regularize=False`` (NumPyro's ``regularize_mass_matrix=False``): every form of the
+    window estimate is the sample (co)variance of its draws, with no shrinkage or jitter:
+    variances, a dense estimate, the diagonal a dense layout keeps with too few draws, and
+    the gradients' estimate of the automatic metric. With regularisation each differs."""
+    rng = np.random.default_rng(5)
+    d = 4
+    x = rng.normal(size=(50, d)) @ rng.normal(size=(d, d))
+    sample = np.cov(x.T)
+    for dense in (False, True):
+        state = _window(x, dense=dense)
+        want = sample if dense else np.diag(sample)
+        np.testing.assert_allclose(metric_covariance(state, regularize=False), want, rtol=1e-12)
+        assert not np.allclose(metric_covariance(state), want, rtol=1e-6)
+    few = _window(x[: 2 * d - 1])  # dense layout, too few draws: its raw diagonal
+    np.testing.assert_allclose(metric_covariance(few, regularize=False),
+                               np.diag(np.diag(np.cov(x[: 2 * d - 1].T))), rtol=1e-12)
+    # the automatic metric's gradient estimate, on a window it reads as dense
+    corr = np.full((d, d), 0.99) + 0.01 * np.eye(d)
+    sigma = corr * np.outer(np.arange(1.0, d + 1.0), np.arange(1.0, d + 1.0))
+    xs, gs = _window_with_gradients(rng.normal(size=(200, d)) @ np.linalg.cholesky(sigma).T, sigma)
+    raw, ok = gradient_covariance(welford_covariance(xs, regularize=False),
+                                  welford_covariance(gs, regularize=False))
+    assert ok
+    got = metric_covariance(xs, mask=AUTO_METRIC, tau=np.float64(1.0), gradients=gs, regularize=False)
+    np.testing.assert_allclose(got, raw, rtol=1e-12)
+    assert not np.allclose(metric_covariance(xs, mask=AUTO_METRIC, tau=np.float64(1.0), gradients=gs),
+                           raw, rtol=1e-6)
+
+
 def _window(x, dense=True):
     state = welford_init(x[0], dense=dense)
     for xi in x:

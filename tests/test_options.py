@@ -57,14 +57,47 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
     """Arguments of NumPyro's / Pyro's HMC and NUTS that these kernels have no use for (as
     NumPyro's own MCMC tests pass them): the ``TypeError`` says what they are and what to
     write instead (before: only "unexpected keyword argument")."""
-    cases = {"max_tree_depth": "build no tree.*max_steps", "num_steps": "trajectory_length=",
-             "find_heuristic_step_size": "warmup finds",
-             "regularize_mass_matrix": "shrink their estimate"}
+    cases = {"num_steps": "trajectory_length=",
+             "find_heuristic_step_size": "warmup finds"}
     for cls in _kernel_classes(name):
         for arg, reason in cases.items():
             with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument "
                                                 f"'{arg}': it is an argument of HMC / NUTS, and .*{reason}"):
                 cls(_model, **{arg: 3})
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_regularize_mass_matrix_reaches_the_warmup_configuration(name):
+    """NumPyro's ``regularize_mass_matrix`` is one of every kernel's own arguments (both
+    PPLs); the warmup configuration that the metric windows read carries it."""
+    args = {"ESH": (100, None), "AdjustedESH": (100, True, None), "TunedHMC": (100, True, None, 0.75)}[name]
+    for cls in _kernel_classes(name):
+        for value in (True, False):
+            opts = cls(_model, regularize_mass_matrix=value)._options
+            config = opts.warmup_config(*args)
+            assert config.regularize_metric is value
+            if name == "ESH":
+                assert config.adjusted_config().regularize_metric is value
+        with pytest.raises(ValueError, match="regularize_mass_matrix"):
+            cls(_model, regularize_mass_matrix="no")
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_max_tree_depth_sets_the_cap_on_steps_per_transition(name):
+    """NUTS's ``max_tree_depth=k`` caps a transition at ``2**k - 1`` leapfrog steps: it sets
+    ``max_steps`` (refused before, as NumPyro's ``test_improper_normal`` passes it). A
+    ``(warmup, sampling)`` pair gets the larger cap and a warning that says so; with
+    ``max_steps`` too, or a bad depth, an error names the argument."""
+    for cls in _kernel_classes(name):
+        assert cls(_model, max_tree_depth=5)._options.max_steps == 31
+        with pytest.warns(UserWarning, match=r"max_tree_depth=\(5, 8\).*one cap.*2\*\*8 - 1"):
+            assert cls(_model, max_tree_depth=(5, 8))._options.max_steps == 255
+        assert cls(_model, max_tree_depth=(6, 6))._options.max_steps == 63
+        with pytest.raises(TypeError, match="both max_tree_depth and max_steps"):
+            cls(_model, max_tree_depth=5, max_steps=100)
+        for bad in (0, 2.5, (3, 4, 5)):
+            with pytest.raises(ValueError, match="max_tree_depth"):
+                cls(_model, max_tree_depth=bad)
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))

@@ -119,12 +119,13 @@ def welford_covariance(state, regularize=True):
     return shrink[..., None] * cov + _diag_matrix(jitter * units)
 
 
-def diagonal_of(state):
-    """The regularised diagonal estimate (Stan's, :func:`welford_covariance`) of a window
-    kept as a dense state, as a ``d x d`` matrix: the metric a dense layout uses where it
-    keeps the diagonal (too few draws, or :func:`prefers_dense` says no)."""
+def diagonal_of(state, regularize=True):
+    """The diagonal estimate (Stan's regularised one unless ``regularize`` is False,
+    :func:`welford_covariance`) of a window kept as a dense state, as a ``d x d`` matrix:
+    the metric a dense layout uses where it keeps the diagonal (too few draws, or
+    :func:`prefers_dense` says no)."""
     variances = WelfordState(state.count, state.mean, diagonal(state.m2))
-    return _diag_matrix(welford_covariance(variances, regularize=True))
+    return _diag_matrix(welford_covariance(variances, regularize=regularize))
 
 
 def diagonal(m):
@@ -155,9 +156,11 @@ def _identity_like(mean):
 DENSE_MIN_DRAWS_PER_DIM = 2.0
 
 
-def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, gradients=None):
+def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, gradients=None,
+                      regularize=True):
     """The covariance a window's draws give the metric (``esh_math.md`` §7.4): Stan's
-    regularised estimate (:func:`welford_covariance`), except that a dense estimate from
+    regularised estimate (:func:`welford_covariance`; the raw sample covariance with
+    ``regularize=False``, NumPyro's ``regularize_mass_matrix=False``), except that a dense estimate from
     fewer than ``DENSE_MIN_DRAWS_PER_DIM * b`` draws per chain keeps only its diagonal
     (``num_chains``: how many chains' draws ``state`` pools, see :func:`welford_pool`;
     ``b``: the size of the largest dense block, ``d`` without ``mask``).
@@ -187,15 +190,15 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, 
     returned unchanged.
     """
     xp = namespace(state.m2)
-    cov = welford_covariance(state, regularize=True)
+    cov = welford_covariance(state, regularize=regularize)
     if cov.ndim == state.mean.ndim:
         return cov
     block = state.mean.shape[-1]
     if isinstance(mask, str):  # AUTO_METRIC
         if gradients is None:
             dense = prefers_dense(cov, state.count, num_chains, tau, was_dense)
-            return xp.where(dense[..., None, None], cov, diagonal_of(state))
-        metric, ok = window_gradient_covariance(state, gradients)
+            return xp.where(dense[..., None, None], cov, diagonal_of(state, regularize))
+        metric, ok = window_gradient_covariance(state, gradients, regularize)
         # one eigenvalue call for both matrices: JAX's CPU eigensolver spreads a batch over
         # XLA's thread pool and waits for it, so two such calls that XLA runs at once can
         # take every worker and wait on each other for ever (seen on 2 cores: vectorized
@@ -203,14 +206,14 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, 
         kappa = correlation_condition(xp.stack([cov, metric]))
         dense = prefers_dense(cov, state.count, num_chains, tau, was_dense, kappa=kappa[0])
         use = ok & prefers_dense(metric, state.count, num_chains, kappa=kappa[1])
-        chosen = xp.where(dense[..., None, None], cov, diagonal_of(state))
+        chosen = xp.where(dense[..., None, None], cov, diagonal_of(state, regularize))
         return xp.where(use[..., None, None], metric, chosen)
     if mask is not None:
         cov = cov * mask
         block = int(max(mask.sum(axis=-1)))
     needed = DENSE_MIN_DRAWS_PER_DIM * block * num_chains
     enough = (state.count >= needed)[..., None, None]
-    return xp.where(enough, cov, diagonal_of(state))
+    return xp.where(enough, cov, diagonal_of(state, regularize))
 
 
 def gradient_covariance(cov_x, cov_grad):
@@ -252,14 +255,17 @@ def gradient_covariance(cov_x, cov_grad):
     return xp.where(ok[..., None, None], s, cov_x * outer), ok
 
 
-def window_gradient_covariance(state, gradients):
+def window_gradient_covariance(state, gradients, regularize=True):
     """:func:`gradient_covariance` of a window's draws (``state``) and their gradients
     (``gradients``), both dense ``WelfordState``: from the raw sample covariances (Stan's
     jitter on ``Cov(grad)``, whose correlation matrix has the square of the posterior's
-    condition number on a Gaussian, would swamp its narrow directions), then the relative
-    jitter of :func:`welford_covariance` on the result. Returns ``(S, ok)``."""
+    condition number on a Gaussian, would swamp its narrow directions), then, with
+    ``regularize``, the relative jitter of :func:`welford_covariance` on the result.
+    Returns ``(S, ok)``."""
     raw, ok = gradient_covariance(welford_covariance(state, regularize=False),
                                   welford_covariance(gradients, regularize=False))
+    if not regularize:
+        return raw, ok
     jitter = stan_jitter(state.count)[..., None]
     return raw + _diag_matrix(jitter * diagonal(raw)), ok
 

@@ -18,6 +18,7 @@ here, using it, testing it, and documenting it on the kernel's page in ``docs/ke
 
 import inspect
 import math
+import warnings
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import AUTO_METRIC
@@ -46,15 +47,11 @@ class KernelArguments:
 #: of our kernels learns why the argument is refused (``TypeError``, as for any unknown
 #: keyword; NumPyro's own MCMC tests pass them, ``docs/upstream_tests.md``)
 HMC_ONLY_ARGUMENTS = {
-    "max_tree_depth": "it caps NUTS's tree, and these kernels build no tree; their cap on "
-                      "gradient evaluations per transition is `max_steps`",
     "use_multinomial_sampling": "it chooses how NUTS picks a point of its tree, and these "
                                 "kernels build no tree",
     "num_steps": "it fixes HMC's number of leapfrog steps; fix `trajectory_length=` (with "
                  "`step_size=`) instead",
     "find_heuristic_step_size": "warmup finds the initial step size itself",
-    "regularize_mass_matrix": "the metric windows always shrink their estimate as Stan does "
-                              "(NumPyro's default, True)",
     "kinetic_fn": "the kinetic energy is part of each kernel's dynamics",
     "min_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
     "max_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
@@ -70,7 +67,6 @@ HMC_ONLY_DEFAULTS = {
     "use_multinomial_sampling": (True,),
     "num_steps": (None,),
     "find_heuristic_step_size": (False, True),
-    "regularize_mass_matrix": (True,),
     "kinetic_fn": (None,),
     "min_stepsize": (1e-10,),
     "max_stepsize": (1e10,),
@@ -87,14 +83,41 @@ def _is_hmc_default(name, value):
     return False
 
 
+def max_steps_of_tree_depth(kernel_name, max_tree_depth, max_steps):
+    """NUTS's ``max_tree_depth`` as these kernels' ``max_steps``: a tree of depth ``k``
+    takes at most ``2**k - 1`` leapfrog steps (gradient evaluations) per transition, which
+    is what ``max_steps`` caps. NUTS's ``(warmup, sampling)`` pair: these kernels have one
+    cap for both, the larger (a ``UserWarning`` says so). Given with ``max_steps`` too: a
+    ``TypeError`` (two caps for one thing)."""
+    if max_steps is not None:
+        raise TypeError(f"{kernel_name}() got both max_tree_depth and max_steps: both cap the "
+                        "leapfrog steps per transition (max_steps = 2**max_tree_depth - 1); "
+                        "pass one")
+    depths = max_tree_depth if isinstance(max_tree_depth, (tuple, list)) else (max_tree_depth,)
+    if len(depths) not in (1, 2):
+        raise ValueError(f"max_tree_depth must be an integer or a (warmup, sampling) pair of "
+                         f"integers, got {max_tree_depth!r}")
+    depths = [check_int("max_tree_depth", k, 1) for k in depths]
+    if len(set(depths)) > 1:
+        warnings.warn(f"{kernel_name}: max_tree_depth={tuple(depths)} sets NUTS's cap separately "
+                      "for warmup and sampling; these kernels have one cap on leapfrog steps per "
+                      f"transition, set to the larger, max_steps = 2**{max(depths)} - 1",
+                      UserWarning, stacklevel=4)
+    return 2 ** max(depths) - 1
+
+
 def from_arguments(options_type, kernel_name, arguments):
     """The checked options of a kernel from the keyword arguments its constructor got
     beyond the PPL's own; an unknown name is a ``TypeError`` as Python gives it, which for
     an argument of NumPyro's or Pyro's ``HMC`` / ``NUTS`` (:data:`HMC_ONLY_ARGUMENTS`) also
     says why it is not taken and what to use, unless its value is their default
-    (:data:`HMC_ONLY_DEFAULTS`), which is ignored."""
+    (:data:`HMC_ONLY_DEFAULTS`), which is ignored. NUTS's ``max_tree_depth`` other than its
+    default sets ``max_steps`` (:func:`max_steps_of_tree_depth`)."""
     arguments = {name: value for name, value in arguments.items()
                  if name in options_type._fields or not _is_hmc_default(name, value)}
+    if "max_tree_depth" in arguments:
+        arguments["max_steps"] = max_steps_of_tree_depth(
+            kernel_name, arguments.pop("max_tree_depth"), arguments.get("max_steps"))
     for name in arguments:
         if name not in options_type._fields:
             why = HMC_ONLY_ARGUMENTS.get(name)
@@ -129,6 +152,7 @@ _CHECKS = {
     "max_steps": lambda v: check_int("max_steps", v, 1),
     "trajectory_factor": lambda v: check_positive("trajectory_factor", v),
     "learning_rate": lambda v: check_positive("learning_rate", v, allow_none=False),
+    "regularize_mass_matrix": lambda v: check_bool("regularize_mass_matrix", v),
 }
 
 
@@ -176,6 +200,11 @@ class ESHOptions(NamedTuple):
     :ivar adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :ivar max_steps: cap on steps per draw (a draw stopped by the cap covers less physical
         time; raise it for targets with very uneven density in low dimension).
+    :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
+        (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
+        False: the window's raw sample (co)variance, as NumPyro's
+        ``regularize_mass_matrix=False`` (a coordinate that did not move in a window then
+        gets a zero scale).
     """
 
     step_size: Any = None
@@ -186,6 +215,7 @@ class ESHOptions(NamedTuple):
     desired_energy_var: Any = 5e-4
     adapt_mass_matrix: Any = True
     max_steps: Any = 1024
+    regularize_mass_matrix: Any = True
 
     def checked(self):
         return _checked(self)
@@ -213,6 +243,7 @@ class ESHOptions(NamedTuple):
             trajectory_factor=2.0,
             max_steps=self.max_steps,
             metric_mask=metric_mask,
+            regularize_metric=self.regularize_mass_matrix,
         )
 
 
@@ -244,6 +275,11 @@ class AdjustedESHOptions(NamedTuple):
         eight schools and 19 / 25 / 28 / 35 / 24 on the logistic regression. The former
         default 2 was chosen on ESS of ``x`` alone, which the antithetic longer trajectories
         flatter (ESS of ``x`` 4353 against 975 for ``x^2`` on the Gaussian).
+    :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
+        (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
+        False: the window's raw sample (co)variance, as NumPyro's
+        ``regularize_mass_matrix=False`` (a coordinate that did not move in a window then
+        gets a zero scale).
     """
 
     step_size: Any = None
@@ -253,6 +289,7 @@ class AdjustedESHOptions(NamedTuple):
     adapt_mass_matrix: Any = True
     max_steps: Any = 1024
     trajectory_factor: Any = None
+    regularize_mass_matrix: Any = True
 
     def checked(self):
         return _checked(self)
@@ -274,6 +311,7 @@ class AdjustedESHOptions(NamedTuple):
                                                         dense and metric_mask is not AUTO_METRIC),
             metric_mask=metric_mask,
             max_steps=self.max_steps,
+            regularize_metric=self.regularize_mass_matrix,
         )
 
 
@@ -312,6 +350,11 @@ class TunedHMCOptions(NamedTuple):
         depend on the others'), and one stuck chain can drag everyone's tuning down.
     :ivar max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :ivar learning_rate: Adam learning rate on ``log T`` for ChEES (TFP's 0.025).
+    :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
+        (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
+        False: the window's raw sample (co)variance, as NumPyro's
+        ``regularize_mass_matrix=False`` (a coordinate that did not move in a window then
+        gets a zero scale).
     """
 
     step_size: Any = None
@@ -322,6 +365,7 @@ class TunedHMCOptions(NamedTuple):
     cross_chain: Any = False
     max_steps: Any = 1024
     learning_rate: Any = 0.025
+    regularize_mass_matrix: Any = True
 
     def checked(self):
         return _checked(self)
@@ -353,4 +397,5 @@ class TunedHMCOptions(NamedTuple):
             max_steps=self.max_steps,
             learning_rate=self.learning_rate,
             uturn_factor=uturn_factor,
+            regularize_metric=self.regularize_mass_matrix,
         )

@@ -82,6 +82,7 @@ class TunedWarmupConfig(NamedTuple):
     learning_rate: float
     uturn_factor: float
     metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
+    regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
 
 
 #: single-chain rule: ``T = UTURN_FACTOR * (mean time to a U-turn)``. In high dimension a
@@ -160,7 +161,8 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config, grad=None):
     welford, gradients, scale, ended = adapt.welford, adapt.gradients, adapt.scale, False
     if config.tune_metric:
         welford, gradients, scale, ended = metric_update(
-            schedule, i, welford, scale, x, config.metric_mask, adapt.decorrelation, gradients, grad)
+            schedule, i, welford, scale, x, config.metric_mask, adapt.decorrelation, gradients, grad,
+            config.regularize_metric)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True)
     length, uturn, stretch = adapt.trajectory_length, adapt.uturn, adapt.stretch
     # the slowest statistic's decorrelation over the metric window (the automatic metric
@@ -206,7 +208,7 @@ def tuned_cross_chain_update(shared, welford, i, x_start, x, x_proposal, velocit
         ended = schedule.window_end(i)
         if ended is not False:
             pooled = metric_covariance(welford_pool(welford), num_chains=welford.count.shape[0],
-                                       mask=config.metric_mask)
+                                       mask=config.metric_mask, regularize=config.regularize_metric)
             scale = select(ended, scale_from_covariance(pooled, dense=config.dense), scale)
             welford = select(ended, welford_init(x, dense=config.dense), welford)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True)

@@ -125,7 +125,7 @@ def initial_scale(x, dense):
 
 
 def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None, gradients=None,
-                  grad=None):
+                  grad=None, regularize=True):
     """Feed the draw ``x`` to the window estimate; at a window end replace the scale by
     the Cholesky factor (or square root) of the window's covariance (regularised, and
     diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.4) and
@@ -134,6 +134,7 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     from ``decorrelation`` (the window's ``DecorrelationState``, if the kernel keeps one)
     and, where the kernel keeps ``gradients`` (the window's estimate of the covariance of
     the potential's gradient ``grad`` at ``x``), also the gradient-based estimate of §7.6.
+    ``regularize=False``: the raw window estimates (NumPyro's ``regularize_mass_matrix``).
     Returns ``(welford, gradients, scale, window_ended)``."""
     welford = welford_update(welford, x, schedule.weight(i))
     # the state keeps ``gradients`` only where the metric reads them (:func:`reads_gradients`)
@@ -151,7 +152,8 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
             tau = position_autocorrelation_time(decorrelation)
             was_dense = has_correlations(scale) if dense else None
         cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
-                                gradients=gradients if with_gradients else None)
+                                gradients=gradients if with_gradients else None,
+                                regularize=regularize)
         empty_gradients = welford_init(x, dense=dense) if with_gradients else gradients
         return welford_init(x, dense=dense), empty_gradients, scale_from_covariance(cov, dense=dense)
 
@@ -323,6 +325,7 @@ class AdjustedWarmupConfig(NamedTuple):
     steps_before_metric: float = 4.0  # trajectory = this many steps until a metric exists
     metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
     max_steps: int = 1024  # the kernel's cap on steps per transition
+    regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
 
     def descends(self, i):
         """True in the descent phase: the warmup iterations before the first metric window
@@ -376,7 +379,8 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config, grad=None):
     welford, gradients, scale, ended = adapt.welford, adapt.gradients, adapt.scale, False
     if config.tune_metric:
         welford, gradients, scale, ended = metric_update(
-            schedule, i, welford, scale, x, config.metric_mask, adapt.decorrelation, gradients, grad)
+            schedule, i, welford, scale, x, config.metric_mask, adapt.decorrelation, gradients, grad,
+            config.regularize_metric)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config)
     length, decorrelation = adapt.trajectory_length, adapt.decorrelation
     if config.tune_trajectory:
@@ -509,6 +513,7 @@ class ESHWarmupConfig(NamedTuple):
     trajectory_factor: float  # phase 1
     metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
     max_steps: int = 1024  # the kernel's cap on steps per transition
+    regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
 
     @property
     def num_adjusted(self):
@@ -525,6 +530,7 @@ class ESHWarmupConfig(NamedTuple):
             trajectory_factor=self.trajectory_factor,
             metric_mask=self.metric_mask,
             max_steps=self.max_steps,
+            regularize_metric=self.regularize_metric,
         )
 
 
