@@ -59,6 +59,8 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
     write instead (before: only "unexpected keyword argument")."""
     cases = {"num_steps": "trajectory_length=",
              "find_heuristic_step_size": "warmup finds"}
+    if name == "TunedHMC":  # an HMC: it takes num_steps (below)
+        del cases["num_steps"]
     for cls in _kernel_classes(name):
         for arg, reason in cases.items():
             with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument "
@@ -100,6 +102,19 @@ def test_max_tree_depth_sets_the_cap_on_steps_per_transition(name):
                 cls(_model, max_tree_depth=bad)
 
 
+def test_tuned_hmc_takes_num_steps_as_hmc_does():
+    """``num_steps`` fixes TunedHMC's leapfrog steps per transition (HMC's argument): no
+    length tuning; it cannot be combined with ``trajectory_length``; checked as an integer."""
+    for cls in _kernel_classes("TunedHMC"):
+        opts = cls(_model, num_steps=5)._options
+        assert opts.num_steps == 5 and not opts.tune_length
+        assert not opts.warmup_config(100, False, None, 0.75).tune_length
+        with pytest.raises(ValueError, match="num_steps and trajectory_length"):
+            cls(_model, num_steps=5, trajectory_length=2.0)
+        with pytest.raises(ValueError, match="num_steps"):
+            cls(_model, num_steps=0)
+
+
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_hmc_only_arguments_at_their_default_are_taken(name):
     """A script that writes out an HMC / NUTS default (``HMC(model, num_steps=None)``, as
@@ -109,8 +124,9 @@ def test_hmc_only_arguments_at_their_default_are_taken(name):
         for which in (0, -1):
             taken = {arg: values[which] for arg, values in options.HMC_ONLY_DEFAULTS.items()}
             assert cls(_model, **taken)._options == KERNELS[name]().checked()
-    with pytest.raises(TypeError, match="'num_steps'"):
-        cls(_model, num_steps=4)
+    if name != "TunedHMC":
+        with pytest.raises(TypeError, match="'num_steps'.*TunedHMC takes"):
+            cls(_model, num_steps=4)
     with pytest.raises(TypeError, match="'use_multinomial_sampling'"):
         cls(_model, use_multinomial_sampling=False)
 

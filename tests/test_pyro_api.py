@@ -456,6 +456,18 @@ def test_unbatchable_enumerated_model_points_to_vindex():
 # -- MCMC interface ---------------------------------------------------------------------
 
 
+def test_tuned_hmc_fixed_num_steps_as_pyro_hmc():
+    """Pyro's ``HMC(model, num_steps=4)``: TunedHMC takes ``num_steps`` and every draw is
+    exactly that many leapfrog steps; the draws have the target's moments."""
+    pyro.set_rng_seed(0)
+    mcmc = run_mcmc(ekp.TunedHMC(gauss_model(), num_steps=4, jit_compile=True), warmup=200, samples=1000)
+    assert set(mcmc.diagnostics()["n_steps"]["chain 0"]) == {4.0}
+    x = mcmc.get_samples()["x"].double().numpy()[None]
+    for j, sd in enumerate((1.0, 2.0, 0.5)):
+        mean_z, second_z = raw_moment_z(x[..., j], 0.0, sd**2, 3 * sd**4)
+        assert abs(mean_z) < 4.5 and abs(second_z) < 4.5, (j, mean_z, second_z)
+
+
 @pytest.mark.parametrize("cls", KERNELS)
 def test_mcmc_interface(cls):
     pyro.set_rng_seed(1)

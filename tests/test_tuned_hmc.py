@@ -180,6 +180,22 @@ def test_correlated_2d_gaussian(dense_mass):
     assert not mcmc.get_extra_fields()["diverging"].any()
 
 
+def test_fixed_num_steps_as_hmc():
+    """NumPyro's ``test_fixed_num_steps``: ``num_steps=5`` (HMC's argument) makes every
+    draw exactly 5 leapfrog steps (no jitter, no length tuning, no U-turn tracking); the
+    step size is still tuned and the draws are right."""
+    mcmc = make_mcmc(TunedHMC(potential_fn=correlated_2d_potential, num_steps=5),
+                     num_warmup=400, num_samples=1000)
+    mcmc.run(random.PRNGKey(1), init_params=jnp.ones((2, 2)),
+             extra_fields=("num_steps", "adapt_state.step_size"))
+    fields = mcmc.get_extra_fields(group_by_chain=True)
+    assert np.all(np.asarray(fields["num_steps"]) == 5)
+    assert np.all(np.asarray(fields["adapt_state.step_size"]) != 1.0)  # tuned from the search
+    x = mcmc.get_samples(group_by_chain=True)
+    assert_mean(x, np.zeros(2), np.sqrt(np.diag(COV_2D)), "2-D mean")
+    assert_variance(x, np.diag(COV_2D), "2-D variance")
+
+
 def ill_conditioned_model():
     numpyro.sample("x", dist.Normal(jnp.zeros(50), jnp.sqrt(jnp.linspace(0.01, 1.0, 50))).to_event(1))
 

@@ -85,11 +85,16 @@ def _whiten(white, dense, v):
     return precond_inverse(white, v)
 
 
-def start(integ, momentum, h, step_size, trajectory_length, max_steps):
-    """The carry at the start and the number of steps ``n`` of the proposal."""
+def start(integ, momentum, h, step_size, trajectory_length, max_steps, num_steps=None):
+    """The carry at the start and the number of steps ``n`` of the proposal:
+    ``ceil(h T / eps)``, or ``num_steps`` where the user fixed it (HMC's ``num_steps``);
+    at most ``max_steps``."""
     xp = namespace(integ.x)
     zero = xp.zeros_like(integ.energy)
-    n = xp.clip(xp.ceil(h * trajectory_length / step_size), 1.0, max_steps)
+    if num_steps is None:
+        n = xp.clip(xp.ceil(h * trajectory_length / step_size), 1.0, max_steps)
+    else:
+        n = zero + float(min(num_steps, max_steps))
     init = integ._replace(u=momentum)
     return Carry(zero, init, init, zero), n
 

@@ -50,7 +50,7 @@ HMC_ONLY_ARGUMENTS = {
     "use_multinomial_sampling": "it chooses how NUTS picks a point of its tree, and these "
                                 "kernels build no tree",
     "num_steps": "it fixes HMC's number of leapfrog steps; fix `trajectory_length=` (with "
-                 "`step_size=`) instead",
+                 "`step_size=`) instead (TunedHMC takes `num_steps`)",
     "find_heuristic_step_size": "warmup finds the initial step size itself",
     "kinetic_fn": "the kinetic energy is part of each kernel's dynamics",
     "min_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
@@ -153,6 +153,7 @@ _CHECKS = {
     "trajectory_factor": lambda v: check_positive("trajectory_factor", v),
     "learning_rate": lambda v: check_positive("learning_rate", v, allow_none=False),
     "regularize_mass_matrix": lambda v: check_bool("regularize_mass_matrix", v),
+    "num_steps": lambda v: None if v is None else check_int("num_steps", v, 1),
 }
 
 
@@ -166,6 +167,10 @@ def _checked(options):
     """``options`` with every argument checked (a ``ValueError`` names the first bad one)
     and normalised (e.g. numbers to ``float``)."""
     options = type(options)(**{name: _CHECKS[name](value) for name, value in options._asdict().items()})
+    if getattr(options, "num_steps", None) is not None and options.trajectory_length is not None:
+        raise ValueError("num_steps and trajectory_length both set the trajectory (num_steps "
+                         "fixes its number of leapfrog steps, trajectory_length its length): "
+                         "pass one")
     if not options.adapt_step_size and options.step_size is None:
         raise ValueError("adapt_step_size=False fixes the step size at `step_size=`, which was "
                          "not given: pass step_size= too (NumPyro's and Pyro's NUTS would fix "
@@ -350,6 +355,10 @@ class TunedHMCOptions(NamedTuple):
         depend on the others'), and one stuck chain can drag everyone's tuning down.
     :ivar max_steps: cap on leapfrog steps (gradient evaluations) per transition.
     :ivar learning_rate: Adam learning rate on ``log T`` for ChEES (TFP's 0.025).
+    :ivar num_steps: a fixed number of leapfrog steps per transition, as ``num_steps`` of
+        NumPyro's and Pyro's ``HMC``: no jitter and no trajectory-length tuning (the step
+        size is still tuned unless ``adapt_step_size=False``). Default None: the tuned,
+        jittered trajectory. Not with ``trajectory_length``.
     :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
         (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
         False: the window's raw sample (co)variance, as NumPyro's
@@ -366,6 +375,7 @@ class TunedHMCOptions(NamedTuple):
     max_steps: Any = 1024
     learning_rate: Any = 0.025
     regularize_mass_matrix: Any = True
+    num_steps: Any = None
 
     def checked(self):
         return _checked(self)
@@ -383,7 +393,8 @@ class TunedHMCOptions(NamedTuple):
 
     @property
     def tune_length(self):
-        return self.trajectory_length is None
+        """Whether warmup tunes the trajectory length: neither it nor ``num_steps`` given."""
+        return self.trajectory_length is None and self.num_steps is None
 
     def warmup_config(self, num_warmup, dense, metric_mask, uturn_factor):
         return TunedWarmupConfig(

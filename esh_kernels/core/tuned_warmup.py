@@ -113,9 +113,11 @@ def initial_trajectory_length(step_size, config):
     return _clip_length(step_size * 0.0 + UNTUNED_TRAJECTORY_LENGTH, step_size, config)
 
 
-def untuned_warning(num_warmup, step_size, trajectory_length):
+def untuned_warning(num_warmup, step_size, trajectory_length, num_steps=None):
     """The ``UserWarning`` text for a run whose step size or trajectory length nobody tunes
-    (``num_warmup=0`` without both given), or None."""
+    (``num_warmup=0`` without both given; ``num_steps`` gives the trajectory too), or None."""
+    if num_steps is not None:
+        trajectory_length = num_steps
     if num_warmup > 0 or (step_size is not None and trajectory_length is not None):
         return None
     untuned = []

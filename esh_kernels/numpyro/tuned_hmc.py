@@ -122,12 +122,13 @@ class TunedHMC(FlatKernel):
 
     @property
     def _tune_length(self):
-        return self._options.trajectory_length is None
+        return self._options.tune_length
 
     # -- cross-chain plumbing ------------------------------------------------------------
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
-        message = untuned_warning(num_warmup, self._options.step_size, self._options.trajectory_length)
+        message = untuned_warning(num_warmup, self._options.step_size, self._options.trajectory_length,
+                                 self._options.num_steps)
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=2)
         state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
@@ -172,6 +173,8 @@ class TunedHMC(FlatKernel):
     def _initial_adapt(self, x, step):
         if self._tune_length:
             length = initial_trajectory_length(step, self._warmup_config())
+        elif self._options.num_steps is not None:  # the fixed steps' length (for the record)
+            length = step * self._options.num_steps
         else:
             length = jnp.asarray(self._options.trajectory_length, x.dtype)
         return self._with_sites(tuned_warmup_init(x, step, length, self._dense_mass, self._scale0,
@@ -227,7 +230,7 @@ class TunedHMC(FlatKernel):
         track = jnp.asarray(track_uturn) & (i < self._num_warmup) & tracks_uturn(i)
         white = hmc.whitening(adapt.scale, self._dense_mass)
         carry, n = hmc.start(start, p0, halton(i).astype(dtype), adapt.step_size,
-                             adapt.trajectory_length, self._options.max_steps)
+                             adapt.trajectory_length, self._options.max_steps, self._options.num_steps)
         carry = lax.while_loop(
             lambda c: hmc.running(c, n, track, self._options.max_steps),
             lambda c: hmc.step(c, n, x0, adapt.step_size, adapt.scale, white, self._dense_mass,

@@ -85,7 +85,7 @@ class TunedHMC(FlatKernel):
 
     @property
     def _tune_length(self):
-        return self._options.trajectory_length is None
+        return self._options.tune_length
 
     @property
     def _cross_chain_tuning(self):
@@ -99,7 +99,8 @@ class TunedHMC(FlatKernel):
 
     def _init_state(self, x, energy, grad):
         C = x.shape[0]
-        message = untuned_warning(self._num_warmup, self._options.step_size, self._options.trajectory_length)
+        message = untuned_warning(self._num_warmup, self._options.step_size,
+                                  self._options.trajectory_length, self._options.num_steps)
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=2)
         zero = x.new_zeros(C)
@@ -112,6 +113,8 @@ class TunedHMC(FlatKernel):
                 step = step * 0.0 + step.min()
         if self._tune_length:
             length = initial_trajectory_length(step, self._config())
+        elif self._options.num_steps is not None:  # the fixed steps' length (for the record)
+            length = step * self._options.num_steps
         else:
             length = step * 0.0 + self._options.trajectory_length
         adapt = tuned_warmup_init(x, step, length, self._dense_mass, self._scale0,
@@ -177,7 +180,7 @@ class TunedHMC(FlatKernel):
         cross = self._cross_chain_tuning
         track_uturn = self._tune_length and not cross and warm and tracks_uturn(i)
         c, n = hmc.start(start, p0, halton(i), adapt.step_size, adapt.trajectory_length,
-                         float(self._options.max_steps))
+                         float(self._options.max_steps), self._options.num_steps)
         track = torch.full_like(c.k, 1.0 if track_uturn else 0.0) > 0.5
         white = hmc.whitening(adapt.scale, self._dense_mass and track_uturn)
         flat = (*c.last, *c.proposal, c.k, c.k_turn)
