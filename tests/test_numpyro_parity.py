@@ -217,6 +217,27 @@ def test_unregularised_dense_mass_matrix_samples_as_nuts_does(kernel_cls, jax_x6
     assert np.max(np.abs(mean_z)) < 4.0 and np.max(np.abs(second_z)) < 4.0, (mean_z, second_z)
 
 
+def test_adjusted_esh_fixed_num_steps_as_hmc(jax_x64):
+    """NumPyro's ``test_fixed_num_steps`` for ``AdjustedESH``: ``num_steps=5`` makes every
+    draw exactly 5 isokinetic steps (no jitter, no length tuning); the step size is still
+    tuned and the draws, whitened, have the standard normal's moments. (TunedHMC's case is
+    in ``test_tuned_hmc.py``.)"""
+    from numpyro.diagnostics import effective_sample_size
+
+    from moments import gaussian_moment_z
+
+    potential, cov = _correlated_mvn()
+    mcmc = MCMC(AdjustedESH(potential_fn=potential, num_steps=5), num_warmup=500, num_samples=2000,
+                num_chains=2, chain_method="vectorized", progress_bar=False)
+    mcmc.run(random.PRNGKey(1), init_params=jnp.zeros((2, 5)), extra_fields=("num_steps",))
+    assert np.all(np.asarray(mcmc.get_extra_fields()["num_steps"]) == 5)
+    z = np.asarray(mcmc.get_samples(group_by_chain=True), np.float64)
+    white = z @ np.linalg.inv(np.linalg.cholesky(cov)).T
+    mean_z, second_z = gaussian_moment_z(white.reshape(-1, 5), np.ones(5), effective_sample_size(white),
+                                         effective_sample_size(white**2))
+    assert np.max(np.abs(mean_z)) < 4.0 and np.max(np.abs(second_z)) < 4.0, (mean_z, second_z)
+
+
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
 def test_fixed_inverse_mass_matrix_is_used_as_given(kernel_cls, jax_x64):
     """A dict ``inverse_mass_matrix`` with ``adapt_mass_matrix=False``: the preconditioner

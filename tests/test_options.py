@@ -59,7 +59,7 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
     write instead (before: only "unexpected keyword argument")."""
     cases = {"num_steps": "trajectory_length=",
              "find_heuristic_step_size": "warmup finds"}
-    if name == "TunedHMC":  # an HMC: it takes num_steps (below)
+    if name != "ESH":  # TunedHMC and AdjustedESH take num_steps (below)
         del cases["num_steps"]
     for cls in _kernel_classes(name):
         for arg, reason in cases.items():
@@ -102,13 +102,16 @@ def test_max_tree_depth_sets_the_cap_on_steps_per_transition(name):
                 cls(_model, max_tree_depth=bad)
 
 
-def test_tuned_hmc_takes_num_steps_as_hmc_does():
-    """``num_steps`` fixes TunedHMC's leapfrog steps per transition (HMC's argument): no
-    length tuning; it cannot be combined with ``trajectory_length``; checked as an integer."""
-    for cls in _kernel_classes("TunedHMC"):
+@pytest.mark.parametrize("name", ["TunedHMC", "AdjustedESH"])
+def test_num_steps_is_taken_as_hmc_takes_it(name):
+    """``num_steps`` fixes the steps per transition (HMC's argument): no trajectory tuning;
+    it cannot be combined with ``trajectory_length``; checked as an integer."""
+    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75)}[name]
+    for cls in _kernel_classes(name):
         opts = cls(_model, num_steps=5)._options
-        assert opts.num_steps == 5 and not opts.tune_length
-        assert not opts.warmup_config(100, False, None, 0.75).tune_length
+        assert opts.num_steps == 5
+        config = opts.warmup_config(*args)
+        assert not (config.tune_length if name == "TunedHMC" else config.tune_trajectory)
         with pytest.raises(ValueError, match="num_steps and trajectory_length"):
             cls(_model, num_steps=5, trajectory_length=2.0)
         with pytest.raises(ValueError, match="num_steps"):
@@ -124,8 +127,8 @@ def test_hmc_only_arguments_at_their_default_are_taken(name):
         for which in (0, -1):
             taken = {arg: values[which] for arg, values in options.HMC_ONLY_DEFAULTS.items()}
             assert cls(_model, **taken)._options == KERNELS[name]().checked()
-    if name != "TunedHMC":
-        with pytest.raises(TypeError, match="'num_steps'.*TunedHMC takes"):
+    if name == "ESH":
+        with pytest.raises(TypeError, match="'num_steps'.*TunedHMC and AdjustedESH take"):
             cls(_model, num_steps=4)
     with pytest.raises(TypeError, match="'use_multinomial_sampling'"):
         cls(_model, use_multinomial_sampling=False)

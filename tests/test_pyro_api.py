@@ -456,11 +456,12 @@ def test_unbatchable_enumerated_model_points_to_vindex():
 # -- MCMC interface ---------------------------------------------------------------------
 
 
-def test_tuned_hmc_fixed_num_steps_as_pyro_hmc():
-    """Pyro's ``HMC(model, num_steps=4)``: TunedHMC takes ``num_steps`` and every draw is
-    exactly that many leapfrog steps; the draws have the target's moments."""
+@pytest.mark.parametrize("cls", [AdjustedESH, ekp.TunedHMC], ids=lambda c: c.__name__)
+def test_fixed_num_steps_as_pyro_hmc(cls):
+    """Pyro's ``HMC(model, num_steps=4)``: TunedHMC and AdjustedESH take ``num_steps`` and
+    every draw is exactly that many steps; the draws have the target's moments."""
     pyro.set_rng_seed(0)
-    mcmc = run_mcmc(ekp.TunedHMC(gauss_model(), num_steps=4, jit_compile=True), warmup=200, samples=1000)
+    mcmc = run_mcmc(cls(gauss_model(), num_steps=4, jit_compile=True), warmup=200, samples=1000)
     assert set(mcmc.diagnostics()["n_steps"]["chain 0"]) == {4.0}
     x = mcmc.get_samples()["x"].double().numpy()[None]
     for j, sd in enumerate((1.0, 2.0, 0.5)):

@@ -79,12 +79,16 @@ def energy_error(integ, start_energy, sum_dr):
     return xp.where(finite_state(integ), error, math.inf)
 
 
-def start(integ, normal, uniform_steps, step_size, trajectory_length, max_steps):
+def start(integ, normal, uniform_steps, step_size, trajectory_length, max_steps, num_steps=None):
     """The carry at the start (velocity ``normal/|normal|``, ``r = 0``) and the number of
-    steps, from standard normals and a uniform in ``[0, 1)``."""
+    steps, from standard normals and a uniform in ``[0, 1)``: jittered, or ``num_steps``
+    where the user fixed it (HMC's ``num_steps``); at most ``max_steps``."""
     xp = namespace(integ.x)
     zero = xp.zeros_like(integ.energy)
-    n = jittered_num_steps(1.0 - uniform_steps, trajectory_length, step_size, max_steps)
+    if num_steps is None:
+        n = jittered_num_steps(1.0 - uniform_steps, trajectory_length, step_size, max_steps)
+    else:
+        n = zero + float(min(num_steps, max_steps))
     return Carry(zero, integ._replace(u=unit_vector(normal), r=zero), zero, zero), n
 
 

@@ -50,7 +50,7 @@ HMC_ONLY_ARGUMENTS = {
     "use_multinomial_sampling": "it chooses how NUTS picks a point of its tree, and these "
                                 "kernels build no tree",
     "num_steps": "it fixes HMC's number of leapfrog steps; fix `trajectory_length=` (with "
-                 "`step_size=`) instead (TunedHMC takes `num_steps`)",
+                 "`step_size=`) instead (TunedHMC and AdjustedESH take `num_steps`)",
     "find_heuristic_step_size": "warmup finds the initial step size itself",
     "kinetic_fn": "the kinetic energy is part of each kernel's dynamics",
     "min_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
@@ -280,6 +280,10 @@ class AdjustedESHOptions(NamedTuple):
         eight schools and 19 / 25 / 28 / 35 / 24 on the logistic regression. The former
         default 2 was chosen on ESS of ``x`` alone, which the antithetic longer trajectories
         flatter (ESS of ``x`` 4353 against 975 for ``x^2`` on the Gaussian).
+    :ivar num_steps: a fixed number of isokinetic steps per proposal, as ``num_steps`` of
+        NumPyro's and Pyro's ``HMC``: no jitter and no trajectory-length tuning (the step
+        size is still tuned unless ``adapt_step_size=False``). Default None: the tuned,
+        jittered trajectory. Not with ``trajectory_length``.
     :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
         (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
         False: the window's raw sample (co)variance, as NumPyro's
@@ -295,6 +299,7 @@ class AdjustedESHOptions(NamedTuple):
     max_steps: Any = 1024
     trajectory_factor: Any = None
     regularize_mass_matrix: Any = True
+    num_steps: Any = None
 
     def checked(self):
         return _checked(self)
@@ -311,7 +316,7 @@ class AdjustedESHOptions(NamedTuple):
             target_accept_prob=self.target_accept_prob,
             tune_step_size=self.adapt_step_size,
             tune_metric=self.adapt_mass_matrix,
-            tune_trajectory=self.trajectory_length is None,
+            tune_trajectory=self.trajectory_length is None and self.num_steps is None,
             trajectory_factor=default_trajectory_factor(self.trajectory_factor,
                                                         dense and metric_mask is not AUTO_METRIC),
             metric_mask=metric_mask,

@@ -9,14 +9,14 @@ from esh_kernels.core import isokinetic
 
 
 def isokinetic_transition(start, key, step_size, trajectory_length, scale, value_and_grad, max_steps,
-                          descend=False):
+                          descend=False, num_steps=None):
     """One transition of one chain from ``start`` (:class:`core.isokinetic.Proposal`, its
-    ``num_steps`` an int32)."""
+    ``num_steps`` an int32); ``num_steps``: a fixed number of steps (None: jittered)."""
     k_u, k_n, k_acc = random.split(key, 3)
     dtype = start.x.dtype
     carry, n = isokinetic.start(
         start, random.normal(k_u, start.x.shape, dtype), random.uniform(k_n, (), dtype),
-        step_size, trajectory_length, max_steps,
+        step_size, trajectory_length, max_steps, num_steps,
     )
     carry = lax.while_loop(
         lambda c: isokinetic.running(c, n),

@@ -78,6 +78,7 @@ class AdjustedESH(FlatKernel):
         prop = isokinetic_transition(
             state.integrator, k_transition, adapt.step_size, adapt.trajectory_length,
             adapt.scale, value_and_grad, self._options.max_steps, config.descends(state.i),
+            self._options.num_steps,
         )
         new, accept_prob = prop.state, prop.accept_prob
 

@@ -53,12 +53,13 @@ class IsokineticTransition:
         return (*c.integ, c.k, c.sum_dr, c.sum_accept)
 
     def __call__(self, start, draws, step_size, trajectory_length, scale, max_steps, fetch=(),
-                 descend=False):
+                 descend=False, num_steps=None):
         """Returns ``(Proposal, host)`` where ``host`` are the values of the scalar tensors
         ``fetch`` (read in the same synchronisation as the number of steps). With
-        ``descend`` (warmup's descent phase) a move downhill is accepted (``descent_accept``)."""
+        ``descend`` (warmup's descent phase) a move downhill is accepted (``descent_accept``);
+        ``num_steps``: a fixed number of steps (None: jittered)."""
         c, n = isokinetic.start(start, draws.normal, draws.uniform_steps, step_size,
-                                trajectory_length, max_steps)
+                                trajectory_length, max_steps, num_steps)
         host = torch.stack([n.max()] + [f.reshape(()).to(n.dtype) for f in fetch]).tolist()
         flat = (*c.integ, c.k, c.sum_dr, c.sum_accept)
         for _ in range(int(host[0])):

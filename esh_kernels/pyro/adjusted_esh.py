@@ -105,7 +105,7 @@ class AdjustedESH(FlatKernel):
         prop, (step_mean, acc_mean) = self._isokinetic(
             state.integrator, draws, adapt.step_size, adapt.trajectory_length, adapt.scale,
             self._options.max_steps, fetch=(adapt.step_size.mean(), state.mean_accept_prob.mean()),
-            descend=self._warmup_config().descends(i),
+            descend=self._warmup_config().descends(i), num_steps=self._options.num_steps,
         )
         self._set_log_values({"step size": f"{step_mean:.2e}", "acc. prob": f"{acc_mean:.3f}"})
         new, accept_prob = prop.state, prop.accept_prob
