@@ -205,11 +205,8 @@ class ESHOptions(NamedTuple):
     :ivar adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :ivar max_steps: cap on steps per draw (a draw stopped by the cap covers less physical
         time; raise it for targets with very uneven density in low dimension).
-    :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
-        (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
-        False: the window's raw sample (co)variance, as NumPyro's
-        ``regularize_mass_matrix=False`` (a coordinate that did not move in a window then
-        gets a zero scale).
+    :ivar regularize_mass_matrix: NumPyro's argument, as for ``AdjustedESHOptions``
+        (default True: Stan's shrinkage of each metric window's estimate).
     """
 
     step_size: Any = None
@@ -280,10 +277,8 @@ class AdjustedESHOptions(NamedTuple):
         eight schools and 19 / 25 / 28 / 35 / 24 on the logistic regression. The former
         default 2 was chosen on ESS of ``x`` alone, which the antithetic longer trajectories
         flatter (ESS of ``x`` 4353 against 975 for ``x^2`` on the Gaussian).
-    :ivar num_steps: a fixed number of isokinetic steps per proposal, as ``num_steps`` of
-        NumPyro's and Pyro's ``HMC``: no jitter and no trajectory-length tuning (the step
-        size is still tuned unless ``adapt_step_size=False``). Default None: the tuned,
-        jittered trajectory. Not with ``trajectory_length``.
+    :ivar num_steps: as for ``TunedHMCOptions`` (HMC's argument), in isokinetic steps per
+        proposal: fixed, not jittered or tuned. Not with ``trajectory_length``.
     :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
         (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
         False: the window's raw sample (co)variance, as NumPyro's
@@ -364,11 +359,8 @@ class TunedHMCOptions(NamedTuple):
         NumPyro's and Pyro's ``HMC``: no jitter and no trajectory-length tuning (the step
         size is still tuned unless ``adapt_step_size=False``). Default None: the tuned,
         jittered trajectory. Not with ``trajectory_length``.
-    :ivar regularize_mass_matrix: shrink each metric window's estimate as Stan does
-        (default True, as NumPyro's ``regularize_mass_matrix``; ``esh_math.md`` §7.4).
-        False: the window's raw sample (co)variance, as NumPyro's
-        ``regularize_mass_matrix=False`` (a coordinate that did not move in a window then
-        gets a zero scale).
+    :ivar regularize_mass_matrix: NumPyro's argument, as for ``AdjustedESHOptions``
+        (default True: Stan's shrinkage of each metric window's estimate).
     """
 
     step_size: Any = None
