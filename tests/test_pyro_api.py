@@ -108,8 +108,10 @@ def test_one_dimensional_model_is_sampled(cls):
     coordinate (``core/auxiliary.py``) that the user never sees. Gamma(3, 2): skewed and
     positive (an ``exp`` transform). Pyro's ``MCMC`` and ``BatchedMCMC``."""
     pyro.set_rng_seed(1)
-    mcmc = run_mcmc(cls(_gamma_1d, jit_compile=True), warmup=500, samples=1500, chains=2)
-    batched = run_batched(cls, _gamma_1d, num_chains=4, warmup_steps=500, num_samples=1000)
+    # 300 + 800 draws (was 500 + 1500; the suite's slowest test): over seeds 1-4 both kernels'
+    # z-scores stayed within 1.7, the standard errors coming from the ESS
+    mcmc = run_mcmc(cls(_gamma_1d, jit_compile=True), warmup=300, samples=800, chains=2)
+    batched = run_batched(cls, _gamma_1d, num_chains=4, warmup_steps=300, num_samples=1000)
     for run in (mcmc, batched):
         a = run.get_samples(group_by_chain=True)["a"]
         mean_z, second_z = raw_moment_z(a, *GAMMA_3_2_MOMENTS)
