@@ -402,3 +402,7 @@ def test_jittered_num_steps(backend):
     u = 1.0 - rng.uniform(size=50)
     ref = jittered_num_steps(u, 2.0, 0.13, 20)
     _same(jittered_num_steps(backend(u), backend(2.0), backend(0.13), 20), ref)
+    # HMC's num_steps: that many steps for every proposal, capped at max_steps
+    fixed = jittered_num_steps(backend(u), backend(2.0), backend(0.13), 20, num_steps=5)
+    _same(fixed, np.full(50, 5.0))
+    _same(jittered_num_steps(backend(u), backend(2.0), backend(0.13), 20, num_steps=50), np.full(50, 20.0))

@@ -421,11 +421,14 @@ def step_size_predictor_update(
 # Trajectory lengths
 
 
-def jittered_num_steps(uniform, trajectory_length, step_size, max_steps):
+def jittered_num_steps(uniform, trajectory_length, step_size, max_steps, num_steps=None):
     """Number of steps for one proposal: ``ceil(U * 2 L / eps)``, ``U ~ Uniform(0, 1]``,
     clipped to ``[1, max_steps]``. The mean is about ``L / eps`` steps; jitter avoids the
-    resonances of a fixed length (Neal 2011; MAMS §6.4 uses the same idea)."""
+    resonances of a fixed length (Neal 2011; MAMS §6.4 uses the same idea). ``num_steps``
+    (HMC's argument, where the user fixed it): that many steps, at most ``max_steps``."""
     xp = namespace(uniform, trajectory_length, step_size)
+    if num_steps is not None:
+        return uniform * 0.0 + float(min(num_steps, max_steps))
     n = xp.ceil(uniform * 2.0 * trajectory_length / step_size)
     return xp.clip(n, 1.0, max_steps)
 

@@ -15,6 +15,7 @@ Pyro's recorded graph of one masked :func:`step`). Random numbers come in from t
 import math
 from typing import Any, NamedTuple
 
+from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.integrators import euclidean_leapfrog, finite_state
 from esh_kernels.core.metropolis import log_accept_prob
@@ -87,14 +88,11 @@ def _whiten(white, dense, v):
 
 def start(integ, momentum, h, step_size, trajectory_length, max_steps, num_steps=None):
     """The carry at the start and the number of steps ``n`` of the proposal:
-    ``ceil(h T / eps)``, or ``num_steps`` where the user fixed it (HMC's ``num_steps``);
-    at most ``max_steps``."""
+    ``ceil(h T / eps)`` (``jittered_num_steps`` with mean length ``T/2``), or ``num_steps``
+    where the user fixed it; at most ``max_steps``."""
     xp = namespace(integ.x)
     zero = xp.zeros_like(integ.energy)
-    if num_steps is None:
-        n = xp.clip(xp.ceil(h * trajectory_length / step_size), 1.0, max_steps)
-    else:
-        n = zero + float(min(num_steps, max_steps))
+    n = jittered_num_steps(h + zero, 0.5 * trajectory_length, step_size, max_steps, num_steps)
     init = integ._replace(u=momentum)
     return Carry(zero, init, init, zero), n
 

@@ -81,14 +81,11 @@ def energy_error(integ, start_energy, sum_dr):
 
 def start(integ, normal, uniform_steps, step_size, trajectory_length, max_steps, num_steps=None):
     """The carry at the start (velocity ``normal/|normal|``, ``r = 0``) and the number of
-    steps, from standard normals and a uniform in ``[0, 1)``: jittered, or ``num_steps``
-    where the user fixed it (HMC's ``num_steps``); at most ``max_steps``."""
+    steps, from standard normals and a uniform in ``[0, 1)`` (``jittered_num_steps``, or
+    ``num_steps`` where the user fixed it)."""
     xp = namespace(integ.x)
     zero = xp.zeros_like(integ.energy)
-    if num_steps is None:
-        n = jittered_num_steps(1.0 - uniform_steps, trajectory_length, step_size, max_steps)
-    else:
-        n = zero + float(min(num_steps, max_steps))
+    n = jittered_num_steps(1.0 - uniform_steps, trajectory_length, step_size, max_steps, num_steps)
     return Carry(zero, integ._replace(u=unit_vector(normal), r=zero), zero, zero), n
 
 

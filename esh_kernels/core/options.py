@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import AUTO_METRIC
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability, check_refresh_rate
-from esh_kernels.core.tuned_warmup import TunedWarmupConfig
+from esh_kernels.core.tuned_warmup import TunedWarmupConfig, initial_trajectory_length
 from esh_kernels.core.warmup import AdjustedWarmupConfig, ESHWarmupConfig, default_trajectory_factor
 
 
@@ -392,6 +392,16 @@ class TunedHMCOptions(NamedTuple):
     def tune_length(self):
         """Whether warmup tunes the trajectory length: neither it nor ``num_steps`` given."""
         return self.trajectory_length is None and self.num_steps is None
+
+    def initial_trajectory_length(self, step_size, config):
+        """``T`` at the start, shaped as ``step_size``: the tuner's start where warmup tunes
+        it (``core.tuned_warmup.initial_trajectory_length``), the given one, or with
+        ``num_steps`` the length of those steps (for the record: ``n`` is fixed)."""
+        if self.tune_length:
+            return initial_trajectory_length(step_size, config)
+        if self.num_steps is not None:
+            return step_size * self.num_steps
+        return step_size * 0.0 + self.trajectory_length
 
     def warmup_config(self, num_warmup, dense, metric_mask, uturn_factor):
         return TunedWarmupConfig(

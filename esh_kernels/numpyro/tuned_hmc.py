@@ -60,7 +60,6 @@ from esh_kernels.core.metropolis import mean_accept_update
 from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
     UTURN_FACTOR,
-    initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
@@ -171,12 +170,7 @@ class TunedHMC(FlatKernel):
         return state._replace(adapt_state=adapt)
 
     def _initial_adapt(self, x, step):
-        if self._tune_length:
-            length = initial_trajectory_length(step, self._warmup_config())
-        elif self._options.num_steps is not None:  # the fixed steps' length (for the record)
-            length = step * self._options.num_steps
-        else:
-            length = jnp.asarray(self._options.trajectory_length, x.dtype)
+        length = self._options.initial_trajectory_length(step, self._warmup_config())
         return self._with_sites(tuned_warmup_init(x, step, length, self._dense_mass, self._scale0,
                                                  self._metric_mask))
 

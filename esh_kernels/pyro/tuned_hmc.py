@@ -35,7 +35,6 @@ from esh_kernels.core.integrators import IntegratorState
 from esh_kernels.core.tuned_warmup import (
     UTURN_FACTOR,
     TunedHMCAdaptState,
-    initial_trajectory_length,
     tuned_chain_update,
     tuned_cross_chain_update,
     tuned_warmup_init,
@@ -111,12 +110,7 @@ class TunedHMC(FlatKernel):
             step = self._search_step_size(integ, step)
             if self._cross_chain_tuning:  # shared tuning starts from one step: the smallest
                 step = step * 0.0 + step.min()
-        if self._tune_length:
-            length = initial_trajectory_length(step, self._config())
-        elif self._options.num_steps is not None:  # the fixed steps' length (for the record)
-            length = step * self._options.num_steps
-        else:
-            length = step * 0.0 + self._options.trajectory_length
+        length = self._options.initial_trajectory_length(step, self._config())
         adapt = tuned_warmup_init(x, step, length, self._dense_mass, self._scale0,
                                   self._metric_mask)
         return TunedHMCState(0, x, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
