@@ -121,8 +121,9 @@ def test_num_steps_is_taken_as_hmc_takes_it(name):
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_hmc_only_arguments_at_their_default_are_taken(name):
     """A script that writes out an HMC / NUTS default (``HMC(model, num_steps=None)``, as
-    Pyro's own ``test_hmc.py`` does) asks for nothing these kernels lack: taken, ignored.
-    Any other value is refused (above)."""
+    Pyro's own ``test_hmc.py`` does), or either of NUTS's ``use_multinomial_sampling``
+    values (Pyro's ``test_nuts.py`` passes ``False``), asks for nothing these kernels lack:
+    taken, ignored. Any other value is refused (above)."""
     for cls in _kernel_classes(name):
         for which in (0, -1):
             taken = {arg: values[which] for arg, values in options.HMC_ONLY_DEFAULTS.items()}
@@ -130,8 +131,10 @@ def test_hmc_only_arguments_at_their_default_are_taken(name):
     if name == "ESH":
         with pytest.raises(TypeError, match="'num_steps'.*TunedHMC and AdjustedESH take"):
             cls(_model, num_steps=4)
-    with pytest.raises(TypeError, match="'use_multinomial_sampling'"):
-        cls(_model, use_multinomial_sampling=False)
+    # NUTS's multinomial / slice choice: both booleans taken (above); anything else is not
+    # one of NUTS's values either, and the refusal says what the argument is
+    with pytest.raises(TypeError, match="'use_multinomial_sampling'.*build no tree"):
+        cls(_model, use_multinomial_sampling="slice")
 
 
 def test_adjusted_esh_trajectory_factor_default_depends_on_the_metric():

@@ -47,8 +47,9 @@ class KernelArguments:
 #: of our kernels learns why the argument is refused (``TypeError``, as for any unknown
 #: keyword; NumPyro's own MCMC tests pass them, ``docs/upstream_tests.md``)
 HMC_ONLY_ARGUMENTS = {
-    "use_multinomial_sampling": "it chooses how NUTS picks a point of its tree, and these "
-                                "kernels build no tree",
+    "use_multinomial_sampling": "it chooses how NUTS picks a point of its tree (True: "
+                                "multinomial, False: slice); these kernels build no tree and "
+                                "take either boolean, which leaves their draws as they are",
     "num_steps": "it fixes HMC's number of leapfrog steps; fix `trajectory_length=` (with "
                  "`step_size=`) instead (TunedHMC and AdjustedESH take `num_steps`)",
     "find_heuristic_step_size": "warmup finds the initial step size itself",
@@ -60,11 +61,14 @@ HMC_ONLY_ARGUMENTS = {
 
 #: values of those arguments that ask for nothing these kernels lack, so the argument is
 #: taken and ignored: NumPyro's and Pyro's defaults (a script that writes one out, as
-#: ``HMC(model, num_steps=None)``), and ``find_heuristic_step_size=True`` (warmup starts
-#: with its own step-size search or adaptation either way)
+#: ``HMC(model, num_steps=None)``), ``find_heuristic_step_size=True`` (warmup starts
+#: with its own step-size search or adaptation either way), and both values of
+#: ``use_multinomial_sampling`` (NUTS's choice between a multinomial and a slice pick
+#: within its tree: two exact ways of doing a thing these kernels do not do, so neither
+#: changes what they sample; Pyro's own ``test_nuts.py`` passes ``False``)
 HMC_ONLY_DEFAULTS = {
     "max_tree_depth": (10,),
-    "use_multinomial_sampling": (True,),
+    "use_multinomial_sampling": (True, False),
     "num_steps": (None,),
     "find_heuristic_step_size": (False, True),
     "kinetic_fn": (None,),
