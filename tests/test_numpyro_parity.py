@@ -4,6 +4,8 @@ non-finite density (it names the sites). Each case is one that NumPyro's own MCM
 with ``NUTS``; the expected behaviour is what ``NUTS`` does.
 """
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -572,22 +574,36 @@ def test_given_step_size_is_where_warmup_starts_as_for_nuts(kernel_cls):
         kernel_cls(_two_d, adapt_step_size=False)
 
 
-def test_one_dimensional_model_rejects_every_transition_at_a_huge_fixed_step():
+@pytest.mark.parametrize("kernel_cls", [AdjustedESH, ESH], ids=["AdjustedESH", "ESH"])
+def test_one_dimensional_model_rejects_every_transition_at_a_huge_fixed_step(kernel_cls):
     """NumPyro's ``test_diverging`` (its ``adapt_step_size=False`` case): a 1-D posterior of
-    sd 0.03 and a fixed step of 10. Every transition must be flagged and rejected, as with
-    ``NUTS``. With the auxiliary coordinate started at exactly 0 (its gradient exactly 0)
-    the saturated velocity update met the gradient exactly head-on after a turn, and
-    ``AdjustedESH`` accepted jumps up by 44 000 in energy (326 of 2000 flagged)."""
+    sd 0.03 and a fixed step of 10. Every transition, warmup included, must be flagged and
+    rejected, as with ``NUTS``, and the self-check names the step size as too large.
+
+    With the auxiliary coordinate started at exactly 0 (its gradient exactly 0) the
+    saturated velocity update met the gradient exactly head-on after a turn, and
+    ``AdjustedESH`` accepted jumps up by 44 000 in energy (326 of 2000 flagged). ``ESH``'s
+    warmup phase 1 tuned its own step size even so (253 of its 1000 warmup draws flagged),
+    and the frozen chain was put down to a step size "far too small"."""
     data = random.normal(random.PRNGKey(0), (1000,))
 
     def model(data):
         loc = numpyro.sample("loc", dist.Normal(0.0, 1.0))
         numpyro.sample("obs", dist.Normal(loc, 1), obs=data)
 
-    kernel = AdjustedESH(model, step_size=10.0, adapt_step_size=False, adapt_mass_matrix=False)
+    kernel = kernel_cls(model, step_size=10.0, adapt_step_size=False, adapt_mass_matrix=False)
     mcmc = MCMC(kernel, num_warmup=200, num_samples=200, progress_bar=False)
-    mcmc.run(random.PRNGKey(1), data, extra_fields=("diverging", "accept_prob", "potential_energy"))
-    extra = mcmc.get_extra_fields()
-    assert np.all(np.asarray(extra["diverging"])), int(np.sum(extra["diverging"]))
-    assert np.all(np.asarray(extra["accept_prob"]) < 1e-6)
-    assert np.ptp(np.asarray(extra["potential_energy"])) == 0.0  # never moved
+    fields = ("diverging", "potential_energy") + (("accept_prob",) if kernel_cls is AdjustedESH else ())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc.warmup(random.PRNGKey(1), data, extra_fields=fields, collect_warmup=True)
+        warm = mcmc.get_extra_fields()
+        mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=fields)
+    extra = {k: np.concatenate([np.asarray(warm[k]), np.asarray(v)])
+             for k, v in mcmc.get_extra_fields().items()}
+    assert extra["diverging"].shape == (400,) and np.all(extra["diverging"]), int(np.sum(extra["diverging"]))
+    if kernel_cls is AdjustedESH:
+        assert np.all(extra["accept_prob"] < 1e-6)
+    assert np.ptp(extra["potential_energy"][1:]) == 0.0  # never moved after its first draw
+    frozen = [str(w.message) for w in caught if "is frozen" in str(w.message)]
+    assert frozen and all("too large" in m and "adapt_step_size" in m for m in frozen), frozen

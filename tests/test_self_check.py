@@ -10,9 +10,9 @@ import pytest
 from esh_kernels.core import self_check
 
 
-def _stream(rng, chains, draws, d, frozen_chain=None, shift_chain=None):
+def _stream(rng, chains, draws, d, frozen_chain=None, shift_chain=None, diverging_chain=None):
     """Statistics of iid N(0, I) draws; one chain may repeat its first draw, another may
-    sit 3 sd away."""
+    sit 3 sd away, and one may have every draw flagged diverging."""
     x = rng.normal(size=(chains, d))
     m = self_check.monitor_init(x, np.arange(chains))
     for _ in range(draws):
@@ -21,8 +21,8 @@ def _stream(rng, chains, draws, d, frozen_chain=None, shift_chain=None):
             new[shift_chain] += 3.0
         if frozen_chain is not None:
             new[frozen_chain] = x[frozen_chain]
-        m = self_check.monitor_update(m, x, new, np.full(chains, 7), 1024, np.zeros(chains, bool),
-                                      np.full(chains, 0.8))
+        m = self_check.monitor_update(m, x, new, np.full(chains, 7), 1024,
+                                      np.arange(chains) == diverging_chain, np.full(chains, 0.8))
         x = new
     return m
 
@@ -48,7 +48,22 @@ def test_frozen_chain_and_collapsed_step_are_flagged_by_chain():
                                 1024, self_check.ESH_REMEDIES)
     messages = [msg for chain, symptom, msg in found if symptom == "frozen"]
     assert len(messages) == 1 and "chain 2 is frozen" in messages[0]
-    assert "AdjustedESH" in messages[0]
+    assert "AdjustedESH" in messages[0] and "far too small" in messages[0]
+
+
+def test_a_frozen_chain_whose_draws_diverge_is_put_down_to_a_step_size_too_large():
+    """Frozen because every trajectory diverges (a fixed step of 10 on a posterior of sd
+    0.03, NumPyro's ``test_diverging``): the cause named is the opposite of the usual
+    one, and so is the remedy; a frozen chain without divergences keeps the usual cause."""
+    m = _stream(np.random.default_rng(1), 4, 300, 5, frozen_chain=2, diverging_chain=2)
+    flags = _flags(m, step=10.0, sampling=False)
+    assert list(flags[0]) == [False, False, True, False]
+    found = self_check.findings("ESH", "warmup", m, np.full(4, 10.0), flags, 1024,
+                                self_check.ESH_REMEDIES)
+    (message,) = [msg for chain, symptom, msg in found if symptom == "frozen"]
+    assert "chain 2 is frozen" in message and "100% of them diverged" in message
+    assert "too large" in message and "adapt_step_size" in message
+    assert "far too small" not in message and "AdjustedESH" not in message
 
 
 def test_a_step_size_far_below_the_other_chains_is_flagged_by_chain():

@@ -189,7 +189,8 @@ class ESHOptions(NamedTuple):
         as NUTS's ``step_size``; default None: ``0.5 sqrt(d)``. Warmup tunes it by the
         energy-error criterion (``esh_math.md`` §7.1) unless ``adapt_step_size=False``.
     :ivar adapt_step_size: tune the step size in warmup (default True, as NUTS). False: the
-        step size is ``step_size`` throughout (which must then be given).
+        step size is ``step_size`` throughout (which must then be given), warmup's phase 1
+        of adjusted isokinetic transitions included.
     :ivar trajectory_length: physical time per draw, in units of scaled time at the
         reference energy (the mean potential energy of the warmup draws that tuned it; the
         clock is re-anchored to it at every draw, ``esh_math.md`` §4.4); tuned if None so

@@ -20,7 +20,9 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
 
 * ``frozen``: at least 90% of the window's draws repeat the previous draw exactly
   (rejections or a draw that picked the point it started from), or, in sampling, the
-  chain's spread is below 1% of the metric's scale in every coordinate;
+  chain's spread is below 1% of the metric's scale in every coordinate; the message puts
+  it down to a step size far too small, or, when at least half of the window's draws
+  diverged, too large (``FROZEN_DIVERGING_FRACTION``);
 * ``step_size``: the step size is below ``1e-3``, or (chains run together) more than
   ``100x`` below the median of the chains' step sizes: chains of one posterior share its
   scale, and one that does not has a metric or a warmup that went wrong (and a vectorized
@@ -201,6 +203,9 @@ CAUSES = {
                    "adjusted kernel rejects there and mixes slowly near it, ESH's draws "
                    "under-represent it",
     "disagree": "a chain is stuck in another mode or has not converged",
+    # a frozen chain most of whose draws diverged: the opposite cause of "frozen"
+    "frozen_diverging": "the step size is too large for the posterior: the trajectories "
+                        "diverge, so the draws do not move",
 }
 REMEDIES = {
     "frozen": "reparameterise the model (e.g. non-centred), check it for regions where the "
@@ -213,7 +218,12 @@ REMEDIES = {
                    "and smooth where it has support",
     "disagree": "use more warmup, a better init_strategy (e.g. init_to_median), and check the "
                 "model for multimodality",
+    "frozen_diverging": "let warmup tune the step size (adapt_step_size=True, the default) or "
+                        "give a smaller step_size",
 }
+#: a frozen chain with at least this fraction of its window's draws diverging is frozen
+#: because its step size is too large (``frozen_diverging``), not too small
+FROZEN_DIVERGING_FRACTION = 0.5
 
 
 def _chain_name(chain):
@@ -235,11 +245,16 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     where = "over the second half of warmup" if phase == "warmup" else "during sampling"
     out = []
 
-    def say(c, symptom, what):
-        advice = "; ".join(r for r in (remedies.get(symptom), REMEDIES[symptom]) if r)
+    def say(c, symptom, what, cause=None):
+        """``cause``: the key of :data:`CAUSES` and :data:`REMEDIES` where it is not the
+        symptom's own (a frozen chain whose draws diverged; the kernel's own advice, which
+        is for the symptom's usual cause, is then left out)."""
+        cause = cause or symptom
+        own = remedies.get(symptom) if cause == symptom else None
+        advice = "; ".join(r for r in (own, REMEDIES[cause]) if r)
         name = _chain_name(chains[c]) if c is not None else "the chains"
         out.append((int(chains[c]) if c is not None else -1, symptom,
-                    f"{kernel}: {name} {what} {where}. Likely cause: {CAUSES[symptom]}. "
+                    f"{kernel}: {name} {what} {where}. Likely cause: {CAUSES[cause]}. "
                     f"Remedy: {advice}."))
 
     repeats = np.atleast_1d(np.asarray(m.repeats, dtype=float))
@@ -249,8 +264,11 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     for c in range(count.shape[0]):
         n = max(count[c], 1.0)
         if np.atleast_1d(frozen)[c]:
+            diverging = divs[c] / n >= FROZEN_DIVERGING_FRACTION
             say(c, "frozen", f"is frozen ({repeats[c] / n:.0%} of its {int(count[c])} draws "
-                             f"repeat the previous one, step size {step[c]:.2g})")
+                             f"repeat the previous one, step size {step[c]:.2g}"
+                             + (f", {divs[c] / n:.0%} of them diverged)" if diverging else ")"),
+                cause="frozen_diverging" if diverging else None)
         if np.atleast_1d(collapsed)[c] and step[c] < MIN_STEP_SIZE:
             say(c, "step_size", f"has a step size of {step[c]:.2g}, orders of magnitude below "
                                 "the scale of the adapted metric (healthy: 0.1-10)")

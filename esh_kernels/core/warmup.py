@@ -524,7 +524,7 @@ class ESHWarmupConfig(NamedTuple):
         return AdjustedWarmupConfig(
             num_warmup=self.num_adjusted,
             target_accept_prob=self.target_accept_prob,
-            tune_step_size=True,
+            tune_step_size=self.tune_step_size,
             tune_metric=self.tune_metric,
             tune_trajectory=True,
             trajectory_factor=self.trajectory_factor,
