@@ -308,6 +308,55 @@ def test_automatic_metric_reads_the_posterior_covariance_from_gradients():
     xf, gf = _window_with_gradients(sliver[:19], sigma)
     np.testing.assert_array_equal(metric_covariance(xf, mask=AUTO_METRIC, tau=tau, gradients=gf),
                                   diagonal_of(xf))
+    # the sliver (draws narrower than the posterior) reads no bending: warmup's last window
+    # keeps the gradients' dense estimate too
+    last = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs,
+                             last=True)
+    np.testing.assert_array_equal(last, got)
+
+
+def _bent_window(bend, n=500, seed=0):
+    """Window estimates of ``n`` draws of ``x2 = 3 x1 + bend x1^2 + 0.1 e`` (two more
+    independent coordinates) and of the potential's gradient at them: a correlated target
+    (correlation about 0.99) that bends with ``bend``."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    x = np.stack([x1, 3.0 * x1 + bend * x1**2 + 0.1 * rng.normal(size=n),
+                  rng.normal(size=n), rng.normal(size=n)], axis=1)
+    r = (x[:, 1] - 3.0 * x[:, 0] - bend * x[:, 0] ** 2) / 0.1**2
+    grad = np.stack([x[:, 0] - r * (3.0 + 2.0 * bend * x[:, 0]), r, x[:, 2], x[:, 3]], axis=1)
+    return _window(x), _window(grad)
+
+
+def test_last_window_keeps_the_diagonal_where_the_target_bends():
+    """``esh_math.md`` §7.6, :func:`curved`: the largest eigenvalue of ``Cov(x) Cov(g)`` is
+    about 1 on a Gaussian (1.2 here, 500 draws) and far above where the target bends
+    (38); warmup's last window then keeps the diagonal (posteriordb's ``gp_pois_regr``:
+    under the dense metric AdjustedESH's chains rejected for dozens of draws in a row).
+    Earlier windows keep the dense estimate, as a chain descending towards the posterior
+    reads as bending too. The same numbers in torch."""
+    import torch
+
+    from esh_kernels.core.adaptation import curved, geometric_metric
+
+    tau = np.float64(1.0)
+    for bend, bends in ((0.0, False), (0.3, True)):
+        xs, gs = _bent_window(bend)
+        cov_x = welford_covariance(xs, regularize=False)
+        cov_g = welford_covariance(gs, regularize=False)
+        _, ok, stretch = geometric_metric(cov_x, cov_g)
+        assert ok and (stretch > 30.0 if bends else stretch < 1.5), stretch
+        assert bool(curved(stretch, xs.count, 4)) == bends
+        _, _, stretch_t = geometric_metric(torch.tensor(cov_x), torch.tensor(cov_g))
+        np.testing.assert_allclose(float(stretch_t), stretch, rtol=1e-9)
+        early = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs)
+        last = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs,
+                                 last=True)
+        assert has_correlations(early)  # correlation 0.99: dense, bent or not
+        if bends:
+            np.testing.assert_array_equal(last, diagonal_of(xs))
+        else:
+            np.testing.assert_array_equal(last, early)
 
 
 def test_gradient_covariance_in_float32_with_scales_far_apart():

@@ -157,7 +157,7 @@ DENSE_MIN_DRAWS_PER_DIM = 2.0
 
 
 def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, gradients=None,
-                      regularize=True):
+                      regularize=True, last=False):
     """The covariance a window's draws give the metric (``esh_math.md`` §7.4): Stan's
     regularised estimate (:func:`welford_covariance`; the raw sample covariance with
     ``regularize=False``, NumPyro's ``regularize_mass_matrix=False``), except that a dense estimate from
@@ -170,7 +170,12 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, 
     blocks are set to zero, so the Cholesky factor is block-diagonal too. ``mask =
     AUTO_METRIC`` keeps the dense estimate only where :func:`prefers_dense` says so, the
     diagonal otherwise (per chain; ``tau``: the window draws' autocorrelation time, if
-    known; ``was_dense``: whether the window ran under a dense metric).
+    known; ``was_dense``: whether the window ran under a dense metric). With ``gradients``,
+    warmup's ``last`` window (the metric sampling runs under) keeps the diagonal where its
+    draws show a bending target (:func:`curved`); earlier windows do not ask, because a
+    chain still descending towards the posterior reads as bending too (the windows of
+    25-200 draws on posteriordb's correlated regressions read a stretch of 50-2900 where
+    chains were still moving in, their last windows 1.2-2.0).
 
     A dense estimate from ``n`` independent draws in ``d`` dimensions has relative
     eigenvalues down to about ``(1 - sqrt(d/n))^2`` (Marchenko-Pastur; autocorrelated draws
@@ -198,14 +203,15 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, 
         if gradients is None:
             dense = prefers_dense(cov, state.count, num_chains, tau, was_dense)
             return xp.where(dense[..., None, None], cov, diagonal_of(state, regularize))
-        metric, ok = window_gradient_covariance(state, gradients, regularize)
+        metric, ok, stretch = window_gradient_covariance(state, gradients, regularize)
         # one eigenvalue call for both matrices: JAX's CPU eigensolver spreads a batch over
         # XLA's thread pool and waits for it, so two such calls that XLA runs at once can
         # take every worker and wait on each other for ever (seen on 2 cores: vectorized
         # chains froze with all threads idle); data dependencies keep them in sequence
         kappa = correlation_condition(xp.stack([cov, metric]))
-        dense = prefers_dense(cov, state.count, num_chains, tau, was_dense, kappa=kappa[0])
-        use = ok & prefers_dense(metric, state.count, num_chains, kappa=kappa[1])
+        flat = ~(last & curved(stretch, state.count, state.mean.shape[-1]))
+        dense = flat & prefers_dense(cov, state.count, num_chains, tau, was_dense, kappa=kappa[0])
+        use = ok & flat & prefers_dense(metric, state.count, num_chains, kappa=kappa[1])
         chosen = xp.where(dense[..., None, None], cov, diagonal_of(state, regularize))
         return xp.where(use[..., None, None], metric, chosen)
     if mask is not None:
@@ -217,6 +223,12 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, 
 
 
 def gradient_covariance(cov_x, cov_grad):
+    """:func:`geometric_metric` without its stretch: ``(S, ok)``."""
+    s, ok, _ = geometric_metric(cov_x, cov_grad)
+    return s, ok
+
+
+def geometric_metric(cov_x, cov_grad):
     """The symmetric positive-definite ``S`` with ``S cov_grad S = cov_x`` (both
     ``(..., d, d)``), i.e. the matrix geometric mean
     ``A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2}`` of ``B = cov_x`` and ``A^{-1}``,
@@ -225,9 +237,11 @@ def gradient_covariance(cov_x, cov_grad):
     ``dE/dx = Σ^{-1}(x - mu)``, so ``A = Σ^{-1} B Σ^{-1}`` and ``S = Σ`` whatever part of the
     target the draws covered: a chain that random-walked through a window, or an ensemble
     still at its initialisation, gets the posterior's covariance, where ``B`` alone gets
-    only the part it saw. Returns ``(S, ok)``; ``ok`` (per matrix) is False where ``A`` or
-    ``A^{1/2} B A^{1/2}`` is not positive definite or ``S`` is not finite (``S`` is then
-    ``B``)."""
+    only the part it saw. Returns ``(S, ok, stretch)``; ``ok`` (per matrix) is False where
+    ``A`` or ``A^{1/2} B A^{1/2}`` is not positive definite or ``S`` is not finite (``S`` is
+    then ``B``). ``stretch`` is the largest eigenvalue of ``A^{1/2} B A^{1/2}`` (that of
+    ``Cov(x) Cov(g)``; 1 where not ``ok``): how much wider the draws spread, in some
+    direction, than the mean curvature there allows (:func:`curved`)."""
     xp = namespace(cov_x)
     # S is equivariant under a diagonal rescaling D (x -> x / D, g -> g D, S -> S / (D D^T)):
     # balance the two diagonals first, D = (Var x / Var g)^(1/4), so that the eigensolvers
@@ -252,7 +266,8 @@ def gradient_covariance(cov_x, cov_grad):
     s = 0.5 * (s + xp.swapaxes(s, -1, -2)) * outer
     finite = xp.all(xp.all(xp.isfinite(s), axis=-1), axis=-1)
     ok = ok_a & ok_m & finite
-    return xp.where(ok[..., None, None], s, cov_x * outer), ok
+    stretch = xp.where(ok, wm[..., -1], 1.0)  # eigh: ascending
+    return xp.where(ok[..., None, None], s, cov_x * outer), ok, stretch
 
 
 def window_gradient_covariance(state, gradients, regularize=True):
@@ -261,13 +276,13 @@ def window_gradient_covariance(state, gradients, regularize=True):
     jitter on ``Cov(grad)``, whose correlation matrix has the square of the posterior's
     condition number on a Gaussian, would swamp its narrow directions), then, with
     ``regularize``, the relative jitter of :func:`welford_covariance` on the result.
-    Returns ``(S, ok)``."""
-    raw, ok = gradient_covariance(welford_covariance(state, regularize=False),
-                                  welford_covariance(gradients, regularize=False))
+    Returns ``(S, ok, stretch)`` (:func:`geometric_metric`)."""
+    raw, ok, stretch = geometric_metric(welford_covariance(state, regularize=False),
+                                        welford_covariance(gradients, regularize=False))
     if not regularize:
-        return raw, ok
+        return raw, ok, stretch
     jitter = stan_jitter(state.count)[..., None]
-    return raw + _diag_matrix(jitter * diagonal(raw)), ok
+    return raw + _diag_matrix(jitter * diagonal(raw)), ok, stretch
 
 
 #: ``dense_mass="auto"`` (the kernels' default): the metric mask that lets each window
@@ -327,6 +342,36 @@ def prefers_dense(cov, count, num_chains=1, tau=None, was_dense=None, kappa=None
         kept = xp.zeros_like(correlated) if was_dense is None else was_dense
         correlated = xp.where(judged, correlated, kept)
     return enough & correlated
+
+
+#: ... and keeps the diagonal where the largest eigenvalue of ``Cov(x) Cov(g)`` is this many
+#: times what sampling noise alone gives on a Gaussian (:func:`curved`, §7.6)
+AUTO_DENSE_MAX_STRETCH = 5.0
+
+
+def curved(stretch, count, d):
+    """Whether a window's draws show a target whose curvature varies too much for a dense
+    metric (``esh_math.md`` §7.6): ``stretch``, the largest eigenvalue of
+    ``Cov(x) Cov(g)`` (:func:`geometric_metric`), above ``AUTO_DENSE_MAX_STRETCH`` times
+    its sampling noise on a Gaussian at ``count`` draws, ``(1 + sqrt(d/n))^4``.
+
+    On a Gaussian ``g = H (x - μ)`` with ``H`` constant, so ``Cov(x) Cov(g) = (Cov(x) H)^2``:
+    its eigenvalues are 1 where the draws cover the posterior, the squares of the whitened
+    draws' sample-covariance eigenvalues (Marchenko-Pastur: the largest about
+    ``(1 + sqrt(d/n))^2``), and below 1 where a window saw only part of it (the case the
+    gradients' estimate is for, so that case stays dense). Where the draws spread much
+    wider in some direction than the mean curvature there allows, the target bends: the
+    posterior of a latent Gaussian process whose scale parameter multiplies the latent
+    vector (posteriordb's ``gp_pois_regr``) reads 34 from 1000 NUTS draws, against
+    1.05-3.0 for eleven regressions, time series, mixtures, the non-centred eight schools
+    and ``one_comp_mm_elim_abs``. A dense metric whitens such a target by its average
+    shape, the step size tuned to the bulk is too large where the curvature is high, and
+    the adjusted kernels reject there for dozens of draws in a row (AdjustedESH R-hat
+    1.09-1.23, TunedHMC 1.01-1.05, 4 chains x 1000 + 1000); under the diagonal metric the
+    step size is small everywhere and the same runs read 1.01."""
+    xp = namespace(stretch)
+    ratio = xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
+    return stretch > AUTO_DENSE_MAX_STRETCH * (1.0 + ratio) ** 4
 
 
 # ---------------------------------------------------------------------------------------

@@ -101,6 +101,12 @@ class MetricSchedule(NamedTuple):
             hit = hit | (i == end)
         return hit
 
+    def last_window_end(self, i):
+        """True at the last iteration of the last metric window (its metric is sampling's)."""
+        if not self.window_ends:
+            return False if isinstance(i, int) else i < 0
+        return i == self.window_ends[-1]
+
     def length_update(self, i):
         """True where a trajectory length is re-read from the random-walk rule (§7.5): at
         each window end, and at the last warmup iteration, over the final buffer (every
@@ -153,7 +159,7 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
             was_dense = has_correlations(scale) if dense else None
         cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
                                 gradients=gradients if with_gradients else None,
-                                regularize=regularize)
+                                regularize=regularize, last=schedule.last_window_end(i))
         empty_gradients = welford_init(x, dense=dense) if with_gradients else gradients
         return welford_init(x, dense=dense), empty_gradients, scale_from_covariance(cov, dense=dense)
 
