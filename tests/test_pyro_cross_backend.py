@@ -100,20 +100,25 @@ def tree_to_jax(tree, jnp, index):
 # -- warmup updates ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dense", [False, True, "auto"])
+@pytest.mark.parametrize("dense", [False, True, "auto", "auto-wide"])
 def test_adjusted_warmup_update_agrees(jax_x64, dense):
     """``dense="auto"``: the automatic metric, fed the gradients of a correlated Gaussian
-    at independent draws, so its windows take the gradient-based estimate (§7.6)."""
+    at independent draws, so its windows take the gradient-based estimate (§7.6). The draws
+    are narrower than the Gaussian in every direction (a window that saw part of it); draws
+    wider than it in some direction would read as a target that bends, and the last window
+    would keep the diagonal (``core.adaptation.curved``): ``"auto-wide"``, draws wider than
+    the Gaussian, checks that both backends then end on the same diagonal."""
     import jax
 
     jnp = jax_x64
     C, W = 3, 200  # metric windows end at iterations 99 and 149
     rng = np.random.default_rng(0)
-    xs = rng.normal(size=(W, C, D)) * np.array([0.5, 1.0, 2.0, 3.0])
+    wide = dense == "auto-wide"
+    xs = rng.normal(size=(W, C, D)) * (np.array([0.5, 1.0, 2.0, 3.0]) if wide else np.array([0.05, 0.1, 0.2, 0.3]))
     sigma = np.full((D, D), 0.9) + 0.1 * np.eye(D)
     gs = xs @ np.linalg.inv(sigma)
     acc = rng.uniform(size=(W, C))
-    mask = AUTO_METRIC if dense == "auto" else None
+    mask = AUTO_METRIC if dense in ("auto", "auto-wide") else None
     dense = bool(dense)
     config = AdjustedWarmupConfig(W, 0.8, True, True, True, 2.0, metric_mask=mask)
     step0 = np.array([0.3, 0.5, 1.0])
@@ -135,7 +140,10 @@ def test_adjusted_warmup_update_agrees(jax_x64, dense):
             assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
     assert not np.allclose(to_np(t_adapt.scale), to_np(adjusted_warmup_init(
         torch.tensor(xs[0]), torch.tensor(step0), torch.tensor(step0), dense).scale))
-    if mask is AUTO_METRIC:  # the gradients' estimate: the target's covariance
+    if wide:  # the last window (ending at iteration 149) kept the diagonal
+        scale = to_np(t_adapt.scale)
+        np.testing.assert_array_equal(scale, scale * np.eye(D))
+    elif mask is AUTO_METRIC:  # the gradients' estimate: the target's covariance
         scale = to_np(t_adapt.scale)
         np.testing.assert_allclose(scale @ np.swapaxes(scale, -1, -2), np.broadcast_to(sigma, (C, D, D)),
                                    rtol=1e-2)
@@ -177,7 +185,8 @@ def test_esh_warmup_updates_agree(jax_x64, dense):
     config = ESHWarmupConfig(W, 5e-4, 2.0, True, True, True, 0.8, 2.0)
     n1 = config.num_adjusted  # phase 1 (adjusted) iterations, then phase 2 (ESH)
     rng = np.random.default_rng(1)
-    xs = rng.normal(size=(W, C, D)) * np.array([0.5, 1.0, 2.0, 3.0])
+    wide = dense == "auto-wide"
+    xs = rng.normal(size=(W, C, D)) * (np.array([0.5, 1.0, 2.0, 3.0]) if wide else np.array([0.05, 0.1, 0.2, 0.3]))
     acc = rng.uniform(size=(W, C))
     err2 = rng.lognormal(-7.0, 1.0, size=(W, C))
     nsteps = rng.integers(1, 6, size=(W, C)).astype(np.float64)
