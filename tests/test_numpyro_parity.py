@@ -281,13 +281,20 @@ def test_automatic_metric_learns_a_correlation_and_keeps_independence_diagonal(k
     def independent():
         numpyro.sample("x", dist.Normal(jnp.zeros(5), jnp.arange(1.0, 6.0)))
 
-    mcmc = MCMC(kernel_cls(independent), num_warmup=400, num_samples=5, num_chains=2,
+    _, scale = _run_with_diagonal_metric(kernel_cls(independent), 5, num_warmup=400, num_samples=5)
+    assert np.all(np.diagonal(scale, axis1=1, axis2=2) > 0.5)
+
+
+def _run_with_diagonal_metric(kernel, d, num_warmup, num_samples):
+    """Two vectorized chains (key 1); checks that each chain's adapted preconditioner is a
+    diagonal in the ``d x d`` layout of the automatic metric. Returns ``(mcmc, scale)``."""
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=2,
                 chain_method="vectorized", progress_bar=False)
     mcmc.run(random.PRNGKey(1))
     scale = _scale(mcmc)
-    assert scale.shape == (2, 5, 5)
-    np.testing.assert_array_equal(scale, scale * np.eye(5))
-    assert np.all(np.diagonal(scale, axis1=1, axis2=2) > 0.5)
+    assert scale.shape == (2, d, d)
+    np.testing.assert_array_equal(scale, scale * np.eye(d))
+    return mcmc, scale
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
@@ -306,12 +313,7 @@ def test_automatic_metric_is_diagonal_for_sampling_where_the_target_bends(kernel
         numpyro.sample("x2", dist.Normal(3.0 * x1 + 0.5 * x1**2, 0.1))
         numpyro.sample("rest", dist.Normal(jnp.zeros(2), 1.0))
 
-    mcmc = MCMC(kernel_cls(bent), num_warmup=1000, num_samples=1000, num_chains=2,
-                chain_method="vectorized", progress_bar=False)
-    mcmc.run(random.PRNGKey(1))
-    scale = _scale(mcmc)
-    assert scale.shape == (2, 4, 4)
-    np.testing.assert_array_equal(scale, scale * np.eye(4))
+    mcmc, _ = _run_with_diagonal_metric(kernel_cls(bent), 4, num_warmup=1000, num_samples=1000)
     x2 = np.asarray(mcmc.get_samples(group_by_chain=True)["x2"])
     # E x2 = 0.5, Var x2 = 9 + 2 (0.5)^2 + 0.1^2 = 9.51; errors from the draws' own ESS
     from numpyro.diagnostics import effective_sample_size
