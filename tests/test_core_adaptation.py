@@ -192,8 +192,8 @@ def test_metric_covariance_without_regularisation_is_the_raw_sample_covariance()
     corr = np.full((d, d), 0.99) + 0.01 * np.eye(d)
     sigma = corr * np.outer(np.arange(1.0, d + 1.0), np.arange(1.0, d + 1.0))
     xs, gs = _window_with_gradients(rng.normal(size=(200, d)) @ np.linalg.cholesky(sigma).T, sigma)
-    raw, ok = gradient_covariance(welford_covariance(xs, regularize=False),
-                                  welford_covariance(gs, regularize=False))
+    raw, ok, _ = gradient_covariance(welford_covariance(xs, regularize=False),
+                                     welford_covariance(gs, regularize=False))
     assert ok
     got = metric_covariance(xs, mask=AUTO_METRIC, tau=np.float64(1.0), gradients=gs, regularize=False)
     np.testing.assert_allclose(got, raw, rtol=1e-12)
@@ -337,17 +337,17 @@ def test_last_window_keeps_the_diagonal_where_the_target_bends():
     reads as bending too. The same numbers in torch."""
     import torch
 
-    from esh_kernels.core.adaptation import curved, geometric_metric
+    from esh_kernels.core.adaptation import curved
 
     tau = np.float64(1.0)
     for bend, bends in ((0.0, False), (0.3, True)):
         xs, gs = _bent_window(bend)
         cov_x = welford_covariance(xs, regularize=False)
         cov_g = welford_covariance(gs, regularize=False)
-        _, ok, stretch = geometric_metric(cov_x, cov_g)
+        _, ok, stretch = gradient_covariance(cov_x, cov_g)
         assert ok and (stretch > 30.0 if bends else stretch < 1.5), stretch
         assert bool(curved(stretch, xs.count, 4)) == bends
-        _, _, stretch_t = geometric_metric(torch.tensor(cov_x), torch.tensor(cov_g))
+        _, _, stretch_t = gradient_covariance(torch.tensor(cov_x), torch.tensor(cov_g))
         np.testing.assert_allclose(float(stretch_t), stretch, rtol=1e-9)
         early = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs)
         last = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs,
@@ -374,7 +374,7 @@ def test_gradient_covariance_in_float32_with_scales_far_apart():
     g = x @ np.linalg.inv(sigma)
     jnp = pytest.importorskip("jax.numpy")
     b, a = (jnp.asarray(np.cov(v.T), dtype=jnp.float32) for v in (x, g))
-    s, ok = gradient_covariance(b, a)
+    s, ok, _ = gradient_covariance(b, a)
     assert s.dtype == jnp.float32 and bool(ok)
     s = np.asarray(s, dtype=np.float64)
     np.testing.assert_allclose(np.diag(s), sd**2, rtol=1e-2)
@@ -390,8 +390,8 @@ def test_gradient_covariance_batched_torch_matches_numpy():
     b = np.stack([np.cov(rng.normal(size=(50, 3)).T) for _ in range(2)])
     a = np.stack([np.cov(rng.normal(size=(50, 3)).T) for _ in range(2)])
     a[1, 2, :] = a[1, :, 2] = 0.0
-    s_np, ok_np = gradient_covariance(b, a)
-    s_t, ok_t = gradient_covariance(torch.tensor(b), torch.tensor(a))
+    s_np, ok_np, _ = gradient_covariance(b, a)
+    s_t, ok_t, _ = gradient_covariance(torch.tensor(b), torch.tensor(a))
     assert ok_np.tolist() == ok_t.tolist() == [True, False]
     np.testing.assert_allclose(s_t.numpy(), s_np, rtol=1e-10)
     np.testing.assert_allclose(s_np[0] @ a[0] @ s_np[0], b[0], rtol=1e-9)

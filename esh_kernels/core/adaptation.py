@@ -223,12 +223,6 @@ def metric_covariance(state, num_chains=1, mask=None, tau=None, was_dense=None, 
 
 
 def gradient_covariance(cov_x, cov_grad):
-    """:func:`geometric_metric` without its stretch: ``(S, ok)``."""
-    s, ok, _ = geometric_metric(cov_x, cov_grad)
-    return s, ok
-
-
-def geometric_metric(cov_x, cov_grad):
     """The symmetric positive-definite ``S`` with ``S cov_grad S = cov_x`` (both
     ``(..., d, d)``), i.e. the matrix geometric mean
     ``A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2}`` of ``B = cov_x`` and ``A^{-1}``,
@@ -276,9 +270,9 @@ def window_gradient_covariance(state, gradients, regularize=True):
     jitter on ``Cov(grad)``, whose correlation matrix has the square of the posterior's
     condition number on a Gaussian, would swamp its narrow directions), then, with
     ``regularize``, the relative jitter of :func:`welford_covariance` on the result.
-    Returns ``(S, ok, stretch)`` (:func:`geometric_metric`)."""
-    raw, ok, stretch = geometric_metric(welford_covariance(state, regularize=False),
-                                        welford_covariance(gradients, regularize=False))
+    Returns ``(S, ok, stretch)`` (:func:`gradient_covariance`)."""
+    raw, ok, stretch = gradient_covariance(welford_covariance(state, regularize=False),
+                                           welford_covariance(gradients, regularize=False))
     if not regularize:
         return raw, ok, stretch
     jitter = stan_jitter(state.count)[..., None]
@@ -333,7 +327,7 @@ def prefers_dense(cov, count, num_chains=1, tau=None, was_dense=None, kappa=None
     xp = namespace(kappa)
     d = cov.shape[-1]
     enough = count >= AUTO_DENSE_MIN_DRAWS_PER_DIM * d * num_chains
-    ratio = xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
+    ratio = _dimension_ratio(count, d)
     noise = ((1.0 + ratio) / (1.0 - ratio)) ** 2
     correlated = kappa > AUTO_DENSE_CONDITION * noise
     if tau is not None:
@@ -352,7 +346,7 @@ AUTO_DENSE_MAX_STRETCH = 5.0
 def curved(stretch, count, d):
     """Whether a window's draws show a target whose curvature varies too much for a dense
     metric (``esh_math.md`` §7.6): ``stretch``, the largest eigenvalue of
-    ``Cov(x) Cov(g)`` (:func:`geometric_metric`), above ``AUTO_DENSE_MAX_STRETCH`` times
+    ``Cov(x) Cov(g)`` (:func:`gradient_covariance`), above ``AUTO_DENSE_MAX_STRETCH`` times
     its sampling noise on a Gaussian at ``count`` draws, ``(1 + sqrt(d/n))^4``.
 
     On a Gaussian ``g = H (x - μ)`` with ``H`` constant, so ``Cov(x) Cov(g) = (Cov(x) H)^2``:
@@ -371,9 +365,15 @@ def curved(stretch, count, d):
     diagonal metric the step size is small everywhere and no chain rejects for long: ESH
     1.005, TunedHMC 1.006-1.015, AdjustedESH 1.014-1.016 (its trajectories stay short
     there, §7.6)."""
-    xp = namespace(stretch)
-    ratio = xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
-    return stretch > AUTO_DENSE_MAX_STRETCH * (1.0 + ratio) ** 4
+    return stretch > AUTO_DENSE_MAX_STRETCH * (1.0 + _dimension_ratio(count, d)) ** 4
+
+
+def _dimension_ratio(count, d):
+    """``sqrt(d / n)`` for a window of ``n = count`` draws (``n`` taken as at least
+    ``d + 1``): the Marchenko-Pastur ratio that sets the sampling noise of a ``d x d``
+    covariance estimate (:func:`prefers_dense`, :func:`curved`)."""
+    xp = namespace(count)
+    return xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
 
 
 # ---------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def dense_gradient_metric(x, grad):
     defined (a coordinate without spread) it falls back to the diagonal estimate as a
     matrix."""
     xp = namespace(x)
-    s, ok = gradient_covariance(ensemble_covariance(x), ensemble_covariance(grad))
+    s, ok, _ = gradient_covariance(ensemble_covariance(x), ensemble_covariance(grad))
     return xp.where(ok, s, xp.diag(gradient_metric(x, grad) ** 2))
 
 
