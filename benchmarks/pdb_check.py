@@ -3,34 +3,36 @@
 reference draws (``shared/data/posteriordb/``; models in ``benchmarks/pdb_models/``).
 
     python benchmarks/pdb_check.py [--posteriors ...] [--samplers ...] [--seed 0]
-                                   [--time-limit 900] [--out JSON]
+                                   [--time-limit 900] [--render]
 
 Each (posterior, sampler) is one ``MCMC(Kernel(model), num_warmup=1000, num_samples=1000,
 num_chains=4)`` at the kernel's defaults (NUTS ``sequential``, ours ``vectorized``, float64),
-run in a process of its own (XLA keeps memory maps for every program it compiled, and ten
-posteriors in one process ran out of them) and stopped after ``--time-limit`` seconds.
-With no reference draws, each kernel is compared with the NUTS run of the same invocation:
-for every parameter (constrained scale, deterministic sites included) the mean and the sd,
-``z = (ours - NUTS) / sqrt(mcse_ours^2 + mcse_NUTS^2)`` (ArviZ's ``mcse``). A run passes when
-max R-hat < 1.01, min bulk ESS >= 100 and every ``|z| <= 4`` (``pdb_judge``'s thresholds; a
-NUTS run that itself fails R-hat or ESS leaves its posterior's ``z`` unjudged). Writes the
-rows to ``--out`` (default ``benchmarks/results/pdb_check.json``; a row re-run replaces its
-earlier one, and each row keeps the command and date that made it) and prints a markdown
-table.
+run in a process of its own and stopped after ``--time-limit`` seconds
+(:func:`runner.run_in_process`). With no reference draws, each kernel is compared with the
+NUTS run of the same seed: for every parameter (constrained scale, deterministic sites
+included) the mean and the sd, ``z = (ours - NUTS) / sqrt(mcse_ours^2 + mcse_NUTS^2)``
+(ArviZ's ``mcse``). A run passes when max R-hat < 1.01, min bulk ESS of ``x`` >= 100 and every
+``|z| <= 4`` (``pdb_judge``'s thresholds); where NUTS itself fails R-hat or ESS, its
+posterior's ``z`` are not judged. Next to the verdict, the project's headline: min over the
+parameters of bulk ESS of ``x`` and ``x^2`` per 1000 gradients, after warmup and with warmup
+counted (``yardstick``). Gradients to ``b2 < 0.01`` need second moments of a reference, which
+these posteriors do not have here. Writes ``benchmarks/results/pdb_check.json`` and the
+``pdb_check`` section of ``docs/benchmarks.md`` (``runner.BenchmarkRun``).
 """
 
 import argparse
-import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
+import runner  # noqa: E402
 from pdb_judge import ESS_MIN, RHAT_MAX, Z_MAX  # noqa: E402
+from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
 
 POSTERIORS = (
     "arK-arK",
@@ -45,11 +47,13 @@ POSTERIORS = (
     "nes2000-nes",
 )
 SAMPLERS = ("nuts", "adjusted_esh", "esh", "tuned_hmc")
+CONFIG = {"num_warmup": 1000, "num_samples": 1000, "num_chains": 4}
 
 
 def load_model(name):
     """The NumPyro model of posterior ``name`` on its data (``shared/data/posteriordb``)."""
     import importlib
+    import json
 
     from shared_data import shared_path
 
@@ -79,61 +83,41 @@ def summarise(x):
 
 
 def run_one(name, sampler, seed):
-    """One run: the record (status, gradients, per-parameter summaries, self-check)."""
+    """One run: gradients, the headline and per-parameter summaries (module level: it runs
+    in a spawned process)."""
     import run_numpyro as rn
     from jax import random
 
     rn.CLOCK = rn.CompileClock()
-    cfg = rn.Config(num_warmup=1000, num_samples=1000, num_chains=4, chees_chains=0, seed=seed)
+    cfg = rn.Config(**CONFIG, chees_chains=0, seed=seed)
 
     class Target:
         pass
 
     target = Target()
     target.name, target.model = name, load_model(name)
-    t0 = time.perf_counter()
     raw = rn.run_numpyro_sampler(sampler, target, cfg, random.PRNGKey(seed), constrained=True)
-    wall = time.perf_counter() - t0
-    params = {k: summarise(x) for k, x in flat_parameters(raw["samples"]).items() if np.ptp(x) > 0}
-    info = raw["info"]
-    return {"status": "ok", "posterior": name, "sampler": sampler, "seed": seed, "wall_s": wall,
-            "grads_warmup_per_chain": raw["grads_warmup"] / cfg.num_chains,
-            "grads_per_draw": raw["grads_sample"] / (cfg.num_chains * cfg.num_samples),
-            "divergences": info.get("divergences"), "self_check": info.get("self_check", []),
-            "params": params}
-
-
-def _child(queue, name, sampler, seed):
-    try:
-        queue.put(run_one(name, sampler, seed))
-    except Exception as e:  # noqa: BLE001 - reported as the row's status
-        queue.put({"status": "error", "posterior": name, "sampler": sampler, "seed": seed,
-                   "note": f"{type(e).__name__}: {e}"})
-
-
-def run_limited(name, sampler, seed, limit):
-    import multiprocessing
-    import queue as queue_mod
-
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(q, name, sampler, seed))
-    proc.start()
-    try:
-        rec = q.get(timeout=limit)
-    except queue_mod.Empty:
-        proc.terminate()
-        rec = {"status": "timeout", "posterior": name, "sampler": sampler, "seed": seed,
-               "note": f"did not finish in {limit:.0f} s (stopped)"}
-    proc.join()
-    return rec
+    if raw["status"] != "ok":
+        return raw
+    flat = {k: x for k, x in flat_parameters(raw["samples"]).items() if np.ptp(x) > 0}
+    both = ess_x_and_x2(np.stack(list(flat.values()), axis=-1))
+    gw, gs = raw["grads_warmup"], raw["grads_sample"]
+    return {"status": "ok", "seed": seed,
+            "grads_warmup_per_chain": gw / cfg.num_chains,
+            "grads_per_draw": gs / (cfg.num_chains * cfg.num_samples),
+            "ess_x_x2_min": both["ess"], "ess_x_x2_min_param": list(flat)[both["coord"]],
+            "ess_x_x2_min_stat": both["stat"],
+            "ess_per_1k_grad": per_1k_grad(both["ess"], gs),
+            "ess_per_1k_grad_with_warmup": per_1k_grad(both["ess"], gs + gw),
+            "divergences": raw["info"].get("divergences"), "self_check": raw["info"].get("self_check", []),
+            "params": {k: summarise(x) for k, x in flat.items()}}
 
 
 def verdict(rec, nuts):
-    """``(verdict, worst)`` of a run, against the NUTS run of its posterior (``nuts``: its
-    record, or None)."""
+    """``(verdict, detail)`` of a run, against the NUTS record of its posterior and seed
+    (``nuts``; None for NUTS itself)."""
     if rec["status"] != "ok":
-        return rec["status"], rec.get("note", "")
+        return rec["status"], rec.get("note") or rec.get("error", "")
     ps = rec["params"]
     rhat = max(ps, key=lambda k: ps[k]["rhat"])
     ess = min(ps, key=lambda k: ps[k]["ess_bulk"])
@@ -142,68 +126,93 @@ def verdict(rec, nuts):
         failed.append(f"R-hat {ps[rhat]['rhat']:.3f} ({rhat})")
     if not ps[ess]["ess_bulk"] >= ESS_MIN:
         failed.append(f"bulk ESS {ps[ess]['ess_bulk']:.0f} ({ess})")
+    judged = nuts is not None and verdict(nuts, None)[0] == "pass"
     worst = (0.0, "")
-    judged = nuts is not None and nuts["status"] == "ok" and rec is not nuts and verdict(nuts, None)[0] == "pass"
-    if judged:
-        for k, p in ps.items():
-            q = nuts["params"].get(k)
-            if q is None:
-                continue
-            for stat in ("mean", "sd"):
-                z = (p[stat] - q[stat]) / float(np.hypot(p[f"mcse_{stat}"], q[f"mcse_{stat}"]))
-                if abs(z) > abs(worst[0]):
-                    worst = (z, f"{k} {stat} z = {z:+.1f}")
-        if abs(worst[0]) > Z_MAX:
-            failed.append(worst[1])
+    for k, p in ps.items() if judged else ():
+        q = nuts["params"].get(k)
+        for stat in ("mean", "sd") if q is not None else ():
+            z = (p[stat] - q[stat]) / float(np.hypot(p[f"mcse_{stat}"], q[f"mcse_{stat}"]))
+            if abs(z) > abs(worst[0]):
+                worst = (z, f"{k} {stat} z = {z:+.1f}")
+    if abs(worst[0]) > Z_MAX:
+        failed.append(worst[1])
     detail = "; ".join(failed) if failed else (worst[1] if judged else "not compared")
     return ("fail" if failed else "pass"), detail
 
 
-def table(rows):
-    by = {(r["posterior"], r["sampler"]): r for r in rows}
-    lines = ["| posterior | " + " | ".join(SAMPLERS) + " |", "|---" * (len(SAMPLERS) + 1) + "|"]
+def markdown_section(payload):
+    results = payload["results"]
+    by = {(r["target"], r["sampler"], r.get("seed")): r for r in results}
+    meta = payload["meta"]
+    lines = [
+        "## posteriordb: ten more posteriors, against NUTS",
+        "",
+        "Generated by `benchmarks/pdb_check.py`; do not edit this section by hand.",
+        "",
+        f"- Command: `{meta['command']}`; date {meta['date']}; machine: {meta['machine'].get('nproc', '?')} CPUs, {meta['machine'].get('cpu_model', '?')}; commit {meta['machine'].get('git_commit', '?')}",
+        "- Each cell: verdict; min bulk ESS of `x` and `x^2` per 1000 gradients after warmup / with "
+        "warmup (n/a: a row from before the script computed it); max R-hat, min bulk ESS of `x` "
+        "(of 4000 draws), gradients per sampling draw; the worst check. Each row's command and date "
+        "are in the JSON.",
+        "",
+        "| posterior | " + " | ".join(SAMPLERS) + " |",
+        "|---" * (len(SAMPLERS) + 1) + "|",
+    ]
     for name in POSTERIORS:
-        nuts = by.get((name, "nuts"))
-        cells = []
-        for s in SAMPLERS:
-            r = by.get((name, s))
-            if r is None:
-                cells.append("")
-                continue
-            v, detail = verdict(r, nuts)
-            if r["status"] != "ok":
-                cells.append(v)
-                continue
-            ps = r["params"]
-            cells.append(f"**{v}**; R-hat {max(p['rhat'] for p in ps.values()):.3f}, ESS "
-                         f"{min(p['ess_bulk'] for p in ps.values()):.0f}, {r['grads_per_draw']:.1f} "
-                         f"grads/draw; {detail}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        seeds = sorted({r.get("seed") for r in results if r["target"] == name})
+        for seed in seeds:
+            nuts = by.get((name, "nuts", seed))
+            cells = []
+            for s in SAMPLERS:
+                r = by.get((name, s, seed))
+                if r is None:
+                    cells.append("")
+                    continue
+                v, detail = verdict(r, None if s == "nuts" else nuts)
+                if r["status"] != "ok":
+                    cells.append(f"{v}: {detail}")
+                    continue
+                ps = r["params"]
+                head = ("n/a" if "ess_per_1k_grad" not in r
+                        else f"{r['ess_per_1k_grad']:.3g} / {r['ess_per_1k_grad_with_warmup']:.3g}")
+                cells.append(f"**{v}**; {head}; R-hat {max(p['rhat'] for p in ps.values()):.3f}, ESS "
+                             f"{min(p['ess_bulk'] for p in ps.values()):.0f}, {r['grads_per_draw']:.1f} "
+                             f"grads/draw; {detail}")
+            label = name if len(seeds) == 1 else f"{name} (seed {seed})"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None):
+    import run_numpyro as rn
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--posteriors", nargs="+", choices=POSTERIORS, default=list(POSTERIORS))
     p.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=900.0)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "pdb_check.json"))
-    p.add_argument("--render", action="store_true", help="run nothing: print the table of --out")
+    p.add_argument("--time-limit", type=float, default=900.0, metavar="SECONDS")
+    runner.add_output_options(
+        p, out_help="JSON path (default benchmarks/results/pdb_check.json)",
+        md_default=os.path.join(REPO, "docs", "benchmarks.md"),
+        md_help="markdown file whose pdb_check section is (re)written (default docs/benchmarks.md)",
+        fresh_help="do not merge with earlier rows", merge_from_help="also merge the rows of these files",
+        render_help="run nothing: rewrite --out and its markdown section",
+    )
     args = p.parse_args(argv)
-    rows = json.load(open(args.out))["results"] if os.path.exists(args.out) else []
-    if not args.render:
-        for name in args.posteriors:
-            for s in args.samplers:
-                rec = run_limited(name, s, args.seed, args.time_limit)
-                rec["command"] = "python benchmarks/pdb_check.py " + " ".join(sys.argv[1:] if argv is None else argv)
-                rec["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                rows = [r for r in rows if (r["posterior"], r["sampler"], r["seed"]) != (name, s, args.seed)]
-                rows.append(rec)
-                print(name, s, rec["status"], rec.get("note", ""), flush=True)
-                with open(args.out, "w") as f:
-                    json.dump({"results": rows}, f, indent=1)
-    print(table([r for r in rows if r["seed"] == args.seed]))
+    run = runner.BenchmarkRun(
+        "pdb_check", args, argv, out=args.out or os.path.join(HERE, "results", "pdb_check.json"),
+        mode="full", config=CONFIG, machine=rn.machine_info(), target_order=POSTERIORS,
+        sampler_order=SAMPLERS, markdown=markdown_section, note_merged=False,
+    )
+    if args.render:
+        run.render()
+        return 0
+    for name in args.posteriors:
+        for s in args.samplers:
+            rec = run.attempt({"target": name, "sampler": s, "seed": args.seed, "date": run.date},
+                              runner.run_in_process, run_one, (name, s, args.seed), args.time_limit)
+            print(name, s, rec["status"], rec.get("note", ""), flush=True)
+    run.finish()
     return 0
 
 

@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 from jax import random  # noqa: E402
 
 import posteriordb as pdb  # noqa: E402
-import results_io  # noqa: E402
 import runner  # noqa: E402
 from pdb_judge import ESS_MIN, RHAT_MAX, Z_MAX, judge  # noqa: E402
 from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
@@ -81,35 +80,16 @@ def run_one(name, sampler, cfg, key):
     }
 
 
-def _run_in_child(queue, name, sampler, cfg_dict, key_data):
-    """``run_one`` in a fresh process (``--time-limit``): puts the record on ``queue``."""
+def _run_in_child(name, sampler, cfg_dict, key_data):
+    """``run_one`` in a fresh process (``--time-limit``, :func:`runner.run_in_process`)."""
     rn.CLOCK = rn.CompileClock()
     key = jax.numpy.asarray(key_data, dtype=jax.numpy.uint32)
-    try:
-        rec = run_one(name, sampler, rn.Config(**cfg_dict), key)
-    except Exception as e:  # reported like an error in the parent's process
-        rec = runner.failure(e)
-    queue.put(results_io.jsonable(rec))
+    return run_one(name, sampler, rn.Config(**cfg_dict), key)
 
 
 def run_one_limited(name, sampler, cfg, key, limit):
-    """``run_one`` in a spawned process that is stopped after ``limit`` seconds; a stopped
-    run is recorded with status ``timeout`` (a sampler whose chains sit at their step cap
-    can take hours on an ODE model, and the suite must go on)."""
-    import multiprocessing
-    import queue as queue_mod
-
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(target=_run_in_child, args=(q, name, sampler, dict(cfg.__dict__), np.asarray(key)))
-    proc.start()
-    try:
-        rec = q.get(timeout=limit)
-    except queue_mod.Empty:
-        proc.terminate()
-        rec = {"status": "timeout", "note": f"did not finish in {limit:.0f} s (stopped)"}
-    proc.join()
-    return rec
+    """``run_one`` in a spawned process stopped after ``limit`` seconds (status ``timeout``)."""
+    return runner.run_in_process(_run_in_child, (name, sampler, dict(cfg.__dict__), np.asarray(key)), limit)
 
 
 def markdown_section(payload):

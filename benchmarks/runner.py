@@ -83,6 +83,36 @@ def failure(e):
     return {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}
 
 
+def _in_child(queue, measure, args):
+    try:
+        rec = measure(*args)
+    except Exception as e:  # noqa: BLE001 - reported like an error in the parent's process
+        rec = failure(e)
+    queue.put(results_io.jsonable(rec))
+
+
+def run_in_process(measure, args, limit):
+    """``measure(*args)`` (a module-level function returning a record) in a spawned process
+    that is stopped after ``limit`` seconds: its record, ``status="error"`` if it raised, or
+    ``status="timeout"`` if it was stopped (a sampler whose chains sit at their step cap can
+    take hours on an ODE model, and the run must go on; a process per run also frees XLA's
+    code mappings, which ten posteriors in one process ran out of)."""
+    import multiprocessing
+    import queue as queue_mod
+
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_in_child, args=(q, measure, args))
+    proc.start()
+    try:
+        rec = q.get(timeout=limit)
+    except queue_mod.Empty:
+        proc.terminate()
+        rec = {"status": "timeout", "note": f"did not finish in {limit:.0f} s (stopped)"}
+    proc.join()
+    return rec
+
+
 def _rel(path):
     return os.path.relpath(path, REPO)
 
