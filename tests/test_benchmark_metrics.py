@@ -241,3 +241,20 @@ def test_truth_from_draws():
     np.testing.assert_allclose(ex2, [5.0, 2.0])
     np.testing.assert_allclose(var_x2, [16.0, 4.0])
     np.testing.assert_allclose(mcse, np.sqrt([16.0, 4.0]) / np.sqrt(2))
+
+
+def test_run_in_process_returns_the_record_an_error_or_a_timeout():
+    """``runner.run_in_process`` (``run_posteriordb.py --time-limit``, ``pdb_check.py``): the
+    record of a measurement that returns, ``status="error"`` with the message of one that
+    raises, and ``status="timeout"`` for one stopped at the limit (the functions are from
+    the standard library, importable in the spawned process)."""
+    import math
+    import time
+
+    import runner
+
+    assert runner.run_in_process(dict, ([("status", "ok"), ("x", 2)],), 60) == {"status": "ok", "x": 2}
+    failed = runner.run_in_process(math.sqrt, (-1.0,), 60)
+    assert failed["status"] == "error" and "ValueError: math domain error" in failed["error"]
+    stopped = runner.run_in_process(time.sleep, (30,), 3)
+    assert stopped == {"status": "timeout", "note": "did not finish in 3 s (stopped)"}
