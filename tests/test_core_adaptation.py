@@ -619,53 +619,68 @@ def test_slowest_autocorrelation_time_sees_a_slow_square():
     assert float(slowest_autocorrelation_time(state)) > 20.0
 
 
-@pytest.mark.parametrize("rho, grows", [(0.0, False), (0.999, True)])
-def test_adjusted_trajectory_grows_only_in_the_random_walk_regime(rho, grows):
-    """``core.warmup._trajectory_update``: after the first metric window the length is
-    ``factor * sqrt(d)``; later windows lengthen it only where the slowest statistic needs
-    more than ``RANDOM_WALK_TAU`` draws to decorrelate (here fed an AR(1) stream as the
-    chain's draws, with the step size fixed)."""
+def _adjusted_lengths(x, num_warmup=1000):
+    """AdjustedESH's trajectory length after each warmup iteration, fed the draws ``x``
+    (``core.warmup._trajectory_update``; step size fixed at 0.5, diagonal metric)."""
     from esh_kernels.core.warmup import AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update
 
-    rng = np.random.default_rng(3)
-    d, num_warmup = 4, 1000
-    x = _ar1(rho, num_warmup, d, rng)
-    config = AdjustedWarmupConfig(num_warmup, 0.7, False, True, True, 1.0, max_steps=1024)
-    adapt = adjusted_warmup_init(x[0], np.float64(0.5), np.float64(2.0), False)
-    lengths = {}
-    for i in range(num_warmup):
-        adapt = adjusted_warmup_update(adapt, i, x[i], np.float64(0.7), config)
-        lengths[i] = float(adapt.trajectory_length)
-    assert lengths[50] == pytest.approx(4 * 0.5)  # steps_before_metric steps
-    assert lengths[99] == pytest.approx(math.sqrt(d))  # first window end
-    if grows:
-        assert lengths[num_warmup - 1] > 5 * math.sqrt(d)
-        assert lengths[num_warmup - 1] <= 1024 * 0.5
-    else:
-        assert lengths[num_warmup - 1] == pytest.approx(math.sqrt(d))
-
-
-def test_adjusted_trajectory_shrinks_back_under_the_final_metric():
-    """The last warmup iteration applies the length update once more with ``tau`` over the
-    final fast buffer (the only draws run under the final metric): a length grown in a
-    random-walk window shrinks by ``sqrt(tau / RANDOM_WALK_TAU)`` (about 1/3 for
-    independent draws) when the final buffer's draws are independent, never below
-    ``factor * sqrt(d)``, and stays until that last iteration."""
-    from esh_kernels.core.warmup import AdjustedWarmupConfig, adjusted_warmup_init, adjusted_warmup_update
-
-    rng = np.random.default_rng(3)
-    d, num_warmup = 4, 1000
-    stop = window_schedule(num_warmup)[2]
-    x = np.concatenate([_ar1(0.999, stop, d, rng), rng.normal(size=(num_warmup - stop, d))])
     config = AdjustedWarmupConfig(num_warmup, 0.7, False, True, True, 1.0, max_steps=1024)
     adapt = adjusted_warmup_init(x[0], np.float64(0.5), np.float64(2.0), False)
     lengths = []
     for i in range(num_warmup):
         adapt = adjusted_warmup_update(adapt, i, x[i], np.float64(0.7), config)
         lengths.append(float(adapt.trajectory_length))
-    assert lengths[stop - 1] > 5 * math.sqrt(d)  # grown at the last window end
+    return lengths
+
+
+@pytest.mark.parametrize("rho, grows", [(0.0, False), (0.3, False), (0.8, True), (0.999, True)])
+def test_adjusted_trajectory_grows_only_where_the_slowest_statistic_is_slow(rho, grows):
+    """After the first metric window the length is ``factor * sqrt(d)``; later windows
+    lengthen it where ``x`` needs more than 3 draws to decorrelate (an AR(1) stream: ``tau =
+    (1 + rho)/(1 - rho)``, 1.9 at 0.3, 9 at 0.8), by at most ``sqrt(2)`` per window (four
+    windows after the first at ``num_warmup=1000``)."""
+    from esh_kernels.core.warmup import ADJUSTED_DECORRELATION_DRAWS, MAX_LENGTHENING_PER_WINDOW
+
+    assert ADJUSTED_DECORRELATION_DRAWS == (3.0, 10.0)
+    d, num_warmup = 4, 1000
+    ends = window_schedule(num_warmup)[0]
+    lengths = _adjusted_lengths(_ar1(rho, num_warmup, d, np.random.default_rng(3)), num_warmup)
+    assert lengths[50] == pytest.approx(4 * 0.5)  # steps_before_metric steps
+    assert lengths[ends[0]] == pytest.approx(math.sqrt(d))  # first window end
+    for before, end in zip(ends, ends[1:]):
+        assert lengths[end] <= MAX_LENGTHENING_PER_WINDOW * lengths[before] + 1e-12
+    if grows:
+        assert lengths[ends[-1]] == pytest.approx(MAX_LENGTHENING_PER_WINDOW ** (len(ends) - 1) * math.sqrt(d))
+    else:
+        assert lengths[num_warmup - 1] == pytest.approx(math.sqrt(d))
+
+
+def test_adjusted_trajectory_shrinks_back_under_the_final_metric():
+    """The last warmup iteration applies the length update once more with ``tau`` over the
+    final fast buffer (the only draws run under the final metric): a length grown in
+    random-walk windows shrinks by ``sqrt(tau)`` in units of the allowed draws (``sqrt(1/3)``
+    for independent draws) when the final buffer's draws are independent, never below
+    ``factor * sqrt(d)``, and stays until that last iteration."""
+    rng = np.random.default_rng(3)
+    d, num_warmup = 4, 1000
+    stop = window_schedule(num_warmup)[2]
+    x = np.concatenate([_ar1(0.999, stop, d, rng), rng.normal(size=(num_warmup - stop, d))])
+    lengths = _adjusted_lengths(x, num_warmup)
+    assert lengths[stop - 1] > 3 * math.sqrt(d)  # grown at the window ends
     assert lengths[num_warmup - 2] == lengths[stop - 1]
-    assert math.sqrt(d) <= lengths[num_warmup - 1] < 0.5 * lengths[num_warmup - 2]
+    assert math.sqrt(d) <= lengths[num_warmup - 1] < 0.7 * lengths[num_warmup - 2]
+
+
+def test_adjusted_trajectory_is_not_lengthened_by_the_final_buffer():
+    """Independent draws in every window, a random walk in the final buffer: the last
+    update may only shorten (its draws follow the step size's restart), so the length
+    stays ``factor * sqrt(d)``."""
+    rng = np.random.default_rng(5)
+    d, num_warmup = 4, 1000
+    stop = window_schedule(num_warmup)[2]
+    x = np.concatenate([rng.normal(size=(stop, d)), _ar1(0.999, num_warmup - stop, d, rng)])
+    lengths = _adjusted_lengths(x, num_warmup)
+    assert lengths[num_warmup - 1] == pytest.approx(math.sqrt(d))
 
 
 def test_tuned_hmc_stretch_shrinks_back_under_the_final_metric():
@@ -684,7 +699,7 @@ def test_tuned_hmc_stretch_shrinks_back_under_the_final_metric():
     for i in range(num_warmup):
         adapt = tuned_chain_update(adapt, i, x[i], np.float64(0.8), np.float64(3.0), config)
         stretch.append(float(adapt.stretch))
-    assert stretch[stop - 1] > 5.0
+    assert stretch[stop - 1] > 3.0  # at most sqrt(2) per window, four windows
     assert stretch[num_warmup - 2] == stretch[stop - 1]
     assert 1.0 <= stretch[num_warmup - 1] < 0.5 * stretch[num_warmup - 2]
 

@@ -161,9 +161,9 @@ def test_long_narrow_posterior(kernel_cls):
     """The Gaussian of :func:`long_narrow_draws`, which a diagonal metric leaves long and
     narrow, as posteriordb's ``kilpisjarvi`` and ``earnings`` are. AdjustedESH at the fixed
     ``sqrt(d)`` trajectory length random-walked (measured: R-hat 1.16, ESS 46 of 4000); the
-    warmup rule lengthens the trajectories until the slowest statistic decorrelates in
-    about 10 draws (``core.warmup._trajectory_update``; measured: L 16-18, R-hat 1.0005, ESS
-    3700). TunedHMC's U-turn length gets the same stretch (``core.tuned_warmup``). Moments
+    warmup rule lengthens the trajectories until ``x`` decorrelates in about 3 draws and
+    ``x^2`` in 10, by at most ``sqrt(2)`` per metric window (``core.warmup._trajectory_update``;
+    measured before that cap, with 10 draws for both: L 16-18, R-hat 1.0005, ESS 3700). TunedHMC's U-turn length gets the same stretch (``core.tuned_warmup``). Moments
     within Monte Carlo error of the truth."""
     x = long_narrow_draws(kernel_cls)
     m, se = estimate(x)

@@ -97,6 +97,11 @@ class TunedWarmupConfig(NamedTuple):
 #: 0.75 stays.
 UTURN_FACTOR = 0.75
 
+#: The U-turn length is stretched while the slowest statistic needs more draws than this to
+#: decorrelate, for ``x`` and ``(x - mean)^2`` (§7.5): the random-walk regime only; the
+#: U-turn time already sizes the trajectory to the whitened target.
+UTURN_DECORRELATION_DRAWS = (10.0, 10.0)
+
 #: trajectory length ``T`` (whitened frame) used when nothing tunes it (``num_warmup=0``):
 #: a whitened standard Gaussian's half period, so the jittered lengths ``h T`` (mean
 #: ``T/2``) stay below the first U-turn (``pi``), as the tuned ``T`` does (``esh_math.md``
@@ -171,7 +176,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config, grad=None):
     # reads it at the window end, and the length below)
     decorrelation = adapt.decorrelation
     if config.tune_length or config.metric_mask is AUTO_METRIC:
-        decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation)
+        decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation, UTURN_DECORRELATION_DRAWS)
     if config.tune_length:
         # running mean over about the last half of the iterations, restarted with each
         # new metric (U-turn times measured in the old whitened frame say little)
@@ -181,7 +186,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config, grad=None):
         uturn = select_rows(measured, updated, uturn)
         # lengthened where the slowest statistic random-walks, re-read over the final
         # buffer at the end of warmup (``esh_math.md`` §7.5)
-        stretch = select(schedule.length_update(i), lengthen_for_random_walk(stretch, 1.0, tau), stretch)
+        stretch = select(schedule.length_update(i), lengthen_for_random_walk(stretch, 1.0, tau, schedule.window_end(i)), stretch)
         tuned = config.uturn_factor * uturn.mean[..., 0] * stretch
         length = xp.where(uturn.count > 0, tuned, length)
         length = _clip_length(length, step, config)

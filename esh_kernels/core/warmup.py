@@ -395,11 +395,16 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config, grad=None):
                           welford=welford, decorrelation=decorrelation, gradients=gradients)
 
 
-#: ``AdjustedESH`` lengthens its trajectories while the slowest statistic needs more than
-#: this many draws to decorrelate (``_trajectory_update``). On the benchmark Gaussians at
-#: the default length it needs 2-4; on posteriordb's ``kilpisjarvi`` (posterior
-#: correlation above 0.999 under a diagonal metric) about 400.
-RANDOM_WALK_TAU = 10.0
+#: ``AdjustedESH`` lengthens its trajectories while the slowest statistic needs more
+#: draws to decorrelate than allowed here: ``(x, (x - mean)^2)``
+#: (``_trajectory_update``, §7.5). ``x`` gets 3, as MCLMC's and MAMS's length rules
+#: allow it (2-2.5); ``x^2`` gets 10, because on a Gaussian its time rises again past the
+#: typical-set length, so a lower allowance lengthens without end there. On the benchmark
+#: Gaussians at the default length both read 2-3; on posteriordb's ``gp_pois_regr``
+#: (a latent Gaussian process) ``x`` reads 4-6 per chain, its slowest coordinate 12-47, and
+#: four times the default length tripled its ESS per gradient; on ``kilpisjarvi``
+#: (posterior correlation above 0.999 under a diagonal metric) both read about 400.
+ADJUSTED_DECORRELATION_DRAWS = (3.0, 10.0)
 
 
 def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
@@ -408,18 +413,23 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     is still converging; ``trajectory_factor * sqrt(d)`` with a fixed metric). At the first
     window end: ``L0 = trajectory_factor * sqrt(d)`` in the new whitened frame (the size of
     a whitened target's typical set; the default factor was measured on the ESS of ``x``
-    and ``x^2``). At each later window end: ``L <- max(L0, L sqrt(tau / RANDOM_WALK_TAU))``
-    with ``tau`` the autocorrelation time, in draws, of the slower of ``x`` and
-    ``(x - mean)^2`` over the window (:func:`slowest_autocorrelation_time`), at most
-    ``max_steps`` steps of the current size. The same update once more at the last warmup
-    iteration, with ``tau`` over the final fast buffer: every window's ``tau`` was
+    and ``x^2``). At each later window end: ``L <- max(L0, L sqrt(tau))`` with ``tau`` the
+    autocorrelation time of the slower of ``x`` and ``(x - mean)^2`` over the window, in
+    units of the draws each is allowed (:data:`ADJUSTED_DECORRELATION_DRAWS`,
+    :func:`slowest_autocorrelation_time`), at most
+    ``max_steps`` steps of the current size, and at most ``MAX_LENGTHENING_PER_WINDOW``
+    times the last length (the early windows' metrics, from 25-100 draws, leave even the
+    100-D ill-conditioned Gaussian random-walking: uncapped, its four chains' lengths
+    reached 20-32 by the third window and were still 10-16 at the last, seed 0). The same update once more at the
+    last warmup iteration, with ``tau`` over the final fast buffer, that one only
+    shortening (:func:`lengthen_for_random_walk`): every window's ``tau`` was
     measured under the metric that window replaces, so without it a length grown while
     the metric was poor (``kilpisjarvi``: diagonal, then dense at the last window end)
     stayed grown under the good metric.
 
     A chain in the random-walk regime (a posterior long and narrow in the whitened frame:
     a strongly correlated regression under a diagonal metric, or a metric still far off)
-    has ``tau ∝ L^-2``, and the square root brings ``tau`` to ``RANDOM_WALK_TAU`` in one
+    has ``tau ∝ L^-2``, and the square root brings ``tau`` to its allowance in one
     window; as the metric improves, ``tau`` falls and ``L`` shrinks back towards ``L0``.
     Never below ``L0``: on a Gaussian ``tau`` of ``x^2`` is not monotone in ``L`` (half a
     period leaves ``x`` antithetic and ``x^2`` where it was), and a fixed-point rule
@@ -429,11 +439,11 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     """
     xp = namespace(step)
     d = x.shape[-1]
-    decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation)
+    decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation, ADJUSTED_DECORRELATION_DRAWS)
     typical = step * 0.0 + config.trajectory_factor * math.sqrt(d)
-    grown = lengthen_for_random_walk(length, typical, tau)
-    grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     ended = schedule.window_end(i)
+    grown = lengthen_for_random_walk(length, typical, tau, ended)
+    grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     first = (i == schedule.window_ends[0]) if schedule.window_ends else False
     length = select(schedule.length_update(i), select(first, typical, grown), length)
     # before the first window end: short trajectories while a metric is being learnt, the
@@ -443,23 +453,39 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     return length, decorrelation
 
 
-def window_decorrelation(schedule, i, x, decorrelation):
+def window_decorrelation(schedule, i, x, decorrelation, allowed):
     """Feed the draw ``x`` of iteration ``i`` to the metric window's decorrelation estimate
     and read it: ``(decorrelation, tau)``, where ``tau`` is the window's
-    :func:`slowest_autocorrelation_time` so far; the returned state restarts at each
-    window end (``tau`` is then the finished window's). After the last window it measures
-    the final fast buffer (:meth:`MetricSchedule.measure_weight`)."""
+    :func:`slowest_autocorrelation_time` so far, relative to the ``allowed`` draws of ``x``
+    and ``x^2``; the returned state restarts at each window end (``tau`` is then the
+    finished window's). After the last window it measures the final fast buffer
+    (:meth:`MetricSchedule.measure_weight`)."""
     decorrelation = decorrelation_update(decorrelation, x, schedule.measure_weight(i))
-    tau = slowest_autocorrelation_time(decorrelation)
+    tau = slowest_autocorrelation_time(decorrelation, allowed)
     return select(schedule.window_end(i), decorrelation_init(x), decorrelation), tau
 
 
-def lengthen_for_random_walk(length, floor, tau):
-    """``max(floor, length sqrt(tau / RANDOM_WALK_TAU))``, or ``length`` where ``tau`` is 0
-    (no estimate): the trajectory-length update of ``esh_math.md`` §7.5."""
+#: A window end lengthens a trajectory by at most this factor (§7.5): a window measures
+#: ``tau`` under the metric it then replaces, and the early windows' metrics (25-100
+#: draws) leave even a Gaussian random-walking.
+MAX_LENGTHENING_PER_WINDOW = math.sqrt(2.0)
+
+
+def lengthen_for_random_walk(length, floor, tau, window_end):
+    """``max(floor, length min(sqrt(tau), MAX_LENGTHENING_PER_WINDOW))``, with ``tau`` in
+    units of the allowed draws, or ``length`` where ``tau`` is 0 (no estimate): the
+    trajectory-length update of ``esh_math.md`` §7.5. Where ``window_end`` is False (the
+    update over the final fast buffer, at the last warmup iteration) never longer: that
+    buffer's draws follow the step size's restart (its first trials, about 10x the last
+    step size, are rejected: ``dual_averaging_restart``), and its 50 draws are few: with
+    allowances ``(3, 10)`` a two-way update lengthened one chain of four on the 100-D
+    standard Gaussian (seed 0) from 10 to 11.5 there (``tau(x)`` read 4.0; 2.2 over the
+    sampling draws)."""
     xp = namespace(length, tau)
-    return xp.where(tau > 0, xp.maximum(length * xp.sqrt(tau / RANDOM_WALK_TAU), length * 0.0 + floor),
-                    length)
+    one = tau * 0.0 + 1.0
+    factor = xp.minimum(xp.sqrt(tau), MAX_LENGTHENING_PER_WINDOW * one)
+    factor = select(window_end, factor, xp.minimum(factor, one))
+    return xp.where(tau > 0, xp.maximum(length * factor, length * 0.0 + floor), length)
 
 
 # ---------------------------------------------------------------------------------------
@@ -558,8 +584,8 @@ def esh_warmup_adjusted_update(adapt, i, x, accept_prob, config, grad=None):
 
 
 #: ESH lengthens its draws until the slowest statistic decorrelates in about this many
-#: draws (``esh_warmup_update``)
-ESH_DECORRELATION_DRAWS = 3.0
+#: draws, for ``x`` and ``(x - mean)^2`` (``esh_warmup_update``)
+ESH_DECORRELATION_DRAWS = (3.0, 3.0)
 #: ... by at most this factor. In low dimension the physical time of a step varies by
 #: orders of magnitude with the energy (``e^r``, ``r = (E_ref - E)/d``), and a few phase-2
 #: steps far in the tail can inflate the mean step time that converts the length into time:
@@ -585,7 +611,7 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
       up by ``e^(dH/d)``), fixed at the last warmup iteration; longer where the slowest of
       ``x`` and ``(x - mean)^2`` needed ``tau`` phase-2 draws (``draw``, the draw made) to
       decorrelate: at least the mean phase-2 draw time times
-      ``tau / ESH_DECORRELATION_DRAWS`` (``esh_math.md`` §7.5), and at most
+      ``tau``, in units of ``ESH_DECORRELATION_DRAWS`` (``esh_math.md`` §7.5), and at most
       ``ESH_MAX_LENGTHENING`` times the ``steps_per_draw`` time. Phase-2 draws restart the
       clock at each draw, so that time is in units of ``e^r`` at typical energies; the mean
       draw ``energy`` is kept to start the sampling clock at the same reference
@@ -620,9 +646,9 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
         per_step = select(has, xp.exp(log_time - xp.log(xp.where(has, step_count, 1.0))), step)
         per_draw = select(draw_count > 0, xp.exp(log_time - xp.log(xp.where(draw_count > 0, draw_count, 1.0))),
                           per_step)
-        tau = slowest_autocorrelation_time(decorrelation)
+        tau = slowest_autocorrelation_time(decorrelation, ESH_DECORRELATION_DRAWS)
         base = config.steps_per_draw * per_step
-        tuned = xp.maximum(base, per_draw * tau / ESH_DECORRELATION_DRAWS)
+        tuned = xp.maximum(base, per_draw * tau)
         tuned = xp.minimum(tuned, ESH_MAX_LENGTHENING * base)
         length = select(i == config.num_warmup - 1, tuned, length)
     return adapt._replace(
