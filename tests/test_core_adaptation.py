@@ -639,7 +639,7 @@ def test_adjusted_trajectory_grows_only_where_the_slowest_statistic_is_slow(rho,
     lengthen it where ``x`` needs more than 3 draws to decorrelate (an AR(1) stream: ``tau =
     (1 + rho)/(1 - rho)``, 1.9 at 0.3, 9 at 0.8), by at most ``sqrt(2)`` per window (four
     windows after the first at ``num_warmup=1000``)."""
-    from esh_kernels.core.warmup import ADJUSTED_DECORRELATION_DRAWS, MAX_LENGTHENING_PER_WINDOW
+    from esh_kernels.core.warmup import ADJUSTED_DECORRELATION_DRAWS, ADJUSTED_MAX_LENGTHENING
 
     assert ADJUSTED_DECORRELATION_DRAWS == (3.0, 10.0)
     d, num_warmup = 4, 1000
@@ -648,9 +648,9 @@ def test_adjusted_trajectory_grows_only_where_the_slowest_statistic_is_slow(rho,
     assert lengths[50] == pytest.approx(4 * 0.5)  # steps_before_metric steps
     assert lengths[ends[0]] == pytest.approx(math.sqrt(d))  # first window end
     for before, end in zip(ends, ends[1:]):
-        assert lengths[end] <= MAX_LENGTHENING_PER_WINDOW * lengths[before] + 1e-12
+        assert lengths[end] <= ADJUSTED_MAX_LENGTHENING * lengths[before] + 1e-12
     if grows:
-        assert lengths[ends[-1]] == pytest.approx(MAX_LENGTHENING_PER_WINDOW ** (len(ends) - 1) * math.sqrt(d))
+        assert lengths[ends[-1]] == pytest.approx(ADJUSTED_MAX_LENGTHENING ** (len(ends) - 1) * math.sqrt(d))
     else:
         assert lengths[num_warmup - 1] == pytest.approx(math.sqrt(d))
 
@@ -699,7 +699,7 @@ def test_tuned_hmc_stretch_shrinks_back_under_the_final_metric():
     for i in range(num_warmup):
         adapt = tuned_chain_update(adapt, i, x[i], np.float64(0.8), np.float64(3.0), config)
         stretch.append(float(adapt.stretch))
-    assert stretch[stop - 1] > 3.0  # at most sqrt(2) per window, four windows
+    assert stretch[stop - 1] > 5.0
     assert stretch[num_warmup - 2] == stretch[stop - 1]
     assert 1.0 <= stretch[num_warmup - 1] < 0.5 * stretch[num_warmup - 2]
 

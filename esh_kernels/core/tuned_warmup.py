@@ -186,7 +186,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config, grad=None):
         uturn = select_rows(measured, updated, uturn)
         # lengthened where the slowest statistic random-walks, re-read over the final
         # buffer at the end of warmup (``esh_math.md`` §7.5)
-        stretch = select(schedule.length_update(i), lengthen_for_random_walk(stretch, 1.0, tau, schedule.window_end(i)), stretch)
+        stretch = select(schedule.length_update(i), lengthen_for_random_walk(stretch, 1.0, tau), stretch)
         tuned = config.uturn_factor * uturn.mean[..., 0] * stretch
         length = xp.where(uturn.count > 0, tuned, length)
         length = _clip_length(length, step, config)

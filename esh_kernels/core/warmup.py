@@ -417,7 +417,7 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     autocorrelation time of the slower of ``x`` and ``(x - mean)^2`` over the window, in
     units of the draws each is allowed (:data:`ADJUSTED_DECORRELATION_DRAWS`,
     :func:`slowest_autocorrelation_time`), at most
-    ``max_steps`` steps of the current size, and at most ``MAX_LENGTHENING_PER_WINDOW``
+    ``max_steps`` steps of the current size, and at most ``ADJUSTED_MAX_LENGTHENING``
     times the last length (the early windows' metrics, from 25-100 draws, leave even the
     100-D ill-conditioned Gaussian random-walking: uncapped, its four chains' lengths
     reached 20-32 by the third window and were still 10-16 at the last, seed 0). The same update once more at the
@@ -442,7 +442,7 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     decorrelation, tau = window_decorrelation(schedule, i, x, decorrelation, ADJUSTED_DECORRELATION_DRAWS)
     typical = step * 0.0 + config.trajectory_factor * math.sqrt(d)
     ended = schedule.window_end(i)
-    grown = lengthen_for_random_walk(length, typical, tau, ended)
+    grown = lengthen_for_random_walk(length, typical, tau, ADJUSTED_MAX_LENGTHENING, grow=ended)
     grown = xp.minimum(grown, xp.maximum(config.max_steps * step, typical))
     first = (i == schedule.window_ends[0]) if schedule.window_ends else False
     length = select(schedule.length_update(i), select(first, typical, grown), length)
@@ -465,26 +465,26 @@ def window_decorrelation(schedule, i, x, decorrelation, allowed):
     return select(schedule.window_end(i), decorrelation_init(x), decorrelation), tau
 
 
-#: A window end lengthens a trajectory by at most this factor (§7.5): a window measures
-#: ``tau`` under the metric it then replaces, and the early windows' metrics (25-100
-#: draws) leave even a Gaussian random-walking.
-MAX_LENGTHENING_PER_WINDOW = math.sqrt(2.0)
+#: AdjustedESH's length grows by at most this factor at a window end (§7.5): a window
+#: measures ``tau`` under the metric it then replaces, and the early windows' metrics
+#: (25-100 draws) leave even a Gaussian slow enough for ``x``'s allowance of 3 draws.
+ADJUSTED_MAX_LENGTHENING = math.sqrt(2.0)
 
 
-def lengthen_for_random_walk(length, floor, tau, window_end):
-    """``max(floor, length min(sqrt(tau), MAX_LENGTHENING_PER_WINDOW))``, with ``tau`` in
-    units of the allowed draws, or ``length`` where ``tau`` is 0 (no estimate): the
-    trajectory-length update of ``esh_math.md`` §7.5. Where ``window_end`` is False (the
-    update over the final fast buffer, at the last warmup iteration) never longer: that
-    buffer's draws follow the step size's restart (its first trials, about 10x the last
-    step size, are rejected: ``dual_averaging_restart``), and its 50 draws are few: with
-    allowances ``(3, 10)`` a two-way update lengthened one chain of four on the 100-D
-    standard Gaussian (seed 0) from 10 to 11.5 there (``tau(x)`` read 4.0; 2.2 over the
-    sampling draws)."""
+def lengthen_for_random_walk(length, floor, tau, max_factor=math.inf, grow=True):
+    """``max(floor, length min(sqrt(tau), max_factor))``, with ``tau`` in units of the
+    allowed draws, or ``length`` where ``tau`` is 0 (no estimate): the trajectory-length
+    update of ``esh_math.md`` §7.5. Where ``grow`` is False (AdjustedESH's update over the
+    final fast buffer, at the last warmup iteration) never longer: that buffer's draws
+    follow the step size's restart (its first trials, about 10x the last step size, are
+    rejected: ``dual_averaging_restart``), and its 50 draws are few: with allowances
+    ``(3, 10)`` a two-way update lengthened one chain of four on the 100-D standard
+    Gaussian (seed 0) from 10 to 11.5 there (``tau(x)`` read 4.0; 2.2 over the sampling
+    draws)."""
     xp = namespace(length, tau)
     one = tau * 0.0 + 1.0
-    factor = xp.minimum(xp.sqrt(tau), MAX_LENGTHENING_PER_WINDOW * one)
-    factor = select(window_end, factor, xp.minimum(factor, one))
+    factor = xp.minimum(xp.sqrt(tau), max_factor * one)
+    factor = select(grow, factor, xp.minimum(factor, one))
     return xp.where(tau > 0, xp.maximum(length * factor, length * 0.0 + floor), length)
 
 
