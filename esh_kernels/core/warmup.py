@@ -402,8 +402,9 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config, grad=None):
 #: typical-set length, so a lower allowance lengthens without end there. On the benchmark
 #: Gaussians at the default length both read 2-3; on posteriordb's ``gp_pois_regr``
 #: (a latent Gaussian process) ``x`` reads 4-6 per chain, its slowest coordinate 12-47, and
-#: four times the default length tripled its ESS per gradient; on ``kilpisjarvi``
-#: (posterior correlation above 0.999 under a diagonal metric) both read about 400.
+#: a fixed length of 2.8 times the default gave 2.9 times its ESS per gradient; on
+#: ``kilpisjarvi`` (posterior correlation above 0.999 under a diagonal metric) both read
+#: about 400.
 ADJUSTED_DECORRELATION_DRAWS = (3.0, 10.0)
 
 
@@ -416,16 +417,16 @@ def _trajectory_update(schedule, i, x, step, length, decorrelation, config):
     and ``x^2``). At each later window end: ``L <- max(L0, L sqrt(tau))`` with ``tau`` the
     autocorrelation time of the slower of ``x`` and ``(x - mean)^2`` over the window, in
     units of the draws each is allowed (:data:`ADJUSTED_DECORRELATION_DRAWS`,
-    :func:`slowest_autocorrelation_time`), at most
-    ``max_steps`` steps of the current size, and at most ``ADJUSTED_MAX_LENGTHENING``
-    times the last length (the early windows' metrics, from 25-100 draws, leave even the
-    100-D ill-conditioned Gaussian random-walking: uncapped, its four chains' lengths
-    reached 20-32 by the third window and were still 10-16 at the last, seed 0). The same update once more at the
-    last warmup iteration, with ``tau`` over the final fast buffer, that one only
-    shortening (:func:`lengthen_for_random_walk`): every window's ``tau`` was
-    measured under the metric that window replaces, so without it a length grown while
-    the metric was poor (``kilpisjarvi``: diagonal, then dense at the last window end)
-    stayed grown under the good metric.
+    :func:`slowest_autocorrelation_time`), at most ``max_steps`` steps of the current size,
+    and at most ``ADJUSTED_MAX_LENGTHENING`` times the last length (the early windows'
+    metrics, from 25-100 draws, leave even the 100-D ill-conditioned Gaussian
+    random-walking: uncapped, its four chains' lengths reached 20-32 by the third window and
+    were still 10-16 at the last, seed 0). The same update once more at the last warmup
+    iteration, with ``tau`` over the final fast buffer, that one only shortening
+    (:func:`lengthen_for_random_walk`): every window's ``tau`` was measured under the
+    metric that window replaces, so without it a length grown while the metric was poor
+    (``kilpisjarvi``: diagonal, then dense at the last window end) stayed grown under the
+    good metric.
 
     A chain in the random-walk regime (a posterior long and narrow in the whitened frame:
     a strongly correlated regression under a diagonal metric, or a metric still far off)
