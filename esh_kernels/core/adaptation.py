@@ -363,8 +363,8 @@ def curved(stretch, count, d):
     curvature is high, and the adjusted kernels reject there for dozens of draws in a row
     (AdjustedESH R-hat 1.09-1.23, TunedHMC 1.01-1.05, 4 chains x 1000 + 1000). Under the
     diagonal metric the step size is small everywhere and no chain rejects for long: ESH
-    1.005, TunedHMC 1.006-1.015, AdjustedESH 1.014-1.016 (its trajectories stay short
-    there, §7.6)."""
+    1.005, TunedHMC 1.006-1.015, AdjustedESH 1.014-1.016 (its trajectories stayed short
+    there; 1.005-1.008 since the length allowances of §7.5)."""
     return stretch > AUTO_DENSE_MAX_STRETCH * (1.0 + _dimension_ratio(count, d)) ** 4
 
 
