@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from esh_kernels.core.adaptation import (
+    AUTO_DENSE_MIN_DRAWS_PER_DIM,
     AUTO_METRIC,
     DualAveragingState,
     diagonal_of,
@@ -211,7 +212,7 @@ def _window(x, dense=True):
 def test_automatic_metric_goes_dense_only_beyond_sampling_noise():
     """``esh_math.md`` §7.6: a window of a strongly correlated target (condition number 400
     of its correlation matrix) gives its dense estimate, one of an independent target its
-    diagonal; fewer than ``5 d`` draws, fewer than ``d`` effective ones (draws over their
+    diagonal; fewer than ``3 d`` draws, fewer than ``d`` effective ones (draws over their
     autocorrelation time), or a condition number within 10x of what noise gives, keep the
     diagonal. Per chain where the count is batched."""
     rng = np.random.default_rng(11)
@@ -222,8 +223,11 @@ def test_automatic_metric_goes_dense_only_beyond_sampling_noise():
     independent = rng.normal(size=(200, d)) * np.arange(1.0, d + 1.0)
     assert prefers_dense(welford_covariance(_window(correlated)), np.float64(200))
     assert not prefers_dense(welford_covariance(_window(independent)), np.float64(200))
-    few = _window(correlated[: 5 * d - 1])
+    needed = int(AUTO_DENSE_MIN_DRAWS_PER_DIM * d)  # 3 d (§7.6, "Why 3d draws")
+    few = _window(correlated[: needed - 1])
     assert not prefers_dense(welford_covariance(few), few.count)
+    enough = _window(correlated[:needed])
+    assert prefers_dense(welford_covariance(enough), enough.count)
     slow = welford_covariance(_window(correlated))  # the same draws, read as autocorrelated
     assert prefers_dense(slow, np.float64(200), tau=np.float64(50.0))
     assert not prefers_dense(slow, np.float64(200), tau=np.float64(60.0))  # 3.3 < d
@@ -304,8 +308,8 @@ def test_automatic_metric_reads_the_posterior_covariance_from_gradients():
     xi, gi = _window_with_gradients(independent, np.diag(sd**2))
     np.testing.assert_array_equal(metric_covariance(xi, mask=AUTO_METRIC, tau=tau, gradients=gi),
                                   diagonal_of(xi))
-    # too few draws for any dense estimate (fewer than 5 d): the diagonal of the draws
-    xf, gf = _window_with_gradients(sliver[:19], sigma)
+    # too few draws for any dense estimate (fewer than 3 d): the diagonal of the draws
+    xf, gf = _window_with_gradients(sliver[: int(AUTO_DENSE_MIN_DRAWS_PER_DIM * 4) - 1], sigma)
     np.testing.assert_array_equal(metric_covariance(xf, mask=AUTO_METRIC, tau=tau, gradients=gf),
                                   diagonal_of(xf))
     # the sliver (draws narrower than the posterior) reads no bending: warmup's last window

@@ -174,3 +174,29 @@ def test_adjusted_esh_lengthens_its_trajectories_on_a_latent_gaussian_process(ja
     draws = flat_parameters(mcmc.get_samples(group_by_chain=True))
     assert max(float(az.rhat(x)) for x in draws.values()) < 1.02
     assert min(float(az.ess(x)) for x in draws.values()) > 400
+
+
+@pytest.mark.slow
+def test_the_automatic_metric_turns_dense_early_on_a_collinear_regression(jax_x64):
+    """posteriordb's ``diamonds`` (``shared/data/posteriordb``; a 26-D regression on
+    collinear predictors, model in ``benchmarks/pdb_models/``): under a diagonal metric the
+    whitened posterior is long and narrow, and AdjustedESH's trajectories take hundreds of
+    steps. The automatic metric may go dense from ``3 d = 78`` window draws
+    (``esh_math.md`` §7.6, "Why 3d draws"), so at the end of the 100-draw window (iteration
+    249) rather than the 200-draw one. Measured, seed 0, 4 chains x 1000 warmup: 12k-21k
+    warmup gradients per chain; 154k-175k when ``5 d`` draws were needed."""
+    import jax
+    from numpyro.infer import MCMC
+
+    import esh_kernels.numpyro as ek
+    from esh_kernels.core.adaptation import has_correlations
+    from pdb_check import load_model
+
+    mcmc = MCMC(ek.AdjustedESH(load_model("diamonds-diamonds")), num_warmup=1000, num_samples=1,
+                num_chains=4, chain_method="vectorized", progress_bar=False)
+    mcmc.warmup(jax.random.PRNGKey(0), extra_fields=("n_steps",), collect_warmup=True)
+    steps = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["n_steps"])
+    assert np.all(steps.sum(axis=1) < 50_000), steps.sum(axis=1)
+    # the window from iteration 250 on already runs dense: short trajectories there
+    assert np.all(steps[:, 250:450].mean(axis=1) < 20), steps[:, 250:450].mean(axis=1)
+    assert np.all(np.asarray(has_correlations(mcmc.last_state.adapt_state.scale)))

@@ -283,8 +283,11 @@ def window_gradient_covariance(state, gradients, regularize=True):
 #: choose between its dense estimate and its diagonal (:func:`prefers_dense`)
 AUTO_METRIC = "auto"
 #: the automatic metric considers a dense estimate from this many window draws per
-#: dimension and chain (``esh_math.md`` §7.6)
-AUTO_DENSE_MIN_DRAWS_PER_DIM = 5.0
+#: dimension and chain (``esh_math.md`` §7.6, "Why 3d draws"): with 5, a 26-D collinear
+#: regression (posteriordb's ``diamonds``) first went dense at the 200-draw window, after
+#: a 200-iteration window under its diagonal at 800 gradients per draw (154k-175k warmup
+#: gradients per chain, AdjustedESH); with 3 the 100-draw window before it decides (12k-21k)
+AUTO_DENSE_MIN_DRAWS_PER_DIM = 3.0
 #: ... of which at least this many per dimension effective (draws over their
 #: autocorrelation time): fewer leave directions the chain never saw (§7.4)
 AUTO_DENSE_MIN_EFFECTIVE_PER_DIM = 1.0

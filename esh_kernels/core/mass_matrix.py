@@ -28,9 +28,10 @@ from esh_kernels.core.backend import namespace
 
 
 #: ``dense_mass="auto"`` stays diagonal above this many dimensions: a dense metric costs
-#: ``O(d^2)`` per leapfrog step, and its estimate needs ``5 d`` window draws
-#: (``core.adaptation.AUTO_DENSE_MIN_DRAWS_PER_DIM``): 250 at 50 dimensions, half the
-#: last window of a 1000-iteration warmup. ``dense_mass=True`` has no such limit.
+#: ``O(d^2)`` per leapfrog step, and its estimate needs ``3 d`` window draws
+#: (``core.adaptation.AUTO_DENSE_MIN_DRAWS_PER_DIM``): 150 at 50 dimensions, so only the
+#: last two windows of a 1000-iteration warmup can choose it. ``dense_mass=True`` has no
+#: such limit.
 AUTO_DENSE_MAX_DIM = 50
 
 
