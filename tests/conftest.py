@@ -48,6 +48,20 @@ def pytest_configure(config):
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()
+    # HOST_DEVICES CPU devices in this process (not in the subprocesses, whose scripts and
+    # examples run as a user's would, on one): the tests of chain_method="parallel" (pmap)
+    # and of chains sharded over devices run in the suite's own workers, where each once
+    # re-ran itself in a fresh interpreter at 20-45 s. JAX takes the count only before its
+    # backend starts, which nothing has done yet here.
+    try:
+        import jax
+    except ImportError:  # pragma: no cover
+        return
+    jax.config.update("jax_num_cpu_devices", HOST_DEVICES)
+
+
+#: CPU devices of a test worker's JAX (:func:`pytest_configure`)
+HOST_DEVICES = 4
 
 
 @pytest.fixture(autouse=True, scope="module")

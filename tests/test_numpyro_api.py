@@ -8,33 +8,24 @@ is tested in ``test_numpyro_statistics.py``; checks of values here use tolerance
 from the Monte Carlo error (``sd / sqrt(ess)``).
 """
 
+import io
+import math
+import pickle
+from contextlib import redirect_stdout
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
 import numpyro
+import numpyro.distributions as dist
+import pytest
+from jax import random
+from numpyro.diagnostics import effective_sample_size
+from numpyro.infer import MCMC
 
-# Two CPU devices for chain_method="parallel". This only takes effect if JAX has not yet
-# initialised its backend; test_chain_method_parallel_matches_vectorized re-runs itself in a fresh
-# interpreter when it has.
-numpyro.set_host_device_count(2)
-
-import io  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import pickle  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from contextlib import redirect_stdout  # noqa: E402
-
-import arviz as az  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-import pytest  # noqa: E402
-from jax import random  # noqa: E402
-from numpyro.diagnostics import effective_sample_size  # noqa: E402
-from numpyro.infer import MCMC  # noqa: E402
-
-from esh_kernels.numpyro import ESH, AdjustedESH  # noqa: E402
-from tests.test_numpyro_statistics import assert_esh_steps_per_draw  # noqa: E402
+from esh_kernels.numpyro import ESH, AdjustedESH
+from tests.test_numpyro_statistics import assert_esh_steps_per_draw
 
 KERNELS = [ESH, AdjustedESH]
 N_SE = 5.0
@@ -298,23 +289,8 @@ def test_chain_method_sequential_matches_vectorized(short64):
 
 
 def test_chain_method_parallel_matches_vectorized(short64):
-    """``chain_method="parallel"`` (pmap over 2 host devices) runs and matches the
-    vectorized draws."""
-    if jax.local_device_count() < NUM_CHAINS:
-        # JAX initialised its backend before this module asked for 2 host devices (another
-        # test module ran JAX first): run this test alone in a fresh interpreter, where the
-        # module-level set_host_device_count comes first.
-        name = short64["kernel_cls"].__name__
-        node = f"{os.path.abspath(__file__)}::test_chain_method_parallel_matches_vectorized[{name}]"
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "1 passed" in proc.stdout, proc.stdout
-        return
+    """``chain_method="parallel"`` (pmap over the workers' host devices, ``conftest.py``)
+    runs and matches the vectorized draws."""
     mcmc, samples, _ = run_short64(short64["kernel_cls"], "parallel")
     assert mcmc.chain_method == "parallel"  # no silent fallback to sequential
     assert_same_draws(samples, short64["samples"], "parallel vs vectorized")

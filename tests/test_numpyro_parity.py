@@ -545,43 +545,28 @@ def test_reused_kernel_gives_the_same_post_warmup_state(kernel_cls):
 
 # -- chain_method="parallel" on several devices (pmap) -------------------------------------
 
-_PARALLEL_SCRIPT = """
-import jax
-jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist
-from numpyro.infer import MCMC
-from esh_kernels.numpyro import ESH
-assert jax.device_count() == 2, jax.devices()
-def model():
-    numpyro.sample("x", dist.Normal(jnp.zeros(3), jnp.array([1.0, 2.0, 3.0])))
-draws = {}
-for method in ("parallel", "sequential"):
-    mcmc = MCMC(ESH(model), num_warmup=30, num_samples=10, num_chains=2, chain_method=method,
-                progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(0))
-    draws[method] = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
-assert draws["parallel"].shape == (2, 10, 3)
-np.testing.assert_allclose(draws["parallel"], draws["sequential"], rtol=1e-9, atol=1e-12)
-print("ok")
-"""
-
-
-def test_parallel_chains_on_two_devices_equal_sequential_chains(tmp_path):
-    """``chain_method="parallel"`` (pmap, one chain per device) on 2 CPU devices
-    (``XLA_FLAGS=--xla_force_host_platform_device_count=2``, in a subprocess: the flag must
-    be set before JAX starts) gives each chain the draws it gets run alone in sequence
+def test_parallel_chains_on_two_devices_equal_sequential_chains(jax_x64):
+    """``chain_method="parallel"`` (pmap, one chain per device, over 2 of the workers' CPU
+    devices, ``conftest.py``) gives each chain the draws it gets run alone in sequence
     (float64; the same per-chain program on another device). ESH, whose draw has the most
     state; AdjustedESH and TunedHMC share the pmap path (``numpyro/_base.py``) and gave
     identical draws on 4 devices when checked by hand (2026-12-03)."""
-    import os
-    import subprocess
-    import sys
+    import jax
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-c", _PARALLEL_SCRIPT], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["ok"], proc.stdout
+    assert jax.local_device_count() >= 2, jax.devices()
+
+    def model():
+        numpyro.sample("x", dist.Normal(jax_x64.zeros(3), jax_x64.array([1.0, 2.0, 3.0])))
+
+    draws = {}
+    for method in ("parallel", "sequential"):
+        mcmc = MCMC(ESH(model), num_warmup=30, num_samples=10, num_chains=2, chain_method=method,
+                    progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0))
+        assert mcmc.chain_method == method  # no silent fallback to sequential
+        draws[method] = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    assert draws["parallel"].shape == (2, 10, 3)
+    np.testing.assert_allclose(draws["parallel"], draws["sequential"], rtol=1e-9, atol=1e-12)
 
 
 def _final_step_size(kernel, num_warmup=200):

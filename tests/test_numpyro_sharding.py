@@ -1,73 +1,37 @@
-"""Chains laid out over several devices (``esh_kernels.numpyro.chain_keys``, issue 17).
+"""Chains laid out over several devices (``esh_kernels.numpyro.chain_keys``, issue 17), on
+the 4 CPU devices that ``conftest.py`` gives each test worker's JAX."""
 
-JAX only takes ``--xla_force_host_platform_device_count`` before it starts, so the check
-runs in a subprocess with 4 CPU devices.
-"""
-
-import os
-import subprocess
-import sys
-
+import numpy as np
 import pytest
 
 pytest.importorskip("numpyro")
 
-_SCRIPT = """
-import jax
-jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist
-from numpyro.infer import MCMC
-from esh_kernels.numpyro import AdjustedESH, chain_keys
-assert jax.device_count() == 4, jax.devices()
+import jax  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from numpyro.infer import MCMC  # noqa: E402
 
-def model():
+from esh_kernels.numpyro import AdjustedESH, chain_keys, run_ensemble  # noqa: E402
+
+
+def _model():
+    import jax.numpy as jnp
+
     numpyro.sample("x", dist.Normal(jnp.zeros(3), jnp.array([1.0, 2.0, 3.0])))
 
-def run(key, num_chains, num_warmup=30, num_samples=10):
-    mcmc = MCMC(AdjustedESH(model), num_warmup=num_warmup, num_samples=num_samples,
+
+def _run(key, num_chains, num_warmup=30, num_samples=10):
+    mcmc = MCMC(AdjustedESH(_model), num_warmup=num_warmup, num_samples=num_samples,
                 num_chains=num_chains, chain_method="vectorized", progress_bar=False)
     mcmc.run(key, extra_fields=("n_steps",))
     return mcmc
 
-def draws(mcmc):
+
+def _draws(mcmc):
     return np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
 
-keys = chain_keys(jax.random.PRNGKey(3), 8)
-assert len(keys.sharding.device_set) == 4
-np.testing.assert_array_equal(np.asarray(jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys),
-                              np.asarray(jax.random.split(jax.random.PRNGKey(3), 8)))
-sharded = run(keys, 8)
-# the run followed the keys' layout: its final state is spread over the 4 devices
-assert len(sharded.last_state.z["x"].sharding.device_set) == 4, sharded.last_state.z["x"].sharding
-x, steps = draws(sharded), np.asarray(sharded.get_extra_fields(group_by_chain=True)["n_steps"])
-assert x.shape == (8, 10, 3) and np.unique(x[:, :, 0]).size > 20, np.unique(x[:, :, 0]).size
-# each device ran its 2 chains as the single-device program for a batch of 2 runs them
-plain = jax.random.split(jax.random.PRNGKey(3), 8)
-for k in (0, 3):
-    alone = run(plain[2 * k: 2 * k + 2], 2)
-    assert len(alone.last_state.z["x"].sharding.device_set) == 1
-    np.testing.assert_array_equal(x[2 * k: 2 * k + 2], draws(alone))
-    np.testing.assert_array_equal(steps[2 * k: 2 * k + 2],
-                                  np.asarray(alone.get_extra_fields(group_by_chain=True)["n_steps"]))
-# the ensemble mode follows the keys' layout too (its cross-chain averages become
-# cross-device reductions, so it matches a one-device run to rounding only, not bitwise)
-from esh_kernels.numpyro import run_ensemble
-ens = run_ensemble(model, chain_keys(jax.random.PRNGKey(5), 64), num_samples=20, chunk=20)
-assert len(ens.last_state.z["x"].sharding.device_set) == 4, ens.last_state.z["x"].sharding
-xe = np.asarray(ens.get_samples(group_by_chain=True)["x"])
-assert xe.shape == (64, 20, 3) and np.all(np.isfinite(xe))
-np.testing.assert_allclose(xe.std(axis=(0, 1)), [1.0, 2.0, 3.0], rtol=0.15)
-try:
-    chain_keys(jax.random.PRNGKey(0), 6)
-except ValueError as err:
-    assert "multiple of the 4 devices" in str(err), err
-else:
-    raise AssertionError("6 chains on 4 devices accepted")
-print("ok")
-"""
 
-
-def test_chains_sharded_over_four_devices(tmp_path):
+def test_chains_sharded_over_four_devices(jax_x64):
     """8 vectorized chains of ``AdjustedESH`` with keys from ``chain_keys`` on 4 CPU
     devices (float64): the run is partitioned over the devices (its final state lives on all
     4), and a device's 2 chains give exactly the draws and step counts of those 2 chains run
@@ -77,8 +41,31 @@ def test_chains_sharded_over_four_devices(tmp_path):
     ``test_vectorized_chain_equals_the_chain_run_alone`` covers batch sizes). The ensemble
     mode (``run_ensemble``) with such keys runs sharded over the 4 devices too, with the
     right spread."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["ok"], proc.stdout
+    assert jax.device_count() == 4, jax.devices()
+    keys = chain_keys(jax.random.PRNGKey(3), 8)
+    assert len(keys.sharding.device_set) == 4
+    data = jax.random.key_data(keys) if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys
+    np.testing.assert_array_equal(np.asarray(data), np.asarray(jax.random.split(jax.random.PRNGKey(3), 8)))
+    sharded = _run(keys, 8)
+    # the run followed the keys' layout: its final state is spread over the 4 devices
+    assert len(sharded.last_state.z["x"].sharding.device_set) == 4, sharded.last_state.z["x"].sharding
+    x = _draws(sharded)
+    steps = np.asarray(sharded.get_extra_fields(group_by_chain=True)["n_steps"])
+    assert x.shape == (8, 10, 3) and np.unique(x[:, :, 0]).size > 20, np.unique(x[:, :, 0]).size
+    # each device ran its 2 chains as the single-device program for a batch of 2 runs them
+    plain = jax.random.split(jax.random.PRNGKey(3), 8)
+    for k in (0, 3):
+        alone = _run(plain[2 * k: 2 * k + 2], 2)
+        assert len(alone.last_state.z["x"].sharding.device_set) == 1
+        np.testing.assert_array_equal(x[2 * k: 2 * k + 2], _draws(alone))
+        np.testing.assert_array_equal(steps[2 * k: 2 * k + 2],
+                                      np.asarray(alone.get_extra_fields(group_by_chain=True)["n_steps"]))
+    # the ensemble mode follows the keys' layout too (its cross-chain averages become
+    # cross-device reductions, so it matches a one-device run to rounding only, not bitwise)
+    ens = run_ensemble(_model, chain_keys(jax.random.PRNGKey(5), 64), num_samples=20, chunk=20)
+    assert len(ens.last_state.z["x"].sharding.device_set) == 4, ens.last_state.z["x"].sharding
+    xe = np.asarray(ens.get_samples(group_by_chain=True)["x"])
+    assert xe.shape == (64, 20, 3) and np.all(np.isfinite(xe))
+    np.testing.assert_allclose(xe.std(axis=(0, 1)), [1.0, 2.0, 3.0], rtol=0.15)
+    with pytest.raises(ValueError, match="multiple of the 4 devices"):
+        chain_keys(jax.random.PRNGKey(0), 6)

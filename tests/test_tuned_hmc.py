@@ -6,30 +6,22 @@ Statistical checks use tolerances from the Monte Carlo error: ``|mean - truth| <
 compilation whatever its length.
 """
 
+import io
+import pickle
+from contextlib import redirect_stdout
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
 import numpyro
+import numpyro.distributions as dist
+import pytest
+from jax import random
+from numpyro.diagnostics import effective_sample_size
+from numpyro.infer import MCMC, NUTS
 
-# Two CPU devices for chain_method="parallel" (only effective if JAX is not initialised yet;
-# test_chain_method_parallel re-runs itself in a fresh interpreter otherwise).
-numpyro.set_host_device_count(2)
-
-import io  # noqa: E402
-import os  # noqa: E402
-import pickle  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from contextlib import redirect_stdout  # noqa: E402
-
-import arviz as az  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-import pytest  # noqa: E402
-from jax import random  # noqa: E402
-from numpyro.diagnostics import effective_sample_size  # noqa: E402
-from numpyro.infer import MCMC, NUTS  # noqa: E402
-
-from esh_kernels.core.adaptation import (  # noqa: E402
+from esh_kernels.core.adaptation import (
     chees_gradient,
     chees_init,
     chees_restart_average,
@@ -364,13 +356,6 @@ def test_cross_chain_tuning_is_shared_and_differs_from_per_chain(cross_chain_run
 
 
 def test_chain_method_parallel(jax_x64):
-    if jax.local_device_count() < 2:
-        node = f"{os.path.abspath(__file__)}::test_chain_method_parallel"
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "1 passed" in proc.stdout, proc.stdout
-        return
     par = _per_chain_draws("parallel")
     assert par.chain_method == "parallel"
     ref = _per_chain_draws("vectorized", cross_chain=False)

@@ -88,9 +88,28 @@ class MetricSchedule(NamedTuple):
     def measure_weight(self, i):
         """:meth:`weight` extended over the final fast buffer (``i >= stop``): the
         trajectory-length statistics (:func:`window_decorrelation`) also measure the chain
-        under the last metric, which no window does."""
-        measuring = i >= self.start
-        return (1.0 if measuring else 0.0) if isinstance(measuring, bool) else measuring * 1.0
+        under the last metric, which no window does. Zero over the first draws after each
+        window end (:meth:`settling`), where the step size has just restarted."""
+        if isinstance(i, int):
+            return 1.0 if i >= self.start and not self.settling(i) else 0.0
+        return ((i >= self.start) & ~self.settling(i)) * 1.0
+
+    def settling(self, i):
+        """True for the first :data:`RESTART_SETTLING_DRAWS` iterations after a window end
+        that restarts dual averaging (at most a quarter of the iterations up to the next
+        window end or the end of warmup). A restarted dual averaging first tries steps up
+        to 10x the last one (:func:`dual_averaging_restart`), so those transitions are
+        mostly rejected: the chain repeats its position, and the lag-1 statistics of
+        :func:`window_decorrelation` read it as slow (AdjustedESH's lengths grew for
+        it: ``esh_math.md`` §7.5)."""
+        hit = False if isinstance(i, int) else i < 0
+        bounds = list(self.window_ends) + [self.num_warmup - 1]
+        for end, following in zip(bounds[:-1], bounds[1:]):
+            if self.num_warmup - 1 - end < MIN_ITERATIONS_AFTER_RESTART:
+                continue  # no restart there (:func:`finish_step_size`)
+            k = min(RESTART_SETTLING_DRAWS, (following - end) // 4)
+            hit = hit | ((i > end) & (i <= end + k))
+        return hit
 
     def window_end(self, i):
         """True at the last iteration of a metric window."""
@@ -200,6 +219,9 @@ RESTART_STEP = 0.1
 #: step (``AdjustedESH``, ``num_warmup=20``, whose Stan schedule ends its one window two
 #: iterations before the end, on a 2-D Gaussian: every sampling draw rejected)
 MIN_ITERATIONS_AFTER_RESTART = 5
+#: the trajectory-length statistics leave out this many draws after each step-size restart
+#: (:meth:`MetricSchedule.settling`)
+RESTART_SETTLING_DRAWS = 10
 
 
 def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=False):
