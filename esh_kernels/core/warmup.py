@@ -503,7 +503,8 @@ def lengthen_for_random_walk(length, floor, tau, max_factor=math.inf, grow=True)
     rejected: ``dual_averaging_restart``), and its 50 draws are few: with allowances
     ``(3, 10)`` a two-way update lengthened one chain of four on the 100-D standard
     Gaussian (seed 0) from 10 to 11.5 there (``tau(x)`` read 4.0; 2.2 over the sampling
-    draws)."""
+    draws). That was measured before the restart's settling draws were left out of ``tau``
+    (:meth:`MetricSchedule.settling`); the rule was kept, not re-measured since."""
     xp = namespace(length, tau)
     one = tau * 0.0 + 1.0
     factor = xp.minimum(xp.sqrt(tau), max_factor * one)
