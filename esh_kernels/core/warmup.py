@@ -105,11 +105,17 @@ class MetricSchedule(NamedTuple):
         hit = False if isinstance(i, int) else i < 0
         bounds = list(self.window_ends) + [self.num_warmup - 1]
         for end, following in zip(bounds[:-1], bounds[1:]):
-            if self.num_warmup - 1 - end < MIN_ITERATIONS_AFTER_RESTART:
-                continue  # no restart there (:func:`finish_step_size`)
+            if not self.restarts_step_size(end):
+                continue
             k = min(RESTART_SETTLING_DRAWS, (following - end) // 4)
             hit = hit | ((i > end) & (i <= end + k))
         return hit
+
+    def restarts_step_size(self, i):
+        """Whether dual averaging restarts after a window that ends at iteration ``i``: not
+        with fewer than :data:`MIN_ITERATIONS_AFTER_RESTART` warmup iterations left
+        (:func:`finish_step_size`)."""
+        return self.num_warmup - 1 - i >= MIN_ITERATIONS_AFTER_RESTART
 
     def window_end(self, i):
         """True at the last iteration of a metric window."""
@@ -247,7 +253,7 @@ def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=Fals
     guard 0.98-1.02 on seeds 0-8 (NumPyro's tolerance: 0.95-1.05), 1-10 gradients per
     draw. Float64 runs were right with or without it (seeds 0-5)."""
     if config.tune_step_size:
-        restart = ended & (config.num_warmup - 1 - i >= MIN_ITERATIONS_AFTER_RESTART)
+        restart = ended & schedule.restarts_step_size(i)
         dual = select(restart, dual_averaging_restart(step), dual)
         xp = namespace(dual.log_step_avg)
         step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
