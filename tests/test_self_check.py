@@ -84,6 +84,37 @@ def test_a_step_size_far_below_the_other_chains_is_flagged_by_chain():
     assert not self_check.problem_flags(one, np.float64(0.005), np.ones(5), True, True)[1]
 
 
+def test_early_warmup_check_names_only_a_collapsed_step_whose_draws_hit_the_cap():
+    """A quarter and half of the way through warmup (after the first metric window) the
+    self-check looks at one symptom: a collapsed step size whose draws mostly hit
+    ``max_steps`` (ESH on Lotka-Volterra: one chain at the cap from iteration 99, warmup
+    30 minutes long). A collapsed step with short trajectories, a frozen chain or chains
+    that disagree wait for the end of warmup."""
+    assert self_check.early_checkpoints(1000) == (249, 499)
+    assert self_check.early_checkpoints(400) == (199,)  # 99 ends before the first window
+    assert self_check.early_checkpoints(200) == ()
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 3))
+    m = self_check.monitor_init(x, np.arange(4))
+    for _ in range(250):
+        new = rng.normal(size=(4, 3))
+        new[1] = x[1]  # frozen
+        new[3] += 5.0  # elsewhere
+        m = self_check.monitor_update(m, x, new, np.array([7, 7, 64, 64]), 64, np.zeros(4, bool))
+        x = new
+    steps = np.array([1e-5, 1e-5, 1e-5, 1.0])
+    flags = self_check.early_flags(m, steps, np.ones((4, 3)))
+    assert list(flags[1]) == [False, False, True, False]
+    assert not any(np.any(f) for i, f in enumerate(flags) if i != 1)
+    assert self_check.problem_flags(m, steps, np.ones((4, 3)), False, False)[0][1]  # at warmup's end
+    found = self_check.findings("ESH", "early", m, steps, flags, 64, self_check.ESH_REMEDIES)
+    [(chain, symptom, message)] = found
+    assert (chain, symptom) == (2, "step_size")
+    assert "chain 2 has a step size of 1e-05" in message
+    assert "100% of its draws hit the cap of max_steps=64" in message
+    assert "in its first 250 warmup iterations" in message
+
+
 def test_chains_that_disagree_are_flagged():
     m = _stream(np.random.default_rng(2), 4, 300, 3, shift_chain=0)
     assert _flags(m)[-1]
@@ -169,6 +200,22 @@ def test_numpyro_collapsed_step_warns_per_chain_and_points_esh_to_adjusted_esh()
     assert all("AdjustedESH" in m for _, s, m in found if s == "step_size")
     idata = esh_kernels.to_arviz(mcmc)
     assert found[0][2] in idata.sample_stats.attrs["self_check"]
+
+
+def test_numpyro_collapsed_step_at_the_cap_is_named_half_way_through_warmup():
+    """:func:`self_check.early_flags` in a run: the warning comes from the checkpoint half
+    way through warmup (its text says so), once per chain (the end of warmup does not
+    repeat it). Not from the one a quarter of the way: until the first metric window ends
+    (iteration 99) a trajectory is 4 steps, so 25 of the first 125 draws hit the cap."""
+    from esh_kernels.numpyro import ESH
+
+    mcmc, messages = _run_numpyro(ESH(_scaled_normal, step_size=1e-5, adapt_step_size=False, max_steps=16),
+                                  2, "vectorized", warmup=500, samples=10)
+    early = [(c, m) for c, s, m in mcmc.sampler.self_check_findings if s == "step_size"]
+    assert [c for c, _ in early] == [0, 1]
+    for _, message in early:
+        assert "in its first 250 warmup iterations" in message and "max_steps=16" in message
+        assert messages.count(message) == 1
 
 
 def test_numpyro_rejecting_chain_is_frozen_and_named():
@@ -262,3 +309,22 @@ def test_pyro_healthy_run_is_silent_and_collapsed_step_is_named(name):
     assert found[0][2] in mcmc.diagnostics()["self-check"]["chain 0"]
     idata = esh_kernels.to_arviz(mcmc)
     assert found[0][2] in idata.sample_stats.attrs["self_check"]
+
+
+def test_pyro_collapsed_step_at_the_cap_is_named_before_warmup_ends():
+    """The Pyro side of :func:`self_check.early_flags` (``pyro/_base.py``, shared by the
+    three kernels): the warning names the checkpoint half-way through 400 warmup draws."""
+    pytest.importorskip("pyro")
+    import pyro
+    import torch
+    from esh_kernels.pyro import AdjustedESH
+
+    torch.set_num_threads(1)
+    pyro.set_rng_seed(0)
+    kernel = AdjustedESH(_pyro_models(), step_size=1e-5, adapt_step_size=False, max_steps=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pyro.infer.MCMC(kernel, num_samples=5, warmup_steps=400, disable_progbar=True).run()
+    [(chain, message)] = [(c, m) for c, s, m in kernel.self_check_findings if s == "step_size"]
+    assert chain == 0 and "in its first 200 warmup iterations" in message and "max_steps=8" in message
+    assert [str(w.message) for w in caught].count(message) == 1

@@ -7,7 +7,12 @@ updated after every draw at the cost of one Welford update) and looks at them at
 *checkpoints*: the end of warmup (over its second half) and, during sampling, after
 ``100 * 2^k`` draws (over all sampling draws so far; a kernel is never told how many draws
 a run will take, so these are the latest points it can look). Pyro kernels also check at the
-end of sampling, which Pyro announces (``kernel.diagnostics()``).
+end of sampling, which Pyro announces (``kernel.diagnostics()``). A quarter and half of the
+way through warmup (:func:`early_checkpoints`) one symptom is looked at already: a collapsed
+step size whose draws mostly hit ``max_steps`` (:func:`early_flags`). Such a chain makes the
+rest of warmup slow (a vectorized batch waits for it at every draw): one chain of ESH on the
+Lotka-Volterra posterior ran at the 1024-step cap from warmup iteration 99, and its warmup
+took about 30 minutes, with nothing said until its end.
 
 The device side (:func:`monitor_init`, :func:`monitor_update`, :func:`problem_flags`) is
 backend-neutral like the rest of ``core/``: the NumPyro kernels run it inside ``jit`` and
@@ -44,6 +49,7 @@ runs them); each fires on the failures it was written for.
 from typing import Any, NamedTuple
 
 from esh_kernels.core.backend import namespace
+from esh_kernels.core.warmup import MetricSchedule
 
 FROZEN_REPEAT_FRACTION = 0.9
 FROZEN_SPREAD = 0.01
@@ -114,6 +120,31 @@ def sampling_checkpoint(n):
     ratio = n / FIRST_SAMPLING_CHECK
     k = xp.round(xp.log2(xp.where(ratio > 1.0, ratio, 1.0)))
     return (n >= FIRST_SAMPLING_CHECK) & (n == FIRST_SAMPLING_CHECK * 2.0**k)
+
+
+def early_checkpoints(num_warmup):
+    """The warmup iterations (static ints) after which :func:`early_flags` are looked at:
+    the last of the first quarter and of the first half of warmup, those after the first
+    metric window has ended (before it the step size is measured in the model's own
+    unconstrained scale, where a small one can be right) and before the end-of-warmup
+    check."""
+    window_ends = MetricSchedule.build(num_warmup).window_ends
+    if not window_ends:
+        return ()
+    ends = {num_warmup // 4 - 1, num_warmup // 2 - 1}
+    return tuple(sorted(i for i in ends if window_ends[0] < i < num_warmup - 1))
+
+
+def early_flags(m, step_size, scale_diag):
+    """:func:`problem_flags` with one symptom only, for :func:`early_checkpoints`: a step size
+    that collapsed (``step_size``) and whose chain hit ``max_steps`` in most draws so far
+    (``cap``), raised as ``step_size``. Other symptoms wait for the end of warmup: early in
+    warmup a chain is still finding the typical set."""
+    xp = namespace(m.mean)
+    frozen, collapsed, capped, rejecting, divergent, disagree = problem_flags(
+        m, step_size, scale_diag, False, False)
+    none = frozen & False
+    return none, collapsed & capped, none, none, none, xp.any(none)
 
 
 def _variance(m):
@@ -234,7 +265,8 @@ def _chain_name(chain):
 def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     """Messages for the raised ``flags`` (from :func:`problem_flags`; host numpy arrays):
     a list of ``(chain, symptom, message)``. ``phase`` is ``"warmup"`` or ``"sampling"``;
-    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one."""
+    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one.
+    ``phase`` ``"early"``: the flags of :func:`early_flags`, over the warmup so far."""
     import numpy as np
 
     remedies = remedies or {}
@@ -242,7 +274,8 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     count = np.atleast_1d(np.asarray(m.count, dtype=float))
     chains = np.atleast_1d(np.asarray(m.chain))
     step = np.broadcast_to(np.atleast_1d(np.asarray(step_size, dtype=float)), count.shape)
-    where = "over the second half of warmup" if phase == "warmup" else "during sampling"
+    where = {"warmup": "over the second half of warmup", "sampling": "during sampling"}.get(
+        phase, f"in its first {int(count.max())} warmup iterations")
     out = []
 
     def say(c, symptom, what, cause=None):
@@ -269,14 +302,18 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
                              f"repeat the previous one, step size {step[c]:.2g}"
                              + (f", {divs[c] / n:.0%} of them diverged)" if diverging else ")"),
                 cause="frozen_diverging" if diverging else None)
+        # an early finding says what it costs: the rest of warmup runs at the cap
+        cost = (f", and {caps[c] / n:.0%} of its draws hit the cap of max_steps={max_steps} "
+                "gradient evaluations (the rest of warmup runs at that cost)"
+                if phase == "early" else "")
         if np.atleast_1d(collapsed)[c] and step[c] < MIN_STEP_SIZE:
             say(c, "step_size", f"has a step size of {step[c]:.2g}, orders of magnitude below "
-                                "the scale of the adapted metric (healthy: 0.1-10)")
+                                f"the scale of the adapted metric (healthy: 0.1-10){cost}")
         elif np.atleast_1d(collapsed)[c]:
             median = float(np.median(step))
             say(c, "step_size", f"has a step size of {step[c]:.2g}, {median / step[c]:.0f}x below "
                                 f"the median of the {count.shape[0]} chains run with it "
-                                f"({median:.2g})")
+                                f"({median:.2g}){cost}")
         if np.atleast_1d(capped)[c]:
             say(c, "cap", f"hit the cap of max_steps={max_steps} gradient evaluations in "
                           f"{caps[c] / n:.0%} of its {int(count[c])} draws")

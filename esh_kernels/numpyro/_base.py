@@ -212,18 +212,25 @@ class FlatKernel(KernelArguments, MCMCKernel):
         # the checks look at the draws of the model's coordinates only
         scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)[..., : self._data_dim]
 
-        def check(sampling):
-            flags = self_check.problem_flags(m, adapt.step_size, scale_diag, sampling, accept is not None)
+        def check(phase):
+            if phase == "early":
+                flags = self_check.early_flags(m, adapt.step_size, scale_diag)
+            else:
+                flags = self_check.problem_flags(m, adapt.step_size, scale_diag, phase == "sampling",
+                                                 accept is not None)
             raised = jnp.any(jnp.stack([jnp.any(f) for f in flags]))
-            report = partial(self._report, "sampling" if sampling else "warmup")
+            report = partial(self._report, phase)
             values = (m, adapt.step_size, flags)
             if self._report_sharding is not None:  # chains sharded over devices
                 values = lax.with_sharding_constraint(values, self._report_sharding)
             lax.cond(raised, lambda: jax.debug.callback(report, *values), lambda: None)
 
-        lax.cond(i == nw - 1, lambda: check(False), lambda: None)
+        early = self_check.early_checkpoints(nw)
+        if early:
+            lax.cond(jnp.any(jnp.stack([i == e for e in early])), lambda: check("early"), lambda: None)
+        lax.cond(i == nw - 1, lambda: check("warmup"), lambda: None)
         n = (i - nw + 1).astype(x.dtype)
-        lax.cond((i >= nw) & self_check.sampling_checkpoint(n), lambda: check(True), lambda: None)
+        lax.cond((i >= nw) & self_check.sampling_checkpoint(n), lambda: check("sampling"), lambda: None)
         return new._replace(monitor=m)
 
     def _report(self, phase, m, step_size, flags):

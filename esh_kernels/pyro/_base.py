@@ -527,15 +527,21 @@ class FlatKernel(KernelArguments, MCMCKernel):
             self._monitor, x_prev, self._draw(self._state), stats["n_steps"], self._options.max_steps,
             stats["diverging"], stats.get("accept_prob"),
         )
+        if i in self_check.early_checkpoints(nw):
+            self._run_self_check("early")
         if i == nw - 1:
             self._run_self_check("warmup")
 
     def _run_self_check(self, phase):
-        """Look at the statistics; warn once per chain and symptom."""
+        """Look at the statistics; warn once per chain and symptom. ``phase``: ``"early"``
+        (:func:`esh_kernels.core.self_check.early_flags`), ``"warmup"`` or ``"sampling"``."""
         m, adapt = self._monitor, self._state.adapt_state
         scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
-        has_accept = "accept_prob" in self._iteration_stats(self._state)
-        flags = self_check.problem_flags(m, adapt.step_size, scale_diag, phase == "sampling", has_accept)
+        if phase == "early":
+            flags = self_check.early_flags(m, adapt.step_size, scale_diag)
+        else:
+            has_accept = "accept_prob" in self._iteration_stats(self._state)
+            flags = self_check.problem_flags(m, adapt.step_size, scale_diag, phase == "sampling", has_accept)
         if not any(bool(torch.as_tensor(f).any()) for f in flags):
             return
         host = [torch.as_tensor(f).cpu().numpy() for f in flags]
