@@ -263,10 +263,10 @@ def _chain_name(chain):
 
 
 def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
-    """Messages for the raised ``flags`` (from :func:`problem_flags`; host numpy arrays):
-    a list of ``(chain, symptom, message)``. ``phase`` is ``"warmup"`` or ``"sampling"``;
-    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one.
-    ``phase`` ``"early"``: the flags of :func:`early_flags`, over the warmup so far."""
+    """Messages for the raised ``flags`` (from :func:`problem_flags`, or :func:`early_flags`
+    with ``phase="early"``; host numpy arrays): a list of ``(chain, symptom, message)``.
+    ``phase`` is ``"early"`` (over the warmup so far), ``"warmup"`` or ``"sampling"``;
+    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one."""
     import numpy as np
 
     remedies = remedies or {}
