@@ -209,6 +209,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._compiled = {}
         self._isokinetic = None
         self._monitor = None
+        self._early_checks = ()  # core/self_check.py early_checkpoints, set with the monitor
 
     @property
     def initial_params(self):
@@ -518,6 +519,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         chain = torch.arange(self._chains_started, self._chains_started + C)
         self._chains_started += C
         self._monitor = self_check.monitor_init(x, chain)
+        self._early_checks = self_check.early_checkpoints(self._num_warmup)
 
     def _update_self_check(self, i, x_prev, stats):
         nw = self._num_warmup
@@ -527,7 +529,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
             self._monitor, x_prev, self._draw(self._state), stats["n_steps"], self._options.max_steps,
             stats["diverging"], stats.get("accept_prob"),
         )
-        if i in self_check.early_checkpoints(nw):
+        if i in self._early_checks:
             self._run_self_check("early")
         if i == nw - 1:
             self._run_self_check("warmup")
