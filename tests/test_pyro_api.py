@@ -515,6 +515,33 @@ def test_jit_compile_gives_the_eager_draws(cls):
     assert torch.allclose(out[False], out[True], atol=1e-8, rtol=1e-8)
 
 
+def test_recorded_graph_drops_identity_views_only():
+    """``_drop_identity_views`` removes the same-shape ``view``/``expand`` operations that
+    ``make_fx`` records around a matrix product, keeps the ones that change a shape, and the
+    graph computes what the function does."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from esh_kernels.pyro._model import _drop_identity_views
+
+    def fn(x, m):
+        return ((x[..., None, :] @ m)[..., 0, :] + x.expand(x.shape).view(x.shape)).reshape(-1)
+
+    x, m = torch.randn(3, 4), torch.randn(3, 4, 4)
+    gm = make_fx(fn)(x, m)
+    aten = torch.ops.aten
+    views = (aten.view.default, aten.expand.default, aten._unsafe_view.default, aten.reshape.default)
+
+    def count(g):
+        return sum(n.op == "call_function" and n.target in views for n in g.graph.nodes)
+
+    before = count(gm)
+    gm = _drop_identity_views(gm)
+    after = count(gm)
+    assert 0 < after < before
+    assert any(n.target == aten.view.default and tuple(n.meta["val"].shape) == (12,) for n in gm.graph.nodes)
+    assert torch.equal(gm(x, m), fn(x, m))
+
+
 @pytest.mark.parametrize("cls", KERNELS)
 def test_potential_fn_with_initial_params(cls):
     scale = torch.tensor([1.0, 3.0])

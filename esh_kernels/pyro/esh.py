@@ -109,14 +109,15 @@ class ESH(FlatKernel):
 
     def _step_fn(self, *args):
         """``(*carry, normal, uniform1, uniform2, step_size, refresh_length, scale,
-        step_cap)`` -> ``(*carry, still_running)``: one masked step of
-        :func:`esh_kernels.core.esh_draw.step`."""
+        step_cap)`` -> ``(*carry, still_running)``: one step of
+        :func:`esh_kernels.core.esh_draw.step`, chains that are done frozen by masking."""
         c = _unflatten_carry(args[:_N_FLAT])
         normal, uniform1, uniform2, step_size, refresh_length, scale, step_cap = args[_N_FLAT:]
         stepped = esh_draw.step(c, normal, uniform1, uniform2, step_size, refresh_length, scale,
                                 self._value_and_grad, self.divergence_threshold)
-        c = where(esh_draw.running(c, step_cap), stepped, c)
-        return (*_flatten_carry(c), esh_draw.running(c, step_cap))
+        if self._mask_steps:
+            stepped = where(esh_draw.running(c, step_cap), stepped, c)
+        return (*_flatten_carry(stepped), esh_draw.running(stepped, step_cap))
 
     def _build(self, x):
         s = self._state
@@ -124,6 +125,9 @@ class ESH(FlatKernel):
         zero = x.new_zeros(C)
         a = s.adapt_state
         mode = "trace" if self._jit_compile else "eager"
+        # one chain asked "still running?" after every step is only ever stepped while it
+        # runs: its step needs no mask (about 50 fewer operations per step)
+        self._mask_steps = C > 1 or self.host_check_every > 1
         carry = DrawCarry(zero, s.integrator, x, s.potential_energy, zero + 0.1, zero + 0.1,
                        zero + 1.0, x, s.potential_energy, zero - math.inf, zero, zero, zero,
                        torch.ones_like(zero, dtype=torch.bool))
