@@ -58,34 +58,23 @@ def ur_half_step(u, r, g, h, D, with_time=False):
       ``(u_new, r_new, delta_r)``, plus ``log_dt`` (:func:`log_physical_time`) when
       ``with_time``. ``delta_r = r_new - r`` is computed directly (no cancellation).
     """
-    if with_time:  # a forward flow (h > 0): no sign bookkeeping in a recorded graph
-        xp, e, gnorm, s_plus, s_minus = _geometry(u, g)
-        u_new, delta, delta_r, log_s = _forward(xp, u, e, gnorm, s_plus, s_minus, h, D)
-        return u_new, r + delta_r, delta_r, _log_time(xp, r, h, delta, log_s)
     sign = (h >= 0) * 2.0 - 1.0  # works for Python floats and arrays alike
-    h = h * sign
     if hasattr(sign, "ndim") and sign.ndim:
         sign = sign[..., None]
     u = sign * u
     xp, e, gnorm, s_plus, s_minus = _geometry(u, g)
-    u_new, _, delta_r, _ = _forward(xp, u, e, gnorm, s_plus, s_minus, h, D)
-    return sign * u_new, r + delta_r, delta_r
-
-
-def _forward(xp, u, e, gnorm, s_plus, s_minus, h, D):
-    """The closed form of the sub-flow for ``h >= 0`` (module docstring). Returns ``u_new``,
-    ``delta = h |g| / D``, ``delta_r`` and ``(log S+, log S-)``."""
-    delta = h * gnorm / D
+    delta = (h * ((h >= 0) * 2.0 - 1.0)) * gnorm / D
     zeta = xp.exp(-delta)
     u_raw = ((1.0 - zeta) * (s_plus + zeta * s_minus))[..., None] * e + (2.0 * zeta)[..., None] * u
     u_norm = norm(xp, u_raw)
-    u_new = xp.where(u_norm > 0, u_raw / xp.where(u_norm > 0, u_norm, 1.0), u)
-    log_s = (xp.log(s_plus), xp.log(s_minus))
-    delta_r = delta - _LOG2 + xp.logaddexp(log_s[0], log_s[1] - 2.0 * delta)
-    return u_new, delta, delta_r, log_s
+    u_new = sign * xp.where(u_norm > 0, u_raw / xp.where(u_norm > 0, u_norm, 1.0), u)
+    delta_r = delta - _LOG2 + xp.logaddexp(xp.log(s_plus), xp.log(s_minus) - 2.0 * delta)
+    if not with_time:
+        return u_new, r + delta_r, delta_r
+    return u_new, r + delta_r, delta_r, _log_time(xp, r, h, delta, s_plus, s_minus)
 
 
-def _log_time(xp, r, h, delta, log_s):
+def _log_time(xp, r, h, delta, s_plus, s_minus):
     # int_0^h e^{r(tau)} dtau = e^r h (sinh delta + c (cosh delta - 1)) / delta
     #   = e^r h e^delta / 2 * [(1 - zeta) / delta] * (S+ + zeta S-)      (§3.5)
     nonzero = delta != 0
@@ -97,7 +86,7 @@ def _log_time(xp, r, h, delta, log_s):
         + delta
         - _LOG2
         + xp.log(ratio)
-        + xp.logaddexp(log_s[0], log_s[1] - delta)
+        + xp.logaddexp(xp.log(s_plus), xp.log(s_minus) - delta)
     )
 
 
@@ -109,7 +98,7 @@ def log_physical_time(u, r, g, h, D):
     Requires ``h > 0``.
     """
     xp, _, gnorm, s_plus, s_minus = _geometry(u, g)
-    return _log_time(xp, r, h, h * gnorm / D, (xp.log(s_plus), xp.log(s_minus)))
+    return _log_time(xp, r, h, h * gnorm / D, s_plus, s_minus)
 
 
 def kinetic_energy_change(delta_r, D):
