@@ -605,6 +605,8 @@ def main(argv=None):
         out_help="JSON path (default benchmarks/results/pyro[_quick].json)",
         md_default=os.path.join(REPO, "docs", "benchmarks.md"),
         fresh_help="do not merge with earlier results in --out",
+        merge_from_help="also merge the rows of these result files (same configuration)",
+        render_help="run nothing: rewrite --out (merged with --merge-from) and its markdown section",
     )
     args = p.parse_args(argv)
 
@@ -630,6 +632,9 @@ def main(argv=None):
             "times": "wall clock of MCMC.run / BatchedMCMC.run, set-up and jit tracing included",
         }},
     )
+    if args.render:
+        run.render()
+        return
     targets = make_targets()
     print(f"[run_pyro] {mode}: {cfg_dict}; {run.machine['nproc']} CPUs, load {run.machine['loadavg_at_start']}",
           flush=True)

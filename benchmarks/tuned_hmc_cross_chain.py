@@ -8,7 +8,7 @@ hierarchical regression ``hier_500``, for several chain counts and seeds.
 Prints, per (chains, seed): the tuned trajectory length T and step size, the yardstick's
 min bulk ESS of ``x`` and ``x^2`` (``yardstick.ess_x_and_x2``), the max R-hat of ``x`` and
 ``x^2``, and that ESS per 1000 gradient evaluations after warmup (1000 warmup + 500 draws,
-vectorized, float64). The table in ``docs/kernels/tuned_hmc.md`` came from these
+or ``--num-samples``; vectorized, float64). The table in ``docs/kernels/tuned_hmc.md`` came from these
 two commands (about 10 minutes together on 2 CPU cores). Seeds use the same key
 derivation as ``run_numpyro.py`` (seed 0 is the benchmark's own run).
 """
@@ -40,6 +40,8 @@ def main(argv=None):
     p.add_argument("--chains", type=int, nargs="+", default=[4, 8, 16])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--per-chain", action="store_true", help="cross_chain=False")
+    p.add_argument("--num-samples", type=int, default=500,
+                   help="draws per chain after 1000 warmup iterations (the benchmark's headline: 1000)")
     args = p.parse_args(argv)
     model = make_targets()["hier_500"].model
     ti, si = TARGET_NAMES.index("hier_500"), SAMPLER_ORDER.index("tuned_hmc")
@@ -47,7 +49,7 @@ def main(argv=None):
         for seed in args.seeds:
             key = random.split(random.fold_in(random.fold_in(random.PRNGKey(seed), ti), si))[0]
             mcmc = MCMC(TunedHMC(model, cross_chain=not args.per_chain), num_warmup=1000,
-                        num_samples=500, num_chains=C, chain_method="vectorized",
+                        num_samples=args.num_samples, num_chains=C, chain_method="vectorized",
                         progress_bar=False, postprocess_fn=lambda z: z)
             mcmc.run(key, extra_fields=("n_steps",))
             adapt = mcmc.last_state.adapt_state
