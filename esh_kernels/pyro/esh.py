@@ -110,7 +110,8 @@ class ESH(FlatKernel):
     def _step_fn(self, *args):
         """``(*carry, normal, uniform1, uniform2, step_size, refresh_length, scale,
         step_cap)`` -> ``(*carry, still_running)``: one step of
-        :func:`esh_kernels.core.esh_draw.step`, chains that are done frozen by masking."""
+        :func:`esh_kernels.core.esh_draw.step`, chains that are done frozen by masking (not
+        recorded for one chain checked after every step, ``_mask_steps``)."""
         c = _unflatten_carry(args[:_N_FLAT])
         normal, uniform1, uniform2, step_size, refresh_length, scale, step_cap = args[_N_FLAT:]
         stepped = esh_draw.step(c, normal, uniform1, uniform2, step_size, refresh_length, scale,
@@ -126,7 +127,7 @@ class ESH(FlatKernel):
         a = s.adapt_state
         mode = "trace" if self._jit_compile else "eager"
         # one chain asked "still running?" after every step is only ever stepped while it
-        # runs: its step needs no mask (about 50 fewer operations per step)
+        # runs: its step needs no mask (about 20 fewer operations per step, docs/pyro.md)
         self._mask_steps = C > 1 or self.host_check_every > 1
         carry = DrawCarry(zero, s.integrator, x, s.potential_energy, zero + 0.1, zero + 0.1,
                        zero + 1.0, x, s.potential_energy, zero - math.inf, zero, zero, zero,
