@@ -86,10 +86,9 @@ def run_pyro(args):
     import torch
 
     import esh_kernels.pyro as ekp
+    from run_pyro import _unconstrained  # sets torch's threads (1) and dtype (float64)
     from targets import HIER_500_GROUPS, hier_500_data
 
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
     g, xh, yh = (torch.as_tensor(a) for a in hier_500_data())
 
     def model():
@@ -108,12 +107,8 @@ def run_pyro(args):
             mcmc = ekp.BatchedMCMC(kernel, num_samples=args.num_samples, warmup_steps=1000,
                                    num_chains=C, disable_progbar=True)
             mcmc.run()
-            samples = mcmc.get_samples(group_by_chain=True)
-            # ravel_pytree's order (site names sorted), unconstrained
-            flat = np.concatenate([
-                mcmc.transforms[k](samples[k]).reshape(C, args.num_samples, -1).numpy()
-                if k in mcmc.transforms else samples[k].reshape(C, args.num_samples, -1).numpy()
-                for k in sorted(samples)], axis=-1)
+            # unconstrained, sites sorted: ravel_pytree's order
+            flat = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
             diag = mcmc.diagnostics()
             chains = [f"chain {c}" for c in range(C)]
             grads = sum(float(diag["gradient evaluations (sampling)"][c]) for c in chains)

@@ -147,6 +147,15 @@ def early_flags(m, step_size, scale_diag):
     return none, collapsed & capped, none, none, none, xp.any(none)
 
 
+def phase_flags(phase, m, step_size, scale_diag, has_accept):
+    """The flags a checkpoint of ``phase`` looks at: :func:`early_flags` for ``"early"``,
+    :func:`problem_flags` for ``"warmup"`` and ``"sampling"`` (``has_accept``: the kernel
+    reports Metropolis acceptance)."""
+    if phase == "early":
+        return early_flags(m, step_size, scale_diag)
+    return problem_flags(m, step_size, scale_diag, phase == "sampling", has_accept)
+
+
 def _variance(m):
     xp = namespace(m.mean)
     n = m.count[..., None]

@@ -213,11 +213,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)[..., : self._data_dim]
 
         def check(phase):
-            if phase == "early":
-                flags = self_check.early_flags(m, adapt.step_size, scale_diag)
-            else:
-                flags = self_check.problem_flags(m, adapt.step_size, scale_diag, phase == "sampling",
-                                                 accept is not None)
+            flags = self_check.phase_flags(phase, m, adapt.step_size, scale_diag, accept is not None)
             raised = jnp.any(jnp.stack([jnp.any(f) for f in flags]))
             report = partial(self._report, phase)
             values = (m, adapt.step_size, flags)

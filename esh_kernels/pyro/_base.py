@@ -539,11 +539,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         (:func:`esh_kernels.core.self_check.early_flags`), ``"warmup"`` or ``"sampling"``."""
         m, adapt = self._monitor, self._state.adapt_state
         scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
-        if phase == "early":
-            flags = self_check.early_flags(m, adapt.step_size, scale_diag)
-        else:
-            has_accept = "accept_prob" in self._iteration_stats(self._state)
-            flags = self_check.problem_flags(m, adapt.step_size, scale_diag, phase == "sampling", has_accept)
+        has_accept = "accept_prob" in self._iteration_stats(self._state)
+        flags = self_check.phase_flags(phase, m, adapt.step_size, scale_diag, has_accept)
         if not any(bool(torch.as_tensor(f).any()) for f in flags):
             return
         host = [torch.as_tensor(f).cpu().numpy() for f in flags]

@@ -107,6 +107,13 @@ class ESH(FlatKernel):
 
     # -- one step of every chain (masked) ------------------------------------------------
 
+    @property
+    def _mask_steps(self):
+        """Whether a step must freeze chains that are done: not for one chain asked "still
+        running?" after every step, which is only ever stepped while it runs (about 20 fewer
+        recorded operations per step, ``docs/pyro.md``)."""
+        return self._state.integrator.x.shape[0] > 1 or self.host_check_every > 1
+
     def _step_fn(self, *args):
         """``(*carry, normal, uniform1, uniform2, step_size, refresh_length, scale,
         step_cap)`` -> ``(*carry, still_running)``: one step of
@@ -126,9 +133,6 @@ class ESH(FlatKernel):
         zero = x.new_zeros(C)
         a = s.adapt_state
         mode = "trace" if self._jit_compile else "eager"
-        # one chain asked "still running?" after every step is only ever stepped while it
-        # runs: its step needs no mask (about 20 fewer operations per step, docs/pyro.md)
-        self._mask_steps = C > 1 or self.host_check_every > 1
         carry = DrawCarry(zero, s.integrator, x, s.potential_energy, zero + 0.1, zero + 0.1,
                        zero + 1.0, x, s.potential_energy, zero - math.inf, zero, zero, zero,
                        torch.ones_like(zero, dtype=torch.bool))
