@@ -542,6 +542,35 @@ def test_recorded_graph_drops_identity_views_only():
     assert torch.equal(gm(x, m), fn(x, m))
 
 
+def test_recorded_graph_folds_known_results_only():
+    """``_fold_trivial`` removes ``neg(neg(a))`` and ``a - sum(zeros_like(b))``, keeps
+    ``a + 0`` (not bitwise ``a`` at ``-0.0``) and a subtraction that broadcasts, and the
+    graph's outputs are bitwise the function's."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from esh_kernels.pyro._model import _fold_trivial
+
+    def fn(x, y):
+        zero = torch.zeros_like(x).sum()
+        return (-(-x)) - zero, x + torch.zeros_like(x), y - torch.zeros_like(x), x * 2.0
+
+    x, y = torch.tensor([-0.0, 1.5, -2.0]), torch.tensor(3.0)
+    gm = make_fx(fn)(x, y)
+    aten = torch.ops.aten
+
+    def count(g, target):
+        return sum(n.op == "call_function" and n.target == target for n in g.graph.nodes)
+
+    assert count(gm, aten.neg.default) == 2 and count(gm, aten.sub.Tensor) == 2
+    gm = _fold_trivial(gm)
+    assert count(gm, aten.neg.default) == 0
+    assert count(gm, aten.sub.Tensor) == 1  # y - zeros_like(x) broadcasts to x's shape: kept
+    assert count(gm, aten.add.Tensor) == 1
+    for got, want in zip(gm(x, y), fn(x, y)):
+        assert got.shape == want.shape and torch.equal(got, want)
+        assert torch.equal(torch.signbit(got), torch.signbit(want))
+
+
 @pytest.mark.parametrize("cls", KERNELS)
 def test_potential_fn_with_initial_params(cls):
     scale = torch.tensor([1.0, 3.0])

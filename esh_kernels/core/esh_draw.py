@@ -167,7 +167,7 @@ def step(c, normal, uniform_prev, uniform_cur, step_size, refresh_length, scale,
         integ._replace(u=u), step_size, value_and_grad, d, scale, with_time=True
     )
     dh = new.energy - integ.energy + kinetic_energy_change(dr, d)
-    ok = xp.isfinite(dh) & finite_state(new) & (xp.abs(dh) < divergence_threshold)
+    ok = finite_state(new) & (xp.abs(dh) < divergence_threshold)  # False for a NaN or infinite dh
     c = c._replace(
         k=c.k + 1.0, integ=new, x_prev=integ.x, energy_prev=integ.energy,
         time_prev=xp.exp(log_dt_old), time_cur=xp.exp(log_dt_new), sum_dh=c.sum_dh + dh,
