@@ -52,9 +52,9 @@ import esh_kernels.pyro as ekp  # noqa: E402
 import esh_kernels.pyro._model as ekp_model  # noqa: E402
 import results_io  # noqa: E402
 import runner  # noqa: E402
-from yardstick import ess_by_groups, ess_x_and_x2, per_1k_grad  # noqa: E402
+from yardstick import ess_by_groups, ess_x_and_x2, gradients_to_b2, per_1k_grad  # noqa: E402
 
-from targets import breast_cancer_data, eight_schools_data  # noqa: E402
+from targets import breast_cancer_data, eight_schools_data, load_reference, second_moment_bias  # noqa: E402
 
 # The eight-schools data and the breast-cancer design matrix are the ones run_numpyro.py
 # uses (benchmarks/targets.py).
@@ -152,14 +152,18 @@ def _counting(cls):
 
 
 def _unconstrained(samples, transforms):
-    """``{site: (C, N, ...)}`` constrained -> ``(C, N, D)`` unconstrained, sites sorted."""
-    parts = []
+    """``{site: (C, N, ...)}`` constrained -> ``(C, N, D)`` unconstrained, sites sorted, and
+    the coordinates' names (``site`` or ``site[i]``, as ``benchmarks/reference/*.json`` name
+    them)."""
+    parts, names = [], []
     for name in sorted(samples):
         z = samples[name]
         if name in transforms:
             z = transforms[name](z)
         parts.append(z.reshape(z.shape[0], z.shape[1], -1))
-    return torch.cat(parts, dim=-1).detach().cpu().numpy().astype(np.float64)
+        size = parts[-1].shape[-1]
+        names += [name] if z.dim() == 2 else [f"{name}[{i}]" for i in range(size)]
+    return torch.cat(parts, dim=-1).detach().cpu().numpy().astype(np.float64), names
 
 
 class _Clock:
@@ -241,7 +245,7 @@ def run_mcmc_sampler(name, target, cfg, seed):
         mcmc.run()
         t1 = time.perf_counter()
     t_sample = clock.t_sample or t1
-    draws = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
+    draws, coords = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
     diag = mcmc.diagnostics()
     info = {"num_chains": 1, "time_breakdown": {
         "setup_s": setup_timer.seconds,
@@ -265,7 +269,8 @@ def run_mcmc_sampler(name, target, cfg, seed):
         info["compiled"] = dict(kernel.compiled_modes)
     info["divergences"] = int(sum(len(v) for v in diag["divergences"].values()))
     return {
-        "status": "ok", "draws": draws, "grads_warmup": gw, "grads_sample": gs,
+        "status": "ok", "draws": draws, "coords": coords, "grads_warmup": gw, "grads_sample": gs,
+        "grads_warmup_per_chain": [gw], "grads_sample_per_chain": [gs],
         "time_warmup": t_sample - t0, "time_sample": t1 - t_sample, "info": info,
     }
 
@@ -284,7 +289,7 @@ def run_batched_sampler(name, target, cfg, seed):
         t0 = time.perf_counter()
         mcmc.run()
         t1 = time.perf_counter()
-    draws = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
+    draws, coords = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
     diag = mcmc.diagnostics()
     C = cfg.batched_chains
     per = lambda key: [diag[key][f"chain {c}"] for c in range(C)]  # noqa: E731
@@ -302,7 +307,7 @@ def run_batched_sampler(name, target, cfg, seed):
         info["trajectory_length_mean"] = float(np.mean(per("trajectory length")))
     t_sample = t1 - mcmc.timings["sampling"]
     return {
-        "status": "ok", "draws": draws, "grads_warmup": gw, "grads_sample": gs,
+        "status": "ok", "draws": draws, "coords": coords, "grads_warmup": gw, "grads_sample": gs,
         "grads_warmup_per_chain": per("gradient evaluations (warmup)"),
         "grads_sample_per_chain": per("gradient evaluations (sampling)"),
         "time_warmup": t_sample - t0, "time_sample": t1 - t_sample, "info": info,
@@ -346,7 +351,46 @@ class Config:
 ONE_CHAIN = 1
 
 
-def compute_metrics(raw):
+def second_moments_by_chain(draws, coords, grads_warmup_per_chain, grads_sample_per_chain, target_name):
+    """The second-moment columns, each chain read alone (as the ESS of a ``BatchedMCMC`` row
+    is), against the target's reference (``benchmarks/reference/<target>.json``, the long
+    NumPyro NUTS run of ``make_reference.py``: same model, same unconstrained coordinates).
+
+    Per chain: ``b2_max`` at the end of the run; ``b2_excess``, the mean over coordinates of
+    ``b2_i`` over what an unbiased sampler's own Monte Carlo error gives on average
+    (``1 / ESS(x_i^2)`` plus the reference's floor; about 1 without bias); and the gradients
+    (warmup included) until ``b2_max < 0.01`` and stays there (``yardstick.gradients_to_b2``,
+    the chain's sampling gradients spread evenly over its draws), None where not reached.
+    The row holds the medians over chains (a chain that did not reach counts as infinitely
+    many gradients) and how many chains reached it. ``{}`` where the target has no
+    reference or names its coordinates differently."""
+    import arviz as az
+
+    ref = load_reference(target_name)
+    if ref is None or list(ref.get("coords", [])) != list(coords):
+        return {}
+    ex2, var_x2, mcse = (np.asarray(ref[k], dtype=np.float64) for k in ("ex2", "var_x2", "ex2_mcse"))
+    C, N, _ = draws.shape
+    b2_max, excess, to_b2 = [], [], []
+    for c in range(C):
+        b2, floor = second_moment_bias(draws[c], ex2, var_x2, mcse)
+        ess_x2 = np.asarray(az.ess(az.convert_to_dataset({"x2": draws[c : c + 1] ** 2}), method="mean")["x2"].values)
+        b2_max.append(float(np.max(b2)))
+        excess.append(float(np.mean(b2) / np.mean(1.0 / ess_x2 + floor)))
+        g, _, _ = gradients_to_b2(draws[c : c + 1], grads_sample_per_chain[c] / N, grads_warmup_per_chain[c],
+                                  ex2, var_x2, num_chains=1)
+        to_b2.append(np.inf if g is None else g)
+    median_to_b2 = float(np.median(to_b2))
+    return {
+        "b2_max": float(np.median(b2_max)),
+        "b2_excess": float(np.median(excess)),
+        "grads_to_b2": median_to_b2 if np.isfinite(median_to_b2) else None,
+        "b2_reached_chains": int(np.sum(np.isfinite(to_b2))),
+        "grads_per_chain_total": float(np.median(np.add(grads_warmup_per_chain, grads_sample_per_chain))),
+    }
+
+
+def compute_metrics(raw, target_name):
     import arviz as az
 
     draws = raw["draws"]
@@ -388,6 +432,8 @@ def compute_metrics(raw):
         "ess_per_s": ess / ts if ts > 0 else float("nan"),
         "ess_per_s_with_warmup": ess / (tw + ts),
         **pooled,
+        **second_moments_by_chain(draws, raw["coords"], raw["grads_warmup_per_chain"],
+                                  raw["grads_sample_per_chain"], target_name),
     }
     out.update(raw["info"])
     return out
@@ -400,6 +446,9 @@ def median_record(reps):
         vals = [r.get(key) for r in reps]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None for v in vals):
             out[key] = float(np.median(vals))
+    if "grads_to_b2" in out:  # None: not reached, as many gradients as it takes
+        g = float(np.median([np.inf if r.get("grads_to_b2") is None else r["grads_to_b2"] for r in reps]))
+        out["grads_to_b2"] = g if np.isfinite(g) else None
     out["num_repeats"] = len(reps)
     return out
 
@@ -429,6 +478,9 @@ COLUMNS = [
     ("x NUTS (ESS/s +warmup)", "speedup"),
     ("warmup+setup s", "time_warmup_s"),
     ("sample s", "time_sample_s"),
+    ("grads to b2<0.01", "grads_to_b2"),
+    ("b2 max", "b2_max"),
+    ("b2 mean / unbiased", "b2_excess"),
     ("R-hat max", "rhat_max"),
     ("accept", "accept_mean"),
     ("step size", "step_size_mean"),
@@ -470,16 +522,36 @@ def markdown_section(payload):
         lambda r: f"{_fmt(r['ess_per_s_with_warmup'])}"
         + (f" ({_fmt(r['speedup'])}x)" if r.get("speedup") else "")))
     lines.append("")
+    lines.append("### Gradients per chain, warmup included, until b2_max < 0.01 (and stays below), "
+                 "each chain alone; n.r. = not reached within the run")
+    lines.append("")
+    lines.extend(results_io.sampler_table(results, TARGET_NAMES, SAMPLER_ORDER, SAMPLER_LABELS, _to_b2_cell))
+    lines.append("")
     for t in tnames:
         desc = next(r["target_description"] for r in results if r["target"] == t)
         lines.append(f"### {t}: {desc}")
         lines.append("")
-        lines.extend(results_io.target_table(results, t, SAMPLER_ORDER, SAMPLER_LABELS, COLUMNS,
-                                             lambda r, key: _fmt(r.get(key))))
+        lines.extend(results_io.target_table(
+            results, t, SAMPLER_ORDER, SAMPLER_LABELS, COLUMNS,
+            lambda r, key: _to_b2_cell(r) if key == "grads_to_b2" else _fmt(r.get(key))))
         lines.append("")
     lines.extend(time_breakdown_table(results))
     lines.append(COLUMN_DOC)
     return "\n".join(lines)
+
+
+def _to_b2_cell(r):
+    """Gradients to ``b2_max < 0.01``: the number, or n.r. with the end-of-run ``b2_max``;
+    for ``BatchedMCMC``, how many of its chains reached it; blank for rows without it."""
+    if "b2_max" not in r:
+        return ""
+    if r.get("grads_to_b2") is None:
+        cell = f"n.r. in {_fmt(r['grads_per_chain_total'])} (b2 {_fmt(r['b2_max'])})"
+    else:
+        cell = _fmt(r["grads_to_b2"])
+    if r["num_chains"] > 1:
+        cell += f" ({r['b2_reached_chains']:.0f} of {r['num_chains']:.0f} chains)"
+    return cell
 
 
 def time_breakdown_table(results):
@@ -536,6 +608,20 @@ COLUMN_DOC = """### What the columns mean
   whole `run()`: model set-up (incl. `jit_compile` tracing), warmup and sampling.
   **x NUTS** is that number over Pyro NUTS's (defaults, `jit_compile=False`, one chain,
   the same budget) on the same target in the same run of the script.
+- **grads to b2<0.01**, **b2 max**, **b2 mean / unbiased**: the second-moment yardstick of the
+  NumPyro tables, each chain read alone (`second_moments_by_chain`), against the long NumPyro
+  NUTS reference of the same model (`benchmarks/reference/<target>.json`, same unconstrained
+  coordinates). `b2_i = (mean of x_i^2 - E[x_i^2])^2 / Var[x_i^2]`; **b2 max** is its maximum
+  over coordinates at the end of the run; **b2 mean / unbiased** is its mean over
+  coordinates divided by what an unbiased chain's own Monte Carlo error gives on average
+  (`1 / ESS(x_i^2)` plus the reference's floor): about 1 without bias, higher with it.
+  **grads to b2<0.01** counts the chain's gradients, warmup included, until `b2_max` falls
+  below 0.01 and stays there (its sampling gradients spread evenly over its draws). A
+  `BatchedMCMC` row gives the medians over its chains and how many reached it; a one-chain
+  row the median over its runs (n.r. where most did not reach it). One chain of 1000 draws
+  often does not reach it without any bias: with an ESS of `x_i^2` of 300-600 each
+  coordinate's `b2_i` is about `1/ESS` times a chi-square variable of one degree of freedom,
+  and the maximum of 10-31 of those is about 5-9 times `1/ESS`.
 - **R-hat max**: ArviZ rank-normalised split R-hat over chains (batched runs only).
 - **accept**: mean acceptance probability after warmup (not defined for ESH).
 - **step size**: tuned step size (mean over chains; each sampler's own units).
@@ -555,7 +641,7 @@ def measure(sname, target, cfg, seed, repeats):
         raw = run_sampler(sname, target, cfg, seed + 7919 * r)
         if raw["status"] != "ok":
             break
-        reps.append(compute_metrics(raw))
+        reps.append(compute_metrics(raw, target.name))
     if not reps:
         return raw
     return {"status": "ok", **median_record(reps), "repeats": reps}

@@ -108,7 +108,7 @@ def run_pyro(args):
                                    num_chains=C, disable_progbar=True)
             mcmc.run()
             # unconstrained, sites sorted: ravel_pytree's order
-            flat = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
+            flat, _ = _unconstrained(mcmc.get_samples(group_by_chain=True), mcmc.transforms)
             diag = mcmc.diagnostics()
             chains = [f"chain {c}" for c in range(C)]
             grads = sum(float(diag["gradient evaluations (sampling)"][c]) for c in chains)
