@@ -242,6 +242,30 @@ def test_adjusted_esh_fixed_num_steps_as_hmc(jax_x64):
     assert np.max(np.abs(mean_z)) < 4.0 and np.max(np.abs(second_z)) < 4.0, (mean_z, second_z)
 
 
+def test_esh_num_steps_is_the_mean_number_of_steps_per_draw(jax_x64):
+    """``ESH(num_steps=n)`` (NumPyro's ``test_fixed_num_steps`` passes it): every draw spans
+    the physical time of ``n`` mean steps, not lengthened for slow statistics, so the draws
+    take about ``n`` steps on average (each its own number: ESH's clock runs with the
+    energy), and the draws, whitened, have the standard normal's moments."""
+    from numpyro.diagnostics import effective_sample_size
+
+    from moments import gaussian_moment_z
+
+    potential, cov = _correlated_mvn()
+    for n in (3, 12):
+        mcmc = MCMC(ESH(potential_fn=potential, num_steps=n), num_warmup=500, num_samples=2000,
+                    num_chains=2, chain_method="vectorized", progress_bar=False)
+        mcmc.run(random.PRNGKey(1), init_params=jnp.zeros((2, 5)), extra_fields=("num_steps",))
+        steps = np.asarray(mcmc.get_extra_fields()["num_steps"], np.float64)
+        assert 0.75 * n < steps.mean() < 1.35 * n, (n, steps.mean())
+        assert len(np.unique(steps)) > 1
+        z = np.asarray(mcmc.get_samples(group_by_chain=True), np.float64)
+        white = z @ np.linalg.inv(np.linalg.cholesky(cov)).T
+        mean_z, second_z = gaussian_moment_z(white.reshape(-1, 5), np.ones(5), effective_sample_size(white),
+                                             effective_sample_size(white**2))
+        assert np.max(np.abs(mean_z)) < 4.0 and np.max(np.abs(second_z)) < 4.0, (n, mean_z, second_z)
+
+
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
 def test_fixed_inverse_mass_matrix_is_used_as_given(kernel_cls, jax_x64):
     """A dict ``inverse_mass_matrix`` with ``adapt_mass_matrix=False``: the preconditioner

@@ -57,10 +57,7 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
     """Arguments of NumPyro's / Pyro's HMC and NUTS that these kernels have no use for (as
     NumPyro's own MCMC tests pass them): the ``TypeError`` says what they are and what to
     write instead (before: only "unexpected keyword argument")."""
-    cases = {"num_steps": "trajectory_length=",
-             "find_heuristic_step_size": "warmup finds"}
-    if name != "ESH":  # TunedHMC and AdjustedESH take num_steps (below)
-        del cases["num_steps"]
+    cases = {"find_heuristic_step_size": "warmup finds", "kinetic_fn": "kinetic energy"}
     for cls in _kernel_classes(name):
         for arg, reason in cases.items():
             with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument "
@@ -102,16 +99,24 @@ def test_max_tree_depth_sets_the_cap_on_steps_per_transition(name):
                 cls(_model, max_tree_depth=bad)
 
 
-@pytest.mark.parametrize("name", ["TunedHMC", "AdjustedESH"])
+@pytest.mark.parametrize("name", sorted(KERNELS))
 def test_num_steps_is_taken_as_hmc_takes_it(name):
-    """``num_steps`` fixes the steps per transition (HMC's argument): no trajectory tuning;
-    it cannot be combined with ``trajectory_length``; checked as an integer."""
-    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75)}[name]
+    """``num_steps`` (HMC's argument) fixes the steps per transition, no trajectory tuning;
+    for ``ESH`` the mean steps per draw, the time per draw not lengthened for slow
+    statistics. It cannot be combined with ``trajectory_length`` (nor, for ``ESH``, with
+    ``steps_per_draw``); checked as an integer."""
+    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75), "ESH": (100, None)}[name]
     for cls in _kernel_classes(name):
         opts = cls(_model, num_steps=5)._options
         assert opts.num_steps == 5
         config = opts.warmup_config(*args)
-        assert not (config.tune_length if name == "TunedHMC" else config.tune_trajectory)
+        if name == "ESH":
+            assert config.steps_per_draw == 5 and not config.lengthen
+            assert cls(_model)._options.warmup_config(*args).lengthen
+            with pytest.raises(ValueError, match="num_steps and steps_per_draw"):
+                cls(_model, num_steps=5, steps_per_draw=3)
+        else:
+            assert not (config.tune_length if name == "TunedHMC" else config.tune_trajectory)
         with pytest.raises(ValueError, match="num_steps and trajectory_length"):
             cls(_model, num_steps=5, trajectory_length=2.0)
         with pytest.raises(ValueError, match="num_steps"):
@@ -120,17 +125,14 @@ def test_num_steps_is_taken_as_hmc_takes_it(name):
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_hmc_only_arguments_at_their_default_are_taken(name):
-    """A script that writes out an HMC / NUTS default (``HMC(model, num_steps=None)``, as
-    Pyro's own ``test_hmc.py`` does), or either of NUTS's ``use_multinomial_sampling``
+    """A script that writes out an HMC / NUTS default (``NUTS(model, max_tree_depth=10)``, as
+    Pyro's own tests do), or either of NUTS's ``use_multinomial_sampling``
     values (Pyro's ``test_nuts.py`` passes ``False``), asks for nothing these kernels lack:
     taken, ignored. Any other value is refused (above)."""
     for cls in _kernel_classes(name):
         for which in (0, -1):
             taken = {arg: values[which] for arg, values in options.HMC_ONLY_DEFAULTS.items()}
             assert cls(_model, **taken)._options == KERNELS[name]().checked()
-    if name == "ESH":
-        with pytest.raises(TypeError, match="'num_steps'.*TunedHMC and AdjustedESH take"):
-            cls(_model, num_steps=4)
     # NUTS's multinomial / slice choice: both booleans taken (above); anything else is not
     # one of NUTS's values either, and the refusal says what the argument is
     with pytest.raises(TypeError, match="'use_multinomial_sampling'.*build no tree"):

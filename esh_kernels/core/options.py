@@ -50,8 +50,6 @@ HMC_ONLY_ARGUMENTS = {
     "use_multinomial_sampling": "it chooses how NUTS picks a point of its tree (True: "
                                 "multinomial, False: slice); these kernels build no tree and "
                                 "take either boolean, which leaves their draws as they are",
-    "num_steps": "it fixes HMC's number of leapfrog steps; fix `trajectory_length=` (with "
-                 "`step_size=`) instead (TunedHMC and AdjustedESH take `num_steps`)",
     "find_heuristic_step_size": "warmup finds the initial step size itself",
     "kinetic_fn": "the kinetic energy is part of each kernel's dynamics",
     "min_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
@@ -61,7 +59,7 @@ HMC_ONLY_ARGUMENTS = {
 
 #: values of those arguments that ask for nothing these kernels lack, so the argument is
 #: taken and ignored: NumPyro's and Pyro's defaults (a script that writes one out, as
-#: ``HMC(model, num_steps=None)``), ``find_heuristic_step_size=True`` (warmup starts
+#: ``NUTS(model, max_tree_depth=10)``), ``find_heuristic_step_size=True`` (warmup starts
 #: with its own step-size search or adaptation either way), and both values of
 #: ``use_multinomial_sampling`` (NUTS's choice between a multinomial and a slice pick
 #: within its tree: two exact ways of doing a thing these kernels do not do, so neither
@@ -69,7 +67,6 @@ HMC_ONLY_ARGUMENTS = {
 HMC_ONLY_DEFAULTS = {
     "max_tree_depth": (10,),
     "use_multinomial_sampling": (True, False),
-    "num_steps": (None,),
     "find_heuristic_step_size": (False, True),
     "kinetic_fn": (None,),
     "min_stepsize": (1e-10,),
@@ -212,6 +209,13 @@ class ESHOptions(NamedTuple):
         time; raise it for targets with very uneven density in low dimension).
     :ivar regularize_mass_matrix: NumPyro's argument, as for ``AdjustedESHOptions``
         (default True: Stan's shrinkage of each metric window's estimate).
+    :ivar num_steps: HMC's argument, read as the mean number of leapfrog steps per draw:
+        warmup sets the time per draw to ``num_steps`` times the mean physical time of a
+        step (the ``steps_per_draw`` rule, without the lengthening for slow statistics).
+        Each draw still spans that fixed physical time, so its own number of steps varies
+        around ``num_steps``: draws of exactly ``n`` steps would span unequal times, and
+        equally weighted they would under-count the tails, where ESH's clock runs fast
+        (``esh_math.md`` §4.4, "Why it biases nothing"). Replaces ``steps_per_draw``; not with ``trajectory_length``.
     """
 
     step_size: Any = None
@@ -223,9 +227,20 @@ class ESHOptions(NamedTuple):
     adapt_mass_matrix: Any = True
     max_steps: Any = 1024
     regularize_mass_matrix: Any = True
+    num_steps: Any = None
 
     def checked(self):
-        return _checked(self)
+        options = _checked(self)
+        if options.num_steps is not None and options.steps_per_draw != ESHOptions._field_defaults["steps_per_draw"]:
+            raise ValueError("num_steps and steps_per_draw both set the mean number of steps per "
+                             "draw: pass one")
+        return options
+
+    @property
+    def draw_steps(self):
+        """Mean leapfrog steps per draw that warmup aims for: ``num_steps`` if given, else
+        ``steps_per_draw``."""
+        return self.num_steps if self.num_steps is not None else self.steps_per_draw
 
     def pools_chains(self, num_chains):
         """Whether warmup pools its windows across chains: never (every chain tunes itself)."""
@@ -242,10 +257,11 @@ class ESHOptions(NamedTuple):
         return ESHWarmupConfig(
             num_warmup=num_warmup,
             desired_energy_var=self.desired_energy_var,
-            steps_per_draw=self.steps_per_draw,
+            steps_per_draw=self.draw_steps,
             tune_step_size=self.adapt_step_size,
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None,
+            lengthen=self.num_steps is None,
             target_accept_prob=0.8,
             trajectory_factor=2.0,
             max_steps=self.max_steps,

@@ -576,6 +576,7 @@ class ESHWarmupConfig(NamedTuple):
     metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
     max_steps: int = 1024  # the kernel's cap on steps per transition
     regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
+    lengthen: bool = True  # lengthen the draws for slow statistics (False: ``num_steps`` given)
 
     @property
     def num_adjusted(self):
@@ -642,7 +643,8 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
       ``x`` and ``(x - mean)^2`` needed ``tau`` phase-2 draws (``draw``, the draw made) to
       decorrelate: at least the mean phase-2 draw time times
       ``tau``, in units of ``ESH_DECORRELATION_DRAWS`` (``esh_math.md`` §7.5), and at most
-      ``ESH_MAX_LENGTHENING`` times the ``steps_per_draw`` time. Phase-2 draws restart the
+      ``ESH_MAX_LENGTHENING`` times the ``steps_per_draw`` time (without
+      ``config.lengthen``, where the user gave ``num_steps``: that time exactly). Phase-2 draws restart the
       clock at each draw, so that time is in units of ``e^r`` at typical energies; the mean
       draw ``energy`` is kept to start the sampling clock at the same reference
       (:func:`esh_sampling_log_speed`). The draw's time is converted to that reference
@@ -678,8 +680,8 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
                           per_step)
         tau = slowest_autocorrelation_time(decorrelation, ESH_DECORRELATION_DRAWS)
         base = config.steps_per_draw * per_step
-        tuned = xp.maximum(base, per_draw * tau)
-        tuned = xp.minimum(tuned, ESH_MAX_LENGTHENING * base)
+        tuned = xp.minimum(xp.maximum(base, per_draw * tau), ESH_MAX_LENGTHENING * base)
+        tuned = tuned if config.lengthen else base
         length = select(i == config.num_warmup - 1, tuned, length)
     return adapt._replace(
         step_size=step, trajectory_length=length, predictor=predictor,

@@ -68,7 +68,7 @@ class ESH(FlatKernel):
         rng_key, k_u = random.split(rng_key)
         opts = self._options
         step = jnp.asarray(opts.initial_step_size(d), x.dtype)
-        length = opts.trajectory_length or opts.steps_per_draw * step
+        length = opts.trajectory_length or opts.draw_steps * step
         zero = jnp.zeros((), x.dtype)
         adapt = esh_warmup_init(
             x, step, jnp.asarray(length, x.dtype), jnp.asarray(opts.refresh_length(d), x.dtype),
@@ -128,7 +128,7 @@ class ESH(FlatKernel):
         warm = state.i < self._num_warmup
         carry, integ0, step_cap = esh_draw.start(
             state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
-            state.integrator.x, state.potential_energy, adapt, warm, self._options.steps_per_draw,
+            state.integrator.x, state.potential_energy, adapt, warm, self._options.draw_steps,
             self._options.max_steps,
         )
 

@@ -79,7 +79,7 @@ class ESH(FlatKernel):
         C, d = x.shape
         opts = self._options
         step = x.new_full((C,), opts.initial_step_size(d))
-        length = step * 0.0 + (opts.trajectory_length or opts.steps_per_draw * step)
+        length = step * 0.0 + (opts.trajectory_length or opts.draw_steps * step)
         refresh_length = step * 0.0 + opts.refresh_length(d)
         adapt = esh_warmup_init(x, step, length, refresh_length, self._dense_mass, self._scale0,
                                 self._metric_mask)
@@ -187,7 +187,7 @@ class ESH(FlatKernel):
         warm = i < self._num_warmup
         carry, integ0, step_cap = esh_draw.start(
             state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
-            state.integrator.x, state.potential_energy, adapt, warm, self._options.steps_per_draw,
+            state.integrator.x, state.potential_energy, adapt, warm, self._options.draw_steps,
             self._options.max_steps,
         )
         carry = esh_draw.offer_pending(carry, *draws.pre())
