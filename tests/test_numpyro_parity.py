@@ -246,10 +246,10 @@ def test_esh_num_steps_is_the_mean_number_of_steps_per_draw(jax_x64):
     """``ESH(num_steps=n)`` (NumPyro's ``test_fixed_num_steps`` passes it): every draw spans
     the physical time of ``n`` mean steps, not lengthened for slow statistics, so the draws
     take about ``n`` steps on average (each its own number: ESH's clock runs with the
-    energy), and the draws, whitened, have the standard normal's moments."""
+    energy), and the draws, whitened, have the standard normal's moments (second moments
+    within ESH's 3% discretisation allowance on top of 4 standard errors, as in
+    ``test_numpyro_statistics.py``)."""
     from numpyro.diagnostics import effective_sample_size
-
-    from moments import gaussian_moment_z
 
     potential, cov = _correlated_mvn()
     for n in (3, 12):
@@ -260,10 +260,11 @@ def test_esh_num_steps_is_the_mean_number_of_steps_per_draw(jax_x64):
         assert 0.75 * n < steps.mean() < 1.35 * n, (n, steps.mean())
         assert len(np.unique(steps)) > 1
         z = np.asarray(mcmc.get_samples(group_by_chain=True), np.float64)
-        white = z @ np.linalg.inv(np.linalg.cholesky(cov)).T
-        mean_z, second_z = gaussian_moment_z(white.reshape(-1, 5), np.ones(5), effective_sample_size(white),
-                                             effective_sample_size(white**2))
-        assert np.max(np.abs(mean_z)) < 4.0 and np.max(np.abs(second_z)) < 4.0, (n, mean_z, second_z)
+        white = (z @ np.linalg.inv(np.linalg.cholesky(cov)).T).reshape(-1, 5)
+        se_mean = 1.0 / np.sqrt(effective_sample_size(white.reshape(2, -1, 5)))
+        se_second = np.sqrt(2.0) / np.sqrt(effective_sample_size(white.reshape(2, -1, 5) ** 2))
+        assert np.all(np.abs(white.mean(0)) < 4.0 * se_mean + 0.03), (n, white.mean(0))
+        assert np.all(np.abs(np.mean(white**2, 0) - 1.0) < 4.0 * se_second + 0.03), (n, np.mean(white**2, 0))
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
