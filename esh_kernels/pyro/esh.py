@@ -54,8 +54,8 @@ class ESH(FlatKernel):
     arguments and defaults as :class:`esh_kernels.numpyro.ESH`.
 
     Its own arguments (``step_size``, ``trajectory_length``, ``steps_per_draw``,
-    ``refresh_rate``, ``desired_energy_var``, ``adapt_mass_matrix``, ``max_steps``;
-    keyword-only) are those of :class:`esh_kernels.core.options.ESHOptions`, the same in
+    ``num_steps``, ``refresh_rate``, ``desired_energy_var``, ``adapt_mass_matrix``,
+    ``max_steps``, ``regularize_mass_matrix``; keyword-only) are those of :class:`esh_kernels.core.options.ESHOptions`, the same in
     NumPyro and Pyro (``docs/kernels/esh.md``). The rest:
 
     :param model, potential_fn, dense_mass, full_mass, inverse_mass_matrix, init_strategy,
