@@ -374,7 +374,8 @@ def second_moments_by_chain(draws, coords, grads_warmup_per_chain, grads_sample_
     b2_max, excess, to_b2 = [], [], []
     for c in range(C):
         b2, floor = second_moment_bias(draws[c], ex2, var_x2, mcse)
-        ess_x2 = np.asarray(az.ess(az.convert_to_dataset({"x2": draws[c : c + 1] ** 2}), method="mean")["x2"].values)
+        x2 = az.convert_to_dataset({"x2": draws[c : c + 1] ** 2})
+        ess_x2 = np.asarray(az.ess(x2, method="mean")["x2"].values)
         b2_max.append(float(np.max(b2)))
         excess.append(float(np.mean(b2) / np.mean(1.0 / ess_x2 + floor)))
         g, _, _ = gradients_to_b2(draws[c : c + 1], grads_sample_per_chain[c] / N, grads_warmup_per_chain[c],

@@ -215,7 +215,8 @@ class ESHOptions(NamedTuple):
         Each draw still spans that fixed physical time, so its own number of steps varies
         around ``num_steps``: draws of exactly ``n`` steps would span unequal times, and
         equally weighted they would under-count the tails, where ESH's clock runs fast
-        (``esh_math.md`` §4.4, "Why it biases nothing"). Replaces ``steps_per_draw``; not with ``trajectory_length``.
+        (``esh_math.md`` §4.4, "Why it biases nothing"). Replaces ``steps_per_draw``; not
+        with ``trajectory_length``.
     """
 
     step_size: Any = None
@@ -231,7 +232,8 @@ class ESHOptions(NamedTuple):
 
     def checked(self):
         options = _checked(self)
-        if options.num_steps is not None and options.steps_per_draw != ESHOptions._field_defaults["steps_per_draw"]:
+        default_steps = ESHOptions._field_defaults["steps_per_draw"]
+        if options.num_steps is not None and options.steps_per_draw != default_steps:
             raise ValueError("num_steps and steps_per_draw both set the mean number of steps per "
                              "draw: pass one")
         return options

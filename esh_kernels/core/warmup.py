@@ -644,9 +644,9 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
       decorrelate: at least the mean phase-2 draw time times
       ``tau``, in units of ``ESH_DECORRELATION_DRAWS`` (``esh_math.md`` §7.5), and at most
       ``ESH_MAX_LENGTHENING`` times the ``steps_per_draw`` time (without
-      ``config.lengthen``, where the user gave ``num_steps``: that time exactly). Phase-2 draws restart the
-      clock at each draw, so that time is in units of ``e^r`` at typical energies; the mean
-      draw ``energy`` is kept to start the sampling clock at the same reference
+      ``config.lengthen``, where the user gave ``num_steps``: that time exactly). Phase-2
+      draws restart the clock at each draw, so that time is in units of ``e^r`` at typical
+      energies; the mean draw ``energy`` is kept to start the sampling clock at the same reference
       (:func:`esh_sampling_log_speed`). The draw's time is converted to that reference
       before it is counted, ``log_time + (E_ref - E_start)/d`` with ``E_ref`` the mean so
       far and ``start_energy`` the draw's, as the sampling clock will run: otherwise a few

@@ -40,8 +40,9 @@ class ESH(FlatKernel):
 
     Its own arguments (``step_size``, ``trajectory_length``, ``steps_per_draw``,
     ``num_steps``, ``refresh_rate``, ``desired_energy_var``, ``adapt_mass_matrix``,
-    ``max_steps``, ``regularize_mass_matrix``; keyword-only) are those of :class:`esh_kernels.core.options.ESHOptions`, the same in
-    NumPyro and Pyro (``docs/kernels/esh.md``). The rest:
+    ``max_steps``, ``regularize_mass_matrix``; keyword-only) are those of
+    :class:`esh_kernels.core.options.ESHOptions`, the same in NumPyro and Pyro
+    (``docs/kernels/esh.md``). The rest:
 
     :param model: a NumPyro model (give this or ``potential_fn``).
     :param potential_fn: potential energy ``E(z)`` on an unconstrained pytree; needs

@@ -55,8 +55,9 @@ class ESH(FlatKernel):
 
     Its own arguments (``step_size``, ``trajectory_length``, ``steps_per_draw``,
     ``num_steps``, ``refresh_rate``, ``desired_energy_var``, ``adapt_mass_matrix``,
-    ``max_steps``, ``regularize_mass_matrix``; keyword-only) are those of :class:`esh_kernels.core.options.ESHOptions`, the same in
-    NumPyro and Pyro (``docs/kernels/esh.md``). The rest:
+    ``max_steps``, ``regularize_mass_matrix``; keyword-only) are those of
+    :class:`esh_kernels.core.options.ESHOptions`, the same in NumPyro and Pyro
+    (``docs/kernels/esh.md``). The rest:
 
     :param model, potential_fn, dense_mass, full_mass, inverse_mass_matrix, init_strategy,
         transforms, max_plate_nesting, jit_compile, jit_options, ignore_jit_warnings: as for
