@@ -52,9 +52,9 @@ import esh_kernels.pyro as ekp  # noqa: E402
 import esh_kernels.pyro._model as ekp_model  # noqa: E402
 import results_io  # noqa: E402
 import runner  # noqa: E402
-from yardstick import ess_by_groups, ess_x_and_x2, gradients_to_b2, per_1k_grad  # noqa: E402
+from yardstick import ess_by_groups, ess_x_and_x2, per_1k_grad, second_moments_by_chain  # noqa: E402
 
-from targets import breast_cancer_data, eight_schools_data, load_reference, second_moment_bias  # noqa: E402
+from targets import breast_cancer_data, eight_schools_data, load_reference  # noqa: E402
 
 # The eight-schools data and the breast-cancer design matrix are the ones run_numpyro.py
 # uses (benchmarks/targets.py).
@@ -351,44 +351,17 @@ class Config:
 ONE_CHAIN = 1
 
 
-def second_moments_by_chain(draws, coords, grads_warmup_per_chain, grads_sample_per_chain, target_name):
-    """The second-moment columns, each chain read alone (as the ESS of a ``BatchedMCMC`` row
-    is), against the target's reference (``benchmarks/reference/<target>.json``, the long
-    NumPyro NUTS run of ``make_reference.py``: same model, same unconstrained coordinates).
-
-    Per chain: ``b2_max`` at the end of the run; ``b2_excess``, the mean over coordinates of
-    ``b2_i`` over what an unbiased sampler's own Monte Carlo error gives on average
-    (``1 / ESS(x_i^2)`` plus the reference's floor; about 1 without bias); and the gradients
-    (warmup included) until ``b2_max < 0.01`` and stays there (``yardstick.gradients_to_b2``,
-    the chain's sampling gradients spread evenly over its draws), None where not reached.
-    The row holds the medians over chains (a chain that did not reach counts as infinitely
-    many gradients) and how many chains reached it. ``{}`` where the target has no
-    reference or names its coordinates differently."""
-    import arviz as az
-
+def second_moments(draws, coords, grads_warmup_per_chain, grads_sample_per_chain, target_name):
+    """The second-moment columns (``yardstick.second_moments_by_chain``: each chain read
+    alone, as the ESS of a ``BatchedMCMC`` row is) against the target's reference
+    (``benchmarks/reference/<target>.json``, the long NumPyro NUTS run of
+    ``make_reference.py``: the same model, the same unconstrained coordinates). ``{}`` where
+    the target has no reference or names its coordinates differently."""
     ref = load_reference(target_name)
     if ref is None or list(ref.get("coords", [])) != list(coords):
         return {}
     ex2, var_x2, mcse = (np.asarray(ref[k], dtype=np.float64) for k in ("ex2", "var_x2", "ex2_mcse"))
-    C, N, _ = draws.shape
-    b2_max, excess, to_b2 = [], [], []
-    for c in range(C):
-        b2, floor = second_moment_bias(draws[c], ex2, var_x2, mcse)
-        x2 = az.convert_to_dataset({"x2": draws[c : c + 1] ** 2})
-        ess_x2 = np.asarray(az.ess(x2, method="mean")["x2"].values)
-        b2_max.append(float(np.max(b2)))
-        excess.append(float(np.mean(b2) / np.mean(1.0 / ess_x2 + floor)))
-        g, _, _ = gradients_to_b2(draws[c : c + 1], grads_sample_per_chain[c] / N, grads_warmup_per_chain[c],
-                                  ex2, var_x2, num_chains=1)
-        to_b2.append(np.inf if g is None else g)
-    median_to_b2 = float(np.median(to_b2))
-    return {
-        "b2_max": float(np.median(b2_max)),
-        "b2_excess": float(np.median(excess)),
-        "grads_to_b2": median_to_b2 if np.isfinite(median_to_b2) else None,
-        "b2_reached_chains": int(np.sum(np.isfinite(to_b2))),
-        "grads_per_chain_total": float(np.median(np.add(grads_warmup_per_chain, grads_sample_per_chain))),
-    }
+    return second_moments_by_chain(draws, grads_warmup_per_chain, grads_sample_per_chain, ex2, var_x2, mcse)
 
 
 def compute_metrics(raw, target_name):
@@ -433,8 +406,8 @@ def compute_metrics(raw, target_name):
         "ess_per_s": ess / ts if ts > 0 else float("nan"),
         "ess_per_s_with_warmup": ess / (tw + ts),
         **pooled,
-        **second_moments_by_chain(draws, raw["coords"], raw["grads_warmup_per_chain"],
-                                  raw["grads_sample_per_chain"], target_name),
+        **second_moments(draws, raw["coords"], raw["grads_warmup_per_chain"],
+                         raw["grads_sample_per_chain"], target_name),
     }
     out.update(raw["info"])
     return out
@@ -610,7 +583,7 @@ COLUMN_DOC = """### What the columns mean
   **x NUTS** is that number over Pyro NUTS's (defaults, `jit_compile=False`, one chain,
   the same budget) on the same target in the same run of the script.
 - **grads to b2<0.01**, **b2 max**, **b2 mean / unbiased**: the second-moment yardstick of the
-  NumPyro tables, each chain read alone (`second_moments_by_chain`), against the long NumPyro
+  NumPyro tables, each chain read alone (`yardstick.second_moments_by_chain`), against the long NumPyro
   NUTS reference of the same model (`benchmarks/reference/<target>.json`, same unconstrained
   coordinates). `b2_i = (mean of x_i^2 - E[x_i^2])^2 / Var[x_i^2]`; **b2 max** is its maximum
   over coordinates at the end of the run; **b2 mean / unbiased** is its mean over

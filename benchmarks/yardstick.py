@@ -7,10 +7,13 @@
   A run with more chains than the others is read in groups of as many chains as they run
   (:func:`ess_by_groups`).
 * **Gradients to b2 < 0.01** (:func:`gradients_to_b2`): the MCLMC and MAMS papers' measure
-  of the second-moment bias, warmup gradients included.
+  of the second-moment bias, warmup gradients included; :func:`second_moments_by_chain` reads
+  it, and ``b2`` at the end, chain by chain (the Pyro tables, whose rows are single chains).
 """
 
 import numpy as np
+
+from targets import second_moment_bias
 
 
 def per_1k_grad(ess, grads):
@@ -111,3 +114,37 @@ def gradients_to_b2(draws, grads_by_draw, grads_warmup_per_chain, ex2, var_x2,
     g = np.broadcast_to(np.asarray(grads_by_draw, dtype=np.float64), (np.shape(draws)[0], N))[:num_chains]
     grads = float(grads_warmup_per_chain + np.mean(np.sum(g[:, : n + 1], axis=1)))
     return grads, int(n + 1), float(b2_max[-1])
+
+
+def second_moments_by_chain(draws, grads_warmup_per_chain, grads_sample_per_chain, ex2, var_x2, ex2_mcse):
+    """Second-moment bias with each chain of ``draws`` (``(C, N, D)``) read alone, against
+    the truth ``E[x_i^2]`` (``ex2``), ``Var[x_i^2]`` and the truth's own Monte Carlo error.
+
+    Per chain: ``b2_max`` at the end of the run; ``b2_excess``, the mean over coordinates of
+    ``b2_i`` over what an unbiased chain's own Monte Carlo error gives on average
+    (``1 / ESS(x_i^2)`` plus the truth's floor; about 1 without bias); and the gradients
+    (warmup included) until ``b2_max < 0.01`` and stays there (:func:`gradients_to_b2`, the
+    chain's sampling gradients spread evenly over its draws), infinite where not reached.
+    Returns the medians over chains (``grads_to_b2`` None where the median chain did not
+    reach it), how many chains reached it, and the median of the chains' total gradients."""
+    import arviz as az
+
+    C, N, _ = draws.shape
+    b2_max, excess, to_b2 = [], [], []
+    for c in range(C):
+        b2, floor = second_moment_bias(draws[c], ex2, var_x2, ex2_mcse)
+        x2 = az.convert_to_dataset({"x2": draws[c : c + 1] ** 2})
+        ess_x2 = np.asarray(az.ess(x2, method="mean")["x2"].values)
+        b2_max.append(float(np.max(b2)))
+        excess.append(float(np.mean(b2) / np.mean(1.0 / ess_x2 + floor)))
+        g, _, _ = gradients_to_b2(draws[c : c + 1], grads_sample_per_chain[c] / N, grads_warmup_per_chain[c],
+                                  ex2, var_x2, num_chains=1)
+        to_b2.append(np.inf if g is None else g)
+    median_to_b2 = float(np.median(to_b2))
+    return {
+        "b2_max": float(np.median(b2_max)),
+        "b2_excess": float(np.median(excess)),
+        "grads_to_b2": median_to_b2 if np.isfinite(median_to_b2) else None,
+        "b2_reached_chains": int(np.sum(np.isfinite(to_b2))),
+        "grads_per_chain_total": float(np.median(np.add(grads_warmup_per_chain, grads_sample_per_chain))),
+    }

@@ -103,6 +103,29 @@ def test_gradients_to_b2_is_none_for_a_biased_sampler_and_uses_the_first_chains(
     assert yardstick.gradients_to_b2(many, 1.0, 0.0, np.ones(2), 2 * np.ones(2))[0] is None
 
 
+def test_second_moments_by_chain_reads_each_chain_alone():
+    """iid N(0, 1) chains: each chain's b2 excess is about 1 (its b2 is its own Monte Carlo
+    noise) and every chain reaches b2_max < 0.01, at its own warmup plus 2 gradients per
+    draw; a batch where 3 of 4 chains have variance 1.69 has median b2 excess far above 1,
+    and only the exact chain reaches the threshold, so the median says "not reached"."""
+    rng = np.random.default_rng(5)
+    C, N, D = 4, 2000, 3
+    exact = rng.standard_normal((C, N, D))
+    warm, sample = [100.0, 200.0, 300.0, 400.0], [2.0 * N] * C
+    out = yardstick.second_moments_by_chain(exact, warm, sample, np.ones(D), 2 * np.ones(D), np.zeros(D))
+    assert 0.3 < out["b2_excess"] < 3.0
+    assert out["b2_reached_chains"] == C
+    assert out["b2_max"] < 0.01
+    per_chain = [yardstick.gradients_to_b2(exact[c : c + 1], 2.0, warm[c], np.ones(D), 2 * np.ones(D),
+                                           num_chains=1)[0] for c in range(C)]
+    assert out["grads_to_b2"] == pytest.approx(np.median(per_chain))
+    assert out["grads_per_chain_total"] == pytest.approx(250.0 + 2.0 * N)
+    mixed = np.concatenate([exact[:1], 1.3 * exact[1:]])
+    bad = yardstick.second_moments_by_chain(mixed, warm, sample, np.ones(D), 2 * np.ones(D), np.zeros(D))
+    assert bad["b2_excess"] > 20.0 and bad["b2_max"] > 0.1
+    assert bad["b2_reached_chains"] == 1 and bad["grads_to_b2"] is None
+
+
 def test_aggregate_seeds_medians_ranges_and_not_reached():
     recs = [
         {"target": "t", "sampler": "s", "seed": k, "status": "ok", "ess": e, "g": g, "label": "L"}
