@@ -458,14 +458,15 @@ def _one_fake_mode():
     real-tensor mode it notes each recorded operation's output shape through a fake tensor,
     and without an ambient fake mode it makes a new one per operation, each capturing a
     Python stack trace: about a third of the time of recording ESH's two steps (0.25-0.45 s
-    on eight schools). Private torch API (``torch._guards``): where it is missing, record as
-    before."""
+    on eight schools). Private torch API (``torch._guards``): where it is missing or takes
+    other arguments, record as before."""
     try:
         from torch._guards import TracingContext, tracing
         from torch._subclasses.fake_tensor import FakeTensorMode
-    except ImportError:
+
+        return tracing(TracingContext(FakeTensorMode()))
+    except Exception:  # noqa: BLE001 - any other torch: record without it
         return contextlib.nullcontext()
-    return tracing(TracingContext(FakeTensorMode()))
 
 
 def _trace(fn, example_args, jit_options, ignore_jit_warnings):
