@@ -11,6 +11,8 @@ from importlib import metadata
 
 import numpy as np
 
+from yardstick import median_not_reached
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -140,6 +142,13 @@ def merge_files(previous, paths, config, target_order, sampler_order):
     return previous
 
 
+def is_number_or_none(values):
+    """Whether ``values`` are numbers or ``None`` ("not reached"), not all ``None`` (booleans
+    are not numbers here): the values a median over runs is taken of."""
+    return (not all(v is None for v in values)
+            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values))
+
+
 def aggregate_seeds(results):
     """One record per (target, sampler) from records of several seeds: every number is the
     median over the seeds whose run finished (``status == "ok"``), its min and max are under
@@ -159,16 +168,12 @@ def aggregate_seeds(results):
         agg["seeds"] = [r.get("seed") for r in ok]
         agg["seeds_failed"] = [r.get("seed") for r in recs if r.get("status") != "ok"]
         agg["range"] = {}
-        for k, v in ok[0].items():
-            if isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
-                continue
+        for k in ok[0]:
             vals = [r.get(k) for r in ok]
-            if all(x is None for x in vals) or any(isinstance(x, bool) or
-                                                  not isinstance(x, (int, float, type(None))) for x in vals):
+            if not is_number_or_none(vals):
                 continue
             key = np.array([np.inf if x is None else x for x in vals], dtype=np.float64)
-            med = float(np.median(key))
-            agg[k] = None if not np.isfinite(med) and np.isinf(key).any() else med
+            agg[k] = median_not_reached(vals)
             agg["range"][k] = (None if np.isinf(key.min()) else float(key.min()),
                                None if np.isinf(key.max()) else float(key.max()))
         out.append(agg)

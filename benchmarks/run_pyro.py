@@ -52,9 +52,11 @@ import esh_kernels.pyro as ekp  # noqa: E402
 import esh_kernels.pyro._model as ekp_model  # noqa: E402
 import results_io  # noqa: E402
 import runner  # noqa: E402
-from yardstick import ess_by_groups, ess_x_and_x2, per_1k_grad, second_moments_by_chain  # noqa: E402
+from yardstick import (  # noqa: E402
+    ess_by_groups, ess_x_and_x2, median_not_reached, per_1k_grad, second_moments_by_chain,
+)
 
-from targets import breast_cancer_data, eight_schools_data, load_reference  # noqa: E402
+from targets import breast_cancer_data, coordinate_names, eight_schools_data, load_reference  # noqa: E402
 
 # The eight-schools data and the breast-cancer design matrix are the ones run_numpyro.py
 # uses (benchmarks/targets.py).
@@ -153,17 +155,16 @@ def _counting(cls):
 
 def _unconstrained(samples, transforms):
     """``{site: (C, N, ...)}`` constrained -> ``(C, N, D)`` unconstrained, sites sorted, and
-    the coordinates' names (``site`` or ``site[i]``, as ``benchmarks/reference/*.json`` name
-    them)."""
-    parts, names = [], []
+    the coordinates' names (``targets.coordinate_names``, as ``benchmarks/reference/*.json``
+    name them)."""
+    parts, shapes = [], {}
     for name in sorted(samples):
         z = samples[name]
         if name in transforms:
             z = transforms[name](z)
+        shapes[name] = tuple(z.shape[2:])
         parts.append(z.reshape(z.shape[0], z.shape[1], -1))
-        size = parts[-1].shape[-1]
-        names += [name] if z.dim() == 2 else [f"{name}[{i}]" for i in range(size)]
-    return torch.cat(parts, dim=-1).detach().cpu().numpy().astype(np.float64), names
+    return torch.cat(parts, dim=-1).detach().cpu().numpy().astype(np.float64), coordinate_names(shapes)
 
 
 class _Clock:
@@ -414,15 +415,13 @@ def compute_metrics(raw, target_name):
 
 
 def median_record(reps):
-    """Per-repeat metrics -> one record: medians of the numbers (the rest from the first)."""
+    """Per-repeat metrics -> one record: medians of the numbers, ``None`` ("not reached")
+    counting as larger than any (``yardstick.median_not_reached``); the rest from the first."""
     out = dict(reps[0])
     for key, value in reps[0].items():
         vals = [r.get(key) for r in reps]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None for v in vals):
-            out[key] = float(np.median(vals))
-    if "grads_to_b2" in out:  # None: not reached, as many gradients as it takes
-        g = float(np.median([np.inf if r.get("grads_to_b2") is None else r["grads_to_b2"] for r in reps]))
-        out["grads_to_b2"] = g if np.isfinite(g) else None
+        if results_io.is_number_or_none(vals):
+            out[key] = median_not_reached(vals)
     out["num_repeats"] = len(reps)
     return out
 

@@ -16,6 +16,15 @@ import numpy as np
 from targets import second_moment_bias
 
 
+def median_not_reached(values):
+    """Median of ``values`` where ``None`` means "not reached" and counts as larger than any
+    number: the median of ``[10, None, None]`` is ``None``, of ``[10, 12, None]`` 12.0.
+    ``None`` when every value is ``None``."""
+    key = np.array([np.inf if v is None else v for v in values], dtype=np.float64)
+    med = float(np.median(key))
+    return med if np.isfinite(med) else None
+
+
 def per_1k_grad(ess, grads):
     """``1000 * ess / grads`` (NaN without gradients): every "ESS per 1000 gradients" cell."""
     return 1000.0 * ess / grads if grads > 0 else float("nan")
@@ -124,9 +133,9 @@ def second_moments_by_chain(draws, grads_warmup_per_chain, grads_sample_per_chai
     ``b2_i`` over what an unbiased chain's own Monte Carlo error gives on average
     (``1 / ESS(x_i^2)`` plus the truth's floor; about 1 without bias); and the gradients
     (warmup included) until ``b2_max < 0.01`` and stays there (:func:`gradients_to_b2`, the
-    chain's sampling gradients spread evenly over its draws), infinite where not reached.
-    Returns the medians over chains (``grads_to_b2`` None where the median chain did not
-    reach it), how many chains reached it, and the median of the chains' total gradients."""
+    chain's sampling gradients spread evenly over its draws), None where not reached.
+    Returns the medians over chains (:func:`median_not_reached`: ``grads_to_b2`` None where
+    the median chain did not reach it), how many chains reached it, and the median of the chains' total gradients."""
     import arviz as az
 
     C, N, _ = draws.shape
@@ -139,12 +148,11 @@ def second_moments_by_chain(draws, grads_warmup_per_chain, grads_sample_per_chai
         excess.append(float(np.mean(b2) / np.mean(1.0 / ess_x2 + floor)))
         g, _, _ = gradients_to_b2(draws[c : c + 1], grads_sample_per_chain[c] / N, grads_warmup_per_chain[c],
                                   ex2, var_x2, num_chains=1)
-        to_b2.append(np.inf if g is None else g)
-    median_to_b2 = float(np.median(to_b2))
+        to_b2.append(g)
     return {
         "b2_max": float(np.median(b2_max)),
         "b2_excess": float(np.median(excess)),
-        "grads_to_b2": median_to_b2 if np.isfinite(median_to_b2) else None,
-        "b2_reached_chains": int(np.sum(np.isfinite(to_b2))),
+        "grads_to_b2": median_not_reached(to_b2),
+        "b2_reached_chains": sum(g is not None for g in to_b2),
         "grads_per_chain_total": float(np.median(np.add(grads_warmup_per_chain, grads_sample_per_chain))),
     }

@@ -126,6 +126,17 @@ def test_second_moments_by_chain_reads_each_chain_alone():
     assert bad["b2_reached_chains"] == 1 and bad["grads_to_b2"] is None
 
 
+def test_median_not_reached_counts_none_as_larger_than_any_number():
+    """The one rule for medians over runs or chains with "not reached" (``None``) values, used
+    by ``aggregate_seeds``, ``run_pyro.median_record`` and ``second_moments_by_chain``."""
+    assert yardstick.median_not_reached([10, None, None]) is None
+    assert yardstick.median_not_reached([10, 12, None]) == 12.0
+    assert yardstick.median_not_reached([3, 1, 2]) == 2.0
+    assert yardstick.median_not_reached([None]) is None
+    assert results_io.is_number_or_none([1.0, None]) and not results_io.is_number_or_none([None, None])
+    assert not results_io.is_number_or_none([True, 1.0]) and not results_io.is_number_or_none(["a", 1.0])
+
+
 def test_aggregate_seeds_medians_ranges_and_not_reached():
     recs = [
         {"target": "t", "sampler": "s", "seed": k, "status": "ok", "ess": e, "g": g, "label": "L"}

@@ -676,12 +676,12 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     if config.tune_trajectory:
         has = step_count > 0
         per_step = select(has, xp.exp(log_time - xp.log(xp.where(has, step_count, 1.0))), step)
-        per_draw = select(draw_count > 0, xp.exp(log_time - xp.log(xp.where(draw_count > 0, draw_count, 1.0))),
-                          per_step)
-        tau = slowest_autocorrelation_time(decorrelation, ESH_DECORRELATION_DRAWS)
-        base = config.steps_per_draw * per_step
-        tuned = xp.minimum(xp.maximum(base, per_draw * tau), ESH_MAX_LENGTHENING * base)
-        tuned = tuned if config.lengthen else base
+        tuned = base = config.steps_per_draw * per_step
+        if config.lengthen:
+            per_draw = select(draw_count > 0,
+                              xp.exp(log_time - xp.log(xp.where(draw_count > 0, draw_count, 1.0))), per_step)
+            tau = slowest_autocorrelation_time(decorrelation, ESH_DECORRELATION_DRAWS)
+            tuned = xp.minimum(xp.maximum(base, per_draw * tau), ESH_MAX_LENGTHENING * base)
         length = select(i == config.num_warmup - 1, tuned, length)
     return adapt._replace(
         step_size=step, trajectory_length=length, predictor=predictor,
