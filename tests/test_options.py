@@ -69,7 +69,7 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
 def test_regularize_mass_matrix_reaches_the_warmup_configuration(name):
     """NumPyro's ``regularize_mass_matrix`` is one of every kernel's own arguments (both
     PPLs); the warmup configuration that the metric windows read carries it."""
-    args = {"ESH": (100, None), "AdjustedESH": (100, True, None), "TunedHMC": (100, True, None, 0.75)}[name]
+    args = {"ESH": (100, True, None), "AdjustedESH": (100, True, None), "TunedHMC": (100, True, None, 0.75)}[name]
     for cls in _kernel_classes(name):
         for value in (True, False):
             opts = cls(_model, regularize_mass_matrix=value)._options
@@ -105,7 +105,7 @@ def test_num_steps_is_taken_as_hmc_takes_it(name):
     for ``ESH`` the mean steps per draw, the time per draw not lengthened for slow
     statistics. It cannot be combined with ``trajectory_length`` (nor, for ``ESH``, with
     ``steps_per_draw``); checked as an integer."""
-    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75), "ESH": (100, None)}[name]
+    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75), "ESH": (100, False, None)}[name]
     for cls in _kernel_classes(name):
         opts = cls(_model, num_steps=5)._options
         assert opts.num_steps == 5
@@ -149,3 +149,18 @@ def test_adjusted_esh_trajectory_factor_default_depends_on_the_metric():
     assert default_trajectory_factor(None, False) != default_trajectory_factor(None, True)
     fixed = options.AdjustedESHOptions(trajectory_factor=1.5).checked()
     assert fixed.warmup_config(100, True, None).trajectory_factor == 1.5
+
+
+def test_esh_phase_one_runs_adjusted_esh_at_its_own_defaults():
+    """ESH's warmup phase 1 is AdjustedESH's transitions at AdjustedESH's defaults: its target
+    acceptance, and its trajectory factor for the metric's kind (dense throughout, or the
+    automatic / diagonal one), in both PPLs."""
+    from esh_kernels.core.adaptation import AUTO_METRIC
+
+    for esh_cls, adjusted_cls in zip(_kernel_classes("ESH"), _kernel_classes("AdjustedESH")):
+        for dense, mask in ((False, None), (True, None), (True, AUTO_METRIC)):
+            phase1 = esh_cls(_model)._options.warmup_config(100, dense, mask).adjusted_config()
+            adjusted = adjusted_cls(_model)._options.warmup_config(100, dense, mask)
+            assert phase1.target_accept_prob == adjusted.target_accept_prob == 0.7
+            assert phase1.trajectory_factor == adjusted.trajectory_factor
+            assert phase1.trajectory_factor == (2.0 if dense and mask is None else 1.0)

@@ -179,6 +179,13 @@ def _checked(options):
     return options
 
 
+def _adjusted_trajectory_factor(factor, dense, metric_mask):
+    """AdjustedESH's trajectory factor (``factor`` if given): the dense default only for a
+    metric that is dense throughout, not for the automatic one (``core/warmup.py``,
+    ``TRAJECTORY_FACTOR``)."""
+    return default_trajectory_factor(factor, dense and metric_mask is not AUTO_METRIC)
+
+
 class ESHOptions(NamedTuple):
     """Arguments of ``ESH`` (NumPyro and Pyro).
 
@@ -255,7 +262,13 @@ class ESHOptions(NamedTuple):
         rate = self.refresh_rate if self.refresh_rate is not None else 1.0 / math.sqrt(max(d, 1))
         return 1.0 / rate if rate > 0 else math.inf
 
-    def warmup_config(self, num_warmup, metric_mask):
+    def warmup_config(self, num_warmup, dense, metric_mask):
+        """The warmup of both phases (``ESHWarmupConfig``). Phase 1 runs ``AdjustedESH``'s
+        transitions at ``AdjustedESH``'s own defaults (target acceptance and trajectory
+        factor, diagonal or dense). Until 2026-12-06 it kept that kernel's former defaults
+        (0.8 and ``2 sqrt(d)``), which cost about twice the gradients per phase-1 iteration;
+        the measurement that moved it is in ``docs/benchmarks.md`` (notes of 2026-12-06)."""
+        phase1 = AdjustedESHOptions()
         return ESHWarmupConfig(
             num_warmup=num_warmup,
             desired_energy_var=self.desired_energy_var,
@@ -264,8 +277,8 @@ class ESHOptions(NamedTuple):
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None,
             lengthen=self.num_steps is None,
-            target_accept_prob=0.8,
-            trajectory_factor=2.0,
+            target_accept_prob=phase1.target_accept_prob,
+            trajectory_factor=_adjusted_trajectory_factor(phase1.trajectory_factor, dense, metric_mask),
             max_steps=self.max_steps,
             metric_mask=metric_mask,
             regularize_metric=self.regularize_mass_matrix,
@@ -335,8 +348,7 @@ class AdjustedESHOptions(NamedTuple):
             tune_step_size=self.adapt_step_size,
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None and self.num_steps is None,
-            trajectory_factor=default_trajectory_factor(self.trajectory_factor,
-                                                        dense and metric_mask is not AUTO_METRIC),
+            trajectory_factor=_adjusted_trajectory_factor(self.trajectory_factor, dense, metric_mask),
             metric_mask=metric_mask,
             max_steps=self.max_steps,
             regularize_metric=self.regularize_mass_matrix,
