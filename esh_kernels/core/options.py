@@ -21,7 +21,6 @@ import math
 import warnings
 from typing import Any, NamedTuple
 
-from esh_kernels.core.adaptation import AUTO_METRIC
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability, check_refresh_rate
 from esh_kernels.core.tuned_warmup import TunedWarmupConfig, initial_trajectory_length
 from esh_kernels.core.warmup import AdjustedWarmupConfig, ESHWarmupConfig, default_trajectory_factor
@@ -179,13 +178,6 @@ def _checked(options):
     return options
 
 
-def _adjusted_trajectory_factor(factor, dense, metric_mask):
-    """AdjustedESH's trajectory factor (``factor`` if given): the dense default only for a
-    metric that is dense throughout, not for the automatic one (``core/warmup.py``,
-    ``TRAJECTORY_FACTOR``)."""
-    return default_trajectory_factor(factor, dense and metric_mask is not AUTO_METRIC)
-
-
 class ESHOptions(NamedTuple):
     """Arguments of ``ESH`` (NumPyro and Pyro).
 
@@ -266,9 +258,9 @@ class ESHOptions(NamedTuple):
         """The warmup of both phases (``ESHWarmupConfig``). Phase 1 runs ``AdjustedESH``'s
         transitions at ``AdjustedESH``'s own defaults (target acceptance and trajectory
         factor, diagonal or dense). Until 2026-12-06 it kept that kernel's former defaults
-        (0.8 and ``2 sqrt(d)``), which cost about twice the gradients per phase-1 iteration;
+        (0.8 and ``2 sqrt(d)``), which cost about 1.5 times the gradients per phase-1 iteration;
         the measurement that moved it is in ``docs/benchmarks.md`` (notes of 2026-12-06)."""
-        phase1 = AdjustedESHOptions()
+        phase1 = AdjustedESHOptions._field_defaults
         return ESHWarmupConfig(
             num_warmup=num_warmup,
             desired_energy_var=self.desired_energy_var,
@@ -277,8 +269,8 @@ class ESHOptions(NamedTuple):
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None,
             lengthen=self.num_steps is None,
-            target_accept_prob=phase1.target_accept_prob,
-            trajectory_factor=_adjusted_trajectory_factor(phase1.trajectory_factor, dense, metric_mask),
+            target_accept_prob=phase1["target_accept_prob"],
+            trajectory_factor=default_trajectory_factor(phase1["trajectory_factor"], dense, metric_mask),
             max_steps=self.max_steps,
             metric_mask=metric_mask,
             regularize_metric=self.regularize_mass_matrix,
@@ -348,7 +340,7 @@ class AdjustedESHOptions(NamedTuple):
             tune_step_size=self.adapt_step_size,
             tune_metric=self.adapt_mass_matrix,
             tune_trajectory=self.trajectory_length is None and self.num_steps is None,
-            trajectory_factor=_adjusted_trajectory_factor(self.trajectory_factor, dense, metric_mask),
+            trajectory_factor=default_trajectory_factor(self.trajectory_factor, dense, metric_mask),
             metric_mask=metric_mask,
             max_steps=self.max_steps,
             regularize_metric=self.regularize_mass_matrix,

@@ -325,11 +325,13 @@ def step_size_search_result(state):
 TRAJECTORY_FACTOR = {"diagonal": 1.0, "dense": 2.0}
 
 
-def default_trajectory_factor(factor, dense):
-    """``factor`` if given, else :data:`TRAJECTORY_FACTOR` for the metric's kind."""
+def default_trajectory_factor(factor, dense, metric_mask=None):
+    """``factor`` if given, else :data:`TRAJECTORY_FACTOR` for the metric's kind: the dense
+    factor only for a metric dense throughout, not for the automatic one (``metric_mask`` is
+    ``AUTO_METRIC``), which takes the diagonal factor."""
     if factor is not None:
         return factor
-    return TRAJECTORY_FACTOR["dense" if dense else "diagonal"]
+    return TRAJECTORY_FACTOR["dense" if dense and metric_mask is not AUTO_METRIC else "diagonal"]
 
 
 class AdjustedESHAdaptState(NamedTuple):
