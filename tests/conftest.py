@@ -28,7 +28,7 @@ def pytest_configure(config):
     by the example scripts the tests start, through ``JAX_COMPILATION_CACHE_DIR``): many
     tests compile the same model and kernel programs, which JAX's in-memory cache misses
     because each test builds new kernel objects. A fresh folder per session unless one is
-    set already."""
+    set already, removed when the session ends (:func:`pytest_unconfigure`)."""
     # Scripts and snippets the tests start in subprocesses import this checkout, whatever
     # is installed (an editable install may point at another clone).
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +36,8 @@ def pytest_configure(config):
     if root not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([root] + paths)
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="esh_kernels_jax_cache_")
+        config._esh_kernels_jax_cache = tempfile.mkdtemp(prefix="esh_kernels_jax_cache_")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config._esh_kernels_jax_cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     # Compile without LLVM's optimisation passes: nearly every program in the suite is
     # compiled once and runs for seconds, so compilation dominates. Measured on the idle
@@ -75,6 +76,17 @@ def pytest_configure(config):
 HOST_DEVICES = 4
 #: XLA flag of :func:`pytest_configure`: compile CPU programs without the fusion emitters
 FUSION_EMITTERS_OFF = "--xla_cpu_use_fusion_emitters=false"
+
+
+def pytest_unconfigure(config):
+    """Remove the session's compilation cache folder, if this process made it (the
+    controller of an ``xdist`` run, after its workers, which share it, have ended): 20-40 MB
+    per run, which each run left in the temporary folder until 2026-12-06."""
+    folder = getattr(config, "_esh_kernels_jax_cache", None)
+    if folder is not None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def default_xla_flags():
