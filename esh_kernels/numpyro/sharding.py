@@ -12,9 +12,12 @@ schedules work; it only places the keys::
                 chain_method="vectorized")
     mcmc.run(keys, *model_args)
 
-The keys are those NumPyro splits from the same key itself, so the draws equal those of a
-single-device run with ``mcmc.run(jax.random.PRNGKey(0), ...)`` (tested on 4 CPU devices in
-float64). Multi-host: after ``jax.distributed.initialize()`` on every host, ``jax.devices()``
+The keys are those NumPyro splits from the same key itself, so each device runs the chains
+that a single-device run with ``mcmc.run(jax.random.PRNGKey(0), ...)`` runs, and each device's
+chains give exactly the draws of the same chains run as one batch on one device (tested on 4
+CPU devices in float64). Against all chains as one batch on one device they agree to rounding
+only: XLA's CPU code for a batch rounds in the last bit differently with the batch's size.
+Multi-host: after ``jax.distributed.initialize()`` on every host, ``jax.devices()``
 lists the devices of all hosts and the same call lays the chains over all of them (not run
 here: this project has one host; ``docs/many_chains.md``).
 """
