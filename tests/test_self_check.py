@@ -66,6 +66,22 @@ def test_a_frozen_chain_whose_draws_diverge_is_put_down_to_a_step_size_too_large
     assert "far too small" not in message and "AdjustedESH" not in message
 
 
+def test_a_frozen_chain_at_an_ordinary_step_size_is_put_down_to_where_it_is():
+    """Draws that repeat at a step size that has not collapsed (a TunedHMC chain in a
+    horseshoe regression's funnel: 93% repeats at a step of 0.063, ``benchmarks/
+    model_zoo.py``) are rejections: the step is too large for where the chain is, not "far
+    too small"; the remedy names reparameterisation and NUTS. A frozen chain whose step
+    size has collapsed keeps "far too small" (the first test above)."""
+    m = _stream(np.random.default_rng(1), 4, 300, 5, frozen_chain=2)
+    steps = np.full(4, 0.063)
+    flags = self_check.problem_flags(m, steps, np.ones((4, 5)), True, True)
+    assert list(flags[0]) == [False, False, True, False] and not flags[1].any()
+    found = self_check.findings("TunedHMC", "sampling", m, steps, flags, 1024)
+    (message,) = [msg for chain, symptom, msg in found if symptom == "frozen"]
+    assert "chain 2 is frozen" in message and "too large for where the chain is" in message
+    assert "non-centred" in message and "NUTS" in message and "far too small" not in message
+
+
 def test_a_step_size_far_below_the_other_chains_is_flagged_by_chain():
     """A chain whose step size is 200x below the others' (posteriordb's ``kilpisjarvi``
     once ended warmup so: one chain's metric diagonal, the others' dense) is flagged with
