@@ -144,7 +144,7 @@ def run(model_name, sampler, seed):
         "quantiles": [float(q) for q in np.quantile(stat(pooled), [0.05, 0.5, 0.95])],
         "truth": None if truth is None else [float(q) for q in truth],
         "self_check": [f"{symptom} (chain {chain})" for chain, symptom, _ in findings],
-        "warnings": sorted({str(w.message)[:200] for w in caught}),
+        "warnings": sorted({str(w.message) for w in caught}),
     }
 
 

@@ -44,15 +44,16 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
 * ``disagree``: chains run together (vectorized / batched) whose within-window means
   disagree, max split-free R-hat over coordinates above 1.2 at the end of warmup, 1.1 in
   sampling, or whose within-chain spreads differ by more than 2.5x in some coordinate (only
-  with at least 200 draws per chain; shorter windows are too noisy). The spread is the mean
-  absolute deviation, not the variance (more than 4x apart until 2026-12-06): on a
-  heavy-tailed posterior (a Student-t with 3 degrees of freedom, whose fourth moment is
-  infinite) the chains' sample variances differed by 4.6-59x in healthy runs of all three
-  kernels (4 chains x 1000 draws, ``benchmarks/model_zoo.py``), so all three warned; the mean
-  absolute deviation needs only a finite variance. 2.5x, not the 2x that matches 4x in
-  variance on a Gaussian: AdjustedESH's healthy chains on a skewed simplex coordinate (the
-  zoo's Dirichlet) read 2.0x after 200 draws, and the unmixed chains of the zoo's funnel
-  (R-hat 1.08-1.45) read 5-19x.
+  with at least 200 draws per chain; shorter windows are too noisy). The spread is the
+  geometric mean of the absolute deviations (:func:`spread_ratio`), not the variance (more
+  than 4x apart until 2026-12-06): on a heavy-tailed posterior (a Student-t with 3 degrees
+  of freedom, whose fourth moment is infinite) the chains' sample variances differed by
+  4.6-59x in healthy runs of all three kernels (4 chains x 1000 draws,
+  ``benchmarks/model_zoo.py``), so all three warned; the logarithm of an absolute deviation
+  has a finite variance whatever the tails. 2.5x rather than the 2x that matches 4x in
+  variance on a Gaussian: the mean absolute deviation, tried first, read 2.7x and 3.3x on
+  healthy Student-t runs of another seed (ESH, TunedHMC) and 2.0x on a skewed simplex
+  coordinate (the zoo's Dirichlet), and the unmixed chains of the zoo's funnel (R-hat 1.07-1.45) read 4-19x.
 
 None of these fires on the benchmark targets at the defaults (``tests/test_self_check.py``
 runs them); each fires on the failures it was written for.
@@ -89,7 +90,7 @@ class MonitorState(NamedTuple):
     divergent: Any  # draws flagged diverging
     mean: Any  # (d,) Welford mean of the draws
     m2: Any  # (d,) Welford sum of squared deviations
-    abs_dev: Any  # (d,) sum of |draw - running mean| (:func:`spread_ratio`)
+    log_dev: Any  # (d,) sum of log |draw - mean of the draws before it| (:func:`spread_ratio`)
     chain: Any  # chain number, for the messages (-1: unknown, e.g. under pmap)
 
 
@@ -110,9 +111,13 @@ def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None
     delta = x - m.mean
     mean = m.mean + delta / count[..., None]
     m2 = m.m2 + delta * (x - mean)
-    abs_dev = m.abs_dev + xp.abs(x - mean)
+    # from the second draw on (the first has no mean before it); the smallest positive
+    # float keeps the logarithm of a deviation of exactly 0 finite (very negative: the
+    # spread of a chain that does not move is tiny rather than undefined)
+    tiny = xp.finfo(x.dtype).tiny
+    log_dev = m.log_dev + (count > 1.0)[..., None] * xp.log(xp.abs(delta) + tiny)
     return MonitorState(count, m.repeats + repeated, m.cap_hits + capped,
-                        m.accept_sum + accept, m.divergent + diverging * 1.0, mean, m2, abs_dev,
+                        m.accept_sum + accept, m.divergent + diverging * 1.0, mean, m2, log_dev,
                         m.chain)
 
 
@@ -198,15 +203,16 @@ def spread_ratio(m):
     """Max over coordinates of the largest over the smallest within-chain spread of the
     chains in the batch ``m``: chains that agree on the mean can still disagree on the
     spread (a chain stuck in a funnel's neck), which R-hat on ``x`` does not see. The
-    spread is the mean absolute deviation of the draws from the chain's running mean (each
-    draw from the mean of the draws up to it, so that one pass suffices; the chains of a
-    batch share the window's length, so their ratio is not biased by it). It needs only a
-    finite variance, where the sample variance needs a finite fourth moment to settle
-    (module docstring)."""
+    spread is the geometric mean of the absolute deviations of the draws from the mean of
+    the draws before each (one pass; the chains of a batch share the window's length, so
+    their ratio is not biased by it). Its logarithm is an average of ``log |x - m|``, whose
+    variance is finite and about the same (1.2 per independent draw) for a Gaussian and for
+    a Student-t with 3 degrees of freedom, so heavy tails do not make it noisier, where the
+    sample variance needs a finite fourth moment to settle (module docstring)."""
     xp = namespace(m.mean)
-    low = xp.amin(m.abs_dev, axis=0)
-    ratio = xp.amax(m.abs_dev, axis=0) / xp.where(low > 0, low, 1.0)
-    return xp.max(xp.where(low > 0, ratio, 1.0))
+    n = xp.where(m.count > 1.0, m.count - 1.0, 1.0)[..., None]
+    log_spread = m.log_dev / n
+    return xp.exp(xp.max(xp.amax(log_spread, axis=0) - xp.amin(log_spread, axis=0)))
 
 
 def scale_diagonal(scale, dense):
