@@ -143,7 +143,7 @@ def run(model_name, sampler, seed):
         "statistic": stat_name,
         "quantiles": [float(q) for q in np.quantile(stat(pooled), [0.05, 0.5, 0.95])],
         "truth": None if truth is None else [float(q) for q in truth],
-        "self_check": [f"{symptom} (chain {chain})" for chain, symptom, _ in findings],
+        "self_check": [symptom + (f" (chain {chain})" if chain >= 0 else "") for chain, symptom, _ in findings],
         "warnings": sorted({str(w.message) for w in caught}),
     }
 
@@ -156,7 +156,7 @@ def render(rows):
         t = " / ".join(f"{v:.3g}" for v in r["truth"]) if r["truth"] else "(NUTS's row)"
         lines.append(f"| {r['model']} | {r['sampler']} | {r['seed']} | {r['seconds']} | {r['rhat_max']:.3f} | "
                      f"{r['ess_min']:.0f} | {r['divergences']} | {r['statistic']}: {q} | {t} | "
-                     f"{', '.join(r['self_check']) or 'silent'} |")
+                     f"{', '.join(c.replace(' (chain -1)', '') for c in r['self_check']) or 'silent'} |")
     return "\n".join(lines)
 
 
