@@ -53,7 +53,8 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
   has a finite variance whatever the tails. 2.5x rather than the 2x that matches 4x in
   variance on a Gaussian: the mean absolute deviation, tried first, read 2.7x and 3.3x on
   healthy Student-t runs of another seed (ESH, TunedHMC) and 2.0x on a skewed simplex
-  coordinate (the zoo's Dirichlet), and the unmixed chains of the zoo's funnel (R-hat 1.07-1.45) read 4-19x.
+  coordinate (the zoo's Dirichlet), and the unmixed chains of the zoo's funnel (R-hat
+  1.07-1.45) read 4-19x.
 
 None of these fires on the benchmark targets at the defaults (``tests/test_self_check.py``
 runs them); each fires on the failures it was written for.
