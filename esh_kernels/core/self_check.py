@@ -229,6 +229,13 @@ def scale_diagonal(scale, dense):
     return xp.sqrt(xp.sum(scale * scale, axis=-1)) if dense else xp.abs(scale)
 
 
+def repeating(m):
+    """Per chain: at least ``FROZEN_REPEAT_FRACTION`` of the window's draws repeat the previous
+    draw (one of the two ways a chain is ``frozen``, :func:`problem_flags`)."""
+    xp = namespace(m.mean)
+    return m.repeats / xp.where(m.count > 1.0, m.count, 1.0) >= FROZEN_REPEAT_FRACTION
+
+
 def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     """Per-chain booleans ``(frozen, step_size, cap, acceptance, divergences)`` and one
     batch boolean ``disagree``, from the window statistics ``m`` and the chains' current step size and
@@ -239,7 +246,7 @@ def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     safe = xp.where(m.count > 1.0, m.count, 1.0)
     spread = xp.sqrt(_variance(m)) / scale_diag
     tiny = xp.all(spread < FROZEN_SPREAD, axis=-1) if sampling else enough & False
-    frozen = enough & ((m.repeats / safe >= FROZEN_REPEAT_FRACTION) | tiny)
+    frozen = enough & (repeating(m) | tiny)
     collapsed = step_size < MIN_STEP_SIZE
     if step_size.ndim >= 1 and step_size.shape[0] >= 2:
         collapsed = collapsed | (STEP_SIZE_SPREAD * step_size < xp.quantile(step_size, 0.5))
@@ -326,6 +333,8 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     where = {"warmup": "over the second half of warmup", "sampling": "during sampling"}.get(
         phase, f"in its first {int(count.max())} warmup iterations")
     out = []
+    host = type(m)(*(np.asarray(a, dtype=float) for a in m))
+    repeats_mostly = np.atleast_1d(repeating(host))
 
     def say(c, symptom, what, cause=None):
         """``cause``: the key of :data:`CAUSES` and :data:`REMEDIES` where it is not the
@@ -347,10 +356,10 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
         n = max(count[c], 1.0)
         if np.atleast_1d(frozen)[c]:
             diverging = divs[c] / n >= FROZEN_DIVERGING_FRACTION
-            repeating = (repeats[c] / n >= FROZEN_REPEAT_FRACTION
-                         and not np.atleast_1d(collapsed)[c])
-            cause = "frozen_diverging" if diverging else "frozen_rejecting" if repeating else None
-            shown = diverging or (repeating and divs[c] > 0)
+            rejecting_draws = repeats_mostly[c] and not np.atleast_1d(collapsed)[c]
+            cause = ("frozen_diverging" if diverging
+                     else "frozen_rejecting" if rejecting_draws else None)
+            shown = diverging or (rejecting_draws and divs[c] > 0)
             say(c, "frozen", f"is frozen ({repeats[c] / n:.0%} of its {int(count[c])} draws "
                              f"repeat the previous one, step size {step[c]:.2g}"
                              + (f", {divs[c] / n:.0%} of them diverged)" if shown else ")"),
@@ -375,7 +384,6 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
         if np.atleast_1d(divergent)[c]:
             say(c, "divergences", f"had {int(divs[c])} divergent draws of {int(count[c])}")
     if bool(np.any(disagree)):
-        host = type(m)(*(np.asarray(a, dtype=float) for a in m))
         r, v = float(rhat(host)), float(spread_ratio(host))
         say(None, "disagree", f"disagree (R-hat {r:.2f}, within-chain spreads up to {v:.1f}x "
                               f"apart, across {count.shape[0]} chains)")
