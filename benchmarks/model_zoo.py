@@ -165,7 +165,7 @@ def render(rows):
         t = " / ".join(f"{v:.3g}" for v in r["truth"]) if r["truth"] else "(NUTS's row)"
         lines.append(f"| {r['model']} | {r['sampler']} | {r['seed']} | {r['seconds']} | {r['rhat_max']:.3f} | "
                      f"{r['ess_min']:.0f} | {r['divergences']} | {r['statistic']}: {q} | {t} | "
-                     f"{', '.join(c.replace(' (chain -1)', '') for c in r['self_check']) or 'silent'} |")
+                     f"{', '.join(r['self_check']) or 'silent'} |")
     return "\n".join(lines)
 
 
