@@ -35,7 +35,9 @@ import sys
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
+# float64, unless ESH_BENCH_X32=1: ``run_posteriordb.py --x32`` sets it, for itself and for the
+# processes it spawns, to run at NumPyro's default precision
+jax.config.update("jax_enable_x64", os.environ.get("ESH_BENCH_X32") != "1")
 # Synchronous CPU dispatch: otherwise a compiled sampling loop can run in the background
 # while Python traces/compiles the next one (NumPyro's sequential chains do exactly that),
 # and "wall minus compile time" would undercount the sampling time. Must be set before

@@ -6,7 +6,8 @@ posteriordb's reference draws, at the defaults a user gets.
                                          [--num-warmup 1000 --num-samples 1000 --num-chains 4]
 
 Each (posterior, sampler): ``MCMC(Kernel(model), num_warmup, num_samples, num_chains)`` with
-the kernel's defaults (NUTS: ``chain_method="sequential"``; ours: ``"vectorized"``), float64,
+the kernel's defaults (NUTS: ``chain_method="sequential"``; ours: ``"vectorized"``), float64
+(``--x32``: float32, NumPyro's default),
 chains started by the kernel's default init strategy. The constrained draws are judged by
 ``pdb_judge.judge`` (thresholds in its docstring); the row also records ESS per 1000
 gradients of the worst parameter (after warmup, and with warmup counted) and gradients per
@@ -194,6 +195,8 @@ def main(argv=None):
     p.add_argument("--num-warmup", type=int, default=None, help="default 1000 (--quick: 200)")
     p.add_argument("--num-samples", type=int, default=None, help="default 1000 (--quick: 200)")
     p.add_argument("--num-chains", type=int, default=4)
+    p.add_argument("--x32", action="store_true",
+                   help="float32, NumPyro's default precision (default: float64); rows go to their own file")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="run each (posterior, sampler) in its own process and stop it after this "
                         "long (recorded as status 'timeout')")
@@ -217,6 +220,10 @@ def main(argv=None):
     mode = "quick" if args.quick else "full"
     if (cfg.num_warmup, cfg.num_samples, cfg.num_chains) != (budget, budget, 4):
         mode += f"-w{cfg.num_warmup}-s{cfg.num_samples}-c{cfg.num_chains}"
+    if args.x32:
+        os.environ["ESH_BENCH_X32"] = "1"  # read by run_numpyro at import, here and in spawned runs
+        jax.config.update("jax_enable_x64", False)
+        mode += "-x32"
     out = args.out or os.path.join(HERE, "results", "posteriordb.json"
                                    if mode == "full" else f"posteriordb_{mode}.json")
     if args.md is None and not args.quick:  # --quick: no markdown unless --md is given

@@ -22,7 +22,7 @@ from numpyro.infer import MCMC
 from scipy import integrate, stats
 
 from esh_kernels.numpyro import ESH, AdjustedESH, TunedHMC
-from tests.test_numpyro_statistics import N_SE, estimate
+from tests.test_numpyro_statistics import N_SE, estimate, var_bias
 
 
 def nan_region_model():
@@ -186,3 +186,36 @@ def test_esh_lengthens_its_draws_on_a_long_narrow_posterior():
         assert float(az.rhat(x[..., j])) < 1.02
         assert float(az.ess(x[..., j], method="bulk")) > 300
     np.testing.assert_allclose(x.reshape(-1, 3).std(0), 1.0, rtol=0.1)
+
+
+#: two means observed 100 times each at noise sd 30, about 2e4 and 3e4 (data in large units,
+#: as posteriordb's earnings in dollars): from NumPyro's ``init_to_uniform`` start (|mu| < 2)
+#: the potential is about 7e7, where float32's spacing is 8
+_FAR_Y = np.random.default_rng(0).normal([2.0e4, 3.0e4], 30.0, size=(100, 2)).astype(np.float32)
+
+
+def far_start_model():
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0e5).expand([2]))
+    numpyro.sample("y", dist.Normal(mu, 30.0), obs=_FAR_Y)
+
+
+@pytest.mark.parametrize("kernel_cls", [ESH, AdjustedESH])
+def test_a_far_start_in_float32_is_not_frozen_by_rounding(kernel_cls):
+    """Warmup's descent phase reads an energy error within the float32 rounding of the
+    potential energies as 0 (``core.metropolis.beyond_rounding``). Without it, the rounding
+    (energy errors of 1-100 at any step size) drove dual averaging's step to about 1e-9,
+    where no position changes in float32, and chains stayed far out (posteriordb's
+    ``earn_height`` at float32, ESH: R-hat 1.55). Conjugate truth: ``mu`` is Gaussian with
+    the data's column means (the prior's pull is 1e-7 of them) and sd ``30 / sqrt(100)``."""
+    mcmc = MCMC(kernel_cls(far_start_model), num_warmup=500, num_samples=500, num_chains=4,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(random.PRNGKey(0))
+    mu = np.asarray(mcmc.get_samples(group_by_chain=True)["mu"], np.float64)
+    assert mu.dtype == np.float64 and mcmc.get_samples()["mu"].dtype == jnp.float32
+    post_mean, post_sd = _FAR_Y.astype(np.float64).mean(0), 3.0
+    z = (mu - post_mean) / post_sd
+    assert np.all(np.abs(z.mean(axis=1)) < 1.0), f"a chain is not at the posterior: {z.mean(axis=1)}"
+    m, se = estimate(z)
+    assert np.all(np.abs(m) < N_SE * se), (m, se)
+    v, se_v = estimate(z**2)
+    assert np.all(np.abs(v - 1.0) < N_SE * se_v + var_bias(kernel_cls)), (v, se_v)

@@ -21,12 +21,13 @@ from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.metropolis import (
     DIVERGENCE_THRESHOLD,
     adaptation_accept_prob,
+    beyond_rounding,
     descent_accept,
     log_accept_prob,
 )
 from esh_kernels.core.sphere import unit_vector
 from esh_kernels.core import state_fields
-from esh_kernels.core.warmup import select_rows
+from esh_kernels.core.warmup import select, select_rows
 
 class AdjustedESHState(NamedTuple):
     """State of ``AdjustedESH``: one chain (NumPyro; a vectorized run adds a leading chain
@@ -106,7 +107,8 @@ def step(c, start_energy, step_size, scale, value_and_grad):
 def finish(c, start_integ, uniform_accept, descend=False):
     """The Metropolis test (``uniform_accept`` in ``[0, 1)``) and the statistic step-size
     adaptation uses (``adaptation_accept_prob``). With ``descend`` (warmup's descent
-    phase) a move downhill is accepted (``descent_accept``)."""
+    phase) a move downhill is accepted (``descent_accept``), and adaptation reads an energy
+    error within the rounding of the potential energies as 0 (``beyond_rounding``)."""
     xp = namespace(c.integ.x)
     end = c.integ
     error = energy_error(end, start_integ.energy, c.sum_dr)
@@ -115,5 +117,7 @@ def finish(c, start_integ, uniform_accept, descend=False):
     accept = descent_accept(accept, descend, finite_state(end), end.energy, start_integ.energy)
     new = select_rows(accept, end, start_integ)
     accept_prob = xp.exp(log_alpha)
+    adapt_error = select(descend, beyond_rounding(error, start_integ.energy, end.energy), error)
+    adapt_prob = xp.exp(log_accept_prob(adapt_error))
     return Proposal(new, accept_prob, c.k, error, error > DIVERGENCE_THRESHOLD,
-                    adaptation_accept_prob(accept_prob, finite_state(end), c.sum_accept, c.k))
+                    adaptation_accept_prob(adapt_prob, finite_state(end), c.sum_accept, c.k))

@@ -59,6 +59,36 @@ def descent_accept(accept, descend, finite_end, energy_end, energy_start):
     return accept | (descend & finite_end & (energy_end < energy_start))
 
 
+#: an energy error no larger than ``ROUNDING_FACTOR * eps * (|E_start| + |E_end|)`` is read as
+#: rounding of the two potential energies it is the difference of (``eps``: the dtype's machine
+#: epsilon). Measured on posteriordb's ``earn_height``, ``kilpisjarvi`` and ``blr`` at their
+#: initial points and modes: a float32 potential is off its float64 value by 1.5-4 ``eps |E|``
+#: (16 ``eps |E|`` where the likelihood's terms cancel), so an energy error of pure rounding
+#: stays below about 8 ``eps |E|`` (``esh_math.md`` §7.5).
+ROUNDING_FACTOR = 8.0
+
+
+def beyond_rounding(energy_error, energy_start, energy_end):
+    """``energy_error``, or 0 where it is within the rounding error of the potential energies
+    it is computed from (:data:`ROUNDING_FACTOR`); what step-size adaptation reads in warmup's
+    descent phase (``esh_math.md`` §7.5).
+
+    Why: far out in the tails the potential energy is huge and, in float32, its rounding
+    error is too: on posteriordb's ``earn_height`` a chain started by ``init_to_uniform``
+    sits at ``E = 5.6e7``, where float32's spacing is 4 and the energy error of a step reads
+    0.1-100 whatever the step size. Dual averaging took that for integration error and
+    shrank the step to 1e-9, where no position changes, and the chain stayed there for all of
+    warmup and sampling (ESH; R-hat 1.55). Read as 0, the rounding leaves the step free to
+    grow until the integration error exceeds it. An error above the floor is used as it is, so
+    in float64 (floor ``3.6e-15 |E|``) nothing changes in practice.
+    """
+    xp = namespace(energy_error)
+    eps = float(xp.finfo(energy_error.dtype).eps)
+    floor = ROUNDING_FACTOR * eps * (xp.abs(energy_start) + xp.abs(energy_end))
+    rounding = xp.isfinite(floor) & (xp.abs(energy_error) <= floor)
+    return xp.where(rounding, 0.0 * energy_error, energy_error)
+
+
 def mean_accept_update(mean, accept_prob, i, num_warmup):
     """Running mean of the acceptance probability, restarted when sampling starts (the
     ``mean_accept_prob`` field, shown by the progress bar). ``i`` is a Python or a traced
