@@ -152,6 +152,20 @@ def _x64():
 
 
 @pytest.fixture
+def without_funsor(monkeypatch):
+    """NumPyro as it is without ``funsor``: ``import funsor`` and NumPyro's
+    ``numpyro.contrib.funsor`` raise ``ImportError`` for this test only, so a model with a
+    discrete latent site cannot be enumerated (with funsor installed, NumPyro enumerates it and
+    the kernels sample it, as NUTS does)."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "funsor" or m.startswith(("funsor.", "numpyro.contrib.funsor"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "funsor", None)
+    monkeypatch.setitem(sys.modules, "numpyro.contrib.funsor", None)
+
+
+@pytest.fixture
 def jax_x64():
     """``jax.numpy`` with 64-bit types enabled for this test only."""
     pytest.importorskip("jax")

@@ -24,7 +24,7 @@ from jax import random
 from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC
 
-from esh_kernels.numpyro import ESH, AdjustedESH
+from esh_kernels.numpyro import ESH, AdjustedESH, TunedHMC
 from tests.test_numpyro_statistics import assert_esh_steps_per_draw
 
 KERNELS = [ESH, AdjustedESH]
@@ -408,10 +408,28 @@ def log_zero_model():
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_kernel_id)
-def test_discrete_latent_site_raises(kernel_cls):
+def test_discrete_latent_site_raises(kernel_cls, without_funsor):
     mcmc = make_mcmc(kernel_cls(discrete_model), num_chains=1)
     with pytest.raises(ValueError, match="coin"):
         mcmc.run(random.PRNGKey(0))
+
+
+def mixture_model():
+    coin = numpyro.sample("coin", dist.Bernoulli(0.3))
+    numpyro.sample("x", dist.Normal(2.0 * coin, 1.0))
+
+
+@pytest.mark.parametrize("kernel_cls", [ESH, AdjustedESH, TunedHMC], ids=_kernel_id)
+def test_discrete_latent_site_is_enumerated_with_funsor(kernel_cls):
+    """With ``funsor`` installed NumPyro sums a discrete site out, as for NUTS (README): ``x``
+    is then the mixture ``0.3 N(2, 1) + 0.7 N(0, 1)``, mean 0.6 and variance 1.84."""
+    pytest.importorskip("funsor")
+    mcmc = make_mcmc(kernel_cls(mixture_model), num_warmup=300, num_samples=1000)
+    mcmc.run(random.PRNGKey(0))
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"], np.float64)
+    assert "coin" not in mcmc.get_samples()
+    se = math.sqrt(1.84 / float(effective_sample_size(x)))
+    assert abs(x.mean() - 0.6) < N_SE * se + (ESH_MEAN_BIAS * math.sqrt(1.84) if kernel_cls is ESH else 0.0)
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_kernel_id)

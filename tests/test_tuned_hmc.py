@@ -484,7 +484,7 @@ def test_potential_fn_needs_init_params_and_finite_start():
         mcmc.run(random.PRNGKey(0), init_params=jnp.zeros((2, 2)))
 
 
-def test_discrete_site_raises():
+def test_discrete_site_raises(without_funsor):
     def model():
         numpyro.sample("x", dist.Normal(0.0, 1.0))
         numpyro.sample("coin", dist.Bernoulli(0.3))
