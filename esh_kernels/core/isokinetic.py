@@ -27,7 +27,7 @@ from esh_kernels.core.metropolis import (
 )
 from esh_kernels.core.sphere import unit_vector
 from esh_kernels.core import state_fields
-from esh_kernels.core.warmup import select, select_rows
+from esh_kernels.core.warmup import select_lazy, select_rows
 
 class AdjustedESHState(NamedTuple):
     """State of ``AdjustedESH``: one chain (NumPyro; a vectorized run adds a leading chain
@@ -117,7 +117,10 @@ def finish(c, start_integ, uniform_accept, descend=False):
     accept = descent_accept(accept, descend, finite_state(end), end.energy, start_integ.energy)
     new = select_rows(accept, end, start_integ)
     accept_prob = xp.exp(log_alpha)
-    adapt_error = select(descend, beyond_rounding(error, start_integ.energy, end.energy), error)
-    adapt_prob = xp.exp(log_accept_prob(adapt_error))
+    adapt_prob = select_lazy(  # only the descent phase discounts rounding
+        descend,
+        lambda: xp.exp(log_accept_prob(beyond_rounding(error, start_integ.energy, end.energy))),
+        lambda: accept_prob,
+    )
     return Proposal(new, accept_prob, c.k, error, error > DIVERGENCE_THRESHOLD,
                     adaptation_accept_prob(adapt_prob, finite_state(end), c.sum_accept, c.k))
