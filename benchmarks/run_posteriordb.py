@@ -33,7 +33,7 @@ from jax import random  # noqa: E402
 import posteriordb as pdb  # noqa: E402
 import runner  # noqa: E402
 from pdb_judge import ESS_MIN, RHAT_MAX, Z_MAX, judge  # noqa: E402
-from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
+from yardstick import ess_x_and_x2, gradients_to_b2, per_1k_grad  # noqa: E402
 
 SAMPLER_ORDER = ("nuts", "adjusted_esh", "esh", "tuned_hmc")
 SAMPLER_LABELS = {k: rn.SAMPLER_LABELS[k] for k in SAMPLER_ORDER}
@@ -59,8 +59,14 @@ def run_one(name, sampler, cfg, key):
     gw, gs = raw["grads_warmup"], raw["grads_sample"]
     # the efficiency columns read the project's yardstick, x and x^2 of every reference
     # parameter (the verdict's ESS check stays the judge's, x alone)
-    both = ess_x_and_x2(np.stack([np.asarray(draws[k]) for k in reference], axis=-1))
+    stacked = np.stack([np.asarray(draws[k]) for k in reference], axis=-1)
+    both = ess_x_and_x2(stacked)
     ess = both["ess"]
+    # second-moment bias against the reference draws (the yardstick's b2, on the constrained
+    # reference parameters), and gradients per chain, warmup included, until it stays below 0.01
+    ref_sq = np.stack([np.asarray(reference[k]).ravel() ** 2 for k in reference], axis=-1)
+    g_b2, _, b2_max = gradients_to_b2(stacked, raw["grads_by_draw"], gw / C, ref_sq.mean(0),
+                                      ref_sq.var(0), num_chains=C)
     return {
         "status": "ok",
         "num_chains": C,
@@ -75,6 +81,8 @@ def run_one(name, sampler, cfg, key):
         "ess_per_1k_grad": per_1k_grad(ess, gs),
         "ess_per_1k_grad_with_warmup": per_1k_grad(ess, gs + gw),
         "ess_x_per_1k_grad": per_1k_grad(verdict["ess_bulk_min"], gs),
+        "b2_max": b2_max,
+        "grads_to_b2": g_b2,
         "time_warmup_s": raw["time_warmup"]["net"],
         "time_sample_s": raw["time_sample"]["net"],
         **raw["info"],
@@ -105,7 +113,8 @@ def markdown_section(payload):
         f"- Command: `{meta['command']}`",
         f"- Date: {meta['date']}; machine: {m['nproc']} CPUs, {m['cpu_model']}; commit {m['git_commit']}",
         f"- Budget: {cfg['num_warmup']} warmup + {cfg['num_samples']} draws per chain, "
-        f"{cfg['num_chains']} chains, seed {cfg['seed']}, float64, every kernel at its defaults "
+        f"{cfg['num_chains']} chains, seed {cfg['seed']}, "
+        f"{'float32' if meta['mode'].endswith('-x32') else 'float64'}, every kernel at its defaults "
         "(NUTS `sequential`, ours `vectorized`)",
         f"- Verdict `pass`: every reference parameter's mean, sd and 5/50/95% quantiles within "
         f"{Z_MAX:g} combined Monte Carlo standard errors of the reference's, max R-hat < "
@@ -115,6 +124,10 @@ def markdown_section(payload):
         "parameters of bulk ESS of `x` **and** `x^2` (`benchmarks/yardstick.py`), per post-warmup "
         "gradient, then with the warmup gradients counted. Rows dated before 2026-12-05 read `x` "
         "alone (no `ess_x_x2_min` in the JSON), which flatters antithetic trajectories.",
+        "- b2: the largest over the reference parameters of `(mean of x^2 - reference mean of x^2)^2 / "
+        "reference variance of x^2` over all draws; grads to b2 < 0.01: per chain, warmup included, until "
+        "it stays below (`yardstick.gradients_to_b2`; blank: never). Rows dated before 2026-12-06 "
+        "afternoon have neither.",
         "",
         "### Verdict; min bulk ESS of x and x^2 per 1000 gradients after warmup / with warmup; gradients per draw",
         "",
@@ -153,8 +166,8 @@ def markdown_section(payload):
         lines.append("- none")
     lines += ["", "### Details", "",
               "| posterior | sampler | R-hat max | min bulk ESS (x) | min bulk ESS (x, x^2) | max abs z | "
-              "sd ratio range | div. | warmup grads / chain |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "sd ratio range | div. | warmup grads / chain | b2 | grads to b2 < 0.01 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in pdb.POSTERIORS:
         for s in SAMPLER_ORDER:
             r = next((r for r in results if r["target"] == t and r["sampler"] == s), None)
@@ -165,7 +178,8 @@ def markdown_section(payload):
             lines.append(f"| {t} | {SAMPLER_LABELS[s]} | {fmt(r['rhat_max'])} | {fmt(r['ess_bulk_min'])} "
                          f"({r['ess_bulk_min_param']}) | {both} | {fmt(r['z_max'])} ({r['z_max_at']}) | "
                          f"{fmt(r['sd_ratio_min'])}-{fmt(r['sd_ratio_max'])} | {r.get('divergences', '')} | "
-                         f"{r['grads_warmup'] / r['num_chains']:.3g} |")
+                         f"{r['grads_warmup'] / r['num_chains']:.3g} | {fmt(r['b2_max']) if 'b2_max' in r else ''} | "
+                         f"{fmt(r['grads_to_b2']) if r.get('grads_to_b2') is not None else ''} |")
     return "\n".join(lines)
 
 
@@ -177,7 +191,7 @@ def print_row(rec):
                for k in ("rhat_max", "ess_bulk_min", "ess_per_1k_grad", "grads_per_draw", "z_max")}
         print(f"  {name:44s} {s:13s} {rec['verdict']:4s} rhat {num['rhat_max']:.3f} "
               f"ESS {num['ess_bulk_min']:7.1f} ESS/1kgrad {num['ess_per_1k_grad']:7.2f} "
-              f"grads/draw {num['grads_per_draw']:6.1f} |z|max {num['z_max']:.1f} "
+              f"grads/draw {num['grads_per_draw']:6.1f} |z|max {num['z_max']:.1f} b2 {rec.get('b2_max', float('nan')):.2g} "
               f"[{rec['script_seconds']:.0f}s] {'; '.join(rec['failed'][:2])}", flush=True)
     else:
         print(f"  {name:44s} {s:13s} {rec['status'].upper()}: {rec.get('error') or rec.get('note')}", flush=True)
