@@ -193,8 +193,8 @@ def test_metric_covariance_without_regularisation_is_the_raw_sample_covariance()
     corr = np.full((d, d), 0.99) + 0.01 * np.eye(d)
     sigma = corr * np.outer(np.arange(1.0, d + 1.0), np.arange(1.0, d + 1.0))
     xs, gs = _window_with_gradients(rng.normal(size=(200, d)) @ np.linalg.cholesky(sigma).T, sigma)
-    raw, ok, _ = gradient_covariance(welford_covariance(xs, regularize=False),
-                                     welford_covariance(gs, regularize=False))
+    joint = welford_covariance(gs, regularize=False)
+    raw, ok, _ = gradient_covariance(joint[:d, :d], joint[d:, d:])
     assert ok
     got = metric_covariance(xs, mask=AUTO_METRIC, tau=np.float64(1.0), gradients=gs, regularize=False)
     np.testing.assert_allclose(got, raw, rtol=1e-12)
@@ -280,9 +280,10 @@ def test_automatic_metric_without_enough_effective_draws_keeps_the_kind_it_ran_u
 
 
 def _window_with_gradients(x, sigma):
-    """Window estimates of draws ``x`` and of their gradients under ``N(0, sigma)``."""
+    """Window estimates of draws ``x`` and of the draws with their gradients under
+    ``N(0, sigma)`` side by side (``[x, g]``, ``core.warmup.gradients_init``)."""
     grad = x @ np.linalg.inv(sigma)
-    return _window(x), _window(grad)
+    return _window(x), _window(np.hstack([x, grad]))
 
 
 def test_automatic_metric_reads_the_posterior_covariance_from_gradients():
@@ -329,30 +330,40 @@ def _bent_window(bend, n=500, seed=0):
                   rng.normal(size=n), rng.normal(size=n)], axis=1)
     r = (x[:, 1] - 3.0 * x[:, 0] - bend * x[:, 0] ** 2) / 0.1**2
     grad = np.stack([x[:, 0] - r * (3.0 + 2.0 * bend * x[:, 0]), r, x[:, 2], x[:, 3]], axis=1)
-    return _window(x), _window(grad)
+    return _window(x), _window(np.hstack([x, grad]))
+
+
+def _bend(xs, joint):
+    """The window's bend (:func:`curved`), numpy and torch."""
+    import torch
+
+    from esh_kernels.core.adaptation import window_gradient_covariance
+
+    _, ok, residual = window_gradient_covariance(xs, joint, regularize=False)
+    torch_joint = type(joint)(*(torch.tensor(np.asarray(a)) for a in joint))
+    torch_xs = type(xs)(*(torch.tensor(np.asarray(a)) for a in xs))
+    _, _, residual_t = window_gradient_covariance(torch_xs, torch_joint, regularize=False)
+    np.testing.assert_allclose(residual_t.numpy(), residual, rtol=1e-9, atol=1e-9)
+    assert ok
+    return np.linalg.eigvalsh(residual)[-1]
 
 
 def test_last_window_keeps_the_diagonal_where_the_target_bends():
-    """``esh_math.md`` §7.6, :func:`curved`: the largest eigenvalue of ``Cov(x) Cov(g)`` is
-    about 1 on a Gaussian (1.2 here, 500 draws) and far above where the target bends
-    (38); warmup's last window then keeps the diagonal (posteriordb's ``gp_pois_regr``:
-    under the dense metric AdjustedESH's chains rejected for dozens of draws in a row).
-    Earlier windows keep the dense estimate, as a chain descending towards the posterior
-    reads as bending too. The same numbers in torch."""
-    import torch
-
+    """``esh_math.md`` §7.6, :func:`curved`: the bend (largest eigenvalue of ``Cov(x) R``,
+    ``R`` what a linear fit in ``x`` leaves of the gradient) is 0 on a Gaussian and far
+    above its threshold where the target bends (46 here); warmup's last window then keeps
+    the diagonal (posteriordb's ``gp_pois_regr``: under the dense metric AdjustedESH's
+    chains rejected for dozens of draws in a row). Earlier windows keep the dense estimate,
+    as a chain still far out bends with the road in, and so does a last window with too few
+    effective draws to tell. The same numbers in torch."""
     from esh_kernels.core.adaptation import curved
 
     tau = np.float64(1.0)
     for bend, bends in ((0.0, False), (0.3, True)):
         xs, gs = _bent_window(bend)
-        cov_x = welford_covariance(xs, regularize=False)
-        cov_g = welford_covariance(gs, regularize=False)
-        _, ok, stretch = gradient_covariance(cov_x, cov_g)
-        assert ok and (stretch > 30.0 if bends else stretch < 1.5), stretch
-        assert bool(curved(stretch, xs.count, 4)) == bends
-        _, _, stretch_t = gradient_covariance(torch.tensor(cov_x), torch.tensor(cov_g))
-        np.testing.assert_allclose(float(stretch_t), stretch, rtol=1e-9)
+        got = _bend(xs, gs)
+        assert (got > 30.0 if bends else abs(got) < 1e-9), got
+        assert bool(curved(got, xs.count, 4)) == bends
         early = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs)
         last = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(False), gradients=gs,
                                  last=True)
@@ -361,6 +372,42 @@ def test_last_window_keeps_the_diagonal_where_the_target_bends():
             np.testing.assert_array_equal(last, diagonal_of(xs))
         else:
             np.testing.assert_array_equal(last, early)
+        # 500 draws at tau 100: 5 effective draws, fewer than 3 per dimension, cannot tell a
+        # bend from a chain still travelling, and keep the dense estimate
+        slow = np.float64(100.0)
+        travelling = metric_covariance(xs, mask=AUTO_METRIC, tau=slow, was_dense=np.bool_(True), gradients=gs,
+                                       last=True)
+        np.testing.assert_array_equal(travelling, metric_covariance(
+            xs, mask=AUTO_METRIC, tau=slow, was_dense=np.bool_(True), gradients=gs))
+        assert has_correlations(travelling)
+
+
+def test_last_window_stays_dense_where_a_chain_drifted_along_a_ridge():
+    """``esh_math.md`` §7.6: a chain that drifts along the ridge of a 0.999-correlated
+    Gaussian through warmup's last window spreads 20 posterior sds along it, so
+    ``Cov(x) Cov(g)`` reads about ``20^4`` (the statistic of the bend rule until 2026-12-06,
+    which took it for bending and kept the diagonal: ESH's chains on posteriordb's
+    ``earn_height``, R-hat 1.55 in float32). The gradient is still linear in ``x``: the bend
+    is 0 and the window keeps the gradients' dense estimate, the posterior covariance."""
+    rng = np.random.default_rng(7)
+    sd = np.array([1.3e4, 200.0, 0.03])
+    corr = np.eye(3)
+    corr[0, 1] = corr[1, 0] = -0.999
+    sigma = corr * np.outer(sd, sd)
+    w, v = np.linalg.eigh(sigma)
+    n = 450
+    along = np.linspace(-10.0, 10.0, n) * np.sqrt(w[-1])  # the drift: 20 sds of the long axis
+    x = rng.normal(size=(n, 3)) @ np.linalg.cholesky(sigma).T + along[:, None] * v[:, -1]
+    xs, gs = _window_with_gradients(x, sigma)
+    cov_x = welford_covariance(xs, regularize=False)
+    old_stretch = np.linalg.eigvals(cov_x @ (np.linalg.inv(sigma) @ cov_x @ np.linalg.inv(sigma))).real.max()
+    assert old_stretch > 1e3, old_stretch
+    assert abs(_bend(xs, gs)) < 1e-6
+    tau = np.float64(1.0)
+    last = metric_covariance(xs, mask=AUTO_METRIC, tau=tau, was_dense=np.bool_(True), gradients=gs,
+                             last=True, regularize=False)
+    np.testing.assert_allclose(last / np.outer(sd, sd), corr, atol=1e-6)
+    np.testing.assert_allclose(np.diag(last), sd**2, rtol=1e-6)
 
 
 def test_gradient_covariance_in_float32_with_scales_far_apart():
@@ -800,3 +847,38 @@ def test_tune_metric_layout(num_chains, d, kind):
         np.testing.assert_allclose(scale @ scale.T, cov, rtol=1e-8, atol=1e-10)
     else:
         np.testing.assert_allclose(scale, np.diag(np.sqrt(gradient_metric(x, grad))))
+
+
+def test_gradient_estimate_of_a_ridge_sliver_in_float32_uses_the_linear_fit():
+    """``esh_math.md`` §7.6, :func:`gradient_covariance`: a float32 window whose draws
+    covered a sliver (sds 25 and 9 against 9600 and 144) of a 0.9975-correlated Gaussian
+    ridge, 50 000 units from its mode (ESH's stuck chains on posteriordb's ``earn_height``).
+    ``Cov(g)`` has the square of the posterior's condition number; from it alone the
+    geometric mean is indefinite or far off in float32 (here it is checked off by more than
+    10% or not positive definite on most of five seeds). With the cross-covariance the
+    gradient's linear fit gives the posterior covariance to float32 precision, in JAX
+    and torch."""
+    import jax.numpy as jnp
+    import torch
+
+    sd = np.array([9600.0, 144.0, 0.022])
+    corr = np.eye(3)
+    corr[0, 1] = corr[1, 0] = -0.9975
+    sigma = corr * np.outer(sd, sd)
+    mu = np.array([-61000.0, 1260.0, 9.8])
+    geometric_off = 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        x = mu + np.array([5e4, -700.0, 0.0]) + rng.normal(size=(450, 3)) * np.array([25.0, 9.0, 0.02])
+        joint = np.hstack([x, (x - mu) @ np.linalg.inv(sigma)])
+        for to in (lambda a: jnp.asarray(a, jnp.float32), lambda a: torch.tensor(a, dtype=torch.float32)):
+            cov = welford_covariance(_window(to(joint)), regularize=False)
+            s, ok, _ = gradient_covariance(cov[:3, :3], cov[3:, 3:], cov[:3, 3:])
+            s = np.asarray(s, np.float64)
+            assert bool(ok)
+            np.testing.assert_allclose(np.sqrt(np.diag(s)), sd, rtol=1e-2)
+            np.testing.assert_allclose(s[0, 1] / np.sqrt(s[0, 0] * s[1, 1]), -0.9975, atol=2e-4)
+        s, ok, _ = gradient_covariance(cov[:3, :3], cov[3:, 3:])
+        s = np.asarray(s, np.float64)
+        geometric_off += (not bool(ok)) or not np.allclose(np.sqrt(np.diag(s)), sd, rtol=0.1)
+    assert geometric_off >= 3

@@ -171,7 +171,8 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     # the state keeps ``gradients`` only where the metric reads them (:func:`reads_gradients`)
     with_gradients = gradients is not None and grad is not None
     if with_gradients:
-        gradients = welford_update(gradients, grad, schedule.weight(i))
+        gradients = welford_update(gradients, namespace(x).concatenate([x, grad], axis=-1),
+                                   schedule.weight(i))
     ended = schedule.window_end(i)
     if ended is False:
         return welford, gradients, scale, ended
@@ -185,7 +186,7 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
         cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
                                 gradients=gradients if with_gradients else None,
                                 regularize=regularize, last=schedule.last_window_end(i))
-        empty_gradients = welford_init(x, dense=dense) if with_gradients else gradients
+        empty_gradients = welford_init(gradients.mean, dense=True) if with_gradients else gradients
         return welford_init(x, dense=dense), empty_gradients, scale_from_covariance(cov, dense=dense)
 
     welford, gradients, scale = select_lazy(ended, refit, lambda: (welford, gradients, scale))
@@ -379,8 +380,12 @@ def reads_gradients(dense, mask):
 
 def gradients_init(x, dense, mask):
     """The window estimate of the gradients' covariance (§7.6) where the layout reads it
-    (:func:`reads_gradients`), else None."""
-    return welford_init(x, dense=True) if reads_gradients(dense, mask) else None
+    (:func:`reads_gradients`), else None: a dense estimate of the draws and their gradients
+    side by side (``[x, g]``, ``2d`` long), whose cross-covariance sets the window's bend
+    (``core.adaptation.curved``)."""
+    if not reads_gradients(dense, mask):
+        return None
+    return welford_init(namespace(x).concatenate([x, x], axis=-1), dense=True)
 
 
 def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None, mask=None):
