@@ -162,6 +162,35 @@ def test_ur_half_step_matches_high_precision_near_uphill(d):
         np.testing.assert_allclose(np.exp(log_dt), t_ref, rtol=1e-10)
 
 
+def test_ur_half_step_survives_a_gradient_whose_squared_norm_overflows_float32():
+    """``core.dynamics._geometry``: posteriordb's ``arma11`` at ``theta = 1.2`` has a float32
+    potential of 3.7e31 and a gradient of 1.2e34, whose squared norm is infinite in
+    float32. The update is then the float64 one to float32 precision (before, ``e`` was
+    NaN, every step from there diverged and ESH's step size fell to 0), in JAX and torch,
+    batched with an ordinary gradient, which keeps its plain norm to the bit."""
+    import jax.numpy as jnp
+    import torch
+
+    rng = np.random.default_rng(11)
+    u = np.stack([_unit(rng, 4), _unit(rng, 4)])
+    g = np.array([[-9.24e31, 4.3e31, 1.196e34, -7.3e31], [0.3, -1.2, 2.0, 0.7]])
+    r = np.zeros(2)
+    from esh_kernels.core.backend import norm
+    from esh_kernels.core.dynamics import _geometry
+
+    ref = ur_half_step(u, r, g, 0.01, 3.0)
+    for xp, to in ((jnp, lambda a: jnp.asarray(a, jnp.float32)),
+                   (torch, lambda a: torch.tensor(a, dtype=torch.float32))):
+        got = ur_half_step(to(u), to(r), to(g), 0.01, 3.0)
+        for a, b in zip(got, ref):
+            a = np.asarray(a, np.float64)
+            assert np.all(np.isfinite(a))
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        gnorm = np.asarray(_geometry(to(u), to(g))[2])
+        assert not np.isfinite(np.asarray(norm(xp, to(g)))[0, 0])
+        assert gnorm[1] == np.asarray(norm(xp, to(g)))[1, 0]
+
+
 def test_ur_half_step_batched_matches_loop():
     rng = np.random.default_rng(7)
     d, n = 5, 8

@@ -3,7 +3,7 @@
 The core functions are written once against the operations that ``jax.numpy``, ``torch``
 and ``numpy`` share with the same names and keywords (``sum(x, axis=, keepdims=)``,
 ``where``, ``exp``, ``expm1``, ``logaddexp``, ``sqrt``, ``log``, ``maximum``, ``minimum``,
-``isfinite``, ``abs``, ``@``). Constants are Python floats so no backend is favoured.
+``isfinite``, ``abs``, ``amax(x, axis=, keepdims=)``, ``@``). Constants are Python floats so no backend is favoured.
 """
 
 import sys

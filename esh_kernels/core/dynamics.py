@@ -33,9 +33,19 @@ _LOG2 = math.log(2.0)
 
 
 def _geometry(u, g):
-    """``e = -g/|g|`` (zero where ``g = 0``), ``|g|`` and ``S+-`` (shape ``(...)``)."""
+    """``e = -g/|g|`` (zero where ``g = 0``), ``|g|`` and ``S+-`` (shape ``(...)``).
+
+    ``|g|`` is taken in units of ``max |g_i|`` where the plain sum of squares overflows:
+    in float32 a gradient above 1.8e19 has an infinite squared norm (posteriordb's
+    ``arma11`` at ``|theta| > 1``, potential 3.7e31, gradient 1.2e34: ``e`` was 0 or NaN,
+    every step diverged and the chain's step size fell to 0 for good); elsewhere the plain
+    norm, to the bit."""
     xp = namespace(u, g)
     gnorm = norm(xp, g)
+    big = xp.amax(xp.abs(g), axis=-1, keepdims=True)
+    overflowed = ~xp.isfinite(gnorm) & xp.isfinite(big)
+    unit = xp.where(overflowed & (big > 0), big, 1.0)
+    gnorm = xp.where(overflowed, unit * norm(xp, g / unit), gnorm)
     has_grad = gnorm > 0
     e = -g / xp.where(has_grad, gnorm, 1.0)
     s_plus = xp.where(has_grad, 0.5 * norm(xp, u + e) ** 2, 1.0)[..., 0]
