@@ -51,6 +51,29 @@ def test_frozen_chain_and_collapsed_step_are_flagged_by_chain():
     assert "AdjustedESH" in messages[0] and "far too small" in messages[0]
 
 
+def test_esh_names_float32_rounding_first_when_the_run_is_float32():
+    """ESH's advice for a collapsed step size or chains that disagree starts with float64
+    where the draws are float32 (NumPyro's and torch's default): the rounding of a large
+    potential energy can exceed its energy-error tolerance (10^6 observations collapsed its
+    step size; posteriordb's ``earn_height`` fails at float32 only). A float64 run keeps
+    the usual advice, and says nothing of precision where chains disagree."""
+    m64 = _stream(np.random.default_rng(1), 4, 300, 5, shift_chain=2)
+    m32 = type(m64)(*(np.asarray(a, np.float32) if np.asarray(a).dtype == np.float64 else a for a in m64))
+    for m, single in ((m32, True), (m64, False)):
+        flags = _flags(m, step=1e-5, sampling=False)
+        found = self_check.findings("ESH", "warmup", m, np.full(4, 1e-5), flags, 1024,
+                                    self_check.ESH_REMEDIES)
+        by_symptom = {symptom: msg for chain, symptom, msg in found}
+        assert {"step_size", "disagree"} <= set(by_symptom)
+        for symptom in ("step_size", "disagree"):
+            assert ("numpyro.enable_x64()" in by_symptom[symptom]) == single, by_symptom[symptom]
+            assert ("torch.set_default_dtype(torch.float64)" in by_symptom[symptom]) == single
+        assert "AdjustedESH" in by_symptom["step_size"]
+        assert ("AdjustedESH" in by_symptom["disagree"]) == single
+        other = self_check.findings("TunedHMC", "warmup", m, np.full(4, 1e-5), flags, 1024)
+        assert not any("enable_x64" in msg for _, _, msg in other)
+
+
 def test_a_frozen_chain_whose_draws_diverge_is_put_down_to_a_step_size_too_large():
     """Frozen because every trajectory diverges (a fixed step of 10 on a posterior of sd
     0.03, NumPyro's ``test_diverging``): the cause named is the opposite of the usual

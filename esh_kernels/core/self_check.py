@@ -322,10 +322,14 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     """Messages for the raised ``flags`` (from :func:`problem_flags`, or :func:`early_flags`
     with ``phase="early"``; host numpy arrays): a list of ``(chain, symptom, message)``.
     ``phase`` is ``"early"`` (over the warmup so far), ``"warmup"`` or ``"sampling"``;
-    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one."""
+    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one, or
+    to a pair ``(float32 advice, float64 advice)`` chosen by the draws' precision (``m.mean``
+    as the kernel keeps it)."""
     import numpy as np
 
-    remedies = remedies or {}
+    single = np.asarray(m.mean).dtype == np.float32
+    remedies = {symptom: (advice[0] if single else advice[1]) if isinstance(advice, tuple) else advice
+                for symptom, advice in (remedies or {}).items()}
     frozen, collapsed, capped, rejecting, divergent, disagree = (np.asarray(f) for f in flags)
     count = np.atleast_1d(np.asarray(m.count, dtype=float))
     chains = np.atleast_1d(np.asarray(m.chain))
@@ -406,8 +410,19 @@ def report(known, kernel, phase, m, step_size, flags, max_steps, remedies=None):
 #: ESH's own advice: an unadjusted sampler is biased next to NaN regions and
 #: discontinuities, where AdjustedESH's Metropolis test keeps the answer exact (a
 #: discontinuity still defeats the tuning of every gradient-based kernel, esh_math.md §10)
+_ESH_ADVICE = ("use AdjustedESH (exact, Metropolis-adjusted), and remove discontinuities of "
+               "the density (e.g. marginalise a change point)")
+#: ... and in float32 (NumPyro's and torch's default) the first suspect of a collapsed,
+#: capped or stuck ESH chain is the rounding of a large potential energy (many observations,
+#: data in large units, a long ridge), which can exceed ESH's energy-error tolerance
+#: (``docs/troubleshooting.md``, the ESH page): 10^6 observations of a normal model collapsed
+#: its step size from 0.12 to 1.5e-5, and posteriordb's ``earn_height`` fails at float32 only
+_ESH_FLOAT32_ADVICE = ("this run is float32, whose rounding of a large potential energy (many "
+                       "observations, data in large units) can exceed ESH's energy-error "
+                       "tolerance: run in float64 (NumPyro: numpyro.enable_x64() at the top of "
+                       "the script; Pyro: torch.set_default_dtype(torch.float64)) or ")
 ESH_REMEDIES = {
-    symptom: "use AdjustedESH (exact, Metropolis-adjusted), and remove discontinuities of "
-             "the density (e.g. marginalise a change point)"
+    symptom: (_ESH_FLOAT32_ADVICE + _ESH_ADVICE, _ESH_ADVICE)
     for symptom in ("frozen", "step_size", "cap", "divergences")
 }
+ESH_REMEDIES["disagree"] = (_ESH_FLOAT32_ADVICE + "use AdjustedESH", None)
