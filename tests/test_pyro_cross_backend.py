@@ -100,25 +100,30 @@ def tree_to_jax(tree, jnp, index):
 # -- warmup updates ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dense", [False, True, "auto", "auto-wide"])
+@pytest.mark.parametrize("dense", [False, True, "auto", "auto-bent"])
 def test_adjusted_warmup_update_agrees(jax_x64, dense):
     """``dense="auto"``: the automatic metric, fed the gradients of a correlated Gaussian
     at independent draws, so its windows take the gradient-based estimate (§7.6). The draws
-    are narrower than the Gaussian in every direction (a window that saw part of it); draws
-    wider than it in some direction would read as a target that bends, and the last window
-    would keep the diagonal (``core.adaptation.curved``): ``"auto-wide"``, draws wider than
-    the Gaussian, checks that both backends then end on the same diagonal."""
+    are narrower than the Gaussian in every direction (a window that saw part of it).
+    ``"auto-bent"``: wider draws of a more correlated Gaussian (0.99) whose gradients are not
+    linear in them (a quadratic term in one coordinate): the gradients' estimate is still
+    dense (condition number 51-80 of its correlation matrix, threshold 32), but the window
+    reads as a target that bends (bend 40-106, threshold 13.5), so that the last window keeps
+    the diagonal (``core.adaptation.curved``); both backends end on the same diagonal."""
     import jax
 
     jnp = jax_x64
     C, W = 3, 200  # metric windows end at iterations 99 and 149
     rng = np.random.default_rng(0)
-    wide = dense == "auto-wide"
-    xs = rng.normal(size=(W, C, D)) * (np.array([0.5, 1.0, 2.0, 3.0]) if wide else np.array([0.05, 0.1, 0.2, 0.3]))
-    sigma = np.full((D, D), 0.9) + 0.1 * np.eye(D)
+    bent = dense == "auto-bent"
+    xs = rng.normal(size=(W, C, D)) * (np.array([0.5, 1.0, 2.0, 3.0]) if bent else np.array([0.05, 0.1, 0.2, 0.3]))
+    rho = 0.99 if bent else 0.9
+    sigma = np.full((D, D), rho) + (1.0 - rho) * np.eye(D)
     gs = xs @ np.linalg.inv(sigma)
+    if bent:
+        gs[..., 3] += 0.2 * (xs[..., 3] ** 2 - 9.0)
     acc = rng.uniform(size=(W, C))
-    mask = AUTO_METRIC if dense in ("auto", "auto-wide") else None
+    mask = AUTO_METRIC if dense in ("auto", "auto-bent") else None
     dense = bool(dense)
     config = AdjustedWarmupConfig(W, 0.8, True, True, True, 2.0, metric_mask=mask)
     step0 = np.array([0.3, 0.5, 1.0])
@@ -140,7 +145,7 @@ def test_adjusted_warmup_update_agrees(jax_x64, dense):
             assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
     assert not np.allclose(to_np(t_adapt.scale), to_np(adjusted_warmup_init(
         torch.tensor(xs[0]), torch.tensor(step0), torch.tensor(step0), dense).scale))
-    if wide:  # the last window (ending at iteration 149) kept the diagonal
+    if bent:  # the last window (ending at iteration 149) kept the diagonal
         scale = to_np(t_adapt.scale)
         np.testing.assert_array_equal(scale, scale * np.eye(D))
     elif mask is AUTO_METRIC:  # the gradients' estimate: the target's covariance
