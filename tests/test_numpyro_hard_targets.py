@@ -219,3 +219,33 @@ def test_a_far_start_in_float32_is_not_frozen_by_rounding(kernel_cls):
     assert np.all(np.abs(m) < N_SE * se), (m, se)
     v, se_v = estimate(z**2)
     assert np.all(np.abs(v - 1.0) < N_SE * se_v + var_bias(kernel_cls)), (v, se_v)
+
+
+def wall_model():
+    """Two standard normal coordinates and an exponential wall in the first, ``exp(10 (x0 -
+    2.5))``: negligible where the posterior is, a potential of 1.7e28 and a gradient of 1.7e29
+    at ``x0 = 9``, whose squared norm overflows float32."""
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]))
+    numpyro.factor("wall", -jnp.exp(10.0 * (x[0] - 2.5)))
+
+
+def test_a_start_where_the_gradient_norm_overflows_float32_is_left():
+    """``core.dynamics._geometry``: a float32 gradient above 1.8e19 has an infinite squared
+    norm. Before the norm was taken in units of the largest entry there, every step from
+    such a start diverged and the step size fell to 0: started at ``x0 = 9`` (potential
+    1.7e28), three chains of four stayed at ``x0`` 6.9-8.7 (AdjustedESH, 300 + 300;
+    posteriordb's ``arma11`` at float32 failed the same way with ESH). Now every chain
+    reaches the posterior, whose second coordinate is exactly ``N(0, 1)``."""
+    from numpyro.infer import init_to_value
+
+    kernel = AdjustedESH(wall_model, init_strategy=init_to_value(values={"x": jnp.array([9.0, 0.5])}))
+    mcmc = MCMC(kernel, num_warmup=300, num_samples=300, num_chains=4, chain_method="vectorized",
+                progress_bar=False)
+    mcmc.run(random.PRNGKey(0))
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"], np.float64)
+    assert mcmc.get_samples()["x"].dtype == jnp.float32
+    assert np.all(x[..., 0].mean(axis=1) < 1.0), f"a chain stayed at the wall: {x[..., 0].mean(axis=1)}"
+    m, se = estimate(x[..., 1:])
+    assert np.all(np.abs(m) < N_SE * se), (m, se)
+    v, se_v = estimate(x[..., 1:] ** 2)
+    assert np.all(np.abs(v - 1.0) < N_SE * se_v + var_bias(AdjustedESH)), (v, se_v)
