@@ -829,17 +829,24 @@ def test_dense_gradient_metric_falls_back_to_the_diagonal_without_gradient_sprea
 @pytest.mark.parametrize("num_chains, d, kind", [
     (200, 10, "dense"),      # 20 chains per dimension
     (199, 10, "diagonal as a matrix"),
-    (2000, 51, "vector"),    # above DENSE_MAX_DIM
+    (2000, 51, "diagonal as a matrix"),  # 39 chains per dimension, above CORRELATION_MAX_DIM
+    (400, 151, "vector"),    # above DENSE_MAX_DIM
 ])
 def test_tune_metric_layout(num_chains, d, kind):
     """The adjusted phase's preconditioner: a Cholesky factor of the dense estimate with
-    enough chains per dimension, a diagonal matrix with fewer, a vector above
-    ``DENSE_MAX_DIM`` dimensions (the layouts ``AdjustedESH``'s ``dense_mass="auto"`` has)."""
-    from esh_kernels.core.ensemble import dense_gradient_metric, gradient_metric, tune_metric
+    enough chains per dimension (up to ``CORRELATION_MAX_DIM`` dimensions), a diagonal
+    matrix with fewer or above, a vector above ``DENSE_MAX_DIM`` dimensions (the layouts
+    ``AdjustedESH``'s ``dense_mass="auto"`` has); the sampling phase gets the matrix only
+    where it holds correlations, else its diagonal as a vector (``sampling_metric``)."""
+    from esh_kernels.core.ensemble import (dense_gradient_metric, gradient_metric, sampling_metric,
+                                           tune_metric)
 
     cov = np.eye(d) + 0.6 * (np.ones((d, d)) - np.eye(d))
     x, grad = _gaussian_ensemble(num_chains, cov, 2.0 * np.eye(d))
     scale = tune_metric(x, grad)
+    sampled, dense = sampling_metric(scale, num_chains)
+    assert dense == (kind == "dense")
+    np.testing.assert_array_equal(sampled, scale if kind == "dense" else np.sqrt(gradient_metric(x, grad)))
     if kind == "vector":
         np.testing.assert_allclose(scale, np.sqrt(gradient_metric(x, grad)))
     elif kind == "dense":

@@ -19,7 +19,7 @@ algorithm; each backend adds its random numbers and its loop.
 import math
 from typing import Any, NamedTuple
 
-from esh_kernels.core.adaptation import gradient_covariance
+from esh_kernels.core.adaptation import diagonal, gradient_covariance
 from esh_kernels.core.backend import namespace, norm
 from esh_kernels.core.checks import check_int, check_positive
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
@@ -53,11 +53,15 @@ WARM_PATIENCE = 3
 #: whitened typical-set size (``trajectory_factor``, ``esh_math.md`` §7.5)
 TARGET_ACCEPT = AdjustedESHOptions().target_accept_prob
 #: the adjusted phase's preconditioner is a matrix up to this many dimensions (the layout
-#: of ``AdjustedESH``'s ``dense_mass="auto"``), a vector above
+#: of ``AdjustedESH``'s ``dense_mass="auto"``, which Pyro's tuning transition runs), a vector
+#: above
 DENSE_MAX_DIM = AUTO_DENSE_MAX_DIM
-#: the matrix holds the ensemble's correlations (:func:`dense_gradient_metric`) when there
-#: are at least this many chains per dimension, else only its diagonal: the relative error
-#: of a covariance's eigenvalues from ``C`` independent draws is about ``sqrt(d / C)``
+#: ... and holds the ensemble's correlations only up to this many: at thousands of chains each
+#: chain's ``d x d`` factor costs ``O(d^2)`` per step (2048 x 100 x 100 = 2e7 numbers),
+#: which outweighs the cheap gradients this mode is for, and the 100-D rows of
+#: ``docs/benchmarks.md`` ran with a diagonal metric. (``AdjustedESH``'s own limit was 50
+#: until 2026-12-06; this one stayed.)
+CORRELATION_MAX_DIM = 50
 DENSE_MIN_CHAINS_PER_DIM = 20
 MAX_STEPS = AdjustedESHOptions().max_steps
 #: the adjusted tuning starts at this many steps per trajectory (the bisection doubles or
@@ -214,8 +218,9 @@ def dense_gradient_metric(x, grad):
 def tune_metric(x, grad):
     """The adjusted phase's preconditioner ``L`` (``L L^T = M^-1``) from the warm ensemble:
     up to :data:`DENSE_MAX_DIM` dimensions a lower-triangular matrix, the Cholesky factor
-    of :func:`dense_gradient_metric` with at least :data:`DENSE_MIN_CHAINS_PER_DIM` chains
-    per dimension (of :func:`gradient_metric`'s diagonal with fewer); above, the diagonal
+    of :func:`dense_gradient_metric` where it holds correlations (:func:`holds_correlations`:
+    at most :data:`CORRELATION_MAX_DIM` dimensions and :data:`DENSE_MIN_CHAINS_PER_DIM`
+    chains per dimension), else of :func:`gradient_metric`'s diagonal; above, the diagonal
     ``sqrt(gradient_metric)``."""
     xp = namespace(x)
     if x.shape[-1] > DENSE_MAX_DIM:
@@ -228,7 +233,16 @@ def tune_metric(x, grad):
 def holds_correlations(num_chains, d):
     """Whether :func:`tune_metric` estimates the correlations (a dense metric proper) for
     ``num_chains`` chains in ``d`` dimensions."""
-    return d <= DENSE_MAX_DIM and num_chains >= DENSE_MIN_CHAINS_PER_DIM * d
+    return d <= CORRELATION_MAX_DIM and num_chains >= DENSE_MIN_CHAINS_PER_DIM * d
+
+
+def sampling_metric(scale, num_chains):
+    """``(scale, dense)`` for the sampling phase's ``AdjustedESH`` from the tuned ``scale``
+    (:func:`tune_metric`): a matrix where it holds correlations, else its diagonal as a
+    vector, whose draws are the same and whose steps cost ``O(d)`` instead of ``O(d^2)``."""
+    if scale.ndim == 2 and not holds_correlations(num_chains, scale.shape[-1]):
+        return diagonal(scale), False
+    return scale, scale.ndim == 2
 
 
 def typical_length(x, scale, factor=1.0):

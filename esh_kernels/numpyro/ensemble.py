@@ -120,9 +120,8 @@ def run_ensemble(model, rng_key, *model_args, num_chains=None, num_samples=1000,
 
     warm = _warm_start(x0, k_warm, value_and_grad, max_warm_steps, bias_tol, keys)
     tune = _tune(warm.core.integ, k_tune, value_and_grad, max_tune_steps)
-    step_size, length, scale = (float(jnp.exp(tune.log_step)), float(tune.length),
-                                np.asarray(tune.scale, dtype=np.float64))
-    dense = scale.ndim == 2
+    step_size, length = float(jnp.exp(tune.log_step)), float(tune.length)
+    scale, dense = ensemble.sampling_metric(np.asarray(tune.scale, dtype=np.float64), num_chains)
     imm = inverse_mass_matrix(scale, dense)
 
     kernel = AdjustedESH(model, step_size=step_size, adapt_step_size=False, trajectory_length=length,

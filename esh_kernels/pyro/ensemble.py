@@ -101,7 +101,8 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
     kernel_args = dict(potential_fn=potential_fn, init_strategy=init_strategy, transforms=transforms,
                        max_plate_nesting=max_plate_nesting, jit_compile=jit_compile)
     # the chains, their batched potential and the compiled AdjustedESH transition; "auto" gives
-    # it the metric layout core.ensemble.tune_metric picks (a matrix up to DENSE_MAX_DIM)
+    # it the metric layout core.ensemble.tune_metric picks (a matrix up to DENSE_MAX_DIM, which
+    # may hold the diagonal only; the sampling phase gets core.ensemble.sampling_metric)
     tuner = AdjustedESH(model, dense_mass="auto", **kernel_args)
     with pyro.poutine.block(), pyro.validation_enabled(False):  # as BatchedMCMC runs the model
         tuner.setup_batched(0, num_chains, *model_args, initial_params=initial_params, **model_kwargs)
@@ -113,8 +114,8 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
     tuner.cleanup()
 
     step_size, length = float(tuned["step_size"]), float(tuned["length"])
-    dense = tuned["scale"].ndim == 2
-    inverse_mass_matrix = mass_matrix.inverse_mass_matrix(tuned["scale"], dense).double().cpu().numpy()
+    scale, dense = ensemble.sampling_metric(tuned["scale"], num_chains)
+    inverse_mass_matrix = mass_matrix.inverse_mass_matrix(scale, dense).double().cpu().numpy()
     kernel = AdjustedESH(model, step_size=step_size, adapt_step_size=False, trajectory_length=length,
                          inverse_mass_matrix=inverse_mass_matrix, adapt_mass_matrix=False,
                          dense_mass=dense, **kernel_args)
