@@ -19,7 +19,7 @@
   ``potential_fn`` (and in Pyro, whose kernels publish the metric as
   ``kernel.inverse_mass_matrix``) one array in the order of the flattened position: a
   vector for a diagonal layout, a matrix for a dense one (``dense_mass="auto"`` has a
-  dense layout up to 50 dimensions, whichever kind each window chose).
+  dense layout up to 150 dimensions, whichever kind each window chose).
 * An unknown field: NumPyro's ``extra_fields`` getter falls back from ``getattr`` to
   ``state[name]``, which on a tuple raised ``TypeError: tuple indices must be integers``;
   :func:`field_lookup` raises a ``KeyError`` that names the field and lists the ones there
