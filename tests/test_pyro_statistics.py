@@ -421,6 +421,28 @@ def test_automatic_metric_learns_the_correlation(cls):
     assert bool(torch.all(correlation > 0.95)), correlation
 
 
+def test_automatic_metric_learns_the_correlations_of_a_60d_posterior():
+    """Between 51 and ``AUTO_DENSE_MAX_DIM`` (150) dimensions the default ``full_mass``
+    learns a dense metric in Pyro too (diagonal there until 2026-12-06): a 60-D Gaussian whose
+    neighbouring coordinates correlate at 0.9, ``AdjustedESH``, 2 chains, 800 warmup
+    iterations. The windows' gradient estimate is exact on a Gaussian (``esh_math.md`` §7.6),
+    so the adapted ``M^{-1}`` is the covariance."""
+    pyro.set_rng_seed(0)
+    d = 60
+    idx = torch.arange(d, dtype=F64)
+    cov = 0.9 ** (idx[:, None] - idx[None, :]).abs()
+
+    def correlated():
+        pyro.sample("x", dist.MultivariateNormal(torch.zeros(d, dtype=F64), covariance_matrix=cov))
+
+    mcmc = ekp.BatchedMCMC(AdjustedESH(correlated), num_samples=5, warmup_steps=800, num_chains=2,
+                           disable_progbar=True)
+    mcmc.run()
+    imm = mcmc.kernel.inverse_mass_matrix[("x",)]
+    assert imm.shape == (2, d, d)
+    assert float((imm - cov).abs().max()) < 0.02
+
+
 @pytest.mark.parametrize("cls", KERNELS)
 def test_inverse_mass_matrix_reads_like_pyros(cls):
     """``kernel.inverse_mass_matrix`` after a run is keyed as Pyro's ``HMC`` keys it (Pyro's
