@@ -18,8 +18,6 @@ their unconstrained coordinates here. A kernel's warnings are
 recorded, not shown. ``--out`` writes every row as JSON.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -43,6 +41,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import esh_kernels.numpyro as ek  # noqa: E402
+import runner  # noqa: E402
 from yardstick import ess_x_and_x2  # noqa: E402
 
 SAMPLERS = {"nuts": NUTS, "adjusted_esh": ek.AdjustedESH, "esh": ek.ESH, "tuned_hmc": ek.TunedHMC}
@@ -170,23 +169,10 @@ def render(rows):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    ap.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=list(SAMPLERS))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap = runner.grid_parser(__doc__, "--models", MODELS, SAMPLERS)
     args = ap.parse_args(argv)
-    rows = []
-    for name in args.models:
-        for sampler in args.samplers:
-            for seed in args.seeds:
-                rows.append(run(name, sampler, seed))
-                print(render(rows[-1:]).splitlines()[-1], flush=True)
-    print(render(rows))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"command": "python benchmarks/model_zoo.py " + " ".join(argv or sys.argv[1:]),
-                       "rows": rows}, f, indent=1)
+    cases = [(m, s, seed) for m in args.models for s in args.samplers for seed in args.seeds]
+    runner.run_grid("model_zoo", argv, cases, run, render, args.out)
 
 
 if __name__ == "__main__":

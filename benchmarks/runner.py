@@ -77,6 +77,38 @@ def command_line(script, argv):
     return " ".join(["python", f"benchmarks/{script}.py", *(sys.argv[1:] if argv is None else argv)])
 
 
+def grid_parser(doc, flag, names, samplers):
+    """The small scripts' argument parser (``model_zoo.py``, ``wide_correlated.py``), described
+    by the first paragraph of ``doc``: ``flag`` (e.g. ``--models``) choosing among ``names``,
+    ``--samplers``, ``--seeds`` (default 0) and ``--out`` (:func:`run_grid`)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument(flag, nargs="+", choices=list(names), default=list(names))
+    p.add_argument("--samplers", nargs="+", choices=list(samplers), default=list(samplers))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    return p
+
+
+def run_grid(script, argv, cases, run, render, out=None):
+    """The small scripts' loop (``model_zoo.py``, ``wide_correlated.py``): ``run(*case)`` for
+    each case (a tuple such as ``(model, sampler, seed)``), each row printed as it comes
+    (the last line of ``render([row])``), then the whole table; with ``out`` the rows and the
+    command (:func:`command_line`) as JSON. Returns the rows."""
+    import json
+
+    rows = []
+    for case in cases:
+        rows.append(run(*case))
+        print(render(rows[-1:]).splitlines()[-1], flush=True)
+    print(render(rows))
+    if out:
+        with open(out, "w") as f:
+            json.dump({"command": command_line(script, argv), "rows": rows}, f, indent=1)
+    return rows
+
+
 def failure(e):
     """The fields that record the exception ``e`` being handled: ``status="error"``, its
     message and its traceback."""

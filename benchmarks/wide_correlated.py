@@ -17,8 +17,6 @@ the runs agree, not a bias against a truth: there is no exact one). ``--out`` wr
 as JSON.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -39,6 +37,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import esh_kernels.core.mass_matrix as mass_matrix  # noqa: E402
 import esh_kernels.numpyro as ek  # noqa: E402
+import runner  # noqa: E402
 from yardstick import ess_x_and_x2, per_1k_grad  # noqa: E402
 
 SAMPLERS = {
@@ -151,26 +150,14 @@ def render(rows):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
-    ap.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=list(SAMPLERS))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap = runner.grid_parser(__doc__, "--targets", TARGETS, SAMPLERS)
     ap.add_argument("--dense-limit", type=int, default=None,
                     help="AUTO_DENSE_MAX_DIM for this run (50: the kernels before 2026-12-06)")
-    ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     if args.dense_limit is not None:
         mass_matrix.AUTO_DENSE_MAX_DIM = args.dense_limit
-    rows = []
-    for target in args.targets:
-        for sampler in args.samplers:
-            for seed in args.seeds:
-                rows.append(run(target, sampler, seed))
-                print(render(rows[-1:]).splitlines()[-1], flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"command": " ".join(sys.argv), "rows": rows}, f, indent=1)
-    print(render(rows))
+    cases = [(t, s, seed) for t in args.targets for s in args.samplers for seed in args.seeds]
+    runner.run_grid("wide_correlated", argv, cases, run, render, args.out)
 
 
 if __name__ == "__main__":
