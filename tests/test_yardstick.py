@@ -204,6 +204,27 @@ def test_benchmark_run_records_a_failure_saves_each_attempt_and_merges(tmp_path)
 # posteriordb: names, data location and the judge
 
 
+def test_grid_runs_every_case_prints_each_row_and_saves_the_command(tmp_path, capsys):
+    """``runner.grid_parser`` / ``runner.run_grid`` (``model_zoo.py``, ``wide_correlated.py``)."""
+    out = tmp_path / "grid.json"
+    argv = ["--models", "m2", "--seeds", "0", "3", "--out", str(out)]
+    args = runner.grid_parser("Doc.\n\nMore.", "--models", ["m1", "m2"], ["a", "b"]).parse_args(argv)
+    assert (args.models, args.samplers, args.seeds) == (["m2"], ["a", "b"], [0, 3])
+    cases = [(m, s, seed) for m in args.models for s in args.samplers for seed in args.seeds]
+
+    def render(rows):
+        return "\n".join(["| head |"] + [f"| {r['case']} |" for r in rows])
+
+    rows = runner.run_grid("grid_x", argv, cases, lambda *case: {"case": "-".join(map(str, case))}, render,
+                           args.out)
+    assert [r["case"] for r in rows] == ["m2-a-0", "m2-a-3", "m2-b-0", "m2-b-3"]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:4] == ["| m2-a-0 |", "| m2-a-3 |", "| m2-b-0 |", "| m2-b-3 |"]  # as each ends
+    assert printed[4:] == render(rows).splitlines()
+    saved = json.loads(out.read_text())
+    assert saved == {"command": "python benchmarks/grid_x.py " + " ".join(argv), "rows": rows}
+
+
 def test_split_flat_name_and_flat_draws():
     assert pdb.split_flat_name("beta[2]") == ("beta", (1,))
     assert pdb.split_flat_name("z[2,1]") == ("z", (1, 0))
