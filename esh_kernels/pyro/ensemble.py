@@ -102,7 +102,9 @@ def run_ensemble(model=None, *model_args, num_chains=1024, num_samples=1000, chu
                        max_plate_nesting=max_plate_nesting, jit_compile=jit_compile)
     # the chains, their batched potential and the compiled AdjustedESH transition; "auto" gives
     # it the metric layout core.ensemble.tune_metric picks (a matrix up to DENSE_MAX_DIM, which
-    # may hold the diagonal only; the sampling phase gets core.ensemble.sampling_metric)
+    # may hold the diagonal only: between 51 and 150 dimensions the tuning transitions carry a
+    # d x d diagonal per chain, C d^2 numbers, for at most max_tune_steps transitions; the
+    # sampling phase gets core.ensemble.sampling_metric, a vector there)
     tuner = AdjustedESH(model, dense_mass="auto", **kernel_args)
     with pyro.poutine.block(), pyro.validation_enabled(False):  # as BatchedMCMC runs the model
         tuner.setup_batched(0, num_chains, *model_args, initial_params=initial_params, **model_kwargs)
