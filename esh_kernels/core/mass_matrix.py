@@ -36,7 +36,7 @@ from esh_kernels.core.backend import namespace
 #: gradient) 4 chains x (1000 + 1000) took 11 s instead of 7 (AdjustedESH) and 20 s instead
 #: of 7 (TunedHMC). Where the windows go dense it pays many times over: on a regression with
 #: 140 collinear predictors (``docs/benchmarks.md``, "Notes on the automatic metric up to
-#: 150 dimensions") ESS of ``x`` and ``x^2`` per 1000 gradients rose 20-40x. The limit was
+#: 150 dimensions") ESS of ``x`` and ``x^2`` per 1000 gradients rose 19-40x. The limit was
 #: 50 until 2026-12-06. ``dense_mass=True`` has no limit.
 AUTO_DENSE_MAX_DIM = 150
 
