@@ -38,12 +38,10 @@ def _float_or_none(text):
 
 
 def tuned_hmc(args):
-    from jax.flatten_util import ravel_pytree
     from numpyro.infer import MCMC
-    from numpyro.infer.util import unconstrain_fn
 
     from esh_kernels.numpyro import TunedHMC
-    from targets import make_targets
+    from targets import make_targets, unconstrained_chains
     from yardstick import ess_x_and_x2, per_1k_grad
 
     target = make_targets()[args.target]
@@ -54,9 +52,7 @@ def tuned_hmc(args):
                         num_warmup=1000, num_samples=1000, num_chains=4, chain_method="vectorized",
                         progress_bar=False)
             mcmc.run(jax.random.PRNGKey(seed), extra_fields=("n_steps", "accept_prob", "adapt_state.step_size"))
-            z = mcmc.get_samples(group_by_chain=True)
-            flat = jax.vmap(jax.vmap(lambda s: ravel_pytree(unconstrain_fn(target.model, (), {}, s))[0]))(z)
-            ess = ess_x_and_x2(np.asarray(flat))
+            ess = ess_x_and_x2(unconstrained_chains(target.model, mcmc))
             extra = mcmc.get_extra_fields(group_by_chain=True)
             grads = float(np.sum(extra["n_steps"]))
             print(f"{args.target} step_size={step_size} trajectory_length={args.trajectory_length} seed={seed}: "

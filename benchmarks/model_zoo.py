@@ -31,9 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
-from numpyro.infer.util import unconstrain_fn  # noqa: E402
 from scipy import stats  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +40,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import esh_kernels.numpyro as ek  # noqa: E402
 import runner  # noqa: E402
+from targets import unconstrained_chains  # noqa: E402
 from yardstick import ess_x_and_x2  # noqa: E402
 
 SAMPLERS = {"nuts": NUTS, "adjusted_esh": ek.AdjustedESH, "esh": ek.ESH, "tuned_hmc": ek.TunedHMC}
@@ -136,9 +135,7 @@ def run(model_name, sampler, seed):
         mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging",))
         seconds = time.time() - start
     grouped = mcmc.get_samples(group_by_chain=True)
-    latent = {k: v for k, v in grouped.items() if k in mcmc.last_state.z}
-    flat = jax.vmap(jax.vmap(lambda s: ravel_pytree(unconstrain_fn(model, (), {}, s))[0]))(latent)
-    ess = ess_x_and_x2(np.asarray(flat))
+    ess = ess_x_and_x2(unconstrained_chains(model, mcmc))
     samples = {k: np.asarray(v) for k, v in grouped.items()}
     pooled = {k: v.reshape((-1,) + v.shape[2:]) for k, v in samples.items()}
     kernel = mcmc.sampler

@@ -353,6 +353,24 @@ def site_shapes(model, model_args=()):
             if name in z}
 
 
+def unconstrained_chains(model, mcmc, model_args=()):
+    """A finished ``MCMC`` run's draws of ``model``'s latent sites on the scale the samplers
+    move in, ``(chains, draws, d)``: NumPyro's ``unconstrain_fn``, flattened in
+    ``ravel_pytree`` order (the potential's flat vector), as :func:`reference_unconstrained`
+    maps reference draws."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    grouped = mcmc.get_samples(group_by_chain=True)
+    latent = {k: v for k, v in grouped.items() if k in mcmc.last_state.z}
+
+    def flat(z):
+        return ravel_pytree(unconstrain_fn(model, model_args, {}, z))[0]
+
+    return np.asarray(jax.vmap(jax.vmap(flat))(latent), dtype=np.float64)
+
+
 def reference_unconstrained(model, flat_draws, model_args=()):
     """Reference draws on the scale the samplers move in: ``flat_draws`` maps Stan-style
     flat names (``"beta[2]"``, 1-based; ``"sigma"``) to arrays of draws (any common shape,
