@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Which coordinates carry ``ESH``'s discretisation bias, and can the draws predict it?
+
+``ESH`` is unadjusted: its step size is tuned for an energy error per dimension
+(``desired_energy_var``, ``docs/esh_math.md`` §7.1), which bounds the second-moment bias
+``b2`` of a Gaussian (Robnik & Seljak 2024, arXiv:2412.08876). Where a scale parameter is
+coupled to many coordinates (``hier_500``'s ``tau``, a regression's ``log sigma`` under a
+dense metric) the bias gathers in that one coordinate, far above what the energy error per
+dimension says: ``b2`` 0.10 on ``hier_500``, 0.016 and 0.04 on ``wide_correlated.py``'s
+regressions, with every other coordinate within budget.
+
+This script measures, per coordinate ``i``, the standardized bias of ``E[x_i^2]``,
+``obs_i = (mean(x_i^2) - E[x_i^2]) / sd(x_i^2)`` (``b2_i = obs_i^2``, exact truth), beside the
+predictor::
+
+    pred_i = Cov(x_i^2, G - 2 T) / sd(x_i^2),   G = |L^T grad U|^2,   T = tr(L^T Hess U L)
+
+over the draws, in the whitened frame of the adapted metric ``M^{-1} = L L^T`` (``G`` from the
+gradient at each draw, ``T`` from one Hessian-vector product with a Rademacher probe, which is
+exact for a diagonal Hessian). The form is the leading term of a leapfrog integrator's shadow
+density, ``exp(-U) (1 + c eps^2 (|grad U|^2 - 2 tr Hess U))``, which tilts every expectation by
+``c eps^2 Cov(f, G - 2T)``: on a Gaussian each coordinate tilts only itself, while a scale
+parameter that sets the curvature of ``d`` other coordinates moves ``G`` and ``T`` by terms of
+order ``d``. The script prints ``c_hat = obs_i / (eps^2 / d * pred_i)`` at the coordinate of
+largest ``|obs|``: if one constant fits every target, the draws predict ``ESH``'s worst
+coordinate and a step-size rule can bound it. 4 chains x (1000 + 2000), float64, ``PRNGKey(seed)``::
+
+    python benchmarks/esh_bias_predictor.py --out benchmarks/results/esh_bias_predictor.json
+
+Gaussians run at ``desired_energy_var=5e-3`` (10x the default) so that their bias stands above
+the Monte Carlo noise; the others at the default ``5e-4``. Measurement only: no kernel uses the
+predictor (``docs/esh_math.md`` §7.8 says why not yet).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+from numpyro.infer import MCMC  # noqa: E402
+from numpyro.infer.util import initialize_model  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import esh_kernels.numpyro as ek  # noqa: E402
+import wide_correlated  # noqa: E402
+from targets import make_targets, second_moment_truth, unconstrained_chains  # noqa: E402
+from yardstick import ess_x_and_x2  # noqa: E402
+
+#: name: (model builder, truth builder ``() -> (E[x^2], Var[x^2])``, desired_energy_var)
+def _targets():
+    zoo = make_targets()
+
+    def from_zoo(name):
+        return lambda: zoo[name].model, lambda: second_moment_truth(zoo[name])[:2]
+
+    def regression(d):
+        return lambda: wide_correlated.linear_regression(d), lambda: wide_correlated.linear_regression_truth(d)
+
+    return {
+        "std_gauss": (*from_zoo("std_gauss"), 5e-3),
+        "ill_gauss": (*from_zoo("ill_gauss"), 5e-3),
+        "hier_500": (*from_zoo("hier_500"), 5e-4),
+        "linreg_46": (*regression(45), 5e-4),
+        "linreg_91": (*regression(90), 5e-4),
+        "linreg_141": (*regression(140), 5e-4),
+    }
+
+
+TARGETS = _targets()
+
+
+def whitening_factor(adapt_state):
+    """``L`` with ``M^{-1} = L L^T`` of chain 0 (every chain's metric reads alike here)."""
+    imm = adapt_state.inverse_mass_matrix
+    imm = np.asarray(next(iter(imm.values())) if isinstance(imm, dict) else imm)[0]
+    return np.diag(np.sqrt(imm)) if imm.ndim == 1 else np.linalg.cholesky(imm)
+
+
+def predictor(potential, x, L, seed=0):
+    """``pred`` numerator pieces at the draws ``x`` (``(n, d)``): ``G = |L^T g|^2`` and the
+    Rademacher estimate of ``T = tr(L^T H L)``."""
+    grad = jax.grad(potential)
+
+    def one(xi, w):
+        lw = jnp.asarray(L) @ w
+        g, hv = jax.jvp(grad, (xi,), (lw,))
+        lg = jnp.asarray(L).T @ g
+        return lg @ lg, lw @ hv
+
+    w = jax.random.rademacher(jax.random.PRNGKey(seed), x.shape, dtype=jnp.float64)
+    G, T = jax.jit(jax.vmap(one))(jnp.asarray(x), w)
+    return np.asarray(G), np.asarray(T)
+
+
+def run(name, seed):
+    build, truth, vare = TARGETS[name]
+    model = build()
+    mcmc = MCMC(ek.ESH(model, desired_energy_var=vare), num_warmup=1000, num_samples=2000, num_chains=4,
+                chain_method="vectorized", progress_bar=False)
+    start = time.time()
+    mcmc.run(jax.random.PRNGKey(seed))
+    wall = time.time() - start
+    draws = unconstrained_chains(model, mcmc)
+    x = draws.reshape(-1, draws.shape[-1])
+    d = x.shape[1]
+    init = initialize_model(jax.random.PRNGKey(0), model)
+    _, unravel = ravel_pytree(init.param_info.z)
+    G, T = predictor(lambda v: init.potential_fn(unravel(v)), x, whitening_factor(mcmc.last_state.adapt_state))
+    ex2, var_x2 = (np.asarray(a, dtype=np.float64) for a in truth())
+    f = x**2
+    s = G - 2.0 * T
+    pred = ((f - f.mean(0)) * (s - s.mean())[:, None]).mean(0) / np.sqrt(var_x2)
+    obs = (f.mean(0) - ex2) / np.sqrt(var_x2)
+    noise = 1.0 / np.sqrt(ess_x_and_x2(draws)["ess_x2"])
+    eps = float(np.mean(np.asarray(mcmc.last_state.adapt_state.step_size)))
+    worst, loudest = int(np.argmax(np.abs(obs))), int(np.argmax(np.abs(pred)))
+    scale = eps**2 / d
+    return {
+        "target": name, "seed": seed, "d": d, "desired_energy_var": vare, "step_size": eps,
+        "worst": worst, "obs_worst": float(obs[worst]), "noise_worst": float(noise[worst]),
+        "pred_worst": float(pred[worst]), "c_hat_worst": float(obs[worst] / (scale * pred[worst])),
+        "loudest": loudest, "obs_loudest": float(obs[loudest]), "pred_loudest": float(pred[loudest]),
+        "pred_median": float(np.median(np.abs(pred))), "obs_median": float(np.median(np.abs(obs))),
+        "b2_max": float(np.max(obs**2)), "wall_s": wall,
+    }
+
+
+def render(rows):
+    lines = ["| target | seed | d | desired_energy_var | step | worst coord: obs (noise) | its pred | c_hat "
+             "| largest pred (coord, its obs) | median abs pred | b2 max |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['target']} | {r['seed']} | {r['d']} | {r['desired_energy_var']:g} | {r['step_size']:.2f} "
+            f"| {r['worst']}: {r['obs_worst']:+.3f} ({r['noise_worst']:.3f}) | {r['pred_worst']:+.2f} "
+            f"| {r['c_hat_worst']:.3f} | {r['pred_loudest']:+.2f} ({r['loudest']}, {r['obs_loudest']:+.3f}) "
+            f"| {r['pred_median']:.2f} | {r['b2_max']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.targets:
+        for seed in args.seeds:
+            rows.append(run(name, seed))
+            print(render(rows[-1:]).splitlines()[-1], flush=True)
+    print(render(rows))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"command": "python benchmarks/esh_bias_predictor.py " + " ".join(argv or sys.argv[1:]),
+                       "rows": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
