@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pyro")
 pytest.importorskip("numpyro")
 
+from esh_kernels.core.bias_guard import guarded_step_size  # noqa: E402
 from esh_kernels.core.warmup import (  # noqa: E402
     AdjustedWarmupConfig,
     ESHWarmupConfig,
@@ -207,10 +208,12 @@ def test_esh_warmup_updates_agree(jax_x64, dense):
     j_phase1 = jax.jit(jax.vmap(lambda a, i, x, p: esh_warmup_adjusted_update(a, i, x, p, config),
                                 in_axes=(0, None, 0, 0)))
     j_phase2 = jax.jit(jax.vmap(
-        lambda a, i, e, n, t, dv, en, x, e0: esh_warmup_update(a, i, e, n, t, dv, config, energy=en, draw=x,
-                                                               start_energy=e0),
-        in_axes=(0, None, 0, 0, 0, 0, 0, 0, 0)))
+        lambda a, i, e, n, t, dv, en, x, e0, sh: esh_warmup_update(a, i, e, n, t, dv, config, energy=en, draw=x,
+                                                                   start_energy=e0, shadow=sh),
+        in_axes=(0, None, 0, 0, 0, 0, 0, 0, 0, 0)))
     energies = rng.normal(size=(W, C)) + 5.0
+    # the bias guard's statistic, tilted along the first coordinate so that the guard acts
+    shadow = 1000.0 * xs[..., 0] + rng.normal(size=(W, C))
     for i in range(W):
         ji = jnp.asarray(i, jnp.int32)
         if i < n1:
@@ -220,12 +223,18 @@ def test_esh_warmup_updates_agree(jax_x64, dense):
             t_adapt = esh_warmup_update(t_adapt, i, torch.tensor(err2[i]), torch.tensor(nsteps[i]),
                                         torch.tensor(logt[i]), torch.tensor(div[i]), config,
                                         energy=torch.tensor(energies[i]), draw=torch.tensor(xs[i]),
-                                        start_energy=torch.tensor(energies[i - 1]))
+                                        start_energy=torch.tensor(energies[i - 1]), shadow=torch.tensor(shadow[i]))
             j_adapt = j_phase2(j_adapt, ji, jnp.asarray(err2[i]), jnp.asarray(nsteps[i]),
                                jnp.asarray(logt[i]), jnp.asarray(div[i]), jnp.asarray(energies[i]),
-                               jnp.asarray(xs[i]), jnp.asarray(energies[i - 1]))
+                               jnp.asarray(xs[i]), jnp.asarray(energies[i - 1]), jnp.asarray(shadow[i]))
         if i in (0, 99, n1 - 1, n1, W - 1):
             assert_trees_close(t_adapt, j_adapt, what=f"iteration {i}")
+    # the guard's prediction from the same window agrees too (at a unit step: the synthetic
+    # energy errors above drove the step size towards 0, where the guard has nothing to do)
+    t_guard = guarded_step_size(t_adapt.bias, torch.ones(C, dtype=torch.float64), D, 5e-4)
+    j_guard = jax.vmap(lambda b: guarded_step_size(b, jnp.asarray(1.0), D, 5e-4))(j_adapt.bias)
+    assert_trees_close(t_guard, j_guard, what="bias guard")
+    assert np.all(to_np(t_guard[1].shrink) < 1.0), "the bias guard did not act"
     e = rng.normal(size=C)
     assert_trees_close(esh_sampling_log_speed(t_adapt, torch.tensor(e), D),
                        jax.vmap(lambda a, en: esh_sampling_log_speed(a, en, D))(j_adapt, jnp.asarray(e)),

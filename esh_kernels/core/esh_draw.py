@@ -20,6 +20,7 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.backend import namespace
+from esh_kernels.core.bias_guard import shadow_statistic
 from esh_kernels.core.dynamics import kinetic_energy_change
 from esh_kernels.core.integrators import esh_leapfrog, finite_state
 from esh_kernels.core.reservoir import offer_time
@@ -198,14 +199,22 @@ def finish(c, integ0, restart_normal):
     )
 
 
-def warmup_update(adapt, i, c, end, start_energy, config):
+#: gradients a phase-2 draw spends on the bias guard's probe (:func:`warmup_update`)
+PROBE_GRADIENTS = 2
+
+
+def warmup_update(adapt, i, c, end, start_energy, config, value_and_grad, restart_normal):
     """Phase-2 adaptation after a warmup draw (:func:`core.warmup.esh_warmup_update`):
     the mean squared energy error per step and dimension, the steps and their physical
-    time, and the draw made."""
+    time, the draw made, and the bias guard's statistic at the draw
+    (:func:`core.bias_guard.shadow_statistic`, ``PROBE_GRADIENTS`` gradients; its probe
+    direction is the sign of ``restart_normal``, the normals :func:`finish` took, which
+    only a divergent draw uses, and a divergent draw is not probed)."""
     xp = namespace(c.k)
     d = c.integ.x.shape[-1]
+    shadow = shadow_statistic(end.pick_x, adapt.scale, value_and_grad, restart_normal)
     return esh_warmup_update(
         adapt, i, c.sum_dh2 / (xp.where(c.k > 1.0, c.k, 1.0) * d), c.k, c.log_step_time,
         end.diverging, config, energy=end.pick_energy, non_finite=end.non_finite,
-        draw=end.pick_x, start_energy=start_energy,
+        draw=end.pick_x, start_energy=start_energy, shadow=shadow,
     )

@@ -44,6 +44,13 @@ def precond_inverse(scale, x):
     return x / scale
 
 
+def scale_diagonal(scale, dense):
+    """Marginal scale of each coordinate under the metric ``L`` (a vector, or a dense
+    lower-triangular matrix when ``dense``): ``sqrt(diag(L L^T))``."""
+    xp = namespace(scale)
+    return xp.sqrt(xp.sum(scale * scale, axis=-1)) if dense else xp.abs(scale)
+
+
 def scale_from_covariance(cov, dense=None):
     """``L`` from a covariance estimate: ``sqrt(var)`` for variances, ``cholesky(cov)`` for a
     covariance matrix. ``dense=None`` tells them apart by ``cov.ndim`` (1: variances), which

@@ -222,13 +222,6 @@ def spread_ratio(m):
     return xp.exp(xp.max(xp.where(xp.all(counted, axis=0), gap, 0.0)))
 
 
-def scale_diagonal(scale, dense):
-    """Marginal scale of each coordinate under the metric ``L`` (a vector, or a dense
-    lower-triangular matrix when ``dense``): ``sqrt(diag(L L^T))``."""
-    xp = namespace(scale)
-    return xp.sqrt(xp.sum(scale * scale, axis=-1)) if dense else xp.abs(scale)
-
-
 def repeating(m):
     """Per chain: at least ``FROZEN_REPEAT_FRACTION`` of the window's draws repeat the previous
     draw (one of the two ways a chain is ``frozen``, :func:`problem_flags`)."""
@@ -239,7 +232,7 @@ def repeating(m):
 def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     """Per-chain booleans ``(frozen, step_size, cap, acceptance, divergences)`` and one
     batch boolean ``disagree``, from the window statistics ``m`` and the chains' current step size and
-    metric scale (:func:`scale_diagonal`). ``sampling`` enables the checks that need a
+    metric scale (:func:`esh_kernels.core.preconditioning.scale_diagonal`). ``sampling`` enables the checks that need a
     fixed metric (spread) and selects the R-hat threshold."""
     xp = namespace(m.mean)
     enough = m.count >= MIN_DRAWS

@@ -29,7 +29,8 @@ from esh_kernels.core.adaptation import (
     window_schedule,
 )
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.preconditioning import scale_from_covariance
+from esh_kernels.core.bias_guard import bias_probe_init, bias_probe_update, guarded_step_size
+from esh_kernels.core.preconditioning import scale_diagonal, scale_from_covariance
 from esh_kernels.core import state_fields
 
 
@@ -549,6 +550,7 @@ class ESHAdaptState(NamedTuple):
     energy_sum: Any  # sum of the potential energy of the phase-2 draws
     draw_count: Any  # number of those draws
     decorrelation: Any  # DecorrelationState of the phase-2 draws
+    bias: Any  # core.bias_guard.BiasProbeState of the phase-2 draws
 
     @property
     def scale(self):
@@ -610,7 +612,7 @@ def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scal
         step_size, trajectory_length, refresh_length,
         adjusted_warmup_init(x, step_size, 4.0 * step_size, dense, scale, mask),
         step_size_predictor_init(step_size), zero - float("inf"), zero, zero, zero,
-        decorrelation_init(x),
+        decorrelation_init(x), bias_probe_init(x),
     )
 
 
@@ -635,7 +637,7 @@ ESH_MAX_LENGTHENING = 64.0
 
 
 def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
-                      *, energy, draw, start_energy, non_finite=False):
+                      *, energy, draw, start_energy, shadow, non_finite=False):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
     step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
     physical time its steps spanned (``non_finite``: the divergence, if any, reached a
@@ -661,6 +663,10 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
       ``e^{(E_start - E)/d}`` fast at typical energies) dominate the mean step time in low
       dimension (2-D Gaussian with correlation -0.98: one chain's mean step time 5.4
       against 0.19 in the others, and every sampling draw ran into the step cap).
+    * bias guard: ``shadow`` is the draw's ``S`` (:func:`core.bias_guard.shadow_statistic`);
+      at the last warmup iteration the tuned step is shortened where the predicted bias of
+      some coordinate's mean or variance exceeds the budget (``esh_math.md`` §7.8). The time
+      per draw stays: the shorter steps cover it in more steps.
     """
     step, predictor = adapt.step_size, adapt.predictor
     if config.tune_step_size:
@@ -679,6 +685,14 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
     draw_count = adapt.draw_count + select(good, 1.0, 0.0)
     decorrelation = decorrelation_update(adapt.decorrelation, draw)
+    finite = xp.isfinite(shadow) & xp.all(xp.isfinite(draw), axis=-1)
+    probed = finite & ~diverging if not isinstance(diverging, bool) else finite & (not diverging)
+    sd = scale_diagonal(adapt.scale, adapt.scale.ndim == draw.ndim + 1)
+    bias = bias_probe_update(adapt.bias, draw, xp.where(finite, shadow, 0.0 * shadow), sd, probed)
+    last = i == config.num_warmup - 1
+    if config.tune_step_size:
+        guarded, guard = guarded_step_size(bias, step, draw.shape[-1], config.desired_energy_var)
+        step, bias = select(last, guarded, step), select(last, guard, bias)
     length = adapt.trajectory_length
     if config.tune_trajectory:
         has = step_count > 0
@@ -689,12 +703,12 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
                               xp.exp(log_time - xp.log(xp.where(draw_count > 0, draw_count, 1.0))), per_step)
             tau = slowest_autocorrelation_time(decorrelation, ESH_DECORRELATION_DRAWS)
             tuned = xp.minimum(xp.maximum(base, per_draw * tau), ESH_MAX_LENGTHENING * base)
-        length = select(i == config.num_warmup - 1, tuned, length)
+        length = select(last, tuned, length)
     return adapt._replace(
         step_size=step, trajectory_length=length, predictor=predictor,
         log_time=log_time, step_count=step_count,
         energy_sum=adapt.energy_sum + select(good, energy, 0.0),
-        draw_count=draw_count, decorrelation=decorrelation,
+        draw_count=draw_count, decorrelation=decorrelation, bias=bias,
     )
 
 

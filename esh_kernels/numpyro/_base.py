@@ -40,6 +40,7 @@ from esh_kernels.core.auxiliary import auxiliary_dims, auxiliary_energy
 #: ``random.fold_in`` tag of the key stream that draws the auxiliary coordinates' start
 AUXILIARY_STREAM = 7
 from esh_kernels.core.mass_matrix import block_mask, check_dense_mass, initial_scale, metric_layout
+from esh_kernels.core.preconditioning import scale_diagonal
 from esh_kernels.core.state_fields import SiteLayout
 
 # static pytree node: the site layout rides in the adapt states' treedef, not as a leaf
@@ -210,7 +211,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         m = self_check.monitor_update(m, x_prev, x, new.n_steps, self._options.max_steps, new.diverging, accept)
         adapt = new.adapt_state
         # the checks look at the draws of the model's coordinates only
-        scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)[..., : self._data_dim]
+        scale_diag = scale_diagonal(adapt.scale, self._dense_mass)[..., : self._data_dim]
 
         def check(phase):
             flags = self_check.phase_flags(phase, m, adapt.step_size, scale_diag, accept is not None)

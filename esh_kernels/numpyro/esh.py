@@ -151,18 +151,20 @@ class ESH(FlatKernel):
             lambda loop: esh_draw.running(loop[0], step_cap), body,
             (esh_draw.offer_pending(carry, *uniforms(k_pre)), k_loop),
         )
-        end = esh_draw.finish(carry, integ0, random.normal(k_u, (d,), dtype))
+        restart_normal = random.normal(k_u, (d,), dtype)
+        end = esh_draw.finish(carry, integ0, restart_normal)
         adapt = lax.cond(
             warm,
             lambda a: esh_draw.warmup_update(a, state.i, carry, end, state.integrator.energy,
-                                             self._warmup_config()),
+                                             self._warmup_config(), value_and_grad, restart_normal),
             lambda a: a,
             adapt,
         )
+        num_steps = carry.k + jnp.where(warm, esh_draw.PROBE_GRADIENTS, 0)
         return ESHState(
             state.i + 1, self._to_z(end.pick_x), end.pick_energy, end.integ, end.x_prev,
             end.energy_prev, end.time_prev, end.time_cur, end.diverging,
-            carry.k.astype(jnp.int32), carry.sum_dh, adapt, key,
+            num_steps.astype(jnp.int32), carry.sum_dh, adapt, key,
         )
 
     def _warmup_config(self):

@@ -42,6 +42,7 @@ from esh_kernels.core.mass_matrix import (
     metric_layout,
 )
 from esh_kernels.core.mass_matrix import inverse_mass_matrix as metric_inverse
+from esh_kernels.core.preconditioning import scale_diagonal
 from esh_kernels.core.state_fields import SiteLayout
 from esh_kernels.pyro._model import (
     BatchedPotential,
@@ -538,7 +539,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         """Look at the statistics; warn once per chain and symptom. ``phase``: ``"early"``
         (:func:`esh_kernels.core.self_check.early_flags`), ``"warmup"`` or ``"sampling"``."""
         m, adapt = self._monitor, self._state.adapt_state
-        scale_diag = self_check.scale_diagonal(adapt.scale, self._dense_mass)
+        scale_diag = scale_diagonal(adapt.scale, self._dense_mass)
         has_accept = "accept_prob" in self._iteration_stats(self._state)
         flags = self_check.phase_flags(phase, m, adapt.step_size, scale_diag, has_accept)
         if not any(bool(torch.as_tensor(f).any()) for f in flags):

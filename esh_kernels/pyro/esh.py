@@ -209,13 +209,16 @@ class ESH(FlatKernel):
                 done += 1
             running = bool(active.any())
         carry = _unflatten_carry(flat)
-        end = esh_draw.finish(carry, integ0, draws.restart())
+        restart_normal = draws.restart()
+        end = esh_draw.finish(carry, integ0, restart_normal)
+        num_steps = carry.k
         if warm:
             adapt = esh_draw.warmup_update(adapt, i, carry, end, state.integrator.energy,
-                                           self._warmup_config())
+                                           self._warmup_config(), self._value_and_grad, restart_normal)
+            num_steps = num_steps + esh_draw.PROBE_GRADIENTS
         return ESHState(
             i + 1, end.pick_x, end.pick_energy, end.integ, end.x_prev, end.energy_prev,
-            end.time_prev, end.time_cur, end.diverging, carry.k, carry.sum_dh, adapt,
+            end.time_prev, end.time_cur, end.diverging, num_steps, carry.sum_dh, adapt,
         )
 
 
