@@ -199,20 +199,25 @@ def finish(c, integ0, restart_normal):
     )
 
 
-#: gradients a phase-2 draw spends on the bias guard's probe (:func:`warmup_update`)
-PROBE_GRADIENTS = 2
+def probe_gradients(config):
+    """Gradients a phase-2 draw spends on the bias guard's probe (:func:`warmup_update`):
+    two, none where the step size is not tuned (the guard only shortens a tuned step)."""
+    return 2 if config.tune_step_size else 0
 
 
 def warmup_update(adapt, i, c, end, start_energy, config, value_and_grad, restart_normal):
     """Phase-2 adaptation after a warmup draw (:func:`core.warmup.esh_warmup_update`):
     the mean squared energy error per step and dimension, the steps and their physical
     time, the draw made, and the bias guard's statistic at the draw
-    (:func:`core.bias_guard.shadow_statistic`, ``PROBE_GRADIENTS`` gradients; its probe
+    (:func:`core.bias_guard.shadow_statistic`, :func:`probe_gradients` gradients; its probe
     direction is the sign of ``restart_normal``, the normals :func:`finish` took, which
     only a divergent draw uses, and a divergent draw is not probed)."""
     xp = namespace(c.k)
     d = c.integ.x.shape[-1]
-    shadow = shadow_statistic(end.pick_x, adapt.scale, value_and_grad, restart_normal)
+    if probe_gradients(config):
+        shadow = shadow_statistic(end.pick_x, adapt.scale, value_and_grad, restart_normal)
+    else:
+        shadow = end.pick_energy * 0.0
     return esh_warmup_update(
         adapt, i, c.sum_dh2 / (xp.where(c.k > 1.0, c.k, 1.0) * d), c.k, c.log_step_time,
         end.diverging, config, energy=end.pick_energy, non_finite=end.non_finite,

@@ -202,7 +202,9 @@ class ESHOptions(NamedTuple):
         preconditioning, conserves angular momentum). ``None`` (default) uses
         ``1/sqrt(d)``, chosen by measurement (``docs/benchmarks.md``).
     :ivar desired_energy_var: target ``Var[dH]/d`` per step for step-size tuning (§7.1):
-        the bias tolerance; smaller means less discretisation bias and more gradients.
+        the bias tolerance; smaller means less discretisation bias and more gradients. It
+        also sets the bias guard's budget for each coordinate, ``0.1 (v / 5e-4)^(1/3)``
+        posterior sd (§7.8).
     :ivar adapt_mass_matrix: estimate the preconditioner in warmup (default True).
     :ivar max_steps: cap on steps per draw (a draw stopped by the cap covers less physical
         time; raise it for targets with very uneven density in low dimension).

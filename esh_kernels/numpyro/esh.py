@@ -160,7 +160,7 @@ class ESH(FlatKernel):
             lambda a: a,
             adapt,
         )
-        num_steps = carry.k + jnp.where(warm, esh_draw.PROBE_GRADIENTS, 0)
+        num_steps = carry.k + jnp.where(warm, esh_draw.probe_gradients(self._warmup_config()), 0)
         return ESHState(
             state.i + 1, self._to_z(end.pick_x), end.pick_energy, end.integ, end.x_prev,
             end.energy_prev, end.time_prev, end.time_cur, end.diverging,

@@ -215,7 +215,7 @@ class ESH(FlatKernel):
         if warm:
             adapt = esh_draw.warmup_update(adapt, i, carry, end, state.integrator.energy,
                                            self._warmup_config(), self._value_and_grad, restart_normal)
-            num_steps = num_steps + esh_draw.PROBE_GRADIENTS
+            num_steps = num_steps + esh_draw.probe_gradients(self._warmup_config())
         return ESHState(
             i + 1, end.pick_x, end.pick_energy, end.integ, end.x_prev, end.energy_prev,
             end.time_prev, end.time_cur, end.diverging, num_steps, carry.sum_dh, adapt,
