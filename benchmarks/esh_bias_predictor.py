@@ -32,8 +32,6 @@ the Monte Carlo noise; the others at the default ``5e-4``. Measurement only: no 
 predictor (``docs/esh_math.md`` §7.8 says why not yet).
 """
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -53,12 +51,13 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import esh_kernels.numpyro as ek  # noqa: E402
+import runner  # noqa: E402
 import wide_correlated  # noqa: E402
 from targets import make_targets, second_moment_truth, unconstrained_chains  # noqa: E402
 from yardstick import ess_x_and_x2  # noqa: E402
 
-#: name: (model builder, truth builder ``() -> (E[x^2], Var[x^2])``, desired_energy_var)
 def _targets():
+    """name: (model builder, truth builder ``() -> (E[x^2], Var[x^2])``, desired_energy_var)."""
     zoo = make_targets()
 
     def from_zoo(name):
@@ -136,34 +135,26 @@ def run(name, seed):
     }
 
 
+COLUMNS = ("target", "seed", "d", "desired_energy_var", "step", "worst coord: obs (noise)", "its pred", "c_hat",
+           "largest pred (coord, its obs)", "median abs pred", "b2 max")
+
+
+def _cells(r):
+    return (r["target"], str(r["seed"]), str(r["d"]), f"{r['desired_energy_var']:g}", f"{r['step_size']:.2f}",
+            f"{r['worst']}: {r['obs_worst']:+.3f} ({r['noise_worst']:.3f})", f"{r['pred_worst']:+.2f}",
+            f"{r['c_hat_worst']:.3f}", f"{r['pred_loudest']:+.2f} ({r['loudest']}, {r['obs_loudest']:+.3f})",
+            f"{r['pred_median']:.2f}", f"{r['b2_max']:.4f}")
+
+
 def render(rows):
-    lines = ["| target | seed | d | desired_energy_var | step | worst coord: obs (noise) | its pred | c_hat "
-             "| largest pred (coord, its obs) | median abs pred | b2 max |", "|" + "---|" * 11]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} | {r['seed']} | {r['d']} | {r['desired_energy_var']:g} | {r['step_size']:.2f} "
-            f"| {r['worst']}: {r['obs_worst']:+.3f} ({r['noise_worst']:.3f}) | {r['pred_worst']:+.2f} "
-            f"| {r['c_hat_worst']:.3f} | {r['pred_loudest']:+.2f} ({r['loudest']}, {r['obs_loudest']:+.3f}) "
-            f"| {r['pred_median']:.2f} | {r['b2_max']:.4f} |")
-    return "\n".join(lines)
+    table = [COLUMNS, ("---",) * len(COLUMNS)] + [_cells(r) for r in rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in table)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--out", help="write the rows as JSON here")
-    args = parser.parse_args(argv)
-    rows = []
-    for name in args.targets:
-        for seed in args.seeds:
-            rows.append(run(name, seed))
-            print(render(rows[-1:]).splitlines()[-1], flush=True)
-    print(render(rows))
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump({"command": "python benchmarks/esh_bias_predictor.py " + " ".join(argv or sys.argv[1:]),
-                       "rows": rows}, fh, indent=1)
+    args = runner.grid_parser(__doc__, "--targets", TARGETS, {"esh": ek.ESH}).parse_args(argv)
+    cases = [(name, seed) for name in args.targets for seed in args.seeds]
+    runner.run_grid("esh_bias_predictor", argv, cases, run, render, args.out)
 
 
 if __name__ == "__main__":
