@@ -213,9 +213,12 @@ def test_pyro_esh_guard_removes_the_bias_of_a_shared_scale():
             pyro.sample("y", pdist.Normal(0.0, torch.exp(s)), obs=y)
 
     pyro.set_rng_seed(0)
-    mcmc = BatchedMCMC(ESH(model, jit_compile=True), num_samples=1000, warmup_steps=1000, num_chains=4,
-                       disable_progbar=True)
+    kernel = ESH(model, jit_compile=True)
+    assert kernel.bias_guard is None
+    mcmc = BatchedMCMC(kernel, num_samples=1000, warmup_steps=1000, num_chains=4, disable_progbar=True)
     mcmc.run()
+    predicted, shrink = kernel.bias_guard  # kept after the run
+    assert torch.all(shrink < 0.9) and torch.all(predicted > BIAS_BUDGET), (predicted, shrink)
     s = mcmc.get_samples(group_by_chain=True)["s"].numpy()
     from numpyro.diagnostics import effective_sample_size
 

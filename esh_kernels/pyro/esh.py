@@ -71,6 +71,23 @@ class ESH(FlatKernel):
     energy_is_potential_energy = True
     self_check_remedies = ESH_REMEDIES
 
+    @property
+    def bias_guard(self):
+        """The bias guard's decision per chain (``docs/esh_math.md`` §7.8), ``(predicted,
+        shrink)``: the largest standardized bias it predicted at the tuned step and the factor
+        it applied to the step (1 where none); zeros and ones until warmup ends. NumPyro keeps
+        it as ``mcmc.last_state.adapt_state.bias``; here the current one during a run, the last
+        one after it (None before any)."""
+        if self._state is not None:
+            bias = self._state.adapt_state.bias
+            return bias.predicted, bias.shrink
+        return getattr(self, "_final_bias", None)
+
+    def cleanup(self):
+        if self._state is not None:  # kept for `bias_guard` after the run
+            self._final_bias = tuple(t.detach() for t in self.bias_guard)
+        super().cleanup()
+
     # -- state ---------------------------------------------------------------------------
 
     def _warmup_config(self):
