@@ -15,9 +15,10 @@ predictor::
 
     pred_i = Cov(x_i^2, G - 2 T) / sd(x_i^2),   G = |L^T grad U|^2,   T = tr(L^T Hess U L)
 
-over the draws, in the whitened frame of the adapted metric ``M^{-1} = L L^T`` (``G`` from the
-gradient at each draw, ``T`` from one Hessian-vector product with a Rademacher probe, which is
-exact for a diagonal Hessian). The form is the leading term of a leapfrog integrator's shadow
+over the draws, in the whitened frame of the adapted metric ``M^{-1} = L L^T``: the guard's own
+statistic ``S = G - 2T`` (``esh_kernels.core.bias_guard.shadow_statistic``: the gradient at each
+draw, and a forward difference of it along a Rademacher probe, which is exact for a diagonal
+Hessian; the results file was made at 6b33288 with an exact Hessian-vector product instead). The form is the leading term of a leapfrog integrator's shadow
 density, ``exp(-U) (1 + c eps^2 (|grad U|^2 - 2 tr Hess U))``, which tilts every expectation by
 ``c eps^2 Cov(f, G - 2T)``: on a Gaussian each coordinate tilts only itself, while a scale
 parameter that sets the curvature of ``d`` other coordinates moves ``G`` and ``T`` by terms of
@@ -28,8 +29,9 @@ coordinate and a step-size rule can bound it. 4 chains x (1000 + 2000), float64,
     python benchmarks/esh_bias_predictor.py --out benchmarks/results/esh_bias_predictor.json
 
 Gaussians run at ``desired_energy_var=5e-3`` (10x the default) so that their bias stands above
-the Monte Carlo noise; the others at the default ``5e-4``. Measurement only: no kernel uses the
-predictor (``docs/esh_math.md`` §7.8 says why not yet).
+the Monte Carlo noise; the others at the default ``5e-4``. Since the bias guard (``docs/esh_math.md``
+§7.8) ``ESH`` shortens its step by this prediction, so a run now measures the guarded kernel;
+``benchmarks/results/esh_bias_predictor.json`` measured the kernel before it (6b33288).
 """
 
 import os
@@ -51,6 +53,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import esh_kernels.numpyro as ek  # noqa: E402
+from esh_kernels.core.bias_guard import shadow_statistic  # noqa: E402
 import runner  # noqa: E402
 import wide_correlated  # noqa: E402
 from targets import make_targets, second_moment_truth, unconstrained_chains  # noqa: E402
@@ -79,27 +82,14 @@ def _targets():
 TARGETS = _targets()
 
 
-def whitening_factor(adapt_state):
-    """``L`` with ``M^{-1} = L L^T`` of chain 0 (every chain's metric reads alike here)."""
-    imm = adapt_state.inverse_mass_matrix
-    imm = np.asarray(next(iter(imm.values())) if isinstance(imm, dict) else imm)[0]
-    return np.diag(np.sqrt(imm)) if imm.ndim == 1 else np.linalg.cholesky(imm)
-
-
-def predictor(potential, x, L, seed=0):
-    """``pred`` numerator pieces at the draws ``x`` (``(n, d)``): ``G = |L^T g|^2`` and the
-    Rademacher estimate of ``T = tr(L^T H L)``."""
-    grad = jax.grad(potential)
-
-    def one(xi, w):
-        lw = jnp.asarray(L) @ w
-        g, hv = jax.jvp(grad, (xi,), (lw,))
-        lg = jnp.asarray(L).T @ g
-        return lg @ lg, lw @ hv
-
-    w = jax.random.rademacher(jax.random.PRNGKey(seed), x.shape, dtype=jnp.float64)
-    G, T = jax.jit(jax.vmap(one))(jnp.asarray(x), w)
-    return np.asarray(G), np.asarray(T)
+def shadow_at_draws(potential, x, scale, seed=0):
+    """The guard's statistic ``S`` (``esh_kernels.core.bias_guard.shadow_statistic``) at each
+    draw of ``x`` (``(n, d)``) under the metric ``L = scale`` (chain 0's: every chain's metric
+    reads alike here), each with its own Rademacher probe."""
+    value_and_grad = jax.value_and_grad(potential)
+    normals = jax.random.normal(jax.random.PRNGKey(seed), x.shape, dtype=jnp.float64)
+    one = jax.vmap(lambda xi, ni: shadow_statistic(xi, jnp.asarray(scale), value_and_grad, ni))
+    return np.asarray(jax.jit(one)(jnp.asarray(x), normals))
 
 
 def run(name, seed):
@@ -115,10 +105,10 @@ def run(name, seed):
     d = x.shape[1]
     init = initialize_model(jax.random.PRNGKey(0), model)
     _, unravel = ravel_pytree(init.param_info.z)
-    G, T = predictor(lambda v: init.potential_fn(unravel(v)), x, whitening_factor(mcmc.last_state.adapt_state))
+    s = shadow_at_draws(lambda v: init.potential_fn(unravel(v)), x,
+                        np.asarray(mcmc.last_state.adapt_state.scale)[0])
     ex2, var_x2 = (np.asarray(a, dtype=np.float64) for a in truth())
     f = x**2
-    s = G - 2.0 * T
     pred = ((f - f.mean(0)) * (s - s.mean())[:, None]).mean(0) / np.sqrt(var_x2)
     obs = (f.mean(0) - ex2) / np.sqrt(var_x2)
     noise = 1.0 / np.sqrt(ess_x_and_x2(draws)["ess_x2"])

@@ -44,6 +44,8 @@ REFERENCE_ENERGY_VAR = 5e-4
 #: draws per independent draw assumed for the noise of the covariances: ESH lengthens its
 #: draws until the slowest statistic decorrelates in about 3 (``ESH_DECORRELATION_DRAWS``)
 DRAWS_PER_EFFECTIVE = 3.0
+#: fewer probed draws than this predict nothing
+MIN_PROBES = 20
 
 
 class BiasProbeState(NamedTuple):
@@ -97,18 +99,16 @@ def bias_probe_update(state, x, s, sd, ok):
     """Add a probed draw ``x`` with statistic ``s`` (``ok``: the draw and ``s`` are finite and
     the draw did not diverge); ``sd`` is the metric's marginal scale of each coordinate."""
     xp = namespace(x)
-    first = state.count == 0
+    first = (state.count == 0) & ok
     ref = xp.where(first[..., None], x, state.ref)
     s_ref = xp.where(first, s, state.s_ref)
     zero = state.count * 0.0
-    okf = xp.where(ok, zero + 1.0, zero)
     u = xp.where(ok[..., None], (x - ref) / sd, 0.0)
     ds = xp.where(ok, s - s_ref, 0.0)
     u2 = u * u
     ws = ds[..., None]
     return state._replace(
-        count=state.count + okf, ref=xp.where(ok[..., None], ref, state.ref),
-        s_ref=xp.where(ok, s_ref, state.s_ref),
+        count=state.count + xp.where(ok, zero + 1.0, zero), ref=ref, s_ref=s_ref,
         sum_s=state.sum_s + ds, sum_s2=state.sum_s2 + ds * ds,
         sum_u=state.sum_u + u, sum_u2=state.sum_u2 + u2, sum_u3=state.sum_u3 + u2 * u,
         sum_u4=state.sum_u4 + u2 * u2, sum_us=state.sum_us + u * ws, sum_u2s=state.sum_u2s + u2 * ws,
@@ -120,7 +120,7 @@ def predicted_bias(state, step_size, d):
     clear of its noise, at ``step_size``: ``c eps^2 / d * |Cov(f, S)| / sd(f)`` for
     ``f = u_i`` and ``(u_i - mean)^2``, counted where it exceeds ``k`` standard errors
     ``sd(S) / sqrt(n / DRAWS_PER_EFFECTIVE)``, ``k = sqrt(2 log(4 d))`` (about the largest of
-    ``2d`` two-sided normal deviates). 0 with fewer than 20 probes."""
+    ``2d`` two-sided normal deviates). 0 with fewer than ``MIN_PROBES`` probes."""
     xp = namespace(state.sum_u)
     n = xp.maximum(state.count, state.count * 0.0 + 1.0)
     nv = n[..., None]
@@ -142,7 +142,7 @@ def predicted_bias(state, step_size, d):
     t = xp.maximum(xp.where(t_mean > k * noise, t_mean, none), xp.where(t_var > k * noise, t_var, none))
     t = xp.where((var_u > 0) & (var_sq > 0), t, none)  # a coordinate that never moved says nothing
     largest = xp.amax(t, axis=-1)
-    return xp.where(state.count >= 20, SHADOW_CONSTANT * step_size * step_size / d * largest, 0.0 * largest)
+    return xp.where(state.count >= MIN_PROBES, SHADOW_CONSTANT * step_size * step_size / d * largest, 0.0 * largest)
 
 
 def guarded_step_size(state, step_size, d, desired_energy_var):

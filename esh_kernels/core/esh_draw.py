@@ -214,10 +214,8 @@ def warmup_update(adapt, i, c, end, start_energy, config, value_and_grad, restar
     only a divergent draw uses, and a divergent draw is not probed)."""
     xp = namespace(c.k)
     d = c.integ.x.shape[-1]
-    if probe_gradients(config):
-        shadow = shadow_statistic(end.pick_x, adapt.scale, value_and_grad, restart_normal)
-    else:
-        shadow = end.pick_energy * 0.0
+    shadow = (shadow_statistic(end.pick_x, adapt.scale, value_and_grad, restart_normal)
+              if probe_gradients(config) else None)
     return esh_warmup_update(
         adapt, i, c.sum_dh2 / (xp.where(c.k > 1.0, c.k, 1.0) * d), c.k, c.log_step_time,
         end.diverging, config, energy=end.pick_energy, non_finite=end.non_finite,

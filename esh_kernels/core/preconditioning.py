@@ -12,7 +12,8 @@ diagonal (broadcast over leading axes); a scale with one axis more is dense, ``(
 from esh_kernels.core.backend import namespace
 
 
-def _dense(scale, x):
+def is_dense(scale, x):
+    """Whether ``scale`` is a dense ``L`` for vectors like ``x``: one axis more (module docstring)."""
     return scale.ndim == x.ndim + 1
 
 
@@ -20,7 +21,7 @@ def precond_forward(scale, u):
     """``L u``: a whitened-frame velocity as a position displacement."""
     if scale is None:
         return u
-    if _dense(scale, u):
+    if is_dense(scale, u):
         return (scale @ u[..., None])[..., 0]
     return scale * u
 
@@ -29,7 +30,7 @@ def precond_adjoint(scale, g):
     """``L^T g``: a position-space gradient in the whitened frame."""
     if scale is None:
         return g
-    if _dense(scale, g):
+    if is_dense(scale, g):
         return (g[..., None, :] @ scale)[..., 0, :]
     return scale * g
 
@@ -38,7 +39,7 @@ def precond_inverse(scale, x):
     """``L^{-1} x``: a position (or a difference of positions) in the whitened frame."""
     if scale is None:
         return x
-    if _dense(scale, x):
+    if is_dense(scale, x):
         xp = namespace(scale, x)
         return (xp.linalg.inv(scale) @ x[..., None])[..., 0]
     return x / scale

@@ -30,7 +30,7 @@ from esh_kernels.core.adaptation import (
 )
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.bias_guard import bias_probe_init, bias_probe_update, guarded_step_size
-from esh_kernels.core.preconditioning import scale_diagonal, scale_from_covariance
+from esh_kernels.core.preconditioning import is_dense, scale_diagonal, scale_from_covariance
 from esh_kernels.core import state_fields
 
 
@@ -637,7 +637,7 @@ ESH_MAX_LENGTHENING = 64.0
 
 
 def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, diverging, config,
-                      *, energy, draw, start_energy, shadow, non_finite=False):
+                      *, energy, draw, start_energy, shadow=None, non_finite=False):
     """Phase 2: after an ESH draw of ``num_steps`` steps with mean squared energy error per
     step and dimension ``energy_error_sq_per_dim`` and ``log_time`` the log of the total
     physical time its steps spanned (``non_finite``: the divergence, if any, reached a
@@ -663,8 +663,9 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
       ``e^{(E_start - E)/d}`` fast at typical energies) dominate the mean step time in low
       dimension (2-D Gaussian with correlation -0.98: one chain's mean step time 5.4
       against 0.19 in the others, and every sampling draw ran into the step cap).
-    * bias guard: ``shadow`` is the draw's ``S`` (:func:`core.bias_guard.shadow_statistic`);
-      at the last warmup iteration the tuned step is shortened where the predicted bias of
+    * bias guard: ``shadow`` is the draw's ``S`` (:func:`core.bias_guard.shadow_statistic`;
+      None where no probe ran, the step size not being tuned); at the last warmup iteration
+      the tuned step is shortened where the predicted bias of
       some coordinate's mean or variance exceeds the budget (``esh_math.md`` §7.8). The time
       per draw stays: the shorter steps cover it in more steps.
     """
@@ -679,20 +680,22 @@ def esh_warmup_update(adapt, i, energy_error_sq_per_dim, num_steps, log_time, di
     # draws restart the clock, so a single step with a large energy error dH (not a
     # divergence) inflates its physical time by e^(dH/d) and would dominate the mean.
     calm = energy_error_sq_per_dim < 100.0 * config.desired_energy_var
-    good = calm & ~diverging if not isinstance(diverging, bool) else calm & (not diverging)
+    kept = (not diverging) if isinstance(diverging, bool) else ~diverging
+    good = calm & kept
     xp = namespace(adapt.log_time)
     log_time = xp.logaddexp(adapt.log_time, select(good, log_time, -float("inf")))
     step_count = adapt.step_count + select(good, num_steps * 1.0, 0.0)
     draw_count = adapt.draw_count + select(good, 1.0, 0.0)
     decorrelation = decorrelation_update(adapt.decorrelation, draw)
-    finite = xp.isfinite(shadow) & xp.all(xp.isfinite(draw), axis=-1)
-    probed = finite & ~diverging if not isinstance(diverging, bool) else finite & (not diverging)
-    sd = scale_diagonal(adapt.scale, adapt.scale.ndim == draw.ndim + 1)
-    bias = bias_probe_update(adapt.bias, draw, xp.where(finite, shadow, 0.0 * shadow), sd, probed)
     last = i == config.num_warmup - 1
-    if config.tune_step_size:
-        guarded, guard = guarded_step_size(bias, step, draw.shape[-1], config.desired_energy_var)
-        step, bias = select(last, guarded, step), select(last, guard, bias)
+    bias = adapt.bias
+    if shadow is not None:  # the probe ran (``core.esh_draw.probe_gradients``)
+        probed = xp.isfinite(shadow) & xp.all(xp.isfinite(draw), axis=-1) & kept
+        sd = scale_diagonal(adapt.scale, is_dense(adapt.scale, draw))
+        bias = bias_probe_update(bias, draw, shadow, sd, probed)
+        step, bias = select_lazy(
+            last, lambda: guarded_step_size(bias, step, draw.shape[-1], config.desired_energy_var),
+            lambda: (step, bias))
     length = adapt.trajectory_length
     if config.tune_trajectory:
         has = step_count > 0
