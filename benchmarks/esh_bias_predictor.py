@@ -88,7 +88,7 @@ def shadow_at_draws(potential, x, scale, seed=0):
     reads alike here), each with its own Rademacher probe."""
     value_and_grad = jax.value_and_grad(potential)
     normals = jax.random.normal(jax.random.PRNGKey(seed), x.shape, dtype=jnp.float64)
-    one = jax.vmap(lambda xi, ni: shadow_statistic(xi, jnp.asarray(scale), value_and_grad, ni))
+    one = jax.vmap(lambda xi, ni: shadow_statistic(xi, value_and_grad(xi)[1], jnp.asarray(scale), value_and_grad, ni))
     return np.asarray(jax.jit(one)(jnp.asarray(x), normals))
 
 

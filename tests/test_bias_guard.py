@@ -42,14 +42,16 @@ def test_shadow_statistic_of_a_quadratic_is_exact(jax_x64, dense):
         return 0.5 * torch.sum(v * (v @ torch.tensor(a)), -1), v @ torch.tensor(a)
 
     batch = np.broadcast_to(lmat, (3,) + lmat.shape).copy()  # Pyro: one metric per chain
-    got = shadow_statistic(torch.tensor(x), torch.tensor(batch), vg_torch, torch.tensor(normal))
+    xt = torch.tensor(x)
+    got = shadow_statistic(xt, vg_torch(xt)[1], torch.tensor(batch), vg_torch, torch.tensor(normal))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
     import jax
 
     def vg_jax(v):
         return 0.5 * v @ (jnp.asarray(a) @ v), jnp.asarray(a) @ v
 
-    one = jax.vmap(lambda xi, ni: shadow_statistic(xi, jnp.asarray(lmat), vg_jax, ni))(jnp.asarray(x), jnp.asarray(normal))
+    one = jax.vmap(lambda xi, ni: shadow_statistic(xi, vg_jax(xi)[1], jnp.asarray(lmat), vg_jax, ni))(
+        jnp.asarray(x), jnp.asarray(normal))
     np.testing.assert_allclose(np.asarray(one), expected, rtol=1e-5)
 
 
@@ -224,3 +226,51 @@ def test_pyro_esh_guard_removes_the_bias_of_a_shared_scale():
 
     mcse = sd / math.sqrt(float(effective_sample_size(s)))
     assert abs(s.mean() - mean) / sd < BIAS_BUDGET + 3.0 * mcse / sd, (s.mean() - mean) / sd
+
+
+def test_warmup_draws_carry_the_gradient_of_their_pick():
+    """The probe takes the gradient at the draw from the trajectory (``core.esh_draw``): in
+    warmup draws, the picked position's carried gradient is the gradient at that position,
+    bit for bit, over consecutive draws (whose pending positions carry no time) and for a
+    diverged draw (which keeps its start)."""
+    from collections import namedtuple
+
+    from esh_kernels.core import esh_draw
+    from esh_kernels.core.integrators import IntegratorState
+    from esh_kernels.core.sphere import unit_vector
+    from esh_kernels.pyro._base import where
+
+    def value_and_grad(x):  # not quadratic, so a stale gradient would differ
+        return torch.sum(0.25 * x**4 + 0.5 * x**2, -1), x**3 + x
+
+    gen = torch.Generator().manual_seed(0)
+    C, d = 32, 6
+    x = torch.randn(C, d, generator=gen, dtype=torch.float64)
+    energy, grad = value_and_grad(x)
+    integ = IntegratorState(x, unit_vector(torch.randn(C, d, generator=gen, dtype=torch.float64)),
+                            torch.zeros(C, dtype=torch.float64), energy, grad)
+    step = torch.full((C,), 0.3, dtype=torch.float64)
+    step[:4] = 50.0  # these chains diverge
+    Adapt = namedtuple("Adapt", "step_size refresh_length trajectory_length")
+    adapt = Adapt(step, torch.full((C,), 2.0, dtype=torch.float64), torch.full((C,), 2.0, dtype=torch.float64))
+    x_prev, e_prev, zero = x, energy, torch.zeros(C, dtype=torch.float64)
+    t_prev = t_cur = zero + 0.7  # pending time from "the draw before": warmup must not credit it
+    picked_from_start = 0
+    for _ in range(3):
+        c, integ0, cap = esh_draw.start(integ, x_prev, e_prev, t_prev, t_cur, integ.x, energy, adapt,
+                                        True, 4, 64)
+        c = esh_draw.offer_pending(c, *torch.rand(2, C, generator=gen, dtype=torch.float64))
+        while bool(esh_draw.running(c, cap).any()):
+            stepped = esh_draw.step(c, torch.randn(C, d, generator=gen, dtype=torch.float64),
+                                    *torch.rand(2, C, generator=gen, dtype=torch.float64), adapt.step_size,
+                                    adapt.refresh_length, None, value_and_grad, 1000.0)
+            c = where(esh_draw.running(c, cap), stepped, c)  # as Pyro's masked step
+        end = esh_draw.finish(c, integ0, torch.randn(C, d, generator=gen, dtype=torch.float64))
+        assert bool(end.diverging[:4].all()) and not bool(end.diverging[4:].any())
+        assert torch.equal(end.pick_grad, value_and_grad(end.pick_x)[1])
+        assert torch.equal(end.pick_x[:4], integ0.x[:4])
+        picked_from_start += int((end.pick_x[4:] == integ0.x[4:]).all(-1).sum())
+        integ, x_prev, e_prev, t_prev, t_cur = end.integ, end.x_prev, end.energy_prev, end.time_prev, end.time_cur
+        energy = end.pick_energy
+    assert picked_from_start > 0  # the start position (offered after the first step) was picked too
+

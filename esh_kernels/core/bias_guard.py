@@ -16,8 +16,8 @@ bias of coordinate ``i`` is ``c eps^2 / d * Cov(f_i, S) / sd(f_i)`` with one con
 0.033-0.065 on every target where the bias stands above the noise, and the coordinate it
 points to is the one that carries the bias.
 
-Each phase-2 draw costs two more gradients: one at the draw (``g``) and one a small step
-``h L w`` away, whose difference gives ``w^T L^T H L w``, an unbiased estimate of the trace
+Each phase-2 draw costs one more gradient, a small step ``h L w`` away from the draw; its
+difference from the gradient at the draw (``g``, which the trajectory computed) gives ``w^T L^T H L w``, an unbiased estimate of the trace
 for a Rademacher ``w`` (exact for a diagonal Hessian). ``w`` is the sign of the normal that
 the draw already has for a restart, so the guard takes no random numbers of its own and the
 draws of both backends stay equal. Per chain (the chains stay independent) it keeps sums of
@@ -77,19 +77,19 @@ def bias_budget(desired_energy_var):
     return BIAS_BUDGET * (desired_energy_var / REFERENCE_ENERGY_VAR) ** (1.0 / 3.0)
 
 
-def shadow_statistic(x, scale, value_and_grad, sign_source):
-    """``S = |L^T g|^2 - 2 w^T L^T H L w`` at ``x`` (``w = sign(sign_source)``, a Rademacher
-    vector when ``sign_source`` is standard normal), the Hessian term by a forward difference
-    of the gradient over ``h L w``, ``h = eps_dtype^(1/3)`` in whitened units (6e-6 in float64,
-    5e-3 in float32: a truncation error of that relative order, while the difference magnifies
-    the gradient's rounding only by ``eps / h``, so that both backends agree to 1e-10). Two
-    gradient evaluations."""
+def shadow_statistic(x, g, scale, value_and_grad, sign_source):
+    """``S = |L^T g|^2 - 2 w^T L^T H L w`` at ``x``, whose gradient is ``g``
+    (``w = sign(sign_source)``, a Rademacher vector when ``sign_source`` is standard normal),
+    the Hessian term by a forward difference of the gradient over ``h L w``,
+    ``h = eps_dtype^(1/3)`` in whitened units (6e-6 in float64, 5e-3 in float32: a
+    truncation error of that relative order, while the difference magnifies the gradient's
+    rounding only by ``eps / h``, so that both backends agree to 1e-10). One gradient
+    evaluation."""
     xp = namespace(x)
     one = x * 0.0 + 1.0
     w = xp.where(sign_source >= 0.0, one, -one)
     lw = precond_forward(scale, w)
     h = float(xp.finfo(x.dtype).eps) ** (1.0 / 3.0)
-    _, g = value_and_grad(x)
     _, g_h = value_and_grad(x + h * lw)
     lg = precond_adjoint(scale, g)
     return xp.sum(lg * lg, axis=-1) - 2.0 * xp.sum((g_h - g) * lw, axis=-1) / h

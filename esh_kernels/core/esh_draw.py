@@ -66,23 +66,33 @@ class ESHState(NamedTuple):
 class DrawCarry(NamedTuple):
     """The state of a draw in progress (one chain, or leading axis ``C``).
 
-    ``integ`` is where the dynamics are; ``x_prev``/``energy_prev`` the position before the
-    last step; ``time_prev``/``time_cur`` the physical time of ``x_prev`` and ``integ.x``
-    not yet credited to a draw; ``remaining`` the physical time the draw still needs;
-    ``pick_x``/``pick_energy``/``log_total`` the reservoir; ``sum_dh``/``sum_dh2`` the
-    energy error over the draw and its sum of squares per step; ``log_step_time`` the log
-    physical time the draw's steps spanned; ``ok`` False once a step diverged.
+    ``integ`` is where the dynamics are; ``x_prev``/``energy_prev``/``grad_prev`` the position
+    before the last step, its potential and gradient; ``time_prev``/``time_cur`` the physical
+    time of ``x_prev`` and ``integ.x`` not yet credited to a draw; ``remaining`` the physical
+    time the draw still needs; ``pick_x``/``pick_energy``/``pick_grad``/``log_total`` the
+    reservoir; ``sum_dh``/``sum_dh2`` the energy error over the draw and its sum of squares
+    per step; ``log_step_time`` the log physical time the draw's steps spanned; ``ok`` False
+    once a step diverged.
+
+    ``grad_prev`` and ``pick_grad`` are exact in a warmup draw, the only draw that reads them
+    (the bias guard's probe, :func:`warmup_update`): it credits no time to the positions left
+    pending by the draw before, so every position it can pick is one its own steps reached,
+    whose gradient the leapfrog computed. A sampling draw may pick the pending ``x_prev``,
+    whose gradient the state does not keep; there ``grad_prev`` starts as a placeholder
+    (:func:`start`) and ``pick_grad`` is not read.
     """
 
     k: Any  # steps taken (a float, so that a recorded torch graph has one dtype)
     integ: Any
     x_prev: Any
     energy_prev: Any
+    grad_prev: Any
     time_prev: Any
     time_cur: Any
     remaining: Any
     pick_x: Any
     pick_energy: Any
+    pick_grad: Any
     log_total: Any
     sum_dh: Any
     sum_dh2: Any
@@ -97,6 +107,7 @@ class DrawEnd(NamedTuple):
     integ: Any
     pick_x: Any
     pick_energy: Any
+    pick_grad: Any  # the gradient at ``pick_x`` (exact in a warmup draw, ``DrawCarry``)
     x_prev: Any
     energy_prev: Any
     time_prev: Any
@@ -123,28 +134,30 @@ def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, 
     r0 = select_lazy(warm, lambda: zero, lambda: esh_sampling_log_speed(adapt, integ.energy, d))
     carry = DrawCarry(
         k=zero, integ=integ._replace(r=r0), x_prev=x_prev, energy_prev=energy_prev,
+        grad_prev=integ.grad,  # a placeholder: x_prev's gradient is not kept (DrawCarry)
         time_prev=select(warm, zero, time_prev), time_cur=select(warm, zero, time_cur),
         remaining=select(warm, zero + math.inf, adapt.trajectory_length),
-        pick_x=draw_x, pick_energy=draw_energy, log_total=zero - math.inf, sum_dh=zero,
+        pick_x=draw_x, pick_energy=draw_energy, pick_grad=integ.grad,
+        log_total=zero - math.inf, sum_dh=zero,
         sum_dh2=zero, log_step_time=zero - math.inf, ok=xp.ones_like(zero, dtype=bool),
     )
     return carry, carry.integ, select_lazy(warm, warm_steps, lambda: zero + max_steps)
 
 
-def _offer(c, x, energy, time, uniform):
-    remaining, log_total, pick_x, pick_energy, left = offer_time(
-        c.remaining, c.log_total, c.pick_x, c.pick_energy, x, energy, time,
+def _offer(c, x, energy, grad, time, uniform):
+    remaining, log_total, pick_x, pick_energy, pick_grad, left = offer_time(
+        c.remaining, c.log_total, c.pick_x, c.pick_energy, c.pick_grad, x, energy, grad, time,
         namespace(uniform).log(uniform),
     )
     return c._replace(remaining=remaining, log_total=log_total, pick_x=pick_x,
-                      pick_energy=pick_energy), left
+                      pick_energy=pick_energy, pick_grad=pick_grad), left
 
 
 def offer_pending(c, uniform_prev, uniform_cur):
     """Credit the pending time of ``x_prev`` and of the current position to the draw
     (uniforms in ``[0, 1)`` for the two reservoir offers)."""
-    c, t_prev = _offer(c, c.x_prev, c.energy_prev, c.time_prev, uniform_prev)
-    c, t_cur = _offer(c, c.integ.x, c.integ.energy, c.time_cur, uniform_cur)
+    c, t_prev = _offer(c, c.x_prev, c.energy_prev, c.grad_prev, c.time_prev, uniform_prev)
+    c, t_cur = _offer(c, c.integ.x, c.integ.energy, c.integ.grad, c.time_cur, uniform_cur)
     return c._replace(time_prev=t_prev, time_cur=t_cur)
 
 
@@ -170,7 +183,7 @@ def step(c, normal, uniform_prev, uniform_cur, step_size, refresh_length, scale,
     dh = new.energy - integ.energy + kinetic_energy_change(dr, d)
     ok = finite_state(new) & (xp.abs(dh) < divergence_threshold)  # False for a NaN or infinite dh
     c = c._replace(
-        k=c.k + 1.0, integ=new, x_prev=integ.x, energy_prev=integ.energy,
+        k=c.k + 1.0, integ=new, x_prev=integ.x, energy_prev=integ.energy, grad_prev=integ.grad,
         time_prev=xp.exp(log_dt_old), time_cur=xp.exp(log_dt_new), sum_dh=c.sum_dh + dh,
         sum_dh2=c.sum_dh2 + dh * dh,
         log_step_time=xp.logaddexp(c.log_step_time, xp.logaddexp(log_dt_old, log_dt_new)),
@@ -190,6 +203,7 @@ def finish(c, integ0, restart_normal):
         integ=select_rows(diverging, restart, c.integ),
         pick_x=select_rows(diverging, integ0.x, c.pick_x),
         pick_energy=xp.where(diverging, integ0.energy, c.pick_energy),
+        pick_grad=select_rows(diverging, integ0.grad, c.pick_grad),
         x_prev=select_rows(diverging, integ0.x, c.x_prev),
         energy_prev=xp.where(diverging, integ0.energy, c.energy_prev),
         time_prev=xp.where(diverging, zero, c.time_prev),
@@ -201,20 +215,21 @@ def finish(c, integ0, restart_normal):
 
 def probe_gradients(config):
     """Gradients a phase-2 draw spends on the bias guard's probe (:func:`warmup_update`):
-    two, none where the step size is not tuned (the guard only shortens a tuned step)."""
-    return 2 if config.tune_step_size else 0
+    one, none where the step size is not tuned (the guard only shortens a tuned step)."""
+    return 1 if config.tune_step_size else 0
 
 
 def warmup_update(adapt, i, c, end, start_energy, config, value_and_grad, restart_normal):
     """Phase-2 adaptation after a warmup draw (:func:`core.warmup.esh_warmup_update`):
     the mean squared energy error per step and dimension, the steps and their physical
     time, the draw made, and the bias guard's statistic at the draw
-    (:func:`core.bias_guard.shadow_statistic`, :func:`probe_gradients` gradients; its probe
-    direction is the sign of ``restart_normal``, the normals :func:`finish` took, which
-    only a divergent draw uses, and a divergent draw is not probed)."""
+    (:func:`core.bias_guard.shadow_statistic` from the draw's gradient, which the trajectory
+    computed, and :func:`probe_gradients` more; its probe direction is the sign of
+    ``restart_normal``, the normals :func:`finish` took, which only a divergent draw uses,
+    and a divergent draw is not probed)."""
     xp = namespace(c.k)
     d = c.integ.x.shape[-1]
-    shadow = (shadow_statistic(end.pick_x, adapt.scale, value_and_grad, restart_normal)
+    shadow = (shadow_statistic(end.pick_x, end.pick_grad, adapt.scale, value_and_grad, restart_normal)
               if probe_gradients(config) else None)
     return esh_warmup_update(
         adapt, i, c.sum_dh2 / (xp.where(c.k > 1.0, c.k, 1.0) * d), c.k, c.log_step_time,

@@ -16,18 +16,21 @@ def reservoir_take(log_total, log_weight, log_uniform):
     return new_total, log_uniform < log_weight - new_total
 
 
-def offer_time(remaining, log_total, pick_x, pick_energy, x, energy, time, log_uniform):
+def offer_time(remaining, log_total, pick_x, pick_energy, pick_grad, x, energy, grad, time,
+               log_uniform):
     """Credit up to ``remaining`` of a position's uncredited physical ``time`` to the
-    current draw, offering the position to the draw's reservoir with that weight
-    (``esh_math.md`` §4.3; ESH draws of fixed physical length).
+    current draw, offering the position (with its potential ``energy`` and its ``grad``) to
+    the draw's reservoir with that weight (``esh_math.md`` §4.3; ESH draws of fixed physical
+    length).
 
-    Returns ``(remaining, log_total, pick_x, pick_energy, leftover)``; ``leftover`` is the
-    part of ``time`` that belongs to the next draw. Positions are ``(..., d)``, the rest
-    ``(...)``.
+    Returns ``(remaining, log_total, pick_x, pick_energy, pick_grad, leftover)``;
+    ``leftover`` is the part of ``time`` that belongs to the next draw. Positions and
+    gradients are ``(..., d)``, the rest ``(...)``.
     """
     xp = namespace(remaining, time)
     spent = xp.minimum(time, remaining)
     log_total, take = reservoir_take(log_total, xp.log(spent), log_uniform)
     pick_x = xp.where(take[..., None], x, pick_x)
     pick_energy = xp.where(take, energy, pick_energy)
-    return remaining - spent, log_total, pick_x, pick_energy, time - spent
+    pick_grad = xp.where(take[..., None], grad, pick_grad)
+    return remaining - spent, log_total, pick_x, pick_energy, pick_grad, time - spent

@@ -151,9 +151,10 @@ class ESH(FlatKernel):
         zero = x.new_zeros(C)
         a = s.adapt_state
         mode = "trace" if self._jit_compile else "eager"
-        carry = DrawCarry(zero, s.integrator, x, s.potential_energy, zero + 0.1, zero + 0.1,
-                       zero + 1.0, x, s.potential_energy, zero - math.inf, zero, zero, zero,
-                       torch.ones_like(zero, dtype=torch.bool))
+        grad = s.integrator.grad
+        carry = DrawCarry(zero, s.integrator, x, s.potential_energy, grad, zero + 0.1, zero + 0.1,
+                          zero + 1.0, x, s.potential_energy, grad, zero - math.inf, zero, zero,
+                          zero, torch.ones_like(zero, dtype=torch.bool))
         example = (*_flatten_carry(carry), torch.zeros_like(x), zero + 0.5, zero + 0.5,
                    a.step_size, a.refresh_length, a.scale, zero + 2.0)
         self._compiled["step"] = Compiled(
