@@ -69,7 +69,7 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
 def test_regularize_mass_matrix_reaches_the_warmup_configuration(name):
     """NumPyro's ``regularize_mass_matrix`` is one of every kernel's own arguments (both
     PPLs); the warmup configuration that the metric windows read carries it."""
-    args = {"ESH": (100, True, None, 10), "AdjustedESH": (100, True, None), "TunedHMC": (100, True, None, 0.75)}[name]
+    args = {"ESH": (100, True, None), "AdjustedESH": (100, True, None), "TunedHMC": (100, True, None, 0.75)}[name]
     for cls in _kernel_classes(name):
         for value in (True, False):
             opts = cls(_model, regularize_mass_matrix=value)._options
@@ -105,7 +105,7 @@ def test_num_steps_is_taken_as_hmc_takes_it(name):
     for ``ESH`` the mean steps per draw, the time per draw not lengthened for slow
     statistics. It cannot be combined with ``trajectory_length`` (nor, for ``ESH``, with
     ``steps_per_draw``); checked as an integer."""
-    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75), "ESH": (100, False, None, 10)}[name]
+    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75), "ESH": (100, False, None)}[name]
     for cls in _kernel_classes(name):
         opts = cls(_model, num_steps=5)._options
         assert opts.num_steps == 5
@@ -159,30 +159,8 @@ def test_esh_phase_one_runs_adjusted_esh_at_its_own_defaults():
 
     for esh_cls, adjusted_cls in zip(_kernel_classes("ESH"), _kernel_classes("AdjustedESH")):
         for dense, mask in ((False, None), (True, None), (True, AUTO_METRIC)):
-            phase1 = esh_cls(_model)._options.warmup_config(100, dense, mask, 10).adjusted_config()
+            phase1 = esh_cls(_model)._options.warmup_config(100, dense, mask).adjusted_config()
             adjusted = adjusted_cls(_model)._options.warmup_config(100, dense, mask)
             assert phase1.target_accept_prob == adjusted.target_accept_prob == 0.7
             assert phase1.trajectory_factor == adjusted.trajectory_factor
             assert phase1.trajectory_factor == (2.0 if dense and mask is None else 1.0)
-
-
-def test_esh_phase_one_keeps_a_last_metric_window_as_long_as_the_one_before():
-    """ESH's phase 1 (750 iterations at the default warmup) ends its metric windows at 99, 149,
-    249, 449 and 699, as AdjustedESH's 1000 iterations do up to 449, instead of Stan's
-    stretching of 250-699 into one window (``core.warmup.esh_window_stretch``). Where a dense
-    layout's last window of 250 draws could not hold ``3 d`` draws it keeps Stan's schedule;
-    AdjustedESH and TunedHMC keep Stan's schedule."""
-    from esh_kernels.core.adaptation import AUTO_METRIC, window_schedule
-    from esh_kernels.core.warmup import MetricSchedule
-
-    assert window_schedule(750)[0] == [99, 149, 249, 699]  # Stan's
-    assert window_schedule(750, stretch=2.0)[0] == [99, 149, 249, 449, 699]
-    assert window_schedule(1000)[0] == window_schedule(1000, stretch=2.0)[0] == [99, 149, 249, 449, 949]
-    for cls in _kernel_classes("ESH"):
-        opts = cls(_model)._options
-        for dense, dim, ends in ((True, 31, (99, 149, 249, 449, 699)), (True, 83, (99, 149, 249, 449, 699)),
-                                 (True, 91, (99, 149, 249, 699)), (False, 504, (99, 149, 249, 449, 699))):
-            phase1 = opts.warmup_config(1000, dense, AUTO_METRIC if dense else None, dim).adjusted_config()
-            assert MetricSchedule.build(phase1.num_warmup, phase1.window_stretch).window_ends == ends
-    for cls in _kernel_classes("AdjustedESH"):
-        assert cls(_model)._options.warmup_config(1000, True, AUTO_METRIC).window_stretch == 3.0

@@ -12,7 +12,6 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import (
-    AUTO_DENSE_MIN_DRAWS_PER_DIM,
     AUTO_METRIC,
     decorrelation_init,
     decorrelation_update,
@@ -74,8 +73,8 @@ class MetricSchedule(NamedTuple):
     num_warmup: int
 
     @classmethod
-    def build(cls, num_warmup, stretch=3.0):
-        ends, start, stop = window_schedule(num_warmup, stretch=stretch)
+    def build(cls, num_warmup):
+        ends, start, stop = window_schedule(num_warmup)
         return cls(tuple(ends), start, stop, num_warmup)
 
     def collecting(self, i):
@@ -365,7 +364,6 @@ class AdjustedWarmupConfig(NamedTuple):
     metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
     max_steps: int = 1024  # the kernel's cap on steps per transition
     regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
-    window_stretch: float = 3.0  # ``window_schedule``'s stretch (Stan's; ESH's phase 1 may use 2)
 
     def descends(self, i):
         """True in the descent phase: the warmup iterations before the first metric window
@@ -415,7 +413,7 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config, grad=None):
     * trajectory length: from the autocorrelation time of the slowest statistic over each
       metric window (:func:`_trajectory_update`).
     """
-    schedule = MetricSchedule.build(config.num_warmup, config.window_stretch)
+    schedule = MetricSchedule.build(config.num_warmup)
     step, dual = adapt.step_size, adapt.dual
     if config.tune_step_size:
         dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
@@ -588,7 +586,6 @@ class ESHWarmupConfig(NamedTuple):
     max_steps: int = 1024  # the kernel's cap on steps per transition
     regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
     lengthen: bool = True  # lengthen the draws for slow statistics (False: ``num_steps`` given)
-    window_stretch: float = 3.0  # phase 1's metric windows (:func:`esh_window_stretch`)
 
     @property
     def num_adjusted(self):
@@ -606,26 +603,7 @@ class ESHWarmupConfig(NamedTuple):
             metric_mask=self.metric_mask,
             max_steps=self.max_steps,
             regularize_metric=self.regularize_metric,
-            window_stretch=self.window_stretch,
         )
-
-
-def esh_window_stretch(num_adjusted, dense, dim):
-    """The :func:`core.adaptation.window_schedule` stretch of ESH's phase 1 (``esh_math.md``
-    §7.5): 2, so that the last metric window is at least as long as the one before. Phase 1
-    is short of a full warmup (750 iterations at the default 1000), and Stan's 3 stretched its
-    window from 250 into one of 450 draws ending at 699, so phase 1 ran 450 iterations under
-    the metric of a 100-draw window (on the logistic regression 8-11 gradients per iteration,
-    where ``AdjustedESH``'s drop to about 3 after its window ending at 449). With 2 the windows
-    end at 99, 149, 249, 449 and 699. Stan's 3 stays where a dense layout's last window would
-    then hold fewer than the ``AUTO_DENSE_MIN_DRAWS_PER_DIM * dim`` draws a dense estimate
-    needs (the 91-D collinear regression: 250 against 273; with 2 its metric stayed diagonal,
-    and ESH sampled it at a 20th of its step size)."""
-    ends, start, stop = window_schedule(num_adjusted, stretch=2.0)
-    last = stop - (ends[-2] + 1 if len(ends) > 1 else start)
-    if dense and last < AUTO_DENSE_MIN_DRAWS_PER_DIM * dim:
-        return 3.0
-    return 2.0
 
 
 def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None, mask=None):

@@ -91,8 +91,7 @@ class ESH(FlatKernel):
     # -- state ---------------------------------------------------------------------------
 
     def _warmup_config(self):
-        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask,
-                                           self._layout.dim)
+        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask)
 
     def _init_state(self, x, energy, grad, normal=None):
         C, d = x.shape
