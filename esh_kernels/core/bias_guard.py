@@ -17,10 +17,10 @@ bias of coordinate ``i`` is ``c eps^2 / d * Cov(f_i, S) / sd(f_i)`` with one con
 points to is the one that carries the bias.
 
 Each phase-2 draw costs one more gradient, a small step ``h L w`` away from the draw; its
-difference from the gradient at the draw (``g``, which the trajectory computed) gives ``w^T L^T H L w``, an unbiased estimate of the trace
-for a Rademacher ``w`` (exact for a diagonal Hessian). ``w`` is the sign of the normal that
-the draw already has for a restart, so the guard takes no random numbers of its own and the
-draws of both backends stay equal. Per chain (the chains stay independent) it keeps sums of
+difference from the gradient at the draw (``g``, which the trajectory computed) gives
+``w^T L^T H L w``, an unbiased estimate of the trace for a Rademacher ``w`` (exact for a
+diagonal Hessian). ``w`` is the sign of the normal that the draw already has for a restart, so
+the guard takes no random numbers of its own and the draws of both backends stay equal. Per chain (the chains stay independent) it keeps sums of
 ``u, u^2, u^3, u^4, u S, u^2 S`` for the standardized position ``u`` and of ``S, S^2``. At
 the end of warmup it predicts the standardized bias of each coordinate's mean and variance,
 keeps the predictions that stand clear of their noise, and shortens the step so that the
