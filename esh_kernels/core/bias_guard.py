@@ -20,11 +20,12 @@ Each phase-2 draw costs one more gradient, a small step ``h L w`` away from the 
 difference from the gradient at the draw (``g``, which the trajectory computed) gives
 ``w^T L^T H L w``, an unbiased estimate of the trace for a Rademacher ``w`` (exact for a
 diagonal Hessian). ``w`` is the sign of the normal that the draw already has for a restart, so
-the guard takes no random numbers of its own and the draws of both backends stay equal. Per chain (the chains stay independent) it keeps sums of
-``u, u^2, u^3, u^4, u S, u^2 S`` for the standardized position ``u`` and of ``S, S^2``. At
-the end of warmup it predicts the standardized bias of each coordinate's mean and variance,
-keeps the predictions that stand clear of their noise, and shortens the step so that the
-largest meets the budget (the bias goes as ``eps^2``).
+the guard takes no random numbers of its own and the draws of both backends stay equal. Per
+chain (the chains stay independent) it keeps sums of ``u, u^2, u^3, u^4, u S, u^2 S`` for the
+standardized position ``u`` and of ``S, S^2``. At the end of warmup it predicts the
+standardized bias of each coordinate's mean and variance, keeps the predictions that stand
+clear of their noise, and shortens the step so that the largest meets the budget (the bias
+goes as ``eps^2``).
 """
 
 import math
