@@ -889,3 +889,27 @@ def test_gradient_estimate_of_a_ridge_sliver_in_float32_uses_the_linear_fit():
         s = np.asarray(s, np.float64)
         geometric_off += (not bool(ok)) or not np.allclose(np.sqrt(np.diag(s)), sd, rtol=0.1)
     assert geometric_off >= 3
+
+
+def test_esh_phase_one_refits_its_metric_within_the_last_window_and_keeps_its_draws():
+    """ESH's phase 1 (750 iterations at the default warmup) keeps Stan's last window, 250-699,
+    for its final metric, and refits the metric at 449 as well (``MetricSchedule.build`` with
+    ``continue_last``), so iterations 450-699 run under a metric of 200 draws, not of the
+    100-draw window before. The estimate goes on past 449: the final metric reads all 450
+    draws. AdjustedESH's and TunedHMC's schedules are Stan's."""
+    from esh_kernels.core.warmup import ESHWarmupConfig, MetricSchedule, metric_update
+
+    phase1 = ESHWarmupConfig(1000, 5e-4, 2.0, True, True, True, 0.7, 1.0).adjusted_config()
+    schedule = MetricSchedule.build(phase1.num_warmup, phase1.continue_last)
+    assert schedule.window_ends == (99, 149, 249, 449, 699) and schedule.continued == (449,)
+    assert MetricSchedule.build(750).window_ends == (99, 149, 249, 699)  # Stan's
+    assert MetricSchedule.build(1000, True).window_ends == tuple(window_schedule(1000)[0])
+    rng = np.random.default_rng(0)
+    sd = np.where(np.arange(750) < 450, 1.0, 3.0)[:, None] * np.array([1.0, 0.5])  # widens at 450
+    draws = rng.normal(size=(750, 2)) * sd
+    welford, scale = welford_init(draws[0]), np.ones(2)
+    for i, x in enumerate(draws):
+        welford, _, scale, ended = metric_update(schedule, i, welford, scale, x, regularize=False)
+        if i == 449:
+            np.testing.assert_allclose(scale**2, np.var(draws[250:450], axis=0, ddof=1), rtol=1e-10)
+    np.testing.assert_allclose(scale**2, np.var(draws[250:700], axis=0, ddof=1), rtol=1e-10)

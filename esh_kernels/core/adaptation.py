@@ -472,9 +472,12 @@ def _dimension_ratio(count, d):
 # Stan-style warmup windows
 
 
-def window_schedule(num_warmup, init_buffer=75, term_buffer=50, base_window=25):
+def window_schedule(num_warmup, init_buffer=75, term_buffer=50, base_window=25, stretch=3.0):
     """Ends (inclusive iteration indices) of the slow metric-adaptation windows, and the
     first iteration of the final fast buffer, Stan's schedule (window lengths doubling).
+    A window is stretched to the end where less than ``stretch - 1`` times its length would
+    be left after it: Stan's 3 (the next, doubled window must fit); 2 ends a window wherever
+    the rest is at least as long (``core.warmup.MetricSchedule.build``'s ``continue_last``).
 
     Returns ``(window_ends, metric_start, metric_stop)``: the metric is estimated from
     iterations ``metric_start <= i < metric_stop`` and re-estimated (its accumulator reset)
@@ -490,7 +493,7 @@ def window_schedule(num_warmup, init_buffer=75, term_buffer=50, base_window=25):
     stop = num_warmup - term_buffer
     ends, start, size = [], init_buffer, base_window
     while start < stop:
-        if 3 * size > stop - start:  # the last window absorbs what is left
+        if stretch * size > stop - start:  # the last window absorbs what is left
             size = stop - start
         ends.append(start + size - 1)
         start, size = start + size, 2 * size

@@ -65,17 +65,39 @@ def select_lazy(cond, if_true, if_false):
 
 
 class MetricSchedule(NamedTuple):
-    """The metric windows for ``num_warmup`` iterations (see ``window_schedule``)."""
+    """The metric windows for ``num_warmup`` iterations (see ``window_schedule``).
+    ``continued``: window ends after which the estimate goes on instead of restarting, so
+    the metric is refit there and the next window's estimate reads both windows' draws."""
 
     window_ends: tuple
     start: int
     stop: int
     num_warmup: int
+    continued: tuple = ()
 
     @classmethod
-    def build(cls, num_warmup):
+    def build(cls, num_warmup, continue_last=False):
+        """Stan's windows; with ``continue_last``, Stan's last window (stretched where its
+        doubled successor would not fit) also ends where a window at least as long would
+        follow it (``window_schedule``'s stretch 2), and its estimate continues from there:
+        the metric is refit mid-window, and the last estimate still reads the whole
+        stretched window (ESH's phase 1, ``ESHWarmupConfig.adjusted_config``, §7.5)."""
         ends, start, stop = window_schedule(num_warmup)
-        return cls(tuple(ends), start, stop, num_warmup)
+        continued = ()
+        if continue_last:
+            split = window_schedule(num_warmup, stretch=2.0)[0]
+            continued = tuple(e for e in split if e not in ends)
+            ends = sorted(set(ends) | set(continued))
+        return cls(tuple(ends), start, stop, num_warmup, continued)
+
+    def continues(self, i):
+        """True at a window end whose estimate goes on (:attr:`continued`)."""
+        if isinstance(i, int):
+            return i in self.continued
+        hit = i < 0
+        for end in self.continued:
+            hit = hit | (i == end)
+        return hit
 
     def collecting(self, i):
         """True while iteration ``i`` feeds the metric estimate."""
@@ -174,6 +196,7 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     if with_gradients:
         gradients = welford_update(gradients, namespace(x).concatenate([x, grad], axis=-1),
                                    schedule.weight(i))
+    kept_welford, kept_gradients = welford, gradients
     ended = schedule.window_end(i)
     if ended is False:
         return welford, gradients, scale, ended
@@ -191,6 +214,9 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
         return welford_init(x, dense=dense), empty_gradients, scale_from_covariance(cov, dense=dense)
 
     welford, gradients, scale = select_lazy(ended, refit, lambda: (welford, gradients, scale))
+    if schedule.continued:  # the estimate goes on past these ends (``MetricSchedule.continued``)
+        goes_on = schedule.continues(i)
+        welford, gradients = select(goes_on, (kept_welford, kept_gradients), (welford, gradients))
     return welford, gradients, scale, ended
 
 
@@ -364,6 +390,7 @@ class AdjustedWarmupConfig(NamedTuple):
     metric_mask: Any = None  # block structure of a dense metric (``metric_covariance``)
     max_steps: int = 1024  # the kernel's cap on steps per transition
     regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
+    continue_last: bool = False  # refit the metric within Stan's last window (``MetricSchedule.build``)
 
     def descends(self, i):
         """True in the descent phase: the warmup iterations before the first metric window
@@ -413,7 +440,7 @@ def adjusted_warmup_update(adapt, i, x, accept_prob, config, grad=None):
     * trajectory length: from the autocorrelation time of the slowest statistic over each
       metric window (:func:`_trajectory_update`).
     """
-    schedule = MetricSchedule.build(config.num_warmup)
+    schedule = MetricSchedule.build(config.num_warmup, config.continue_last)
     step, dual = adapt.step_size, adapt.dual
     if config.tune_step_size:
         dual = dual_averaging_update(dual, config.target_accept_prob - accept_prob)
@@ -603,6 +630,7 @@ class ESHWarmupConfig(NamedTuple):
             metric_mask=self.metric_mask,
             max_steps=self.max_steps,
             regularize_metric=self.regularize_metric,
+            continue_last=True,
         )
 
 
