@@ -69,7 +69,7 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
 def test_regularize_mass_matrix_reaches_the_warmup_configuration(name):
     """NumPyro's ``regularize_mass_matrix`` is one of every kernel's own arguments (both
     PPLs); the warmup configuration that the metric windows read carries it."""
-    args = {"ESH": (100, True, None), "AdjustedESH": (100, True, None), "TunedHMC": (100, True, None, 0.75)}[name]
+    args = {"ESH": (100, True, None, 10), "AdjustedESH": (100, True, None), "TunedHMC": (100, True, None, 0.75)}[name]
     for cls in _kernel_classes(name):
         for value in (True, False):
             opts = cls(_model, regularize_mass_matrix=value)._options
@@ -105,7 +105,7 @@ def test_num_steps_is_taken_as_hmc_takes_it(name):
     for ``ESH`` the mean steps per draw, the time per draw not lengthened for slow
     statistics. It cannot be combined with ``trajectory_length`` (nor, for ``ESH``, with
     ``steps_per_draw``); checked as an integer."""
-    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75), "ESH": (100, False, None)}[name]
+    args = {"AdjustedESH": (100, False, None), "TunedHMC": (100, False, None, 0.75), "ESH": (100, False, None, 10)}[name]
     for cls in _kernel_classes(name):
         opts = cls(_model, num_steps=5)._options
         assert opts.num_steps == 5
@@ -159,8 +159,28 @@ def test_esh_phase_one_runs_adjusted_esh_at_its_own_defaults():
 
     for esh_cls, adjusted_cls in zip(_kernel_classes("ESH"), _kernel_classes("AdjustedESH")):
         for dense, mask in ((False, None), (True, None), (True, AUTO_METRIC)):
-            phase1 = esh_cls(_model)._options.warmup_config(100, dense, mask).adjusted_config()
+            phase1 = esh_cls(_model)._options.warmup_config(100, dense, mask, 10).adjusted_config()
             adjusted = adjusted_cls(_model)._options.warmup_config(100, dense, mask)
             assert phase1.target_accept_prob == adjusted.target_accept_prob == 0.7
             assert phase1.trajectory_factor == adjusted.trajectory_factor
             assert phase1.trajectory_factor == (2.0 if dense and mask is None else 1.0)
+
+
+def test_esh_phase_one_refits_within_its_last_window_where_the_refit_can_be_what_the_layout_needs():
+    """ESH's phase 1 refits its metric at 449 of its 750 iterations (``core.warmup.
+    esh_refits_last_window``) unless the layout is dense and the refit's 200 draws are fewer than
+    the ``3 d`` a dense estimate needs: on the 91-D and 141-D collinear regressions that refit was
+    diagonal between two dense metrics and cost 7-8% with warmup. Both PPLs decide alike."""
+    from esh_kernels.core.adaptation import AUTO_METRIC
+    from esh_kernels.core.warmup import MetricSchedule
+
+    for cls in _kernel_classes("ESH"):
+        opts = cls(_model)._options
+        for dense, dim, refits in ((True, 10, True), (True, 66, True), (True, 67, False), (True, 141, False),
+                                   (False, 504, True)):
+            config = opts.warmup_config(1000, dense, AUTO_METRIC if dense else None, dim)
+            assert config.refit_last_window is refits, (dense, dim)
+            phase1 = config.adjusted_config()
+            schedule = MetricSchedule.build(phase1.num_warmup, phase1.continue_last)
+            assert schedule.continued == ((449,) if refits else ())
+        assert not opts.warmup_config(300, False, None, 10).refit_last_window  # Stan's last window is its own

@@ -23,7 +23,12 @@ from typing import Any, NamedTuple
 
 from esh_kernels.core.checks import check_bool, check_int, check_positive, check_probability, check_refresh_rate
 from esh_kernels.core.tuned_warmup import TunedWarmupConfig, initial_trajectory_length
-from esh_kernels.core.warmup import AdjustedWarmupConfig, ESHWarmupConfig, default_trajectory_factor
+from esh_kernels.core.warmup import (
+    AdjustedWarmupConfig,
+    ESHWarmupConfig,
+    default_trajectory_factor,
+    esh_refits_last_window,
+)
 
 
 class KernelArguments:
@@ -256,14 +261,15 @@ class ESHOptions(NamedTuple):
         rate = self.refresh_rate if self.refresh_rate is not None else 1.0 / math.sqrt(max(d, 1))
         return 1.0 / rate if rate > 0 else math.inf
 
-    def warmup_config(self, num_warmup, dense, metric_mask):
-        """The warmup of both phases (``ESHWarmupConfig``). Phase 1 runs ``AdjustedESH``'s
-        transitions at ``AdjustedESH``'s own defaults (target acceptance and trajectory
-        factor, diagonal or dense). Until 2026-12-06 it kept that kernel's former defaults
+    def warmup_config(self, num_warmup, dense, metric_mask, dim):
+        """The warmup of both phases (``ESHWarmupConfig``) for ``dim`` coordinates. Phase 1
+        runs ``AdjustedESH``'s transitions at ``AdjustedESH``'s own defaults (target acceptance
+        and trajectory factor, diagonal or dense), its metric refit within the last window
+        where that can help (``esh_refits_last_window``). Until 2026-12-06 it kept that kernel's former defaults
         (0.8 and ``2 sqrt(d)``), which cost about 1.5 times the gradients per phase-1 iteration;
         the measurement that moved it is in ``docs/benchmarks.md`` (notes of 2026-12-06)."""
         phase1 = AdjustedESHOptions._field_defaults
-        return ESHWarmupConfig(
+        config = ESHWarmupConfig(
             num_warmup=num_warmup,
             desired_energy_var=self.desired_energy_var,
             steps_per_draw=self.draw_steps,
@@ -277,6 +283,7 @@ class ESHOptions(NamedTuple):
             metric_mask=metric_mask,
             regularize_metric=self.regularize_mass_matrix,
         )
+        return config._replace(refit_last_window=esh_refits_last_window(config.num_adjusted, dense, dim))
 
 
 class AdjustedESHOptions(NamedTuple):

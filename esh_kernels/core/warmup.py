@@ -12,6 +12,7 @@ import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import (
+    AUTO_DENSE_MIN_DRAWS_PER_DIM,
     AUTO_METRIC,
     decorrelation_init,
     decorrelation_update,
@@ -613,6 +614,7 @@ class ESHWarmupConfig(NamedTuple):
     max_steps: int = 1024  # the kernel's cap on steps per transition
     regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
     lengthen: bool = True  # lengthen the draws for slow statistics (False: ``num_steps`` given)
+    refit_last_window: bool = True  # phase 1 refits within Stan's last window (``esh_refits_last_window``)
 
     @property
     def num_adjusted(self):
@@ -630,8 +632,23 @@ class ESHWarmupConfig(NamedTuple):
             metric_mask=self.metric_mask,
             max_steps=self.max_steps,
             regularize_metric=self.regularize_metric,
-            continue_last=True,
+            continue_last=self.refit_last_window,
         )
+
+
+def esh_refits_last_window(num_adjusted, dense, dim):
+    """Whether ESH's phase 1 of ``num_adjusted`` iterations refits its metric within Stan's last
+    window (``MetricSchedule.build``'s ``continue_last``, ``esh_math.md`` §7.5): not where a dense
+    layout's refit could not be dense, its draws (200 at the default warmup) fewer than the
+    ``AUTO_DENSE_MIN_DRAWS_PER_DIM * dim`` a dense estimate needs. There the refit gave a
+    diagonal metric between two that could be dense, and cost the collinear regressions of 91
+    and 141 coefficients 7-8% of their ESS with warmup counted (``docs/benchmarks.md``)."""
+    schedule = MetricSchedule.build(num_adjusted, continue_last=True)
+    if not schedule.continued:
+        return False
+    k = schedule.window_ends.index(schedule.continued[0])
+    first = schedule.window_ends[k - 1] + 1 if k else schedule.start
+    return not (dense and schedule.continued[0] + 1 - first < AUTO_DENSE_MIN_DRAWS_PER_DIM * dim)
 
 
 def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None, mask=None):

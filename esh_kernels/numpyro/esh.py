@@ -168,4 +168,4 @@ class ESH(FlatKernel):
         )
 
     def _warmup_config(self):
-        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask)
+        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask, self._dim)

@@ -91,7 +91,8 @@ class ESH(FlatKernel):
     # -- state ---------------------------------------------------------------------------
 
     def _warmup_config(self):
-        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask)
+        return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask,
+                                           self._layout.dim)
 
     def _init_state(self, x, energy, grad, normal=None):
         C, d = x.shape
