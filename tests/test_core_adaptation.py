@@ -899,7 +899,7 @@ def test_esh_phase_one_refits_its_metric_within_the_last_window_and_keeps_its_dr
     draws. AdjustedESH's and TunedHMC's schedules are Stan's."""
     from esh_kernels.core.warmup import ESHWarmupConfig, MetricSchedule, metric_update
 
-    phase1 = ESHWarmupConfig(1000, 5e-4, 2.0, True, True, True, 0.7, 1.0).adjusted_config()
+    phase1 = ESHWarmupConfig(1000, 5e-4, 2.0, True, True, True, 0.7, 1.0, continue_last=True).adjusted_config()
     schedule = MetricSchedule.build(phase1.num_warmup, phase1.continue_last)
     assert schedule.window_ends == (99, 149, 249, 449, 699) and schedule.continued == (449,)
     assert MetricSchedule.build(750).window_ends == (99, 149, 249, 699)  # Stan's

@@ -179,8 +179,8 @@ def test_esh_phase_one_refits_within_its_last_window_where_the_refit_can_be_what
         for dense, dim, refits in ((True, 10, True), (True, 66, True), (True, 67, False), (True, 141, False),
                                    (False, 504, True)):
             config = opts.warmup_config(1000, dense, AUTO_METRIC if dense else None, dim)
-            assert config.refit_last_window is refits, (dense, dim)
+            assert config.continue_last is refits, (dense, dim)
             phase1 = config.adjusted_config()
             schedule = MetricSchedule.build(phase1.num_warmup, phase1.continue_last)
             assert schedule.continued == ((449,) if refits else ())
-        assert not opts.warmup_config(300, False, None, 10).refit_last_window  # Stan's last window is its own
+        assert not opts.warmup_config(300, False, None, 10).continue_last  # Stan's last window is its own

@@ -400,7 +400,7 @@ def prefers_dense(cov, count, num_chains=1, tau=None, was_dense=None, kappa=None
         kappa = correlation_condition(cov)
     xp = namespace(kappa)
     d = cov.shape[-1]
-    enough = count >= AUTO_DENSE_MIN_DRAWS_PER_DIM * d * num_chains
+    enough = count >= auto_dense_min_draws(d, num_chains)
     ratio = _dimension_ratio(count, d)
     noise = ((1.0 + ratio) / (1.0 - ratio)) ** 2
     correlated = kappa > AUTO_DENSE_CONDITION * noise
@@ -466,6 +466,12 @@ def _dimension_ratio(count, d):
     covariance estimate (:func:`prefers_dense`, :func:`curved`)."""
     xp = namespace(count)
     return xp.sqrt(d / xp.maximum(count, count * 0.0 + d + 1.0))
+
+
+def auto_dense_min_draws(d, num_chains=1):
+    """Window draws the automatic metric needs before it may choose a dense estimate in ``d``
+    dimensions (:func:`prefers_dense`): ``AUTO_DENSE_MIN_DRAWS_PER_DIM`` per dimension and chain."""
+    return AUTO_DENSE_MIN_DRAWS_PER_DIM * d * num_chains
 
 
 # ---------------------------------------------------------------------------------------

@@ -283,7 +283,7 @@ class ESHOptions(NamedTuple):
             metric_mask=metric_mask,
             regularize_metric=self.regularize_mass_matrix,
         )
-        return config._replace(refit_last_window=esh_refits_last_window(config.num_adjusted, dense, dim))
+        return config._replace(continue_last=esh_refits_last_window(config.num_adjusted, bool(dense), dim))
 
 
 class AdjustedESHOptions(NamedTuple):

@@ -8,12 +8,13 @@ kernels, where these run inside ``lax.cond``). A PPL never tells a kernel that w
 ended (``docs/api_notes.md`` §1.3, §2.1), so each kernel counts iterations itself.
 """
 
+import functools
 import math
 from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import (
-    AUTO_DENSE_MIN_DRAWS_PER_DIM,
     AUTO_METRIC,
+    auto_dense_min_draws,
     decorrelation_init,
     decorrelation_update,
     slowest_autocorrelation_time,
@@ -77,6 +78,7 @@ class MetricSchedule(NamedTuple):
     continued: tuple = ()
 
     @classmethod
+    @functools.lru_cache(maxsize=None)  # pure in its integers; called at every warmup iteration
     def build(cls, num_warmup, continue_last=False):
         """Stan's windows; with ``continue_last``, Stan's last window (stretched where its
         doubled successor would not fit) also ends where a window at least as long would
@@ -92,8 +94,9 @@ class MetricSchedule(NamedTuple):
         return cls(tuple(ends), start, stop, num_warmup, continued)
 
     def continues(self, i):
-        """True at a window end whose estimate goes on (:attr:`continued`)."""
-        if isinstance(i, int):
+        """True at a window end whose estimate goes on (:attr:`continued`); a Python ``False``
+        where there is none, so that no selection is made."""
+        if isinstance(i, int) or not self.continued:
             return i in self.continued
         hit = i < 0
         for end in self.continued:
@@ -197,7 +200,6 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     if with_gradients:
         gradients = welford_update(gradients, namespace(x).concatenate([x, grad], axis=-1),
                                    schedule.weight(i))
-    kept_welford, kept_gradients = welford, gradients
     ended = schedule.window_end(i)
     if ended is False:
         return welford, gradients, scale, ended
@@ -212,12 +214,11 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
                                 gradients=gradients if with_gradients else None,
                                 regularize=regularize, last=schedule.last_window_end(i))
         empty_gradients = welford_init(gradients.mean, dense=True) if with_gradients else gradients
-        return welford_init(x, dense=dense), empty_gradients, scale_from_covariance(cov, dense=dense)
+        # the estimate restarts, except past the ends it continues (``MetricSchedule.continued``)
+        kept = select(schedule.continues(i), (welford, gradients), (welford_init(x, dense=dense), empty_gradients))
+        return (*kept, scale_from_covariance(cov, dense=dense))
 
     welford, gradients, scale = select_lazy(ended, refit, lambda: (welford, gradients, scale))
-    if schedule.continued:  # the estimate goes on past these ends (``MetricSchedule.continued``)
-        goes_on = schedule.continues(i)
-        welford, gradients = select(goes_on, (kept_welford, kept_gradients), (welford, gradients))
     return welford, gradients, scale, ended
 
 
@@ -614,7 +615,7 @@ class ESHWarmupConfig(NamedTuple):
     max_steps: int = 1024  # the kernel's cap on steps per transition
     regularize_metric: bool = True  # Stan's shrinkage of each window estimate (§7.4)
     lengthen: bool = True  # lengthen the draws for slow statistics (False: ``num_steps`` given)
-    refit_last_window: bool = True  # phase 1 refits within Stan's last window (``esh_refits_last_window``)
+    continue_last: bool = False  # phase 1 refits within Stan's last window (``esh_refits_last_window``)
 
     @property
     def num_adjusted(self):
@@ -632,15 +633,16 @@ class ESHWarmupConfig(NamedTuple):
             metric_mask=self.metric_mask,
             max_steps=self.max_steps,
             regularize_metric=self.regularize_metric,
-            continue_last=self.refit_last_window,
+            continue_last=self.continue_last,
         )
 
 
+@functools.lru_cache(maxsize=None)  # ``_warmup_config()`` is built several times per draw
 def esh_refits_last_window(num_adjusted, dense, dim):
     """Whether ESH's phase 1 of ``num_adjusted`` iterations refits its metric within Stan's last
     window (``MetricSchedule.build``'s ``continue_last``, ``esh_math.md`` §7.5): not where a dense
     layout's refit could not be dense, its draws (200 at the default warmup) fewer than the
-    ``AUTO_DENSE_MIN_DRAWS_PER_DIM * dim`` a dense estimate needs. There the refit gave a
+    :func:`core.adaptation.auto_dense_min_draws` a dense estimate needs. There the refit gave a
     diagonal metric between two that could be dense, and cost the collinear regressions of 91
     and 141 coefficients 7-8% of their ESS with warmup counted (``docs/benchmarks.md``)."""
     schedule = MetricSchedule.build(num_adjusted, continue_last=True)
@@ -648,7 +650,7 @@ def esh_refits_last_window(num_adjusted, dense, dim):
         return False
     k = schedule.window_ends.index(schedule.continued[0])
     first = schedule.window_ends[k - 1] + 1 if k else schedule.start
-    return not (dense and schedule.continued[0] + 1 - first < AUTO_DENSE_MIN_DRAWS_PER_DIM * dim)
+    return not (dense and schedule.continued[0] + 1 - first < auto_dense_min_draws(dim))
 
 
 def esh_warmup_init(x, step_size, trajectory_length, refresh_length, dense, scale=None, mask=None):
