@@ -14,6 +14,7 @@ rebuilds the potential from ``model_args`` inside ``sample`` so that
 ``MCMC(jit_model_args=True)`` sees new data (api_notes Gotcha #2).
 """
 
+import copy
 from functools import partial
 
 import jax
@@ -25,7 +26,7 @@ from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.hmc_util import _value_and_grad
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import ParamInfo, initialize_model
+from numpyro.infer.util import ParamInfo, initialize_model, transform_fn, unconstrain_fn
 from numpyro.util import identity, is_prng_key
 
 from esh_kernels.core.options import KernelArguments, from_arguments
@@ -90,6 +91,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._forward_mode_differentiation = bool(forward_mode_differentiation)
         self._potential_fn_gen = None
         self._postprocess_fn = None
+        #: the sites' inverse transforms where ``get_constrain_fn`` needs no model replay
+        #: (a block of ``numpyro.infer.Gibbs``; set by ``init``), else None
+        self._inv_transforms = None
         self._sample_fn = None
         self._unravel = None
         #: dimension of the dynamics: the model's ``_data_dim`` unconstrained dimensions
@@ -120,6 +124,15 @@ class FlatKernel(KernelArguments, MCMCKernel):
         if self._postprocess_fn is None:
             return identity
         return self._postprocess_fn(*model_args, **model_kwargs)
+
+    def get_constrain_fn(self, model_args=(), model_kwargs=None, *, return_deterministic=False):
+        """Unconstrained draws to constrained site values, as NumPyro's
+        ``HMC.get_constrain_fn``: by the sites' transforms alone inside
+        ``numpyro.infer.Gibbs`` (which conditions the other blocks on them at every sweep),
+        by a replay of the model otherwise or with ``return_deterministic``."""
+        if self._inv_transforms is None or return_deterministic:
+            return self.postprocess_fn(model_args, {} if model_kwargs is None else model_kwargs)
+        return partial(transform_fn, self._inv_transforms)
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         num_warmup = check_int("num_warmup", num_warmup, 0)
@@ -173,6 +186,46 @@ class FlatKernel(KernelArguments, MCMCKernel):
         assert self._sample_fn is not None, "`init` must be called before `sample`."
         new = self._sample_fn(state, self._flat_value_and_grad(model_args, model_kwargs))
         return new if self._dim == 0 else self._self_check(state, new)
+
+    # -- a block of numpyro.infer.Gibbs (NumPyro >= 0.22; api_notes §1.1) ----------------
+
+    def wrap_model(self, wrapper):
+        """A copy of this kernel bound to ``wrapper(model)``, its model closures built anew
+        at its ``init``: how ``numpyro.infer.Gibbs`` conditions a block on the other
+        blocks' sites (NumPyro's ``HMC.wrap_model``)."""
+        if self._model is None:
+            raise ValueError(
+                f"{type(self).__name__}: `wrap_model` is not supported for kernels built from "
+                "a potential function.")
+        kernel = copy.copy(self)
+        kernel._model = wrapper(self._model)
+        kernel._potential_fn_gen = None
+        kernel._postprocess_fn = None
+        kernel._inv_transforms = None
+        kernel._sample_fn = None
+        kernel._unravel = None
+        kernel._chains_started = 0
+        kernel.self_check_findings = []
+        return kernel
+
+    def refresh(self, state, model_args, model_kwargs):
+        """``state`` with the potential energy and gradient it caches recomputed under
+        ``(model_args, model_kwargs)``, the chain left where it is: what
+        ``numpyro.infer.Gibbs`` calls after another block moved the sites this block is
+        conditioned on (NumPyro's ``HMC.refresh``)."""
+        assert self._sample_fn is not None, "`init` must be called before `refresh`."
+        if self._dim == 0:
+            return state
+        value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
+        one = partial(self._refresh_chain, value_and_grad=value_and_grad)
+        return vmap(one)(state) if jnp.ndim(state.i) > 0 else one(state)
+
+    def _refresh_chain(self, state, value_and_grad):
+        """One chain's :meth:`refresh` where the draw is the dynamics' position
+        (``AdjustedESH``, ``TunedHMC``)."""
+        energy, grad = value_and_grad(state.integrator.x)
+        return state._replace(potential_energy=energy,
+                              integrator=state.integrator._replace(energy=energy, grad=grad))
 
     # -- self-check (core/self_check.py) -------------------------------------------------
 
@@ -300,9 +353,43 @@ class FlatKernel(KernelArguments, MCMCKernel):
             raise
         self._potential_fn_gen = info.potential_fn
         self._postprocess_fn = info.postprocess_fn
+        self._inv_transforms = None
+        if gibbs_block(model_kwargs):
+            init_params = self._gibbs_start(info, init_params, model_args, model_kwargs)
         if init_params is None:
             return info.param_info.z
         return init_params.z if isinstance(init_params, ParamInfo) else init_params
+
+    def _gibbs_start(self, info, init_params, model_args, model_kwargs):
+        """The start of a block of ``numpyro.infer.Gibbs``, which gives a kernel that is not
+        NumPyro's ``HMC`` the *constrained* values of its sites as ``init_params``: they
+        are mapped to the unconstrained space these kernels sample. Refused, as Gibbs refuses
+        them for an ``HMC`` block (its checks run for NumPyro's ``HMC`` only): a discrete
+        site left to this block (it would be summed out, and Gibbs would find no draw of
+        it), and a site whose support depends on other values (the other blocks would move
+        it without a Metropolis test)."""
+        from numpyro.infer.util import _transforms_from_trace
+
+        latent = {name: site for name, site in info.model_trace.items()
+                  if site["type"] == "sample" and not site["is_observed"]}
+        discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete
+                    and site["infer"].get("enumerate") != "parallel"]
+        if discrete:
+            raise ValueError(
+                f"{type(self).__name__}: Discrete latent sites {discrete} cannot be sampled by "
+                "this block; give them to numpyro.infer.DiscreteGibbs (e.g. "
+                "`(DiscreteGibbs(model), discrete_latent_sites)`) or mark them with "
+                "`infer={'enumerate': 'parallel'}`.")
+        transforms = _transforms_from_trace(info.model_trace, raise_warnings=False)
+        if transforms.dynamic_support:
+            sites = list(latent)
+            raise ValueError(
+                f"{type(self).__name__}: the supports of sites {sites} depend on other sites; "
+                "Gibbs does not support value-dependent supports across blocks.")
+        self._inv_transforms = transforms.inv_transforms
+        if init_params is None or isinstance(init_params, ParamInfo):
+            return init_params
+        return unconstrain_fn(self._model, model_args, model_kwargs, init_params)
 
     def _raise_if_discrete(self, key, model_args, model_kwargs, err):
         try:
@@ -319,7 +406,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
                     f"{type(self).__name__} samples continuous latent variables only, but "
                     f"site '{name}' is discrete ({type(site['fn']).__name__}). Marginalise "
                     "it out in the model (or install `funsor` so NumPyro enumerates it), or "
-                    "sample it with numpyro.infer.DiscreteHMCGibbs / MixedHMC."
+                    "sample it by numpyro.infer.DiscreteGibbs and the other sites by this "
+                    "kernel in a numpyro.infer.Gibbs: `Gibbs([(DiscreteGibbs(model), "
+                    f"discrete_latent_sites), ({type(self).__name__}(model), None)])`."
                 ) from err
 
     def _flat_value_and_grad(self, model_args, model_kwargs):
@@ -398,6 +487,16 @@ class FlatKernel(KernelArguments, MCMCKernel):
         x = ravel_pytree(z)[0]
         y = random.normal(random.fold_in(key, AUXILIARY_STREAM), (self._dim - self._data_dim,), x.dtype)
         return jnp.concatenate([x, y])
+
+
+def gibbs_block(model_kwargs):
+    """Whether the kernel runs as a block of ``numpyro.infer.Gibbs`` (NumPyro >= 0.22),
+    which passes the other blocks' values in ``model_kwargs[GIBBS_SITES_KWARG]``."""
+    try:
+        from numpyro.infer.gibbs import GIBBS_SITES_KWARG
+    except ImportError:  # NumPyro < 0.22: no composable Gibbs
+        return False
+    return GIBBS_SITES_KWARG in (model_kwargs or {})
 
 
 def site_indices(position):
