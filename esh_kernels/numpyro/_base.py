@@ -94,6 +94,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         #: the sites' inverse transforms where ``get_constrain_fn`` needs no model replay
         #: (a block of ``numpyro.infer.Gibbs``; set by ``init``), else None
         self._inv_transforms = None
+        #: whether ``init`` found the kernel running as a block of ``numpyro.infer.Gibbs``
+        self._gibbs_block = False
         self._sample_fn = None
         self._unravel = None
         #: dimension of the dynamics: the model's ``_data_dim`` unconstrained dimensions
@@ -354,7 +356,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._potential_fn_gen = info.potential_fn
         self._postprocess_fn = info.postprocess_fn
         self._inv_transforms = None
-        if gibbs_block(model_kwargs):
+        self._gibbs_block = gibbs_block(model_kwargs)
+        if self._gibbs_block:
             init_params = self._gibbs_start(info, init_params, model_args, model_kwargs)
         if init_params is None:
             return info.param_info.z
