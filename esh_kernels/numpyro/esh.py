@@ -164,7 +164,9 @@ class ESH(FlatKernel):
             lambda a: a,
             adapt,
         )
-        num_steps = carry.k + jnp.where(warm, esh_draw.probe_gradients(self._warmup_config()), 0)
+        # gradients: the draw's steps, the bias guard's probe (warmup) and a Gibbs block's restart
+        num_steps = (carry.k + jnp.where(warm, esh_draw.probe_gradients(self._warmup_config()), 0)
+                     + int(self._gibbs_block))
         return ESHState(
             state.i + 1, self._to_z(end.pick_x), end.pick_energy, end.integ, end.x_prev,
             end.energy_prev, end.time_prev, end.time_cur, end.diverging,
