@@ -149,9 +149,9 @@ def test_refresh_recomputes_the_cached_potential_under_the_new_conditioning(kern
     np.testing.assert_allclose(gated(True, ours).potential_energy, energy, rtol=1e-5)
 
 
-def test_esh_refresh_starts_a_new_trajectory_at_the_draw():
-    """After sampling draws the trajectory has run on past the draw ``z``; ``refresh`` puts it
-    back at ``z`` with a fresh unit direction and no physical time pending (§4.6)."""
+def test_esh_refresh_puts_the_chain_back_at_its_draw():
+    """After sampling draws the trajectory has run on past the draw ``z``; ``refresh`` puts
+    the chain back at ``z`` with no physical time pending (§4.6)."""
     gibbs = Gibbs([(CustomGibbs(x_given_y), ["x"]), (ESH(xy_model), None)])
     mcmc = MCMC(gibbs, num_warmup=10, num_samples=20, progress_bar=False)
     mcmc.run(random.PRNGKey(0))
@@ -163,7 +163,31 @@ def test_esh_refresh_starts_a_new_trajectory_at_the_draw():
     np.testing.assert_array_equal(np.asarray(refreshed.integrator.x), np.asarray(flat_z))
     np.testing.assert_array_equal(np.asarray(refreshed.x_prev), np.asarray(flat_z))
     assert float(refreshed.time_prev) == float(refreshed.time_cur) == 0.0
-    np.testing.assert_allclose(float(jnp.linalg.norm(refreshed.integrator.u)), 1.0, rtol=1e-6)
+
+
+def scalar_model():
+    x = numpyro.sample("x", dist.Normal(0.0, 2.0))
+    y = numpyro.sample("y", dist.Normal(0.0, 2.0))
+    numpyro.sample("obs", dist.Normal(x + y, 1.0), obs=jnp.array([1.0]))
+
+
+def y_given_x(rng_key, gibbs_sites, hmc_sites):
+    return {"x": 0.8 * (1.0 - hmc_sites["y"]) + jnp.sqrt(0.8) * random.normal(rng_key)}
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_refresh_under_the_same_conditioning_keeps_the_cached_potential(kernel_cls):
+    """NumPyro's ``test_init_params_and_gated_refresh``: a 1-D block (the isokinetic kernels
+    add an auxiliary coordinate, which ``refresh`` keeps) refreshed under its own
+    conditioning reads the potential it cached at ``init``, twice over."""
+    gibbs = Gibbs([(CustomGibbs(y_given_x), ["x"]), (kernel_cls(scalar_model), None)])
+    state = gibbs.init(random.PRNGKey(0), 10, {"x": jnp.array(0.25), "y": jnp.array(-0.75)}, (), {})
+    block, ours = gibbs.blocks[1][0], state.block_states[1]
+    kwargs = with_conditioning({}, {"x": state.z["x"]})
+    once = block.refresh(ours, (), kwargs)
+    twice = block.refresh(once, (), kwargs)
+    np.testing.assert_allclose(once.potential_energy, ours.potential_energy, rtol=1e-6)
+    np.testing.assert_allclose(twice.potential_energy, ours.potential_energy, rtol=1e-6)
 
 
 def test_esh_as_a_gibbs_block_starts_every_draw_at_the_last_one():
@@ -206,6 +230,33 @@ def test_wrap_model_returns_a_copy_bound_to_the_wrapped_model(kernel_cls):
     assert calls
     with pytest.raises(ValueError, match="potential function"):
         kernel_cls(potential_fn=lambda z: jnp.sum(z ** 2)).wrap_model(wrapper)
+
+
+def test_constrain_and_potential_functions_as_numpyro_hmc_gives_them():
+    """NumPyro's ``test_hmc_get_constrain_fn`` and the potential of ``test_kernel_hooks``:
+    an error before ``init``; after it, the transforms alone (no deterministic site) unless
+    ``return_deterministic``; ``get_potential_fn`` is NumPyro's potential of the model."""
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        numpyro.deterministic("x2", x**2)
+        numpyro.sample("obs", dist.Normal(x, s), obs=jnp.array([0.3, -0.2]))
+
+    for kernel_cls in KERNELS:
+        kernel = kernel_cls(model)
+        with pytest.raises(RuntimeError, match="init"):
+            kernel.get_constrain_fn((), {})
+        with pytest.raises(RuntimeError, match="init"):
+            kernel.get_potential_fn((), {})
+        state = kernel.init(random.PRNGKey(0), 10, None, (), {})
+        plain = kernel.get_constrain_fn((), {})(state.z)
+        replay = kernel.get_constrain_fn((), {}, return_deterministic=True)(state.z)
+        assert set(plain) == {"x", "s"} and set(replay) == {"x", "s", "x2"}
+        np.testing.assert_allclose(float(plain["s"]), float(jnp.exp(state.z["s"])), rtol=1e-6)
+        nuts = NUTS(model)
+        nuts.init(random.PRNGKey(0), 10, None, (), {})
+        np.testing.assert_allclose(float(kernel.get_potential_fn((), {})(state.z)),
+                                   float(nuts.get_potential_fn((), {})(state.z)), rtol=1e-6)
 
 
 def positive_model():
@@ -255,3 +306,21 @@ def test_a_discrete_site_left_to_our_block_is_refused_with_the_remedy(kernel_cls
     potential, and Gibbs would find no draw of it."""
     with pytest.raises(ValueError, match="Discrete latent sites .*DiscreteGibbs"):
         Gibbs([(kernel_cls(discrete_model), None)]).init(random.PRNGKey(0), 10, None, (), {})
+
+
+def enumerated_model():
+    numpyro.sample("b", dist.Bernoulli(0.7), infer={"enumerate": "parallel"})
+    y = numpyro.sample("y", dist.Binomial(10, 0.3))
+    z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+    numpyro.sample("obs", dist.Normal(z + y, 1.0), obs=jnp.array(3.0))
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
+def test_a_site_enumerated_out_of_our_block_does_not_stop_its_start(kernel_cls):
+    """NumPyro's ``test_discrete_gibbs_enum`` set-up: the start values reach our block
+    without a model trace (which would try to draw the enumerated site without a key)."""
+    gibbs = Gibbs([(DiscreteGibbs(enumerated_model), discrete_latent_sites),
+                   (kernel_cls(enumerated_model), None)])
+    state = gibbs.init(random.PRNGKey(0), 10, None, (), {})
+    assert set(state.z) == {"y", "z"}
+    assert np.isfinite(float(state.block_states[1].potential_energy))

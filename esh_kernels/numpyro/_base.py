@@ -26,7 +26,7 @@ from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.hmc_util import _value_and_grad
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import ParamInfo, initialize_model, transform_fn, unconstrain_fn
+from numpyro.infer.util import ParamInfo, _transforms_from_trace, initialize_model, transform_fn
 from numpyro.util import identity, is_prng_key
 
 from esh_kernels.core.options import KernelArguments, from_arguments
@@ -91,8 +91,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._forward_mode_differentiation = bool(forward_mode_differentiation)
         self._potential_fn_gen = None
         self._postprocess_fn = None
-        #: the sites' inverse transforms where ``get_constrain_fn`` needs no model replay
-        #: (a block of ``numpyro.infer.Gibbs``; set by ``init``), else None
+        #: the latent sites' inverse transforms (set by ``init``; None where a support
+        #: depends on other values, so that constraining needs a model replay)
         self._inv_transforms = None
         #: whether ``init`` found the kernel running as a block of ``numpyro.infer.Gibbs``
         self._gibbs_block = False
@@ -129,12 +129,26 @@ class FlatKernel(KernelArguments, MCMCKernel):
 
     def get_constrain_fn(self, model_args=(), model_kwargs=None, *, return_deterministic=False):
         """Unconstrained draws to constrained site values, as NumPyro's
-        ``HMC.get_constrain_fn``: by the sites' transforms alone inside
-        ``numpyro.infer.Gibbs`` (which conditions the other blocks on them at every sweep),
-        by a replay of the model otherwise or with ``return_deterministic``."""
+        ``HMC.get_constrain_fn``: by the sites' transforms alone (what ``numpyro.infer.Gibbs``
+        conditions the other blocks on at every sweep), by a replay of the model with
+        ``return_deterministic`` or where a support depends on other values."""
+        if self._model is None:
+            return identity
+        if self._postprocess_fn is None:
+            raise RuntimeError("`get_constrain_fn` requires the kernel to be initialized; run `init` first.")
         if self._inv_transforms is None or return_deterministic:
             return self.postprocess_fn(model_args, {} if model_kwargs is None else model_kwargs)
         return partial(transform_fn, self._inv_transforms)
+
+    def get_potential_fn(self, model_args=(), model_kwargs=None):
+        """The potential energy on the unconstrained site values, as NumPyro's
+        ``HMC.get_potential_fn`` (the kernels' own auxiliary coordinates, ``core/auxiliary.py``,
+        are not part of it)."""
+        if self._model is None:
+            return self._potential_fn
+        if self._potential_fn_gen is None:
+            raise RuntimeError("`get_potential_fn` requires the kernel to be initialized; run `init` first.")
+        return self._potential_fn_gen(*model_args, **({} if model_kwargs is None else model_kwargs))
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         num_warmup = check_int("num_warmup", num_warmup, 0)
@@ -355,15 +369,16 @@ class FlatKernel(KernelArguments, MCMCKernel):
             raise
         self._potential_fn_gen = info.potential_fn
         self._postprocess_fn = info.postprocess_fn
-        self._inv_transforms = None
+        transforms = _transforms_from_trace(info.model_trace, raise_warnings=False)
+        self._inv_transforms = None if transforms.dynamic_support else transforms.inv_transforms
         self._gibbs_block = gibbs_block(model_kwargs)
         if self._gibbs_block:
-            init_params = self._gibbs_start(info, init_params, model_args, model_kwargs)
+            init_params = self._gibbs_start(info, init_params)
         if init_params is None:
             return info.param_info.z
         return init_params.z if isinstance(init_params, ParamInfo) else init_params
 
-    def _gibbs_start(self, info, init_params, model_args, model_kwargs):
+    def _gibbs_start(self, info, init_params):
         """The start of a block of ``numpyro.infer.Gibbs``, which gives a kernel that is not
         NumPyro's ``HMC`` the *constrained* values of its sites as ``init_params``: they
         are mapped to the unconstrained space these kernels sample. Refused, as Gibbs refuses
@@ -371,8 +386,6 @@ class FlatKernel(KernelArguments, MCMCKernel):
         site left to this block (it would be summed out, and Gibbs would find no draw of
         it), and a site whose support depends on other values (the other blocks would move
         it without a Metropolis test)."""
-        from numpyro.infer.util import _transforms_from_trace
-
         latent = {name: site for name, site in info.model_trace.items()
                   if site["type"] == "sample" and not site["is_observed"]}
         discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete
@@ -383,16 +396,14 @@ class FlatKernel(KernelArguments, MCMCKernel):
                 "this block; give them to numpyro.infer.DiscreteGibbs (e.g. "
                 "`(DiscreteGibbs(model), discrete_latent_sites)`) or mark them with "
                 "`infer={'enumerate': 'parallel'}`.")
-        transforms = _transforms_from_trace(info.model_trace, raise_warnings=False)
-        if transforms.dynamic_support:
+        if self._inv_transforms is None:  # a support that depends on other values
             sites = list(latent)
             raise ValueError(
                 f"{type(self).__name__}: the supports of sites {sites} depend on other sites; "
                 "Gibbs does not support value-dependent supports across blocks.")
-        self._inv_transforms = transforms.inv_transforms
         if init_params is None or isinstance(init_params, ParamInfo):
             return init_params
-        return unconstrain_fn(self._model, model_args, model_kwargs, init_params)
+        return transform_fn(self._inv_transforms, init_params, invert=True)
 
     def _raise_if_discrete(self, key, model_args, model_kwargs, err):
         try:
@@ -415,10 +426,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
                 ) from err
 
     def _flat_value_and_grad(self, model_args, model_kwargs):
-        if self._model is not None:
-            pe = self._potential_fn_gen(*model_args, **model_kwargs)
-        else:
-            pe = self._potential_fn
+        pe = self.get_potential_fn(model_args, model_kwargs)
         to_z, d = self._to_z, self._data_dim
         return partial(
             _value_and_grad,

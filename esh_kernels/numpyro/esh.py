@@ -19,6 +19,7 @@ to tune its step size and the time per draw.
 import jax
 import jax.numpy as jnp
 from jax import lax, random
+from jax.flatten_util import ravel_pytree
 
 from esh_kernels.core.esh_draw import ESHState
 from esh_kernels.core.options import ESHOptions
@@ -123,9 +124,9 @@ class ESH(FlatKernel):
     def _esh_draw(self, state, value_and_grad):
         """One ESH draw (:mod:`esh_kernels.core.esh_draw`): warmup phase 2 or sampling. As
         a block of ``numpyro.infer.Gibbs`` every draw starts a new trajectory at the last
-        draw (:meth:`_refresh_chain`, ``esh_math.md`` §4.6)."""
+        draw (:meth:`_restart_at_draw`, ``esh_math.md`` §4.6)."""
         if self._gibbs_block:
-            state = self._refresh_chain(state, value_and_grad)
+            state = self._restart_at_draw(state, value_and_grad)
         key, k_draw, k_u = random.split(state.rng_key, 3)
         adapt = state.adapt_state
         d = state.integrator.x.shape[0]
@@ -174,24 +175,37 @@ class ESH(FlatKernel):
         )
 
     def _refresh_chain(self, state, value_and_grad):
-        """:meth:`refresh` for ESH: a new trajectory at the draw ``z``, with a fresh
-        direction, no physical time pending and, for a model given auxiliary coordinates
-        (``core/auxiliary.py``), fresh ones from their standard normal law (an exact
-        conditional draw). ESH's draw is a point picked inside its trajectory, which has run
-        on past it; a Gibbs sweep conditions the other blocks on the draw, so the block's
-        next move must start there. As a Gibbs block every ESH draw starts so
-        (:meth:`_esh_draw`), not only those after a refresh: continuing the trajectory when
-        the other blocks happen not to move selects its stretches by where the draws fell.
-        Measured (float64; ``esh_math.md`` §4.6): a 1-D mixture whose component was drawn by
-        ``DiscreteGibbs``, variance -4% to -6% (a fixed step of 0.05 too) when only refreshes
-        restarted, within Monte Carlo error when every draw restarts."""
+        """:meth:`refresh` for ESH: the chain put at its draw ``z`` (the auxiliary coordinates
+        of a model that has them, ``core/auxiliary.py``, as the dynamics hold them), its
+        energy and gradient recomputed, no physical time pending. ESH's draw is a point
+        picked inside its trajectory, which has run on past it, and a Gibbs sweep conditions
+        the other blocks on the draw. In warmup's phase 1 the chain is at its draw already,
+        and this is NumPyro's ``HMC.refresh``; an ESH draw of a Gibbs block then starts a new
+        trajectory there anyway (:meth:`_restart_at_draw`)."""
+        x = jnp.concatenate([ravel_pytree(state.z)[0], state.integrator.x[self._data_dim:]])
+        return self._at(state, x, state.integrator.u, value_and_grad)
+
+    def _restart_at_draw(self, state, value_and_grad):
+        """A new trajectory at the draw ``z`` with a fresh direction and, for a model given
+        auxiliary coordinates, fresh ones from their standard normal law (an exact
+        conditional draw): how every ESH draw of a block of ``numpyro.infer.Gibbs`` starts
+        (:meth:`_esh_draw`), not only those after a refresh, because continuing the
+        trajectory when the other blocks happen not to move selects its stretches by where
+        the draws fell. Measured (``esh_math.md`` §4.6): a 1-D mixture whose component was
+        drawn by ``DiscreteGibbs``, variance -2% to -6% (at a fixed step of 0.05 too) when
+        only refreshes restarted, within Monte Carlo error when every draw restarts."""
         key, k_u, k_aux = random.split(state.rng_key, 3)
         x = self._flat(state.z, k_aux)
+        u = unit_vector(random.normal(k_u, x.shape, x.dtype))
+        return self._at(state, x, u, value_and_grad)._replace(rng_key=key)
+
+    @staticmethod
+    def _at(state, x, u, value_and_grad):
+        """``state`` with the dynamics at ``x`` in direction ``u``, ``r = 0``, no time pending."""
         energy, grad = value_and_grad(x)
         zero = jnp.zeros_like(energy)
-        integ = IntegratorState(x, unit_vector(random.normal(k_u, x.shape, x.dtype)), zero, energy, grad)
-        return state._replace(potential_energy=energy, integrator=integ, x_prev=x, energy_prev=energy,
-                              time_prev=zero, time_cur=zero, rng_key=key)
+        return state._replace(potential_energy=energy, integrator=IntegratorState(x, u, zero, energy, grad),
+                              x_prev=x, energy_prev=energy, time_prev=zero, time_cur=zero)
 
     def _warmup_config(self):
         return self._options.warmup_config(self._num_warmup, self._dense_mass, self._metric_mask, self._dim)
