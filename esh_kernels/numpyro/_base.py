@@ -89,20 +89,25 @@ class FlatKernel(KernelArguments, MCMCKernel):
         self._report_sharding = None
         self._init_strategy = init_strategy
         self._forward_mode_differentiation = bool(forward_mode_differentiation)
-        self._potential_fn_gen = None
-        self._postprocess_fn = None
-        #: the latent sites' inverse transforms (set by ``init``; None where a support
-        #: depends on other values, so that constraining needs a model replay)
-        self._inv_transforms = None
         #: whether ``init`` found the kernel running as a block of ``numpyro.infer.Gibbs``
         self._gibbs_block = False
-        self._sample_fn = None
-        self._unravel = None
         #: dimension of the dynamics: the model's ``_data_dim`` unconstrained dimensions
         #: plus any auxiliary coordinates (``core/auxiliary.py``)
         self._dim = None
         self._data_dim = None
         self._num_warmup = 0
+        self._forget_model()
+
+    def _forget_model(self):
+        """Unset what ``init`` builds from the model and what a run records: a new kernel,
+        or a copy bound to another model (:meth:`wrap_model`)."""
+        self._potential_fn_gen = None
+        self._postprocess_fn = None
+        #: the latent sites' inverse transforms (None where a support depends on other
+        #: values, so that constraining needs a model replay)
+        self._inv_transforms = None
+        self._sample_fn = None
+        self._unravel = None
         self._chains_started = 0
         #: what the self-check found in the latest run: ``(chain, symptom, message)``
         self.self_check_findings = []
@@ -215,13 +220,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
                 "a potential function.")
         kernel = copy.copy(self)
         kernel._model = wrapper(self._model)
-        kernel._potential_fn_gen = None
-        kernel._postprocess_fn = None
-        kernel._inv_transforms = None
-        kernel._sample_fn = None
-        kernel._unravel = None
-        kernel._chains_started = 0
-        kernel.self_check_findings = []
+        kernel._forget_model()
         return kernel
 
     def refresh(self, state, model_args, model_kwargs):
