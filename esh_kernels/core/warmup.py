@@ -580,10 +580,6 @@ class ESHAdaptState(NamedTuple):
     draw_count: Any  # number of those draws
     decorrelation: Any  # DecorrelationState of the phase-2 draws
     bias: Any  # core.bias_guard.BiasProbeState of the phase-2 draws
-    #: a NumPyro Gibbs block's clock reference: the position at the end of phase 1, at whose
-    #: energy under the current conditional ``energy_sum`` is then counted (esh_math.md §4.6);
-    #: None elsewhere
-    reference: Any = None
 
     @property
     def scale(self):

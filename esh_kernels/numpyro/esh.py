@@ -76,8 +76,7 @@ class ESH(FlatKernel):
             x, step, jnp.asarray(length, x.dtype), jnp.asarray(opts.refresh_length(d), x.dtype),
             self._dense_mass, self._scale0, self._metric_mask,
         )
-        adapt = adapt._replace(adjusted=self._with_sites(adapt.adjusted),
-                               reference=x if self._gibbs_block else None)
+        adapt = adapt._replace(adjusted=self._with_sites(adapt.adjusted))
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))
         integ = IntegratorState(x, u, zero, energy, grad)
         return ESHState(
@@ -116,9 +115,6 @@ class ESH(FlatKernel):
         new = prop.state._replace(r=jnp.zeros_like(prop.state.r))
         adapt = esh_warmup_adjusted_update(adapt, state.i, new.x, prop.adapt_accept_prob, self._warmup_config(),
                                            new.grad)
-        if self._gibbs_block:  # the clock's reference position (_esh_draw)
-            last = state.i == self._warmup_config().num_adjusted - 1
-            adapt = adapt._replace(reference=jnp.where(last, new.x, adapt.reference))
         zero = jnp.zeros_like(new.energy)
         return ESHState(
             state.i + 1, self._to_z(new.x), new.energy, new, new.x, new.energy, zero, zero,
@@ -129,14 +125,10 @@ class ESH(FlatKernel):
         """One ESH draw (:mod:`esh_kernels.core.esh_draw`): warmup phase 2 or sampling. As
         a block of ``numpyro.infer.Gibbs`` every draw starts a new trajectory at the last
         draw (:meth:`_restart_at_draw`, ``esh_math.md`` §4.6)."""
-        adapt = state.adapt_state
         if self._gibbs_block:
             state = self._restart_at_draw(state, value_and_grad)
-            # the clock's reference energy under the current conditional (§4.6): the warmup
-            # mean is counted from it, so the other blocks' level leaves the clock alone
-            shift = value_and_grad(adapt.reference)[0]
-            adapt = adapt._replace(energy_sum=adapt.energy_sum + adapt.draw_count * shift)
         key, k_draw, k_u = random.split(state.rng_key, 3)
+        adapt = state.adapt_state
         d = state.integrator.x.shape[0]
         dtype = state.integrator.x.dtype
         warm = state.i < self._num_warmup
@@ -173,12 +165,9 @@ class ESH(FlatKernel):
             lambda a: a,
             adapt,
         )
-        if self._gibbs_block:  # back to the sum counted from the reference energy
-            adapt = adapt._replace(energy_sum=adapt.energy_sum - adapt.draw_count * shift)
-        # gradients: the draw's steps, the bias guard's probe (warmup) and a Gibbs block's
-        # restart and reference energy
+        # gradients: the draw's steps, the bias guard's probe (warmup) and a Gibbs block's restart
         num_steps = (carry.k + jnp.where(warm, esh_draw.probe_gradients(self._warmup_config()), 0)
-                     + 2 * int(self._gibbs_block))
+                     + int(self._gibbs_block))
         return ESHState(
             state.i + 1, self._to_z(end.pick_x), end.pick_energy, end.integ, end.x_prev,
             end.energy_prev, end.time_prev, end.time_cur, end.diverging,
