@@ -396,9 +396,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
                 "`(DiscreteGibbs(model), discrete_latent_sites)`) or mark them with "
                 "`infer={'enumerate': 'parallel'}`.")
         if self._inv_transforms is None:  # a support that depends on other values
-            sites = list(latent)
             raise ValueError(
-                f"{type(self).__name__}: the supports of sites {sites} depend on other sites; "
+                f"{type(self).__name__}: the supports of sites {list(latent)} depend on other sites; "
                 "Gibbs does not support value-dependent supports across blocks.")
         if init_params is None or isinstance(init_params, ParamInfo):
             return init_params
