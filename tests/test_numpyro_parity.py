@@ -66,7 +66,7 @@ def test_one_dimensional_model_is_sampled(kernel_cls, jax_x64):
 
     mcmc = MCMC(kernel_cls(one_d), num_warmup=1000, num_samples=2000, num_chains=2,
                 chain_method="vectorized", progress_bar=False)
-    fields = ("z_grad",) if kernel_cls is AdjustedESH else ()
+    fields = ("potential_energy", "z_grad") if kernel_cls is AdjustedESH else ("potential_energy",)
     mcmc.run(random.PRNGKey(1), extra_fields=fields)
     x = mcmc.get_samples(group_by_chain=True)["x"]
     assert x.shape == (2, 2000)
@@ -76,8 +76,13 @@ def test_one_dimensional_model_is_sampled(kernel_cls, jax_x64):
     assert mcmc.last_state.z["x"].shape == (2,)
     imm = mcmc.last_state.adapt_state.inverse_mass_matrix
     assert list(imm) == [("x",)] and imm[("x",)].size == 2  # one entry per chain
-    if fields:
+    if "z_grad" in fields:
         assert mcmc.get_extra_fields()["z_grad"]["x"].shape == (4000,)
+    # the reported potential energy (ArviZ's lp) is the model's at the draw, without the
+    # auxiliary coordinate's y^2 / 2 (mean 1/2: off by up to several nats per draw before)
+    u = jnp.log(mcmc.get_samples()["x"])
+    model_pe = -(dist.Gamma(3.0, 2.0).log_prob(jnp.exp(u)) + u)  # with the log-Jacobian of exp
+    np.testing.assert_allclose(mcmc.get_extra_fields()["potential_energy"], model_pe, rtol=1e-9, atol=1e-9)
 
 
 def _two_d():

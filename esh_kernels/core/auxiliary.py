@@ -13,7 +13,8 @@ at a draw of its own law (a start at exactly 0 gives it a gradient of exactly 0,
 step size so large that the velocity update saturates, the velocity then lies exactly along
 ``x``: a trajectory that turns back meets the gradient exactly head-on, a measure-zero case
 where ``AdjustedESH`` accepted a jump up by 44 000 in energy; NumPyro's ``test_diverging``),
-and is never shown to the user (the draws, ``z`` and the sites hold ``x`` only).
+and is never shown to the user (the draws, ``z`` and the sites hold ``x`` only; the reported
+``potential_energy`` is the model's, :func:`model_energy`).
 
 The functions work on NumPy, JAX and torch arrays alike.
 """
@@ -32,6 +33,17 @@ def auxiliary_energy(x, d):
     the standard normal auxiliary coordinates' potential energy, ``(...)``."""
     y = x[..., d:]
     return 0.5 * (y * y).sum(-1)
+
+
+def model_energy(x, energy, d):
+    """The model's potential energy at ``x`` (``(..., d + a)``) from the dynamics' ``energy``
+    there, which counts the auxiliary coordinates' ``|y|^2 / 2``: what the kernels report as
+    ``potential_energy`` (NumPyro's extra field, Pyro's diagnostics, ArviZ's ``lp``), so that
+    it is the model's own potential whether or not the kernel appended coordinates. A model
+    without them gets ``energy`` itself."""
+    if x.shape[-1] == d:
+        return energy
+    return energy - auxiliary_energy(x, d)
 
 
 def pad_matrix(matrix, auxiliary):

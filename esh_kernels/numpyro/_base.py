@@ -36,7 +36,7 @@ from esh_kernels.core import self_check
 from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.adaptation import AUTO_METRIC
-from esh_kernels.core.auxiliary import auxiliary_dims, auxiliary_energy
+from esh_kernels.core.auxiliary import auxiliary_dims, auxiliary_energy, model_energy
 
 #: ``random.fold_in`` tag of the key stream that draws the auxiliary coordinates' start
 AUXILIARY_STREAM = 7
@@ -239,7 +239,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         """One chain's :meth:`refresh` where the draw is the dynamics' position
         (``AdjustedESH``, ``TunedHMC``)."""
         energy, grad = value_and_grad(state.integrator.x)
-        return state._replace(potential_energy=energy,
+        return state._replace(potential_energy=self._model_energy(state.integrator.x, energy),
                               integrator=state.integrator._replace(energy=energy, grad=grad))
 
     # -- self-check (core/self_check.py) -------------------------------------------------
@@ -488,6 +488,11 @@ class FlatKernel(KernelArguments, MCMCKernel):
     def _to_z(self, x):
         """The model's position from one chain's flat vector (auxiliary coordinates dropped)."""
         return self._unravel(x[: self._data_dim])
+
+    def _model_energy(self, x, energy):
+        """The model's potential energy at one chain's flat vector ``x`` from the dynamics'
+        ``energy`` there: the state's ``potential_energy`` (``core/auxiliary.py``)."""
+        return model_energy(x, energy, self._data_dim)
 
     def _flat(self, z, key):
         """One chain's flat vector at the model's position ``z``, with its auxiliary

@@ -67,7 +67,7 @@ class AdjustedESH(FlatKernel):
         zero = jnp.zeros((), x.dtype)
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(
-            jnp.array(0, jnp.int32), self._to_z(x), energy, integ, jnp.array(False),
+            jnp.array(0, jnp.int32), self._to_z(x), self._model_energy(x, energy), integ, jnp.array(False),
             zero, zero, jnp.array(0, jnp.int32), zero, adapt, rng_key,
         )
 
@@ -91,7 +91,7 @@ class AdjustedESH(FlatKernel):
         )
         mean_accept = mean_accept_update(state.mean_accept_prob, accept_prob, i, self._num_warmup)
         return AdjustedESHState(
-            i + 1, self._to_z(new.x), new.energy, new, prop.diverging, accept_prob,
+            i + 1, self._to_z(new.x), self._model_energy(new.x, new.energy), new, prop.diverging, accept_prob,
             mean_accept, prop.num_steps, prop.energy_error, adapt, key,
         )
 

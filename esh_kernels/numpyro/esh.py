@@ -80,8 +80,8 @@ class ESH(FlatKernel):
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))
         integ = IntegratorState(x, u, zero, energy, grad)
         return ESHState(
-            jnp.array(0, jnp.int32), self._to_z(x), energy, integ, x, energy, zero, zero,
-            jnp.array(False), jnp.array(0, jnp.int32), zero, adapt, rng_key,
+            jnp.array(0, jnp.int32), self._to_z(x), self._model_energy(x, energy), integ, x, energy,
+            zero, zero, jnp.array(False), jnp.array(0, jnp.int32), zero, adapt, rng_key,
         )
 
     def _sample_chain(self, state, value_and_grad):
@@ -117,7 +117,8 @@ class ESH(FlatKernel):
                                            new.grad)
         zero = jnp.zeros_like(new.energy)
         return ESHState(
-            state.i + 1, self._to_z(new.x), new.energy, new, new.x, new.energy, zero, zero,
+            state.i + 1, self._to_z(new.x), self._model_energy(new.x, new.energy), new, new.x, new.energy,
+            zero, zero,
             prop.diverging, prop.num_steps, prop.energy_error, adapt, key,
         )
 
@@ -134,7 +135,7 @@ class ESH(FlatKernel):
         warm = state.i < self._num_warmup
         carry, integ0, step_cap = esh_draw.start(
             state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
-            state.integrator.x, state.potential_energy, adapt, warm, self._options.draw_steps,
+            state.integrator.x, state.integrator.energy, adapt, warm, self._options.draw_steps,
             self._options.max_steps,
         )
 
@@ -169,8 +170,8 @@ class ESH(FlatKernel):
         num_steps = (carry.k + jnp.where(warm, esh_draw.probe_gradients(self._warmup_config()), 0)
                      + int(self._gibbs_block))
         return ESHState(
-            state.i + 1, self._to_z(end.pick_x), end.pick_energy, end.integ, end.x_prev,
-            end.energy_prev, end.time_prev, end.time_cur, end.diverging,
+            state.i + 1, self._to_z(end.pick_x), self._model_energy(end.pick_x, end.pick_energy),
+            end.integ, end.x_prev, end.energy_prev, end.time_prev, end.time_cur, end.diverging,
             num_steps.astype(jnp.int32), carry.sum_dh, adapt, key,
         )
 
@@ -199,12 +200,12 @@ class ESH(FlatKernel):
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))
         return self._at(state, x, u, value_and_grad)._replace(rng_key=key)
 
-    @staticmethod
-    def _at(state, x, u, value_and_grad):
+    def _at(self, state, x, u, value_and_grad):
         """``state`` with the dynamics at ``x`` in direction ``u``, ``r = 0``, no time pending."""
         energy, grad = value_and_grad(x)
         zero = jnp.zeros_like(energy)
-        return state._replace(potential_energy=energy, integrator=IntegratorState(x, u, zero, energy, grad),
+        return state._replace(potential_energy=self._model_energy(x, energy),
+                              integrator=IntegratorState(x, u, zero, energy, grad),
                               x_prev=x, energy_prev=energy, time_prev=zero, time_cur=zero)
 
     def _warmup_config(self):

@@ -35,6 +35,7 @@ from esh_kernels.core import self_check
 from esh_kernels.core.metropolis import DIVERGENCE_THRESHOLD
 from esh_kernels.core.checks import check_bool, check_int, check_model_arguments, non_finite_sites_text
 from esh_kernels.core.adaptation import AUTO_METRIC
+from esh_kernels.core.auxiliary import model_energy
 from esh_kernels.core.mass_matrix import (
     block_mask,
     check_dense_mass,
@@ -113,6 +114,11 @@ class FlatKernel(KernelArguments, MCMCKernel):
             return 1
         return 4
 
+    def _model_energy(self, x, energy):
+        """The model's potential energy at flat vectors ``x`` ``(C, dim)`` from the dynamics'
+        ``energy`` there: the state's ``potential_energy`` (``core/auxiliary.py``)."""
+        return model_energy(x, energy, self._layout.data_dim)
+
     def _draw(self, state):
         """The draw, flat ``(C, d)``."""
         return state.z
@@ -120,7 +126,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
     def _resync(self, state, x, energy, grad):
         """``state`` moved to ``x`` (a new start)."""
         integ = state.integrator._replace(x=x, energy=energy, grad=grad)
-        return state._replace(z=x, integrator=integ, potential_energy=energy)
+        return state._replace(z=x, integrator=integ, potential_energy=self._model_energy(x, energy))
 
     def _refresh(self, state):
         """``state`` with the potential energy and gradient recomputed where the dynamics
@@ -129,7 +135,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         picked inside the trajectory)."""
         energy, grad = self._value_and_grad(state.integrator.x)
         integ = state.integrator._replace(energy=energy, grad=grad)
-        return state._replace(integrator=integ, potential_energy=energy)
+        return state._replace(integrator=integ, potential_energy=self._model_energy(integ.x, energy))
 
     def _iteration_stats(self, state):
         return {name: getattr(state, name) for name in self.iteration_stats}

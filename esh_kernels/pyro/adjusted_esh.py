@@ -85,8 +85,8 @@ class AdjustedESH(FlatKernel):
         zero = x.new_zeros(C)
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(
-            0, x, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero, zero, zero,
-            zero, adapt,
+            0, x, self._model_energy(x, energy), integ, torch.zeros_like(zero, dtype=torch.bool),
+            zero, zero, zero, zero, adapt,
         )
 
     # -- one transition ------------------------------------------------------------------
@@ -114,6 +114,6 @@ class AdjustedESH(FlatKernel):
                                            new.grad)
         mean_accept = mean_accept_update(state.mean_accept_prob, accept_prob, i, self._num_warmup)
         return AdjustedESHState(
-            i + 1, new.x, new.energy, new, prop.diverging, accept_prob, mean_accept, prop.num_steps,
-            prop.energy_error, adapt,
+            i + 1, new.x, self._model_energy(new.x, new.energy), new, prop.diverging, accept_prob,
+            mean_accept, prop.num_steps, prop.energy_error, adapt,
         )

@@ -106,7 +106,7 @@ class ESH(FlatKernel):
         zero = x.new_zeros(C)
         integ = IntegratorState(x, unit_vector(normal), zero, energy, grad)
         return ESHState(
-            0, x, energy, integ, x, energy, zero, zero,
+            0, x, self._model_energy(x, energy), integ, x, energy, zero, zero,
             torch.zeros_like(zero, dtype=torch.bool), zero, zero, adapt,
         )
 
@@ -153,8 +153,9 @@ class ESH(FlatKernel):
         a = s.adapt_state
         mode = "trace" if self._jit_compile else "eager"
         grad = s.integrator.grad
-        carry = DrawCarry(zero, s.integrator, x, s.potential_energy, grad, zero + 0.1, zero + 0.1,
-                          zero + 1.0, x, s.potential_energy, grad, zero - math.inf, zero, zero,
+        energy = s.integrator.energy
+        carry = DrawCarry(zero, s.integrator, x, energy, grad, zero + 0.1, zero + 0.1,
+                          zero + 1.0, x, energy, grad, zero - math.inf, zero, zero,
                           zero, torch.ones_like(zero, dtype=torch.bool))
         example = (*_flatten_carry(carry), torch.zeros_like(x), zero + 0.5, zero + 0.5,
                    a.step_size, a.refresh_length, a.scale, zero + 2.0)
@@ -195,8 +196,8 @@ class ESH(FlatKernel):
                                            new.grad)
         zero = torch.zeros_like(new.energy)
         return ESHState(
-            i + 1, new.x, new.energy, new, new.x, new.energy, zero, zero, prop.diverging,
-            prop.num_steps, prop.energy_error, adapt,
+            i + 1, new.x, self._model_energy(new.x, new.energy), new, new.x, new.energy, zero, zero,
+            prop.diverging, prop.num_steps, prop.energy_error, adapt,
         )
 
     def _esh_draw(self, state, i, draws=None):
@@ -207,7 +208,7 @@ class ESH(FlatKernel):
         warm = i < self._num_warmup
         carry, integ0, step_cap = esh_draw.start(
             state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
-            state.integrator.x, state.potential_energy, adapt, warm, self._options.draw_steps,
+            state.integrator.x, state.integrator.energy, adapt, warm, self._options.draw_steps,
             self._options.max_steps,
         )
         carry = esh_draw.offer_pending(carry, *draws.pre())
@@ -236,8 +237,8 @@ class ESH(FlatKernel):
                                            self._warmup_config(), self._value_and_grad, restart_normal)
             num_steps = num_steps + esh_draw.probe_gradients(self._warmup_config())
         return ESHState(
-            i + 1, end.pick_x, end.pick_energy, end.integ, end.x_prev, end.energy_prev,
-            end.time_prev, end.time_cur, end.diverging, num_steps, carry.sum_dh, adapt,
+            i + 1, end.pick_x, self._model_energy(end.pick_x, end.pick_energy), end.integ, end.x_prev,
+            end.energy_prev, end.time_prev, end.time_cur, end.diverging, num_steps, carry.sum_dh, adapt,
         )
 
 
