@@ -286,6 +286,28 @@ def test_az_from_numpyro_still_works(np_adjusted):
     assert az.summary(data, var_names=["mu"]).shape[0] == 1
 
 
+@pytest.mark.parametrize("name", ["ESH", "AdjustedESH"])
+def test_numpyro_energy_extra_field_as_for_nuts(np_model, name):
+    """``extra_fields=("energy",)``, as a NUTS script asks for ``az.bfmi`` /
+    ``az.plot_energy``: the isokinetic kernels' Hamiltonian at a draw, their potential energy
+    (``core/state_fields.py``); before, a ``KeyError`` (the states had no such field)."""
+    import jax
+    from numpyro.infer import MCMC
+
+    import esh_kernels.numpyro as kernels
+
+    model, args, kwargs = np_model
+    mcmc = MCMC(getattr(kernels, name)(model), num_warmup=60, num_samples=30, num_chains=2,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(1), *args, extra_fields=("energy", "potential_energy"), **kwargs)
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    assert extra["energy"].shape == (2, 30)
+    np.testing.assert_array_equal(np.asarray(extra["energy"]), np.asarray(extra["potential_energy"]))
+    data = az.from_numpyro(mcmc)
+    np.testing.assert_array_equal(data["sample_stats"]["energy"].values, np.asarray(extra["energy"]))
+    assert np.all(np.isfinite(np.asarray(az.bfmi(data))))
+
+
 @pytest.mark.parametrize("name, expected", [
     ("AdjustedESH", ("steps of size", "acc. prob=")),
 ])

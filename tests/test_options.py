@@ -58,6 +58,8 @@ def test_hmc_only_arguments_are_refused_with_the_reason(name):
     NumPyro's own MCMC tests pass them): the ``TypeError`` says what they are and what to
     write instead (before: only "unexpected keyword argument")."""
     cases = {"find_heuristic_step_size": "warmup finds", "kinetic_fn": "kinetic energy"}
+    if name == "ESH":  # unadjusted: the others take it as their own option
+        cases["target_accept_prob"] = "no accept/reject step.*desired_energy_var.*AdjustedESH takes"
     for cls in _kernel_classes(name):
         for arg, reason in cases.items():
             with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument "
@@ -131,7 +133,8 @@ def test_hmc_only_arguments_at_their_default_are_taken(name):
     taken, ignored. Any other value is refused (above)."""
     for cls in _kernel_classes(name):
         for which in (0, -1):
-            taken = {arg: values[which] for arg, values in options.HMC_ONLY_DEFAULTS.items()}
+            taken = {arg: values[which] for arg, values in options.HMC_ONLY_DEFAULTS.items()
+                     if arg not in KERNELS[name]._fields}  # NUTS's target_accept_prob=0.8: ESH
             assert cls(_model, **taken)._options == KERNELS[name]().checked()
     # NUTS's multinomial / slice choice: both booleans taken (above); anything else is not
     # one of NUTS's values either, and the refusal says what the argument is

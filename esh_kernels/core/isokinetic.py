@@ -53,6 +53,7 @@ class AdjustedESHState(NamedTuple):
 
     num_steps = state_fields.num_steps  # NumPyro's names (core/state_fields.py)
     z_grad = state_fields.z_grad
+    energy = state_fields.isokinetic_energy
     __getitem__ = state_fields.field_lookup
 
 

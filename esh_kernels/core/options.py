@@ -58,6 +58,11 @@ HMC_ONLY_ARGUMENTS = {
     "kinetic_fn": "the kinetic energy is part of each kernel's dynamics",
     "min_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
     "max_stepsize": "it bounds Pyro HMC's step-size adaptation, which these kernels do not use",
+    # AdjustedESH and TunedHMC take it (their own option); only ESH meets this entry
+    "target_accept_prob": "it sets the acceptance rate that the step-size adaptation aims for; "
+                          "ESH has no accept/reject step (it is unadjusted): its step size is "
+                          "tuned to the energy-error budget desired_energy_var (smaller: a smaller "
+                          "step and less bias); AdjustedESH takes target_accept_prob",
 }
 
 
@@ -67,7 +72,8 @@ HMC_ONLY_ARGUMENTS = {
 #: with its own step-size search or adaptation either way), and both values of
 #: ``use_multinomial_sampling`` (NUTS's choice between a multinomial and a slice pick
 #: within its tree: two exact ways of doing a thing these kernels do not do, so neither
-#: changes what they sample; Pyro's own ``test_nuts.py`` passes ``False``)
+#: changes what they sample; Pyro's own ``test_nuts.py`` passes ``False``). An entry applies
+#: to a kernel without an option of that name (``target_accept_prob``: ``ESH`` only)
 HMC_ONLY_DEFAULTS = {
     "max_tree_depth": (10,),
     "use_multinomial_sampling": (True, False),
@@ -75,6 +81,7 @@ HMC_ONLY_DEFAULTS = {
     "kinetic_fn": (None,),
     "min_stepsize": (1e-10,),
     "max_stepsize": (1e10,),
+    "target_accept_prob": (0.8,),
 }
 
 

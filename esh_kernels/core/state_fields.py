@@ -20,6 +20,10 @@
   ``kernel.inverse_mass_matrix``) one array in the order of the flattened position: a
   vector for a diagonal layout, a matrix for a dense one (``dense_mass="auto"`` has a
   dense layout up to 150 dimensions, whichever kind each window chose).
+* ``energy`` (``HMCState``: potential plus kinetic energy) for the isokinetic kernels
+  (``ESH``, ``AdjustedESH``): the ESH Hamiltonian at the draw with its velocity refreshed to
+  unit length, which is the potential energy (:data:`isokinetic_energy`), so that
+  ``extra_fields=("energy",)`` and ``az.from_numpyro``'s BFMI read it as for NUTS.
 * An unknown field: NumPyro's ``extra_fields`` getter falls back from ``getattr`` to
   ``state[name]``, which on a tuple raised ``TypeError: tuple indices must be integers``;
   :func:`field_lookup` raises a ``KeyError`` that names the field and lists the ones there
@@ -69,6 +73,15 @@ def _z_grad(state):
     # a vectorized run: leading chain axis on z's leaves and on the flat gradient
     flat, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], z))
     return jax.vmap(unravel)(grad[:, : flat.shape[0]])
+
+
+isokinetic_energy = property(
+    lambda state: state.potential_energy,
+    doc="NumPyro's ``HMCState.energy`` for ``ESH`` and ``AdjustedESH``: the ESH Hamiltonian "
+        "``U(x) + D log|v|`` at the draw with its velocity refreshed to unit length, that is "
+        "the potential energy ``U(x)`` (``esh_math.md`` §2; the velocity's length carries no "
+        "information, so there is no kinetic-energy level; what ``esh_kernels.arviz`` "
+        "reports as ``energy`` too).")
 
 
 z_grad = property(
