@@ -205,6 +205,34 @@ def test_sampling_checkpoints():
     n = np.arange(1, 2000)
     hits = n[self_check.sampling_checkpoint(n * 1.0)]
     assert list(hits) == [100, 200, 400, 800, 1600]
+    assert list(n[self_check.recent_checkpoint(n * 1.0)]) == list(range(100, 2000, 100))
+
+
+def test_a_chain_that_freezes_late_is_flagged_over_its_recent_draws():
+    """300 healthy sampling draws, then 100 that all repeat: over the whole sampling window
+    (the 100 * 2^k checkpoints) 25% repeat, under the 90% bar; over the recent window, all.
+    The message names the window and a continued run with new arguments as a suspect."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 3))
+    m = self_check.monitor_init(x, np.arange(2))
+    for k in range(400):
+        new = rng.normal(size=(2, 3))
+        if k >= 300:
+            new[1] = x[1]
+        m = self_check.monitor_update(m, x, new, np.full(2, 7), 1024, np.zeros(2, bool), np.full(2, 0.8))
+        x = new
+        if k < 300 and self_check.recent_checkpoint(k + 1.0):
+            assert not self_check.recent_flags(m, np.ones(2))[0].any()
+            m = self_check.recent_restart(m, True)
+    assert not _flags(m)[0].any()  # diluted in the whole window
+    flags = self_check.recent_flags(m, np.ones(2))
+    assert list(flags[0]) == [False, True] and not any(np.any(f) for f in flags[1:])
+    found = self_check.findings("AdjustedESH", "recent", m, np.ones(2), flags, 1024)
+    assert [(c, s) for c, s, _ in found] == [(1, "frozen")]
+    assert "chain 1 is frozen (100% of its 100 draws" in found[0][2]
+    assert "over its last 100 sampling draws" in found[0][2] and "sampler.refresh(" in found[0][2]
+    emptied = self_check.recent_restart(m, np.array([False, True]))
+    assert list(emptied.recent_count) == [100, 0] and list(emptied.count) == [400, 400]
 
 
 # -- NumPyro --------------------------------------------------------------------------------
@@ -290,6 +318,55 @@ def test_numpyro_rejecting_chain_is_frozen_and_named():
     assert {"frozen", "acceptance"} <= symptoms
 
 
+def _location_model(y):
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    with numpyro.plate("n", y.shape[0]):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+@pytest.mark.parametrize("name", ["AdjustedESH", "TunedHMC"])
+def test_numpyro_run_continued_with_new_data_is_warned_about_or_refreshed(name):
+    """``mcmc.post_warmup_state = mcmc.last_state`` then ``run`` with new data: NumPyro's
+    ``MCMC`` keeps the state's cached potential energy of the old data, so every proposal
+    of an adjusted kernel is rejected (``NUTS`` too: all 300 draws repeated at seeds 0-2,
+    silently). The recent-window check names the frozen chain and the remedy; refreshing the
+    state for the new data (``kernel.refresh``, as the message says) samples the new
+    posterior, with no warning."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC
+
+    from numpyro.diagnostics import effective_sample_size
+
+    import esh_kernels.numpyro as kernels
+
+    y = jax.random.normal(jax.random.PRNGKey(1), (20,)) + 1.0
+    for refreshed in (False, True):
+        mcmc = MCMC(getattr(kernels, name)(_location_model), num_warmup=200, num_samples=300,
+                    num_chains=2, chain_method="vectorized", progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0), y)
+        state = mcmc.last_state
+        mcmc.post_warmup_state = mcmc.sampler.refresh(state, (y + 3.0,), {}) if refreshed else state
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mcmc.run(mcmc.post_warmup_state.rng_key, y + 3.0)
+        frozen = [str(w.message) for w in caught if " is frozen " in str(w.message)]
+        mu = mcmc.get_samples(group_by_chain=True)["mu"]
+        if refreshed:
+            # the exact posterior: N(sum(y') / (n + 1/25), 1 / (n + 1/25))
+            n = y.shape[0]
+            mean, sd = float(jnp.sum(y + 3.0)) / (n + 0.04), (n + 0.04) ** -0.5
+            ess = float(effective_sample_size(np.asarray(mu)))
+            assert frozen == []
+            assert abs(float(mu.mean()) - mean) < 4 * sd / ess ** 0.5, (float(mu.mean()), mean, ess)
+        else:
+            assert bool(jnp.all(mu[:, 1:] == mu[:, :-1]))  # frozen, as NUTS
+            assert len(frozen) == 2 and "over its last 100 sampling draws" in frozen[0]
+            assert "sampler.refresh(" in frozen[0]
+
+
 def test_numpyro_capped_trajectories_are_flagged():
     from esh_kernels.numpyro import TunedHMC
 
@@ -372,6 +449,45 @@ def test_pyro_healthy_run_is_silent_and_collapsed_step_is_named(name):
     assert found[0][2] in mcmc.diagnostics()["self-check"]["chain 0"]
     idata = esh_kernels.to_arviz(mcmc)
     assert found[0][2] in idata.sample_stats.attrs["self_check"]
+
+
+@pytest.mark.parametrize("name", ["AdjustedESH", "TunedHMC"])
+def test_pyro_chain_that_freezes_late_in_sampling_is_named(name):
+    """The observed data change in place 50 draws into sampling (a ``hook_fn``): the kernel's
+    cached potential energy is the old data's and every later proposal is rejected (249 of
+    250 draws repeat). At the end of sampling that is 83% of the window, under the 90% bar;
+    the recent-window check (every 100 sampling draws) names the chain."""
+    pytest.importorskip("pyro")
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    import esh_kernels.pyro as kernels
+
+    torch.set_num_threads(1)
+    data = torch.randn(20, generator=torch.Generator().manual_seed(1)) + 1.0
+
+    def model():
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        with pyro.plate("n", 20):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=data)
+
+    def hook(kernel, params, stage, i):
+        if stage == "Sample" and i == 50:
+            data.add_(3.0)
+
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc = pyro.infer.MCMC(getattr(kernels, name)(model), warmup_steps=200, num_samples=300,
+                               disable_progbar=True, hook_fn=hook)
+        mcmc.run()
+    mu = mcmc.get_samples()["mu"]
+    assert int((mu[101:] == mu[100:-1]).sum()) >= 190  # frozen after the change
+    found = mcmc.kernel.self_check_findings
+    assert [(c, s) for c, s, _ in found] == [(0, "frozen")]
+    assert "over its last 100 sampling draws" in found[0][2]
+    assert any(str(w.message) == found[0][2] for w in caught)
 
 
 def test_pyro_collapsed_step_at_the_cap_is_named_before_warmup_ends():

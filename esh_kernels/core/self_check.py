@@ -6,7 +6,12 @@ kernel of both backends keeps a few running statistics per chain (:class:`Monito
 updated after every draw at the cost of one Welford update) and looks at them at
 *checkpoints*: the end of warmup (over its second half) and, during sampling, after
 ``100 * 2^k`` draws (over all sampling draws so far; a kernel is never told how many draws
-a run will take, so these are the latest points it can look). Pyro kernels also check at the
+a run will take, so these are the latest points it can look). A chain that freezes late
+(a run continued from ``post_warmup_state`` with new data, whose cached potential energy
+NumPyro's ``MCMC`` does not recompute, rejected every proposal of ``NUTS``, ``AdjustedESH``
+and ``TunedHMC`` alike: 300 of 300 draws repeated, silently, after 300 good ones) would
+be diluted in that window, so every ``RECENT_WINDOW`` sampling draws the ``frozen``
+symptom is also looked at over those draws alone (:func:`recent_flags`). Pyro kernels also check at the
 end of sampling, which Pyro announces (``kernel.diagnostics()``). A quarter and half of the
 way through warmup (:func:`early_checkpoints`) one symptom is looked at already: a collapsed
 step size whose draws mostly hit ``max_steps`` (:func:`early_flags`). Such a chain makes the
@@ -78,6 +83,7 @@ RHAT_MIN_DRAWS = 200
 MAX_SPREAD_RATIO = 2.5
 MIN_DRAWS = 20  # fewer draws in a window: nothing is judged
 FIRST_SAMPLING_CHECK = 100
+RECENT_WINDOW = 100
 
 
 
@@ -93,13 +99,17 @@ class MonitorState(NamedTuple):
     m2: Any  # (d,) Welford sum of squared deviations
     log_dev: Any  # (d,) sum of log |draw - mean of the draws before it| (:func:`spread_ratio`)
     log_count: Any  # (d,) the terms of that sum (draws whose deviation is not 0)
+    recent_count: Any  # draws since the last recent checkpoint (:func:`recent_flags`)
+    recent_repeats: Any  # of them, draws equal to the previous draw
+    recent_divergent: Any  # of them, draws flagged diverging
     chain: Any  # chain number, for the messages (-1: unknown, e.g. under pmap)
 
 
 def monitor_init(x, chain):
     """Empty statistics for draws shaped like ``x`` (``(d,)`` or ``(C, d)``)."""
     zero = x[..., 0] * 0.0
-    return MonitorState(zero, zero, zero, zero, zero, x * 0.0, x * 0.0, x * 0.0, x * 0.0, chain)
+    return MonitorState(zero, zero, zero, zero, zero, x * 0.0, x * 0.0, x * 0.0, x * 0.0,
+                        zero, zero, zero, chain)
 
 
 def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None):
@@ -123,7 +133,8 @@ def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None
     log_count = m.log_count + term
     return MonitorState(count, m.repeats + repeated, m.cap_hits + capped,
                         m.accept_sum + accept, m.divergent + diverging * 1.0, mean, m2, log_dev,
-                        log_count, m.chain)
+                        log_count, m.recent_count + 1.0, m.recent_repeats + repeated,
+                        m.recent_divergent + diverging * 1.0, m.chain)
 
 
 def monitor_restart(m, restart):
@@ -137,6 +148,37 @@ def monitor_restart(m, restart):
         xp.where((r.reshape(r.shape + (1,) * (a.ndim - r.ndim)) > 0.5), e, a)
         for e, a in zip(empty[:-1], m[:-1])
     ], m.chain)
+
+
+def recent_restart(m, restart):
+    """Empty the recent window (:func:`recent_flags`) where ``restart`` is true (a bool, or
+    one per chain's batch)."""
+    keep = 1.0 - restart * 1.0
+    return m._replace(recent_count=m.recent_count * keep, recent_repeats=m.recent_repeats * keep,
+                      recent_divergent=m.recent_divergent * keep)
+
+
+def recent_checkpoint(n):
+    """True when ``n`` sampling draws (``n >= 1``) close a recent window: every
+    ``RECENT_WINDOW`` draws."""
+    return (n >= RECENT_WINDOW) & (n % RECENT_WINDOW == 0)
+
+
+def recent_window(m):
+    """``m`` with the recent window's counts in place of the whole window's (``count``,
+    ``repeats``, ``divergent``), for :func:`repeating` and the messages of :func:`findings`."""
+    return m._replace(count=m.recent_count, repeats=m.recent_repeats, divergent=m.recent_divergent)
+
+
+def recent_flags(m, step_size):
+    """:func:`problem_flags`' ``frozen`` (by repeated draws) over the recent window alone, and
+    its ``step_size`` (which says why the draws repeat); the other symptoms stay with the
+    whole sampling window, where the longer window keeps them from noise."""
+    xp = namespace(m.mean)
+    recent = recent_window(m)
+    frozen = (recent.count >= MIN_DRAWS) & repeating(recent)
+    none = frozen & False
+    return frozen, collapsed_step(step_size), none, none, none, xp.any(none)
 
 
 def sampling_checkpoint(n):
@@ -174,10 +216,12 @@ def early_flags(m, step_size, scale_diag):
 
 def phase_flags(phase, m, step_size, scale_diag, has_accept):
     """The flags a checkpoint of ``phase`` looks at: :func:`early_flags` for ``"early"``,
-    :func:`problem_flags` for ``"warmup"`` and ``"sampling"`` (``has_accept``: the kernel
-    reports Metropolis acceptance)."""
+    :func:`recent_flags` for ``"recent"``, :func:`problem_flags` for ``"warmup"`` and
+    ``"sampling"`` (``has_accept``: the kernel reports Metropolis acceptance)."""
     if phase == "early":
         return early_flags(m, step_size, scale_diag)
+    if phase == "recent":
+        return recent_flags(m, step_size)
     return problem_flags(m, step_size, scale_diag, phase == "sampling", has_accept)
 
 
@@ -229,6 +273,16 @@ def repeating(m):
     return m.repeats / xp.where(m.count > 1.0, m.count, 1.0) >= FROZEN_REPEAT_FRACTION
 
 
+def collapsed_step(step_size):
+    """Per chain: the ``step_size`` symptom (module docstring): below ``MIN_STEP_SIZE``, or
+    (chains run together) more than ``STEP_SIZE_SPREAD`` times below their median."""
+    xp = namespace(step_size)
+    collapsed = step_size < MIN_STEP_SIZE
+    if step_size.ndim >= 1 and step_size.shape[0] >= 2:
+        collapsed = collapsed | (STEP_SIZE_SPREAD * step_size < xp.quantile(step_size, 0.5))
+    return collapsed
+
+
 def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     """Per-chain booleans ``(frozen, step_size, cap, acceptance, divergences)`` and one
     batch boolean ``disagree``, from the window statistics ``m`` and the chains' current step size and
@@ -240,9 +294,7 @@ def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     spread = xp.sqrt(_variance(m)) / scale_diag
     tiny = xp.all(spread < FROZEN_SPREAD, axis=-1) if sampling else enough & False
     frozen = enough & (repeating(m) | tiny)
-    collapsed = step_size < MIN_STEP_SIZE
-    if step_size.ndim >= 1 and step_size.shape[0] >= 2:
-        collapsed = collapsed | (STEP_SIZE_SPREAD * step_size < xp.quantile(step_size, 0.5))
+    collapsed = collapsed_step(step_size)
     capped = enough & (m.cap_hits / safe > CAP_FRACTION)
     rejecting = enough & (m.accept_sum / safe < MIN_ACCEPTANCE) if has_accept else enough & False
     divergent = enough & (m.divergent / safe > MAX_DIVERGENT_FRACTION) if sampling else enough & False
@@ -282,6 +334,11 @@ CAUSES = {
     "frozen_rejecting": "the step size is too large for where the chain is (the neck of a "
                         "funnel, a region of extreme curvature), or the density is NaN, "
                         "infinite or discontinuous there: its draws repeat",
+    # the same, late in sampling (:func:`recent_flags`), where a continued run is the other suspect
+    "frozen_late": "the chain reached a region where its step size is too large (the neck of a "
+                   "funnel, extreme curvature) or the density is NaN, infinite or "
+                   "discontinuous; or the run was continued from a state with new model "
+                   "arguments, and the state's cached potential energy is the old arguments'",
 }
 REMEDIES = {
     "frozen": "reparameterise the model (e.g. non-centred), check it for regions where the "
@@ -300,6 +357,10 @@ REMEDIES = {
                         "where the density is NaN; where the posterior's scale varies along "
                         "it (funnels, horseshoe priors), NUTS, whose trajectories end where "
                         "they diverge, may mix better",
+    "frozen_late": "to continue a run with new model arguments, refresh the state for them "
+                   "first (NumPyro: mcmc.post_warmup_state = mcmc.sampler.refresh("
+                   "mcmc.last_state, args, kwargs)); otherwise reparameterise the model (e.g. "
+                   "non-centred) or check it for regions where the density is NaN",
 }
 #: a frozen chain with at least this fraction of its window's draws diverging is frozen
 #: because its step size is too large (``frozen_diverging``), not too small
@@ -314,7 +375,9 @@ def _chain_name(chain):
 def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     """Messages for the raised ``flags`` (from :func:`problem_flags`, or :func:`early_flags`
     with ``phase="early"``; host numpy arrays): a list of ``(chain, symptom, message)``.
-    ``phase`` is ``"early"`` (over the warmup so far), ``"warmup"`` or ``"sampling"``;
+    ``phase`` is ``"early"`` (over the warmup so far), ``"warmup"``, ``"sampling"`` or
+    ``"recent"`` (:func:`recent_flags`: over the sampling draws since the last recent
+    checkpoint);
     ``remedies`` maps a symptom to the kernel's own advice, put before the generic one, or
     to a pair ``(float32 advice, float64 advice)`` chosen by the draws' precision (``m.mean``
     as the kernel keeps it)."""
@@ -324,10 +387,13 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     remedies = {symptom: (advice[0] if single else advice[1]) if isinstance(advice, tuple) else advice
                 for symptom, advice in (remedies or {}).items()}
     frozen, collapsed, capped, rejecting, divergent, disagree = (np.asarray(f) for f in flags)
+    if phase == "recent":
+        m = recent_window(m)
     count = np.atleast_1d(np.asarray(m.count, dtype=float))
     chains = np.atleast_1d(np.asarray(m.chain))
     step = np.broadcast_to(np.atleast_1d(np.asarray(step_size, dtype=float)), count.shape)
-    where = {"warmup": "over the second half of warmup", "sampling": "during sampling"}.get(
+    where = {"warmup": "over the second half of warmup", "sampling": "during sampling",
+             "recent": f"over its last {int(count.max())} sampling draws"}.get(
         phase, f"in its first {int(count.max())} warmup iterations")
     out = []
     host = type(m)(*(np.asarray(a, dtype=float) for a in m))
@@ -355,6 +421,7 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
             diverging = divs[c] / n >= FROZEN_DIVERGING_FRACTION
             rejecting_draws = repeats_mostly[c] and not np.atleast_1d(collapsed)[c]
             cause = ("frozen_diverging" if diverging
+                     else "frozen_late" if rejecting_draws and phase == "recent"
                      else "frozen_rejecting" if rejecting_draws else None)
             shown = diverging or (rejecting_draws and divs[c] > 0)
             say(c, "frozen", f"is frozen ({repeats[c] / n:.0%} of its {int(count[c])} draws "

@@ -296,7 +296,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
         lax.cond(i == nw - 1, lambda: check("warmup"), lambda: None)
         n = (i - nw + 1).astype(x.dtype)
         lax.cond((i >= nw) & self_check.sampling_checkpoint(n), lambda: check("sampling"), lambda: None)
-        return new._replace(monitor=m)
+        recent = (i >= nw) & self_check.recent_checkpoint(n)
+        lax.cond(recent, lambda: check("recent"), lambda: None)
+        return new._replace(monitor=self_check.recent_restart(m, recent))
 
     def _report(self, phase, m, step_size, flags):
         """Host side of the self-check: warn once per chain and symptom."""

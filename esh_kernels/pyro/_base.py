@@ -540,10 +540,14 @@ class FlatKernel(KernelArguments, MCMCKernel):
             self._run_self_check("early")
         if i == nw - 1:
             self._run_self_check("warmup")
+        if i >= nw and self_check.recent_checkpoint(i - nw + 1):
+            self._run_self_check("recent")
+            self._monitor = self_check.recent_restart(self._monitor, True)
 
     def _run_self_check(self, phase):
         """Look at the statistics; warn once per chain and symptom. ``phase``: ``"early"``
-        (:func:`esh_kernels.core.self_check.early_flags`), ``"warmup"`` or ``"sampling"``."""
+        (:func:`esh_kernels.core.self_check.early_flags`), ``"warmup"``, ``"sampling"`` or
+        ``"recent"`` (:func:`esh_kernels.core.self_check.recent_flags`)."""
         m, adapt = self._monitor, self._state.adapt_state
         scale_diag = scale_diagonal(adapt.scale, self._dense_mass)
         has_accept = "accept_prob" in self._iteration_stats(self._state)
