@@ -6,13 +6,13 @@ kernel of both backends keeps a few running statistics per chain (:class:`Monito
 updated after every draw at the cost of one Welford update) and looks at them at
 *checkpoints*: the end of warmup (over its second half) and, during sampling, after
 ``100 * 2^k`` draws (over all sampling draws so far; a kernel is never told how many draws
-a run will take, so these are the latest points it can look). A chain that freezes late
-(a run continued from ``post_warmup_state`` with new data, whose cached potential energy
-NumPyro's ``MCMC`` does not recompute, rejected every proposal of ``NUTS``, ``AdjustedESH``
-and ``TunedHMC`` alike: 300 of 300 draws repeated, silently, after 300 good ones) would
-be diluted in that window, so every ``RECENT_WINDOW`` sampling draws the ``frozen``
-symptom is also looked at over those draws alone (:func:`recent_flags`). Pyro kernels also check at the
-end of sampling, which Pyro announces (``kernel.diagnostics()``). A quarter and half of the
+a run will take, so these are the latest points it can look). Pyro kernels also check at
+the end of sampling, which Pyro announces (``kernel.diagnostics()``). A chain that freezes
+late would be diluted in those windows (a run continued from ``post_warmup_state`` with new
+data, whose cached potential energy NumPyro's ``MCMC`` does not recompute: ``NUTS``,
+``AdjustedESH`` and ``TunedHMC`` alike rejected 300 of 300 proposals after 300 good draws,
+``NUTS`` silently), so every ``RECENT_WINDOW`` sampling draws ``frozen`` is also looked at
+over those draws alone (:func:`recent_flags`). A quarter and half of the
 way through warmup (:func:`early_checkpoints`) one symptom is looked at already: a collapsed
 step size whose draws mostly hit ``max_steps`` (:func:`early_flags`). Such a chain makes the
 rest of warmup slow (a vectorized batch waits for it at every draw): one chain of ESH on the
