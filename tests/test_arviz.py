@@ -297,7 +297,7 @@ def test_numpyro_energy_extra_field_as_for_nuts(np_model, name):
     import esh_kernels.numpyro as kernels
 
     model, args, kwargs = np_model
-    mcmc = MCMC(getattr(kernels, name)(model), num_warmup=60, num_samples=30, num_chains=2,
+    mcmc = MCMC(getattr(kernels, name)(model), num_warmup=40, num_samples=30, num_chains=2,
                 chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(1), *args, extra_fields=("energy", "potential_energy"), **kwargs)
     extra = mcmc.get_extra_fields(group_by_chain=True)
