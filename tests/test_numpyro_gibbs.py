@@ -175,6 +175,37 @@ def y_given_x(rng_key, gibbs_sites, hmc_sites):
     return {"x": 0.8 * (1.0 - hmc_sites["y"]) + jnp.sqrt(0.8) * random.normal(rng_key)}
 
 
+@pytest.mark.parametrize("model, at_draw", [(xy_model, 1.0), (scalar_model, 1.0), (scalar_model, 0.0)],
+                         ids=["3-D", "1-D refreshed", "1-D run on"])
+def test_esh_restart_reuses_the_refreshed_gradient(model, at_draw):
+    """An ESH draw of a Gibbs block restarts at its draw with fresh auxiliary coordinates
+    (``_restart_at_draw``). After a ``refresh`` the chain is at the draw already, and the
+    restart reuses its energy and gradient (the auxiliary part closed-form) instead of
+    evaluating them again: the same numbers as an evaluation, at no gradient (``at_draw`` 1,
+    then ``refresh``); a chain whose trajectory ran on past the draw costs one (``at_draw``
+    0)."""
+    site = {"x": jnp.array(0.25)}
+    gibbs = Gibbs([(CustomGibbs(x_given_y if model is xy_model else y_given_x), ["x"]),
+                   (ESH(model), None)])
+    state = gibbs.init(random.PRNGKey(0), 10, None, (), {})
+    block, ours = gibbs.blocks[1][0], state.block_states[1]
+    kwargs = with_conditioning({}, site)
+    value_and_grad = block._flat_value_and_grad((), kwargs)
+    away = ours.integrator.x + 1.0 - at_draw  # 1 away: a trajectory that ran on past the draw
+    energy, grad = value_and_grad(away)
+    ours = ours._replace(integrator=ours.integrator._replace(x=away, energy=energy, grad=grad))
+    if at_draw:
+        ours = block.refresh(ours, (), kwargs)
+    restarted, cost = block._restart_at_draw(ours, value_and_grad)
+    assert int(cost) == (0 if at_draw else 1)
+    x = restarted.integrator.x
+    np.testing.assert_array_equal(np.asarray(x[: block._data_dim]), np.asarray(ravel_pytree(ours.z)[0]))
+    energy, grad = value_and_grad(x)
+    np.testing.assert_allclose(restarted.integrator.energy, energy, rtol=1e-6)
+    np.testing.assert_allclose(restarted.integrator.grad, grad, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(restarted.potential_energy, block._model_energy(x, energy), rtol=1e-6)
+
+
 @pytest.mark.parametrize("kernel_cls", KERNELS, ids=_name)
 def test_refresh_under_the_same_conditioning_keeps_the_cached_potential(kernel_cls):
     """NumPyro's ``test_init_params_and_gated_refresh``: a 1-D block (the isokinetic kernels
