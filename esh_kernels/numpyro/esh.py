@@ -119,8 +119,7 @@ class ESH(FlatKernel):
         zero = jnp.zeros_like(new.energy)
         return ESHState(
             state.i + 1, self._to_z(new.x), self._model_energy(new.x, new.energy), new, new.x, new.energy,
-            zero, zero,
-            prop.diverging, prop.num_steps, prop.energy_error, adapt, key,
+            zero, zero, prop.diverging, prop.num_steps, prop.energy_error, adapt, key,
         )
 
     def _esh_draw(self, state, value_and_grad):
