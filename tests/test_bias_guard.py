@@ -257,8 +257,7 @@ def test_warmup_draws_carry_the_gradient_of_their_pick():
     t_prev = t_cur = zero + 0.7  # pending time from "the draw before": warmup must not credit it
     picked_from_start = 0
     for _ in range(3):
-        c, integ0, cap = esh_draw.start(integ, x_prev, e_prev, t_prev, t_cur, integ.x, energy, adapt,
-                                        True, 4, 64)
+        c, integ0, cap = esh_draw.start(integ, x_prev, e_prev, t_prev, t_cur, adapt, True, 4, 64)
         c = esh_draw.offer_pending(c, *torch.rand(2, C, generator=gen, dtype=torch.float64))
         while bool(esh_draw.running(c, cap).any()):
             stepped = esh_draw.step(c, torch.randn(C, d, generator=gen, dtype=torch.float64),

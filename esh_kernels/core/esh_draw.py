@@ -117,12 +117,13 @@ class DrawEnd(NamedTuple):
     non_finite: Any  # the divergence reached a non-finite state (step-size back-off)
 
 
-def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, adapt, warm,
-          steps_per_draw, max_steps):
-    """Set up a draw from the chain's state (``integ``, the pending ``x_prev``/``time_*``
-    and the last draw). Returns ``(carry, integ0, step_cap)``: the carry before the pending
-    positions are offered (:func:`offer_pending`), the dynamics' start (``r`` set) and the
-    number of steps the draw may take."""
+def start(integ, x_prev, energy_prev, time_prev, time_cur, adapt, warm, steps_per_draw, max_steps):
+    """Set up a draw from the chain's state (``integ``, the pending ``x_prev``/``time_*``);
+    the reservoir starts empty, holding ``integ``'s position as a placeholder that the first
+    offer of positive time replaces (every draw that does not diverge makes one). Returns
+    ``(carry, integ0, step_cap)``: the carry before the pending positions are offered
+    (:func:`offer_pending`), the dynamics' start (``r`` set) and the number of steps the
+    draw may take."""
     xp = namespace(integ.x)
     d = integ.x.shape[-1]
     zero = xp.zeros_like(integ.energy)
@@ -138,7 +139,7 @@ def start(integ, x_prev, energy_prev, time_prev, time_cur, draw_x, draw_energy, 
         grad_prev=integ.grad,  # a placeholder: x_prev's gradient is not kept (DrawCarry)
         time_prev=select(warm, zero, time_prev), time_cur=select(warm, zero, time_cur),
         remaining=select(warm, zero + math.inf, adapt.trajectory_length),
-        pick_x=draw_x, pick_energy=draw_energy, pick_grad=integ.grad,
+        pick_x=integ.x, pick_energy=integ.energy, pick_grad=integ.grad,
         log_total=zero - math.inf, sum_dh=zero,
         sum_dh2=zero, log_step_time=zero - math.inf, ok=xp.ones_like(zero, dtype=bool),
     )

@@ -136,8 +136,7 @@ class ESH(FlatKernel):
         warm = state.i < self._num_warmup
         carry, integ0, step_cap = esh_draw.start(
             state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
-            state.integrator.x, state.integrator.energy, adapt, warm, self._options.draw_steps,
-            self._options.max_steps,
+            adapt, warm, self._options.draw_steps, self._options.max_steps,
         )
 
         def uniforms(key):

@@ -208,8 +208,7 @@ class ESH(FlatKernel):
         warm = i < self._num_warmup
         carry, integ0, step_cap = esh_draw.start(
             state.integrator, state.x_prev, state.energy_prev, state.time_prev, state.time_cur,
-            state.integrator.x, state.integrator.energy, adapt, warm, self._options.draw_steps,
-            self._options.max_steps,
+            adapt, warm, self._options.draw_steps, self._options.max_steps,
         )
         carry = esh_draw.offer_pending(carry, *draws.pre())
         step = self._compiled["step"]
