@@ -223,7 +223,7 @@ def test_a_chain_that_freezes_late_is_flagged_over_its_recent_draws():
         x = new
         if k < 300 and self_check.recent_checkpoint(k + 1.0):
             assert not self_check.recent_flags(m, np.ones(2))[0].any()
-            m = self_check.monitor_restart(m, True, self_check.RECENT_FIELDS)
+            m = self_check.recent_restart(m, True)
     assert not _flags(m)[0].any()  # diluted in the whole window
     flags = self_check.recent_flags(m, np.ones(2))
     assert list(flags[0]) == [False, True] and not any(np.any(f) for f in flags[1:])
@@ -231,7 +231,7 @@ def test_a_chain_that_freezes_late_is_flagged_over_its_recent_draws():
     assert [(c, s) for c, s, _ in found] == [(1, "frozen")]
     assert "chain 1 is frozen (100% of its 100 draws" in found[0][2]
     assert "over its last 100 sampling draws" in found[0][2] and "sampler.refresh(" in found[0][2]
-    emptied = self_check.monitor_restart(m, np.array([False, True]), self_check.RECENT_FIELDS)
+    emptied = self_check.recent_restart(m, np.array([False, True]))
     assert list(emptied.recent_count) == [100, 0] and list(emptied.count) == [400, 400]
 
 

@@ -137,25 +137,25 @@ def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None
                         m.recent_divergent + diverging * 1.0, m.chain)
 
 
-#: the statistics of the recent window (:func:`recent_flags`), emptied on their own
-RECENT_FIELDS = ("recent_count", "recent_repeats", "recent_divergent")
-
-
-def monitor_restart(m, restart, fields=MonitorState._fields[:-1]):
-    """Empty the window's statistics ``fields`` (all of them by default, the recent window's
-    with :data:`RECENT_FIELDS`) where ``restart`` is true (a bool, or one per chain)."""
+def monitor_restart(m, restart):
+    """Empty the window where ``restart`` is true (a bool, or one per chain)."""
     xp = namespace(m.mean)
-    if isinstance(restart, bool) and not restart:
-        return m
-    empty = monitor_init(m.mean, m.chain)
     if isinstance(restart, bool):
-        return m._replace(**{f: getattr(empty, f) for f in fields})
+        return monitor_init(m.mean, m.chain) if restart else m
+    empty = monitor_init(m.mean, m.chain)
     r = restart * 1.0
+    return MonitorState(*[
+        xp.where((r.reshape(r.shape + (1,) * (a.ndim - r.ndim)) > 0.5), e, a)
+        for e, a in zip(empty[:-1], m[:-1])
+    ], m.chain)
 
-    def emptied(e, a):
-        return xp.where((r.reshape(r.shape + (1,) * (a.ndim - r.ndim)) > 0.5), e, a)
 
-    return m._replace(**{f: emptied(getattr(empty, f), getattr(m, f)) for f in fields})
+def recent_restart(m, restart):
+    """Empty the recent window (:func:`recent_flags`) where ``restart`` is true (a bool, or
+    one per chain's batch)."""
+    keep = 1.0 - restart * 1.0
+    return m._replace(recent_count=m.recent_count * keep, recent_repeats=m.recent_repeats * keep,
+                      recent_divergent=m.recent_divergent * keep)
 
 
 def recent_checkpoint(n):
