@@ -89,6 +89,31 @@ def test_a_frozen_chain_whose_draws_diverge_is_put_down_to_a_step_size_too_large
     assert "far too small" not in message and "AdjustedESH" not in message
 
 
+def test_a_chain_frozen_late_by_divergences_is_put_down_to_the_region_it_reached():
+    """Frozen over the recent window with every draw diverging, after draws that moved (ESH
+    next to a NaN region, ``tests/test_numpyro_hard_targets.py``): the step size suited the
+    rest of the posterior, so the message names the region, not a step size to tune, and
+    keeps ESH's own advice (AdjustedESH); a kernel without advice of its own gets the generic
+    remedy alone. The same stream judged over warmup keeps "let warmup tune" (the test above)."""
+    rng = np.random.default_rng(3)
+    m = self_check.monitor_restart(_stream(rng, 2, 300, 3), True, self_check.RECENT_FIELDS)
+    x = rng.normal(size=(2, 3))
+    for _ in range(100):  # chain 0 moves; chain 1 stays where it is, every draw diverging
+        new = np.stack([rng.normal(size=3), x[1]])
+        m = self_check.monitor_update(m, x, new, np.full(2, 7), 1024, np.array([False, True]))
+        x = new
+    steps = np.full(2, 0.61)
+    flags = self_check.recent_flags(m, steps)
+    assert list(flags[0]) == [False, True]
+    for kernel, remedies in (("ESH", self_check.ESH_REMEDIES), ("TunedHMC", None)):
+        found = self_check.findings(kernel, "recent", m, steps, flags, 1024, remedies)
+        (message,) = [msg for chain, symptom, msg in found if symptom == "frozen"]
+        assert "chain 1 is frozen" in message and "over its last 100 sampling draws" in message
+        assert "every trajectory diverges" in message and "finite and smooth" in message
+        assert "adapt_step_size" not in message and "far too small" not in message
+        assert ("AdjustedESH" in message) == (kernel == "ESH"), message
+
+
 def test_a_frozen_chain_at_an_ordinary_step_size_is_put_down_to_where_it_is():
     """Draws that repeat at a step size that has not collapsed (a TunedHMC chain in a
     horseshoe regression's funnel: 93% repeats at a step of 0.063, ``benchmarks/
@@ -223,7 +248,7 @@ def test_a_chain_that_freezes_late_is_flagged_over_its_recent_draws():
         x = new
         if k < 300 and self_check.recent_checkpoint(k + 1.0):
             assert not self_check.recent_flags(m, np.ones(2))[0].any()
-            m = self_check.recent_restart(m, True)
+            m = self_check.monitor_restart(m, True, self_check.RECENT_FIELDS)
     assert not _flags(m)[0].any()  # diluted in the whole window
     flags = self_check.recent_flags(m, np.ones(2))
     assert list(flags[0]) == [False, True] and not any(np.any(f) for f in flags[1:])
@@ -231,7 +256,7 @@ def test_a_chain_that_freezes_late_is_flagged_over_its_recent_draws():
     assert [(c, s) for c, s, _ in found] == [(1, "frozen")]
     assert "chain 1 is frozen (100% of its 100 draws" in found[0][2]
     assert "over its last 100 sampling draws" in found[0][2] and "sampler.refresh(" in found[0][2]
-    emptied = self_check.recent_restart(m, np.array([False, True]))
+    emptied = self_check.monitor_restart(m, np.array([False, True]), self_check.RECENT_FIELDS)
     assert list(emptied.recent_count) == [100, 0] and list(emptied.count) == [400, 400]
 
 

@@ -21,6 +21,8 @@ The functions work on NumPy, JAX and torch arrays alike.
 
 import numpy as np
 
+from esh_kernels.core.backend import namespace
+
 
 def auxiliary_dims(d, min_dim):
     """How many auxiliary coordinates a model of ``d`` unconstrained dimensions gets: none
@@ -44,6 +46,16 @@ def model_energy(x, energy, d):
     if x.shape[-1] == d:
         return energy
     return energy - auxiliary_energy(x, d)
+
+
+def with_new_auxiliary(x, energy, grad, x_new, d):
+    """The dynamics' energy and gradient at ``x_new`` from those at ``x`` (``energy``,
+    ``grad``), where the two share their first ``d`` (the model's) coordinates and differ only
+    in the auxiliary ones: the auxiliary part is closed-form (``|y|^2 / 2``, gradient ``y``),
+    so no evaluation of the model is needed (ESH's restart of a Gibbs draw)."""
+    xp = namespace(x_new)
+    return (model_energy(x, energy, d) + auxiliary_energy(x_new, d),
+            xp.concatenate([grad[..., :d], x_new[..., d:]], axis=-1))
 
 
 def pad_matrix(matrix, auxiliary):

@@ -36,7 +36,8 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
   draws repeat at an ordinary step size (``frozen_rejecting``: on a horseshoe regression,
   ``benchmarks/model_zoo.py``, a TunedHMC chain repeated 93% of its draws at a step of
   0.063, 44% of them divergent) or at least half of them diverged
-  (``FROZEN_DIVERGING_FRACTION``);
+  (``FROZEN_DIVERGING_FRACTION``; over the recent window, to a region that the step size,
+  right for the rest of the posterior, cannot follow: ``frozen_diverging_late``);
 * ``step_size``: the step size is below ``1e-3``, or (chains run together) more than
   ``100x`` below the median of the chains' step sizes: chains of one posterior share its
   scale, and one that does not has a metric or a warmup that went wrong (and a vectorized
@@ -137,25 +138,25 @@ def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None
                         m.recent_divergent + diverging * 1.0, m.chain)
 
 
-def monitor_restart(m, restart):
-    """Empty the window where ``restart`` is true (a bool, or one per chain)."""
+#: the statistics of the recent window (:func:`recent_flags`), emptied on their own
+RECENT_FIELDS = ("recent_count", "recent_repeats", "recent_divergent")
+
+
+def monitor_restart(m, restart, fields=MonitorState._fields[:-1]):
+    """Empty the window's statistics ``fields`` (all of them by default, the recent window's
+    with :data:`RECENT_FIELDS`) where ``restart`` is true (a bool, or one per chain)."""
     xp = namespace(m.mean)
-    if isinstance(restart, bool):
-        return monitor_init(m.mean, m.chain) if restart else m
+    if isinstance(restart, bool) and not restart:
+        return m
     empty = monitor_init(m.mean, m.chain)
+    if isinstance(restart, bool):
+        return m._replace(**{f: getattr(empty, f) for f in fields})
     r = restart * 1.0
-    return MonitorState(*[
-        xp.where((r.reshape(r.shape + (1,) * (a.ndim - r.ndim)) > 0.5), e, a)
-        for e, a in zip(empty[:-1], m[:-1])
-    ], m.chain)
 
+    def emptied(e, a):
+        return xp.where((r.reshape(r.shape + (1,) * (a.ndim - r.ndim)) > 0.5), e, a)
 
-def recent_restart(m, restart):
-    """Empty the recent window (:func:`recent_flags`) where ``restart`` is true (a bool, or
-    one per chain's batch)."""
-    keep = 1.0 - restart * 1.0
-    return m._replace(recent_count=m.recent_count * keep, recent_repeats=m.recent_repeats * keep,
-                      recent_divergent=m.recent_divergent * keep)
+    return m._replace(**{f: emptied(getattr(empty, f), getattr(m, f)) for f in fields})
 
 
 def recent_checkpoint(n):
@@ -330,6 +331,14 @@ CAUSES = {
     # a frozen chain most of whose draws diverged: the opposite cause of "frozen"
     "frozen_diverging": "the step size is too large for the posterior: the trajectories "
                         "diverge, so the draws do not move",
+    # the same, late in sampling (:func:`recent_flags`): the chain moved before, so the step
+    # size suited the rest of the posterior (ESH next to the NaN region of
+    # ``tests/test_numpyro_hard_targets.py``: on some paths one chain of two froze there, at
+    # the tuned step 0.61, after 900 sampling draws that moved)
+    "frozen_diverging_late": "the chain reached a region where every trajectory diverges at a "
+                             "step size that suited the rest of the posterior (next to a NaN "
+                             "region, an infinite gradient or a discontinuity of the density), "
+                             "so its draws do not move",
     # a frozen chain whose draws repeat at a step size that has not collapsed
     "frozen_rejecting": "the step size is too large for where the chain is (the neck of a "
                         "funnel, a region of extreme curvature), or the density is NaN, "
@@ -353,6 +362,9 @@ REMEDIES = {
                 "model for multimodality",
     "frozen_diverging": "let warmup tune the step size (adapt_step_size=True, the default) or "
                         "give a smaller step_size",
+    "frozen_diverging_late": "make the density finite and smooth where it has support (e.g. "
+                             "a transform that keeps the parameters off the boundary), or "
+                             "reparameterise the model",
     "frozen_rejecting": "reparameterise the model (e.g. non-centred) or check it for regions "
                         "where the density is NaN; where the posterior's scale varies along "
                         "it (funnels, horseshoe priors), NUTS, whose trajectories end where "
@@ -378,8 +390,8 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     ``phase`` is ``"early"`` (over the warmup so far), ``"warmup"``, ``"sampling"`` or
     ``"recent"`` (:func:`recent_flags`: over the sampling draws since the last recent
     checkpoint);
-    ``remedies`` maps a symptom to the kernel's own advice, put before the generic one, or
-    to a pair ``(float32 advice, float64 advice)`` chosen by the draws' precision (``m.mean``
+    ``remedies`` maps a symptom (or a cause of :data:`CAUSES`) to the kernel's own advice,
+    put before the generic one, or to a pair ``(float32 advice, float64 advice)`` chosen by the draws' precision (``m.mean``
     as the kernel keeps it)."""
     import numpy as np
 
@@ -401,10 +413,11 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
 
     def say(c, symptom, what, cause=None):
         """``cause``: the key of :data:`CAUSES` and :data:`REMEDIES` where it is not the
-        symptom's own (a frozen chain whose draws diverged; the kernel's own advice, which
-        is for the symptom's usual cause, is then left out)."""
+        symptom's own (a frozen chain whose draws diverged); the kernel's own advice is
+        looked up by the cause, so advice for a symptom's usual cause is left out of its
+        other causes'."""
         cause = cause or symptom
-        own = remedies.get(symptom) if cause == symptom else None
+        own = remedies.get(cause)
         advice = "; ".join(r for r in (own, REMEDIES[cause]) if r)
         name = _chain_name(chains[c]) if c is not None else "the chains"
         out.append((int(chains[c]) if c is not None else -1, symptom,
@@ -420,7 +433,8 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
         if np.atleast_1d(frozen)[c]:
             diverging = divs[c] / n >= FROZEN_DIVERGING_FRACTION
             rejecting_draws = repeats_mostly[c] and not np.atleast_1d(collapsed)[c]
-            cause = ("frozen_diverging" if diverging
+            cause = ("frozen_diverging_late" if diverging and phase == "recent"
+                     else "frozen_diverging" if diverging
                      else "frozen_late" if rejecting_draws and phase == "recent"
                      else "frozen_rejecting" if rejecting_draws else None)
             shown = diverging or (rejecting_draws and divs[c] > 0)
@@ -483,6 +497,6 @@ _ESH_FLOAT32_ADVICE = ("this run is float32, whose rounding of a large potential
                        "the script; Pyro: torch.set_default_dtype(torch.float64)) or ")
 ESH_REMEDIES = {
     symptom: (_ESH_FLOAT32_ADVICE + _ESH_ADVICE, _ESH_ADVICE)
-    for symptom in ("frozen", "step_size", "cap", "divergences")
+    for symptom in ("frozen", "frozen_diverging_late", "step_size", "cap", "divergences")
 }
 ESH_REMEDIES["disagree"] = (_ESH_FLOAT32_ADVICE + "use AdjustedESH", None)

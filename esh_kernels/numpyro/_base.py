@@ -298,7 +298,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         lax.cond((i >= nw) & self_check.sampling_checkpoint(n), lambda: check("sampling"), lambda: None)
         recent = (i >= nw) & self_check.recent_checkpoint(n)
         lax.cond(recent, lambda: check("recent"), lambda: None)
-        return new._replace(monitor=self_check.recent_restart(m, recent))
+        return new._replace(monitor=self_check.monitor_restart(m, recent, self_check.RECENT_FIELDS))
 
     def _report(self, phase, m, step_size, flags):
         """Host side of the self-check: warn once per chain and symptom."""

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax, random
 from jax.flatten_util import ravel_pytree
 
-from esh_kernels.core.auxiliary import auxiliary_energy
+from esh_kernels.core.auxiliary import with_new_auxiliary
 from esh_kernels.core.esh_draw import ESHState
 from esh_kernels.core.options import ESHOptions
 from esh_kernels.core import esh_draw
@@ -205,12 +205,8 @@ class ESH(FlatKernel):
         u = unit_vector(random.normal(k_u, x.shape, x.dtype))
         d, integ = self._data_dim, state.integrator
         at_draw = jnp.all(integ.x[:d] == x[:d])
-
-        def reuse():
-            energy = integ.energy - auxiliary_energy(integ.x, d) + auxiliary_energy(x, d)
-            return energy, jnp.concatenate([integ.grad[:d], x[d:]])
-
-        energy, grad = lax.cond(at_draw, reuse, lambda: value_and_grad(x))
+        energy, grad = lax.cond(at_draw, lambda: with_new_auxiliary(integ.x, integ.energy, integ.grad, x, d),
+                                lambda: value_and_grad(x))
         return self._at(state, x, u, energy, grad)._replace(rng_key=key), 1 - at_draw.astype(jnp.int32)
 
     def _at(self, state, x, u, energy, grad):

@@ -542,7 +542,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
             self._run_self_check("warmup")
         if i >= nw and self_check.recent_checkpoint(i - nw + 1):
             self._run_self_check("recent")
-            self._monitor = self_check.recent_restart(self._monitor, True)
+            self._monitor = self_check.monitor_restart(self._monitor, True, self_check.RECENT_FIELDS)
 
     def _run_self_check(self, phase):
         """Look at the statistics; warn once per chain and symptom. ``phase``: ``"early"``
