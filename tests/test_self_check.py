@@ -77,7 +77,9 @@ def test_esh_names_float32_rounding_first_when_the_run_is_float32():
 def test_a_frozen_chain_whose_draws_diverge_is_put_down_to_a_step_size_too_large():
     """Frozen because every trajectory diverges (a fixed step of 10 on a posterior of sd
     0.03, NumPyro's ``test_diverging``): the cause named is the opposite of the usual
-    one, and so is the remedy; a frozen chain without divergences keeps the usual cause."""
+    one, and so is the remedy; a frozen chain without divergences keeps the usual cause.
+    Where warmup tuned the step size (``step_tuned``) the same draws are put down to the
+    region the chain is in (a wall it has not left since its initial point)."""
     m = _stream(np.random.default_rng(1), 4, 300, 5, frozen_chain=2, diverging_chain=2)
     flags = _flags(m, step=10.0, sampling=False)
     assert list(flags[0]) == [False, False, True, False]
@@ -87,6 +89,11 @@ def test_a_frozen_chain_whose_draws_diverge_is_put_down_to_a_step_size_too_large
     assert "chain 2 is frozen" in message and "100% of them diverged" in message
     assert "too large" in message and "adapt_step_size" in message
     assert "far too small" not in message and "AdjustedESH" not in message
+    # where warmup tuned the step size, the step suits the posterior: the region is the cause
+    found = self_check.findings("TunedHMC", "warmup", m, np.full(4, 10.0), flags, 1024, step_tuned=True)
+    (message,) = [msg for chain, symptom, msg in found if symptom == "frozen"]
+    assert "every trajectory diverges" in message and "init_strategy" in message
+    assert "adapt_step_size" not in message and "far too small" not in message
 
 
 def test_a_chain_frozen_late_by_divergences_is_put_down_to_the_region_it_reached():

@@ -36,8 +36,9 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
   draws repeat at an ordinary step size (``frozen_rejecting``: on a horseshoe regression,
   ``benchmarks/model_zoo.py``, a TunedHMC chain repeated 93% of its draws at a step of
   0.063, 44% of them divergent) or at least half of them diverged
-  (``FROZEN_DIVERGING_FRACTION``; over the recent window, to a region that the step size,
-  right for the rest of the posterior, cannot follow: ``frozen_diverging_late``);
+  (``FROZEN_DIVERGING_FRACTION``; where warmup tuned the step size, or over the recent
+  window, to a region that the step size, right for the rest of the posterior, cannot
+  follow: ``frozen_diverging_region``);
 * ``step_size``: the step size is below ``1e-3``, or (chains run together) more than
   ``100x`` below the median of the chains' step sizes: chains of one posterior share its
   scale, and one that does not has a metric or a warmup that went wrong (and a vectorized
@@ -331,14 +332,17 @@ CAUSES = {
     # a frozen chain most of whose draws diverged: the opposite cause of "frozen"
     "frozen_diverging": "the step size is too large for the posterior: the trajectories "
                         "diverge, so the draws do not move",
-    # the same, late in sampling (:func:`recent_flags`): the chain moved before, so the step
-    # size suited the rest of the posterior (ESH next to the NaN region of
-    # ``tests/test_numpyro_hard_targets.py``: on some paths one chain of two froze there, at
-    # the tuned step 0.61, after 900 sampling draws that moved)
-    "frozen_diverging_late": "the chain reached a region where every trajectory diverges at a "
-                             "step size that suited the rest of the posterior (next to a NaN "
-                             "region, an infinite gradient or a discontinuity of the density), "
-                             "so its draws do not move",
+    # the same where warmup tuned the step size, or the chain moved before (the recent
+    # window): the step suits the rest of the posterior, and the region is the cause (ESH
+    # next to the NaN region of ``tests/test_numpyro_hard_targets.py``: on some paths one
+    # chain of two froze there at the tuned step 0.61, after 900 sampling draws that moved;
+    # a TunedHMC chain that had not left posteriordb's arma11 wall, potential 1.7e53, when
+    # a trial cap on its first-window trajectories ended, ``docs/benchmarks.md``)
+    "frozen_diverging_region": "the chain is where every trajectory diverges at a step size "
+                               "that suits the rest of the posterior (a steep wall it has not "
+                               "left since its initial point, or next to a NaN region, an "
+                               "infinite gradient or a discontinuity of the density), so its "
+                               "draws do not move",
     # a frozen chain whose draws repeat at a step size that has not collapsed
     "frozen_rejecting": "the step size is too large for where the chain is (the neck of a "
                         "funnel, a region of extreme curvature), or the density is NaN, "
@@ -362,9 +366,10 @@ REMEDIES = {
                 "model for multimodality",
     "frozen_diverging": "let warmup tune the step size (adapt_step_size=True, the default) or "
                         "give a smaller step_size",
-    "frozen_diverging_late": "make the density finite and smooth where it has support (e.g. "
-                             "a transform that keeps the parameters off the boundary), or "
-                             "reparameterise the model",
+    "frozen_diverging_region": "give a better init_strategy (e.g. init_to_median) where the "
+                               "chain started far out, make the density finite and smooth "
+                               "where it has support (e.g. a transform that keeps the "
+                               "parameters off the boundary), or reparameterise the model",
     "frozen_rejecting": "reparameterise the model (e.g. non-centred) or check it for regions "
                         "where the density is NaN; where the posterior's scale varies along "
                         "it (funnels, horseshoe priors), NUTS, whose trajectories end where "
@@ -384,15 +389,16 @@ def _chain_name(chain):
     return f"chain {chain}" if chain >= 0 else "a chain"
 
 
-def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
+def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_tuned=False):
     """Messages for the raised ``flags`` (from :func:`problem_flags`, or :func:`early_flags`
     with ``phase="early"``; host numpy arrays): a list of ``(chain, symptom, message)``.
     ``phase`` is ``"early"`` (over the warmup so far), ``"warmup"``, ``"sampling"`` or
     ``"recent"`` (:func:`recent_flags`: over the sampling draws since the last recent
-    checkpoint);
-    ``remedies`` maps a symptom (or a cause of :data:`CAUSES`) to the kernel's own advice,
-    put before the generic one, or to a pair ``(float32 advice, float64 advice)`` chosen by the draws' precision (``m.mean``
-    as the kernel keeps it)."""
+    checkpoint); ``remedies`` maps a symptom (or a cause of :data:`CAUSES`) to the kernel's
+    own advice, put before the generic one, or to a pair ``(float32 advice, float64
+    advice)`` chosen by the draws' precision (``m.mean`` as the kernel keeps it);
+    ``step_tuned``: warmup tunes the step size (a frozen chain whose draws diverge is then
+    put down to where it is, not to a step size to tune)."""
     import numpy as np
 
     single = np.asarray(m.mean).dtype == np.float32
@@ -433,7 +439,7 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
         if np.atleast_1d(frozen)[c]:
             diverging = divs[c] / n >= FROZEN_DIVERGING_FRACTION
             rejecting_draws = repeats_mostly[c] and not np.atleast_1d(collapsed)[c]
-            cause = ("frozen_diverging_late" if diverging and phase == "recent"
+            cause = ("frozen_diverging_region" if diverging and (step_tuned or phase == "recent")
                      else "frozen_diverging" if diverging
                      else "frozen_late" if rejecting_draws and phase == "recent"
                      else "frozen_rejecting" if rejecting_draws else None)
@@ -468,13 +474,14 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None):
     return out
 
 
-def report(known, kernel, phase, m, step_size, flags, max_steps, remedies=None):
+def report(known, kernel, phase, m, step_size, flags, max_steps, remedies=None, step_tuned=False):
     """:func:`findings`, then a ``UserWarning`` for each ``(chain, symptom)`` not already in
     ``known`` (the kernel's list of ``(chain, symptom, message)``, appended to)."""
     import warnings
 
     seen = {(chain, symptom) for chain, symptom, _ in known}
-    for chain, symptom, message in findings(kernel, phase, m, step_size, flags, max_steps, remedies):
+    for chain, symptom, message in findings(kernel, phase, m, step_size, flags, max_steps, remedies,
+                                            step_tuned):
         if (chain, symptom) not in seen:
             seen.add((chain, symptom))
             known.append((chain, symptom, message))
@@ -497,6 +504,6 @@ _ESH_FLOAT32_ADVICE = ("this run is float32, whose rounding of a large potential
                        "the script; Pyro: torch.set_default_dtype(torch.float64)) or ")
 ESH_REMEDIES = {
     symptom: (_ESH_FLOAT32_ADVICE + _ESH_ADVICE, _ESH_ADVICE)
-    for symptom in ("frozen", "frozen_diverging_late", "step_size", "cap", "divergences")
+    for symptom in ("frozen", "frozen_diverging_region", "step_size", "cap", "divergences")
 }
 ESH_REMEDIES["disagree"] = (_ESH_FLOAT32_ADVICE + "use AdjustedESH", None)
