@@ -175,6 +175,13 @@ class ESH(FlatKernel):
             num_steps.astype(jnp.int32), carry.sum_dh, adapt, key,
         )
 
+    #: ESH's trajectory has run on past its draw, and the next draw continues it: a refresh
+    #: at the first sampling draw would move the dynamics back to the draw (a Gibbs restart).
+    #: Its first step after new arguments uses the old gradient once, its draws need no
+    #: acceptance, and ``warmup(y)`` then ``run(y + 1)`` sampled the new posterior (1.949 for
+    #: 1.945, the case of :meth:`FlatKernel._refresh_at_first_sampling_draw`)
+    refreshes_at_sampling_start = False
+
     def _refresh_chain(self, state, value_and_grad):
         """:meth:`refresh` for ESH: the chain put at its draw ``z`` (the auxiliary coordinates
         of a model that has them, ``core/auxiliary.py``, as the dynamics hold them), its
