@@ -56,6 +56,9 @@ class FlatKernel(KernelArguments, MCMCKernel):
     min_dim = 1
     divergence_threshold = DIVERGENCE_THRESHOLD
     sample_field = "z"
+    #: whether the first sampling draw recomputes the cached energy and gradient for the
+    #: arguments it is given (:meth:`_refresh_at_first_sampling_draw`)
+    refreshes_at_sampling_start = True
     #: the kernel's own advice per self-check symptom (``core/self_check.py``), put
     #: before the generic remedy in its warnings
     self_check_remedies = {}
@@ -212,10 +215,6 @@ class FlatKernel(KernelArguments, MCMCKernel):
         new = self._sample_fn(state, value_and_grad)
         return self._self_check(state, new._replace(n_steps=new.n_steps + cost))
 
-    #: whether the first sampling draw recomputes the cached energy and gradient for the
-    #: arguments it is given (:meth:`_refresh_at_first_sampling_draw`)
-    refreshes_at_sampling_start = True
-
     def _refresh_at_first_sampling_draw(self, state, value_and_grad):
         """``state`` refreshed (:meth:`refresh`) for the arguments of this draw where it is
         the first sampling draw, and the gradients that cost (an int32 per chain): NumPyro's
@@ -223,17 +222,16 @@ class FlatKernel(KernelArguments, MCMCKernel):
         state, whose cached potential energy is ``y``'s, and an adjusted kernel then rejected
         its proposals (a location model, 20 observations moved by 1, posterior mean 1.945:
         ``AdjustedESH`` read 0.950 with every draw repeated, ``TunedHMC`` 1.143 with 80%;
-        1.950 and 1.919 with this refresh). One gradient per chain and run, counted in
-        ``n_steps``; the chains are at the same iteration, so the branch runs once.
+        1.950 and 1.919 with this refresh; ``NUTS`` read 0.820, every draw repeated). One
+        gradient per chain and run, counted in ``n_steps``; the chains are at the same
+        iteration, so the branch runs once.
         A run continued from ``last_state`` starts past that draw: ``refresh`` it
         (``docs/troubleshooting.md``, "Continuing a run with new data")."""
-        batched = jnp.ndim(state.i) > 0
         zero = jnp.zeros_like(state.i, dtype=jnp.int32)
         if not (self.refreshes_at_sampling_start and self._num_warmup > 0):
             return state, zero
-        one = partial(self._refresh_chain, value_and_grad=value_and_grad)
-        first = (state.i[0] if batched else state.i) == self._num_warmup
-        return lax.cond(first, lambda s: (vmap(one)(s) if batched else one(s), zero + 1),
+        first = (state.i[0] if jnp.ndim(state.i) > 0 else state.i) == self._num_warmup
+        return lax.cond(first, lambda s: (self._refreshed(s, value_and_grad), zero + 1),
                         lambda s: (s, zero), state)
 
     # -- a block of numpyro.infer.Gibbs (NumPyro >= 0.22; api_notes §1.1) ----------------
@@ -259,7 +257,10 @@ class FlatKernel(KernelArguments, MCMCKernel):
         assert self._sample_fn is not None, "`init` must be called before `refresh`."
         if self._dim == 0:
             return state
-        value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
+        return self._refreshed(state, self._flat_value_and_grad(model_args, model_kwargs))
+
+    def _refreshed(self, state, value_and_grad):
+        """:meth:`_refresh_chain` of one chain or of a vectorized run's batch."""
         one = partial(self._refresh_chain, value_and_grad=value_and_grad)
         return vmap(one)(state) if jnp.ndim(state.i) > 0 else one(state)
 
