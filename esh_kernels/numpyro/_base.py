@@ -211,28 +211,26 @@ class FlatKernel(KernelArguments, MCMCKernel):
         value_and_grad = self._flat_value_and_grad(model_args, model_kwargs)
         if self._dim == 0:
             return self._sample_fn(state, value_and_grad)
-        state, cost = self._refresh_at_first_sampling_draw(state, value_and_grad)
-        new = self._sample_fn(state, value_and_grad)
-        return self._self_check(state, new._replace(n_steps=new.n_steps + cost))
+        state = self._refresh_at_first_sampling_draw(state, value_and_grad)
+        return self._self_check(state, self._sample_fn(state, value_and_grad))
 
     def _refresh_at_first_sampling_draw(self, state, value_and_grad):
         """``state`` refreshed (:meth:`refresh`) for the arguments of this draw where it is
-        the first sampling draw, and the gradients that cost (an int32 per chain): NumPyro's
-        ``mcmc.warmup(key, y)`` then ``mcmc.run(key, y_new)`` hands ``run`` the warmup's
-        state, whose cached potential energy is ``y``'s, and an adjusted kernel then rejected
+        the first sampling draw: NumPyro's ``mcmc.warmup(key, y)`` then ``mcmc.run(key,
+        y_new)`` hands ``run`` the warmup's state, whose cached potential energy is ``y``'s,
+        and an adjusted kernel then rejected
         its proposals (a location model, 20 observations moved by 1, posterior mean 1.945:
         ``AdjustedESH`` read 0.950 with every draw repeated, ``TunedHMC`` 1.143 with 80%;
         1.950 and 1.919 with this refresh; ``NUTS`` read 0.820, every draw repeated). One
-        gradient per chain and run, counted in ``n_steps``; the chains are at the same
-        iteration, so the branch runs once.
+        gradient per chain and run, not counted in ``n_steps``, which stays the transition's
+        own (NumPyro's ``num_steps``: its ``test_fixed_num_steps`` reads a fixed number of
+        steps there); the chains are at the same iteration, so the branch runs once.
         A run continued from ``last_state`` starts past that draw: ``refresh`` it
         (``docs/troubleshooting.md``, "Continuing a run with new data")."""
-        zero = jnp.zeros_like(state.i, dtype=jnp.int32)
         if not (self.refreshes_at_sampling_start and self._num_warmup > 0):
-            return state, zero
+            return state
         first = (state.i[0] if jnp.ndim(state.i) > 0 else state.i) == self._num_warmup
-        return lax.cond(first, lambda s: (self._refreshed(s, value_and_grad), zero + 1),
-                        lambda s: (s, zero), state)
+        return lax.cond(first, lambda s: self._refreshed(s, value_and_grad), lambda s: s, state)
 
     # -- a block of numpyro.infer.Gibbs (NumPyro >= 0.22; api_notes §1.1) ----------------
 
