@@ -218,8 +218,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
         """``state`` refreshed (:meth:`refresh`) for the arguments of this draw where it is
         the first sampling draw: NumPyro's ``mcmc.warmup(key, y)`` then ``mcmc.run(key,
         y_new)`` hands ``run`` the warmup's state, whose cached potential energy is ``y``'s,
-        and an adjusted kernel then rejected
-        its proposals (a location model, 20 observations moved by 1, posterior mean 1.945:
+        and an adjusted kernel then rejected its proposals (a location model, 20
+        observations moved by 1, posterior mean 1.945:
         ``AdjustedESH`` read 0.950 with every draw repeated, ``TunedHMC`` 1.143 with 80%;
         1.950 and 1.919 with this refresh; ``NUTS`` read 0.820, every draw repeated). One
         gradient per chain and run, not counted in ``n_steps``, which stays the transition's
