@@ -45,6 +45,13 @@ class KernelArguments:
         if cls.options_type is not None:
             cls.__signature__ = kernel_signature(cls.__init__, cls.options_type)
 
+    @property
+    def _step_size_tuned(self):
+        """Whether warmup tunes the step size (``adapt_step_size`` and some warmup; the
+        backends' bases keep ``_options`` and ``_num_warmup``): the self-check's
+        ``step_tuned`` (``core/self_check.py``)."""
+        return bool(self._options.adapt_step_size and self._num_warmup > 0)
+
 
 #: arguments of NumPyro's and Pyro's ``HMC`` / ``NUTS`` that set a part of those samplers
 #: these kernels do not have, and what to write instead: a user who changed ``NUTS`` to one

@@ -333,7 +333,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
             m = m._replace(chain=np.asarray(self._chains_started - 1))
         self_check.report(self.self_check_findings, type(self).__name__, phase, m, step_size,
                           flags, self._options.max_steps, self.self_check_remedies,
-                          self._options.adapt_step_size and self._num_warmup > 0)
+                          self._step_size_tuned)
 
     def __getstate__(self):
         state = self.__dict__.copy()

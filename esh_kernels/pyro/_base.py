@@ -558,7 +558,7 @@ class FlatKernel(KernelArguments, MCMCKernel):
         m_host = type(m)(*(a.detach().cpu().numpy() for a in m))
         self_check.report(self.self_check_findings, type(self).__name__, phase, m_host,
                           adapt.step_size.detach().cpu().numpy(), host, self._options.max_steps,
-                          self.self_check_remedies, self._options.adapt_step_size and self._num_warmup > 0)
+                          self.self_check_remedies, self._step_size_tuned)
 
     def _check_finite_start(self, x, energy, grad, given, model_args, model_kwargs):
         """``ValueError`` if the potential energy or its gradient is not finite at a chain's
