@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.integrators import euclidean_leapfrog, finite_state
-from esh_kernels.core.metropolis import log_accept_prob
+from esh_kernels.core.metropolis import beyond_rounding, log_accept_prob, position_rounding
 from esh_kernels.core.preconditioning import precond_inverse
 from esh_kernels.core import state_fields
 from esh_kernels.core.warmup import select_rows
@@ -61,6 +61,7 @@ class Outcome(NamedTuple):
     new: Any  # IntegratorState after the accept/reject (momentum of the proposal in ``u``)
     proposal: Any  # IntegratorState proposed
     accept_prob: Any
+    adapt_accept_prob: Any  # what the step-size adaptation reads (:func:`finish`)
     energy_error: Any  # change of H; +inf when the proposal is not finite
     diverging: Any
     valid: Any  # finite and not divergent: usable for trajectory-length tuning
@@ -120,7 +121,17 @@ def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, diverg
     """The Metropolis test (``uniform_accept`` in ``[0, 1)``) and the warmup statistics.
     A trajectory stopped early by a non-finite state proposes that state (rejected); one
     that never turned before ``max_steps`` counts as turning there; one that stopped on a
-    non-finite energy tells nothing about the U-turn (0)."""
+    non-finite energy tells nothing about the U-turn (0).
+
+    ``adapt_accept_prob``, what the step-size adaptation reads, counts an energy error
+    within the floating-point resolution of ``H`` as 0 (``beyond_rounding``, with the
+    rounding of the positions, :func:`~esh_kernels.core.metropolis.position_rounding`, at
+    both ends). On a steep wall (posteriordb's ``arma11`` at a potential of 1.7e53,
+    gradient 5e55) a step of 1e-36 does not move the position and rejects on the kinetic
+    energy's growth alone (``dH = 1e39``), one of 1e-35 moves it by a few units in the last
+    place and rejects on that rounding (``dH = 4.5e39``, against ``|g| ulp(x) = 1e40``),
+    while steps of 1e-33 to 1e-29 all descend with ``dH < 0``. Read as they are, these
+    errors drove dual averaging down to 1e-59, where the chain never moved again."""
     xp = namespace(c.last.x)
     end = select_rows(c.k >= n, c.proposal, c.last)
     kinetic0 = 0.5 * xp.sum(momentum * momentum, axis=-1)
@@ -131,8 +142,11 @@ def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, diverg
     accept = xp.log(uniform_accept) < log_alpha
     diverging = energy_error > divergence_threshold
     k_turn = xp.where(track & (c.k_turn == 0) & _gradient_finite(c.last), c.k, c.k_turn)
+    resolution = position_rounding(start_integ) + position_rounding(end)
+    adapt_error = beyond_rounding(energy_error, start_integ.energy, end.energy, resolution)
     return Outcome(
         new=select_rows(accept, end, start_integ), proposal=end, accept_prob=xp.exp(log_alpha),
+        adapt_accept_prob=xp.exp(log_accept_prob(adapt_error)),
         energy_error=energy_error, diverging=diverging, valid=~diverging & ok,
         duration=xp.minimum(c.k, n) * step_size, uturn_time=k_turn * step_size,
         start_energy=start_integ.energy + kinetic0,

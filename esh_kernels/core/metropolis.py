@@ -68,7 +68,7 @@ def descent_accept(accept, descend, finite_end, energy_end, energy_start):
 ROUNDING_FACTOR = 8.0
 
 
-def beyond_rounding(energy_error, energy_start, energy_end):
+def beyond_rounding(energy_error, energy_start, energy_end, resolution=0.0):
     """``energy_error``, or 0 where it is within the rounding error of the potential energies
     it is computed from (:data:`ROUNDING_FACTOR`); what step-size adaptation reads in warmup's
     descent phase (``esh_math.md`` §7.5).
@@ -81,12 +81,24 @@ def beyond_rounding(energy_error, energy_start, energy_end):
     warmup and sampling (ESH; R-hat 1.55). Read as 0, the rounding leaves the step free to
     grow until the integration error exceeds it. An error above the floor is used as it is, so
     in float64 (floor ``3.6e-15 |E|``) nothing changes in practice.
+
+    ``resolution`` adds what the rounding of the positions does to the potential energies
+    (:func:`position_rounding`), in units of the relative rounding ``eps``.
     """
     xp = namespace(energy_error)
     eps = float(xp.finfo(energy_error.dtype).eps)
-    floor = ROUNDING_FACTOR * eps * (xp.abs(energy_start) + xp.abs(energy_end))
+    floor = ROUNDING_FACTOR * eps * (xp.abs(energy_start) + xp.abs(energy_end) + resolution)
     rounding = xp.isfinite(floor) & (xp.abs(energy_error) <= floor)
     return xp.where(rounding, 0.0 * energy_error, energy_error)
+
+
+def position_rounding(integ):
+    """``sum_i |g_i x_i|``: the change of the potential energy when each coordinate of the
+    position moves by its own relative rounding (times ``eps``, :func:`beyond_rounding`).
+    Far up a steep wall it dominates: the position moves on a grid of ``ulp(x)`` while the
+    gradient is huge."""
+    xp = namespace(integ.x)
+    return xp.sum(xp.abs(integ.grad * integ.x), axis=-1)
 
 
 def mean_accept_update(mean, accept_prob, i, num_warmup):

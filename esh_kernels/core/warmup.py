@@ -260,7 +260,7 @@ MIN_ITERATIONS_AFTER_RESTART = 5
 RESTART_SETTLING_DRAWS = 10
 
 
-def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=False):
+def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=False, kick_scale=None):
     """Restart dual averaging after a new metric; at the last warmup iteration switch to
     the averaged iterate. With ``collapse_guard`` (TunedHMC), after the first metric
     window an averaged step below :data:`COLLAPSED_STEP` restarts dual averaging at
@@ -281,7 +281,16 @@ def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=Fals
     chain): with the initial step search but without the guard the posterior mean of ``p``
     was 0.58-0.98 of the truth on seeds 1-4, frozen at 511 gradients per draw; with the
     guard 0.98-1.02 on seeds 0-8 (NumPyro's tolerance: 0.95-1.05), 1-10 gradients per
-    draw. Float64 runs were right with or without it (seeds 0-5)."""
+    draw. Float64 runs were right with or without it (seeds 0-5).
+
+    ``kick_scale`` (the whitened gradient's norm ``|L^T g|`` at the chain's position, one per
+    chain) spares a chain whose small step is the gradient's doing: where one step's kick
+    ``eps |L^T g|`` (the current step: the average lags a chain that is coming down a wall)
+    is at least the momentum's unit scale, the step is resolving a steep potential, not a
+    rounding plateau (where the gradient is that of the typical set and the kick of a
+    collapsed step is tiny). Restarting such a chain at :data:`RESTART_STEP` sent every
+    proposal into divergence: on posteriordb's ``arma11`` chains left at potentials of 1e5
+    to 1e53 (gradients 1e8 to 1e55) stayed there for the rest of the run."""
     if config.tune_step_size:
         restart = ended & schedule.restarts_step_size(i)
         dual = select(restart, dual_averaging_restart(step), dual)
@@ -289,6 +298,8 @@ def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=Fals
         step = select(i == config.num_warmup - 1, xp.exp(dual.log_step_avg), step)
         if collapse_guard and config.tune_metric:
             collapsed = (xp.exp(dual.log_step_avg) < COLLAPSED_STEP) & schedule.after_first_window(i)
+            if kick_scale is not None:
+                collapsed = collapsed & ~(step * kick_scale >= 1.0)
             restart = step * 0.0 + RESTART_STEP
             dual = select_rows(collapsed, dual_averaging_restart(restart), dual)
             step = xp.where(collapsed, restart, step)

@@ -233,7 +233,7 @@ class TunedHMC(FlatKernel):
         )
         out = hmc.finish(carry, start, p0, n, adapt.step_size, random.uniform(k_acc, (), dtype),
                          track, self.divergence_threshold)
-        proposal = _Proposal(x0, out.proposal.x, out.proposal.u, out.duration, out.accept_prob,
+        proposal = _Proposal(x0, out.proposal.x, out.proposal.u, out.duration, out.adapt_accept_prob,
                              out.valid, out.uturn_time)
         new_state = TunedHMCState(
             i + 1, self._to_z(out.new.x), out.new.energy, out.new._replace(u=jnp.zeros_like(x0)),

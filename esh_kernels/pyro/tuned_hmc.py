@@ -200,9 +200,9 @@ class TunedHMC(FlatKernel):
         if warm:
             if cross:
                 adapt = self._adapt_cross_chain(adapt, i, x0, out.new.x, out.proposal, out.duration,
-                                                out.accept_prob, out.valid)
+                                                out.adapt_accept_prob, out.valid)
             else:
-                adapt = tuned_chain_update(adapt, i, out.new.x, out.accept_prob, out.uturn_time,
+                adapt = tuned_chain_update(adapt, i, out.new.x, out.adapt_accept_prob, out.uturn_time,
                                            self._config(), out.new.grad)
         return TunedHMCState(
             i + 1, out.new.x, out.new.energy, out.new._replace(u=torch.zeros_like(x0)), out.diverging,
