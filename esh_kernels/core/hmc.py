@@ -21,7 +21,7 @@ from esh_kernels.core.integrators import euclidean_leapfrog, finite_state
 from esh_kernels.core.metropolis import beyond_rounding, log_accept_prob, position_rounding
 from esh_kernels.core.preconditioning import precond_inverse
 from esh_kernels.core import state_fields
-from esh_kernels.core.warmup import select_rows
+from esh_kernels.core.warmup import select_rows, steep_gradient
 
 
 class TunedHMCState(NamedTuple):
@@ -117,7 +117,7 @@ def step(c, n, x0, step_size, scale, white, dense, value_and_grad, track, track_
     return Carry(k, new, proposal, k_turn)
 
 
-def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, divergence_threshold):
+def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, divergence_threshold, scale):
     """The Metropolis test (``uniform_accept`` in ``[0, 1)``) and the warmup statistics.
     A trajectory stopped early by a non-finite state proposes that state (rejected); one
     that never turned before ``max_steps`` counts as turning there; one that stopped on a
@@ -126,12 +126,16 @@ def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, diverg
     ``adapt_accept_prob``, what the step-size adaptation reads, counts an energy error
     within the floating-point resolution of ``H`` as 0 (``beyond_rounding``, with the
     rounding of the positions, :func:`~esh_kernels.core.metropolis.position_rounding`, at
-    both ends). On a steep wall (posteriordb's ``arma11`` at a potential of 1.7e53,
-    gradient 5e55) a step of 1e-36 does not move the position and rejects on the kinetic
-    energy's growth alone (``dH = 1e39``), one of 1e-35 moves it by a few units in the last
-    place and rejects on that rounding (``dH = 4.5e39``, against ``|g| ulp(x) = 1e40``),
-    while steps of 1e-33 to 1e-29 all descend with ``dH < 0``. Read as they are, these
-    errors drove dual averaging down to 1e-59, where the chain never moved again."""
+    both ends) where the chain starts far steeper than a typical set
+    (:func:`~esh_kernels.core.warmup.steep_gradient`, read in the metric ``scale``). In a
+    typical set the floor would hide real integration errors (a float32 model with 10^6
+    observations, ``|E| = 2e6``: a floor of 4). On a steep wall (posteriordb's ``arma11`` at
+    a potential of 1.7e53, gradient 5e55) a step of 1e-36 does not move the position and
+    rejects on the kinetic energy's growth alone (``dH = 1e39``), one of 1e-35 moves it by a
+    few units in the last place and rejects on that rounding (``dH = 4.5e39``, against
+    ``|g| ulp(x) = 1e40``), while steps of 1e-33 to 1e-29 all descend with ``dH < 0``. Read
+    as they are, these errors drove dual averaging down to 1e-59, where the chain never moved
+    again."""
     xp = namespace(c.last.x)
     end = select_rows(c.k >= n, c.proposal, c.last)
     kinetic0 = 0.5 * xp.sum(momentum * momentum, axis=-1)
@@ -143,7 +147,9 @@ def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, diverg
     diverging = energy_error > divergence_threshold
     k_turn = xp.where(track & (c.k_turn == 0) & _gradient_finite(c.last), c.k, c.k_turn)
     resolution = position_rounding(start_integ) + position_rounding(end)
-    adapt_error = beyond_rounding(energy_error, start_integ.energy, end.energy, resolution)
+    adapt_error = xp.where(steep_gradient(scale, start_integ.grad),
+                           beyond_rounding(energy_error, start_integ.energy, end.energy, resolution),
+                           energy_error)
     return Outcome(
         new=select_rows(accept, end, start_integ), proposal=end, accept_prob=xp.exp(log_alpha),
         adapt_accept_prob=xp.exp(log_accept_prob(adapt_error)),

@@ -35,7 +35,7 @@ from esh_kernels.core.adaptation import (
     welford_update,
 )
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.preconditioning import precond_adjoint, precond_inverse, scale_from_covariance
+from esh_kernels.core.preconditioning import precond_inverse, scale_from_covariance
 from esh_kernels.core import state_fields
 from esh_kernels.core.warmup import (
     MetricSchedule,
@@ -47,6 +47,7 @@ from esh_kernels.core.warmup import (
     lengthen_for_random_walk,
     select,
     select_rows,
+    whitened_gradient_norm,
     window_decorrelation,
 )
 
@@ -170,7 +171,7 @@ def tuned_chain_update(adapt, i, x, accept_prob, uturn_time, config, grad=None):
         welford, gradients, scale, ended = metric_update(
             schedule, i, welford, scale, x, config.metric_mask, adapt.decorrelation, gradients, grad,
             config.regularize_metric)
-    kick_scale = None if grad is None else xp.sqrt(xp.sum(precond_adjoint(scale, grad) ** 2, axis=-1))
+    kick_scale = None if grad is None else whitened_gradient_norm(scale, grad)
     step, dual = finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=True,
                                   kick_scale=kick_scale)
     length, uturn, stretch = adapt.trajectory_length, adapt.uturn, adapt.stretch

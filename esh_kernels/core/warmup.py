@@ -32,7 +32,7 @@ from esh_kernels.core.adaptation import (
 )
 from esh_kernels.core.backend import namespace
 from esh_kernels.core.bias_guard import bias_probe_init, bias_probe_update, guarded_step_size
-from esh_kernels.core.preconditioning import is_dense, scale_diagonal, scale_from_covariance
+from esh_kernels.core.preconditioning import is_dense, precond_adjoint, scale_diagonal, scale_from_covariance
 from esh_kernels.core import state_fields
 
 
@@ -260,6 +260,24 @@ MIN_ITERATIONS_AFTER_RESTART = 5
 RESTART_SETTLING_DRAWS = 10
 
 
+#: :func:`steep_gradient`'s factor on a whitened typical set's gradient norm ``sqrt(d)``
+STEEP_GRADIENT = 10.0
+
+
+def whitened_gradient_norm(scale, grad):
+    """``|L^T g|``, one per chain."""
+    xp = namespace(grad)
+    return xp.sqrt(xp.sum(precond_adjoint(scale, grad) ** 2, axis=-1))
+
+
+def steep_gradient(scale, grad):
+    """Whether the whitened gradient ``|L^T g|`` exceeds :data:`STEEP_GRADIENT` times
+    ``sqrt(d)``, its size in a typical set the metric fits (for a Gaussian ``E|L^T g|^2 = d``).
+    Far up a wall it is many orders larger; in a typical set under a metric that misses a
+    correlation of 0.999 about 22 times ``sqrt(d)`` along the narrow direction."""
+    return whitened_gradient_norm(scale, grad) > STEEP_GRADIENT * math.sqrt(grad.shape[-1])
+
+
 def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=False, kick_scale=None):
     """Restart dual averaging after a new metric; at the last warmup iteration switch to
     the averaged iterate. With ``collapse_guard`` (TunedHMC), after the first metric
@@ -283,14 +301,15 @@ def finish_step_size(schedule, i, step, dual, ended, config, collapse_guard=Fals
     guard 0.98-1.02 on seeds 0-8 (NumPyro's tolerance: 0.95-1.05), 1-10 gradients per
     draw. Float64 runs were right with or without it (seeds 0-5).
 
-    ``kick_scale`` (the whitened gradient's norm ``|L^T g|`` at the chain's position, one per
-    chain) spares a chain whose small step is the gradient's doing: where one step's kick
-    ``eps |L^T g|`` (the current step: the average lags a chain that is coming down a wall)
-    is at least the momentum's unit scale, the step is resolving a steep potential, not a
-    rounding plateau (where the gradient is that of the typical set and the kick of a
-    collapsed step is tiny). Restarting such a chain at :data:`RESTART_STEP` sent every
-    proposal into divergence: on posteriordb's ``arma11`` chains left at potentials of 1e5
-    to 1e53 (gradients 1e8 to 1e55) stayed there for the rest of the run."""
+    ``kick_scale`` (the whitened gradient's norm ``|L^T g|`` at each chain's position)
+    spares a chain whose small step is the gradient's doing: where one step's kick
+    ``eps |L^T g|`` (the current step: the average lags a chain coming down a wall) is at
+    least the momentum's unit scale, the step is resolving a steep potential. On a rounding
+    plateau the kick of a collapsed step is far below it (``test_binomial_stable``: a step of
+    1e-7 against a gradient of 1e6, though that chain sits in a far tail as steep as a wall:
+    :func:`steep_gradient` alone cannot tell the two apart). Restarted at
+    :data:`RESTART_STEP`, a chain still on a wall rejected every proposal for the rest of the
+    run: posteriordb's ``arma11`` from a potential of 1e53 (gradient 5e55)."""
     if config.tune_step_size:
         restart = ended & schedule.restarts_step_size(i)
         dual = select(restart, dual_averaging_restart(step), dual)

@@ -232,7 +232,7 @@ class TunedHMC(FlatKernel):
             carry,
         )
         out = hmc.finish(carry, start, p0, n, adapt.step_size, random.uniform(k_acc, (), dtype),
-                         track, self.divergence_threshold)
+                         track, self.divergence_threshold, adapt.scale)
         proposal = _Proposal(x0, out.proposal.x, out.proposal.u, out.duration, out.adapt_accept_prob,
                              out.valid, out.uturn_time)
         new_state = TunedHMCState(

@@ -196,7 +196,7 @@ class TunedHMC(FlatKernel):
                 running = bool(still.any())
         c = hmc.Carry(flat[10], IntegratorState(*flat[:5]), IntegratorState(*flat[5:10]), flat[11])
         out = hmc.finish(c, start, p0, n, adapt.step_size, draws.uniform_accept, track,
-                         self.divergence_threshold)
+                         self.divergence_threshold, adapt.scale)
         if warm:
             if cross:
                 adapt = self._adapt_cross_chain(adapt, i, x0, out.new.x, out.proposal, out.duration,
