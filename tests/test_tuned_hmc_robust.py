@@ -131,3 +131,41 @@ def test_step_collapse_guard(backend):
     assert float(after.step_size[0]) == pytest.approx(RESTART_STEP)
     assert float(after.dual.count[0]) == 0.0  # restarted
     assert float(after.step_size[1]) == pytest.approx(float(before.step_size[1]))
+    # a chain where one step's kick eps |L^T g| is at least 1 is resolving a steep wall: spared
+    # (``esh_math.md`` §7.3, "Steep walls"); the same step with a small gradient restarts
+    wall = tuned_chain_update(adapt, 120, x, arr([0.0, 0.0]), arr([0.0, 0.0]), config,
+                              grad=arr([[3e6, 0.0], [1.0, 1.0]]))
+    assert float(wall.step_size[0]) < COLLAPSED_STEP
+    assert float(wall.dual.count[0]) > 0.0  # not restarted
+    flat = tuned_chain_update(adapt, 120, x, arr([0.0, 0.0]), arr([0.0, 0.0]), config,
+                              grad=arr([[3.0, 0.0], [1.0, 1.0]]))
+    assert float(flat.step_size[0]) == pytest.approx(RESTART_STEP)
+
+
+def test_adaptation_reads_rounding_as_no_error_only_on_a_steep_wall():
+    """``core.hmc.finish``'s ``adapt_accept_prob`` (``esh_math.md`` §7.3, "Steep walls"): an
+    energy error within the floating-point resolution of ``H`` reads as accepted where the
+    gradient is far above a typical set's (here ``|g| = 1e20`` at ``|x| = 1``: in float32 a
+    resolution of about 2e14), and as it is in a typical set; the Metropolis test reads it as it is
+    in both."""
+    import jax.numpy as jnp
+
+    from esh_kernels.core import hmc
+    from esh_kernels.core.integrators import IntegratorState
+
+    def finished(grad, energy_error):
+        x0 = jnp.array([[1.0, 1.0]])
+        start = IntegratorState(x0, jnp.zeros((1, 2)), jnp.zeros(1), jnp.array([5.0]), grad)
+        end = start._replace(x=x0 + 1e-3, energy=start.energy + energy_error)
+        carry = hmc.Carry(jnp.ones(1), end, end, jnp.zeros(1))
+        momentum = jnp.zeros((1, 2))
+        return hmc.finish(carry, start, momentum, jnp.ones(1), 0.1, jnp.array([0.5]), False, 1000.0,
+                          jnp.ones(2))
+
+    wall = finished(jnp.array([[1e20, 0.0]]), 50.0)
+    assert float(wall.adapt_accept_prob[0]) == 1.0
+    assert float(wall.accept_prob[0]) == pytest.approx(np.exp(-50.0))
+    typical = finished(jnp.array([[1.0, -0.5]]), 2.0)
+    assert float(typical.adapt_accept_prob[0]) == pytest.approx(np.exp(-2.0))
+    beyond = finished(jnp.array([[1e20, 0.0]]), 1e16)
+    assert float(beyond.adapt_accept_prob[0]) == 0.0
