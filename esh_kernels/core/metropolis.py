@@ -71,7 +71,8 @@ ROUNDING_FACTOR = 8.0
 def beyond_rounding(energy_error, energy_start, energy_end, resolution=0.0):
     """``energy_error``, or 0 where it is within the rounding error of the potential energies
     it is computed from (:data:`ROUNDING_FACTOR`); what step-size adaptation reads in warmup's
-    descent phase (``esh_math.md`` §7.5).
+    descent phase (``esh_math.md`` §7.5), and TunedHMC's for a chain far up a wall (§7.3,
+    "Steep walls").
 
     Why: far out in the tails the potential energy is huge and, in float32, its rounding
     error is too: on posteriordb's ``earn_height`` a chain started by ``init_to_uniform``
