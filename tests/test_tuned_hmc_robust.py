@@ -142,30 +142,37 @@ def test_step_collapse_guard(backend):
     assert float(flat.step_size[0]) == pytest.approx(RESTART_STEP)
 
 
-def test_adaptation_reads_rounding_as_no_error_only_on_a_steep_wall():
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_adaptation_reads_rounding_as_no_error_only_on_a_steep_wall(backend):
     """``core.hmc.finish``'s ``adapt_accept_prob`` (``esh_math.md`` §7.3, "Steep walls"): an
     energy error within the floating-point resolution of ``H`` reads as accepted where the
     gradient is far above a typical set's (here ``|g| = 1e20`` at ``|x| = 1``: in float32 a
     resolution of about 2e14), and as it is in a typical set; the Metropolis test reads it as it is
     in both."""
-    import jax.numpy as jnp
-
     from esh_kernels.core import hmc
     from esh_kernels.core.integrators import IntegratorState
 
-    def finished(grad, energy_error):
-        x0 = jnp.array([[1.0, 1.0]])
-        start = IntegratorState(x0, jnp.zeros((1, 2)), jnp.zeros(1), jnp.array([5.0]), grad)
-        end = start._replace(x=x0 + 1e-3, energy=start.energy + energy_error)
-        carry = hmc.Carry(jnp.ones(1), end, end, jnp.zeros(1))
-        momentum = jnp.zeros((1, 2))
-        return hmc.finish(carry, start, momentum, jnp.ones(1), 0.1, jnp.array([0.5]), False, 1000.0,
-                          jnp.ones(2))
+    if backend == "jax":
+        import jax.numpy as xp
 
-    wall = finished(jnp.array([[1e20, 0.0]]), 50.0)
+        arr = lambda v: xp.asarray(v, xp.float32)  # noqa: E731
+    else:
+        import torch as xp
+
+        arr = lambda v: xp.tensor(v, dtype=xp.float32)  # noqa: E731
+
+    def finished(grad, energy_error):
+        x0 = arr([[1.0, 1.0]])
+        start = IntegratorState(x0, 0.0 * x0, arr([0.0]), arr([5.0]), arr(grad))
+        end = start._replace(x=x0 + 1e-3, energy=start.energy + energy_error)
+        carry = hmc.Carry(arr([1.0]), end, end, arr([0.0]))
+        return hmc.finish(carry, start, 0.0 * x0, arr([1.0]), 0.1, arr([0.5]), arr([0.0]) > 1.0,
+                          1000.0, arr([1.0, 1.0]))
+
+    wall = finished([[1e20, 0.0]], 50.0)
     assert float(wall.adapt_accept_prob[0]) == 1.0
     assert float(wall.accept_prob[0]) == pytest.approx(np.exp(-50.0))
-    typical = finished(jnp.array([[1.0, -0.5]]), 2.0)
+    typical = finished([[1.0, -0.5]], 2.0)
     assert float(typical.adapt_accept_prob[0]) == pytest.approx(np.exp(-2.0))
-    beyond = finished(jnp.array([[1e20, 0.0]]), 1e16)
+    beyond = finished([[1e20, 0.0]], 1e16)
     assert float(beyond.adapt_accept_prob[0]) == 0.0
