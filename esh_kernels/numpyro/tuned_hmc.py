@@ -75,13 +75,13 @@ from esh_kernels.numpyro._base import FlatKernel
 
 
 class _Proposal(NamedTuple):
-    """What trajectory-length tuning needs from one transition."""
+    """What warmup's tuning needs from one transition."""
 
     x_start: Any
     x_proposal: Any
     velocity: Any  # whitened momentum at the proposal (= dx/dt in the whitened frame)
     duration: Any  # integration time of the proposal
-    accept_prob: Any
+    accept_prob: Any  # the acceptance the adaptation reads (``core.hmc.Outcome.adapt_accept_prob``)
     valid: Any
     uturn_time: Any  # integration time to the first U-turn (0 when not tracked)
 
