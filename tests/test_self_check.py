@@ -41,7 +41,7 @@ def test_healthy_stream_raises_nothing():
 
 def test_frozen_chain_and_collapsed_step_are_flagged_by_chain():
     m = _stream(np.random.default_rng(1), 4, 300, 5, frozen_chain=2)
-    frozen, collapsed, capped, rejecting, divergent, disagree = _flags(m, step=1e-5)
+    frozen, collapsed, capped, rejecting, divergent, sticky, disagree = _flags(m, step=1e-5)
     assert list(frozen) == [False, False, True, False]
     assert collapsed.all() and not capped.any() and not rejecting.any()
     found = self_check.findings("ESH", "sampling", m, np.full(4, 1e-5), _flags(m, step=1e-5),
@@ -574,3 +574,101 @@ def test_pyro_collapsed_step_at_the_cap_is_named_before_warmup_ends():
     [(chain, message)] = [(c, m) for c, s, m in kernel.self_check_findings if s == "step_size"]
     assert chain == 0 and "in its first 200 warmup iterations" in message and "max_steps=8" in message
     assert [str(w.message) for w in caught].count(message) == 1
+
+
+def _repeating_stream(rng, rates, draws, d, runs=()):
+    """Statistics of iid N(0, I) draws in which chain ``c`` repeats its previous draw with
+    probability ``rates[c]``, independently; ``runs``: ``(chain, start, length)`` stretches
+    in which the chain repeats every draw."""
+    chains = len(rates)
+    x = rng.normal(size=(chains, d))
+    m = self_check.monitor_init(x, np.arange(chains))
+    for i in range(draws):
+        stay = rng.uniform(size=chains) < np.asarray(rates)
+        for chain, start, length in runs:
+            stay[chain] |= start <= i < start + length
+        new = np.where(stay[:, None], x, rng.normal(size=(chains, d)))
+        m = self_check.monitor_update(m, x, new, np.full(chains, 7), 1024, np.zeros(chains, bool),
+                                      np.full(chains, 0.8))
+        x = new
+    return m
+
+
+def test_a_chain_stuck_for_a_stretch_is_sticky_and_named():
+    """A chain that repeats one point for 30 draws in a row, where its repeats are otherwise
+    20% and independent (a run of 25 or more has chance ``1000 * 0.2^25``, about 3e-15), is
+    ``sticky``, named with its run and told to reparameterise; a stretch of 24 is not
+    (``STICKY_RUN``); nor is a run of 40 in a chain that repeats 85% of its draws anyway (an
+    adjusted kernel at 15% acceptance: ``1000 * 0.86^40`` is about 2.4, no chance event);
+    nor any chain in warmup. The recent checkpoint sees the run too, and says "during
+    sampling" (the run need not lie in its last 100 draws)."""
+    rng = np.random.default_rng(5)
+    m = _repeating_stream(rng, [0.2, 0.2, 0.2, 0.85], 1000, 4,
+                          runs=((1, 500, 30), (2, 300, 24), (3, 700, 40)))
+    longest = m.longest.astype(int)
+    assert list(longest[1:]) == [30, 24, 54] and longest[0] < 10, longest  # this seed's runs
+    flags = _flags(m)
+    assert list(flags[5]) == [False, True, False, False], (longest, m.repeats)
+    assert not any(np.any(f) for f in _flags(m, sampling=False))
+    found = self_check.findings("AdjustedESH", "sampling", m, np.ones(4), flags, 1024)
+    (message,) = [msg for chain, symptom, msg in found if symptom == "sticky"]
+    assert f"chain 1 stayed at one point for {longest[1]} draws in a row" in message
+    assert "during sampling" in message and "non-centred" in message and "funnel" in message
+    recent = self_check.recent_flags(m, np.ones(4))
+    assert list(recent[5]) == list(flags[5])
+    found = self_check.findings("AdjustedESH", "recent", m, np.ones(4), recent, 1024)
+    (message,) = [msg for chain, symptom, msg in found if symptom == "sticky"]
+    assert "of its 1000 draws" in message and "during sampling" in message
+
+
+def test_sticky_statistics_are_the_same_in_torch():
+    """The Pyro kernels run the same monitor on torch tensors: the same stream gives the
+    same runs and the same ``sticky`` flags."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3))
+    stays = rng.uniform(size=(300, 2)) < 0.2
+    stays[100:130, 1] = True
+    m_np = self_check.monitor_init(x, np.arange(2))
+    m_t = self_check.monitor_init(torch.as_tensor(x), torch.arange(2))
+    for stay in stays:
+        new = np.where(stay[:, None], x, rng.normal(size=(2, 3)))
+        args = (np.full(2, 7), 1024, np.zeros(2, bool), np.full(2, 0.8))
+        m_np = self_check.monitor_update(m_np, x, new, *args)
+        m_t = self_check.monitor_update(m_t, torch.as_tensor(x), torch.as_tensor(new),
+                                        *(torch.as_tensor(a) if isinstance(a, np.ndarray) else a for a in args))
+        x = new
+    assert np.array_equal(m_t.longest.numpy(), m_np.longest) and m_np.longest[1] >= 30
+    sticky = self_check.sticking(m_t)
+    assert sticky.tolist() == list(self_check.sticking(m_np)) == [False, True]
+
+
+def _centred_eight_schools():
+    import numpyro
+    import numpyro.distributions as dist
+
+    y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+    theta = numpyro.sample("theta", dist.Normal(mu, tau).expand([8]))
+    numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def test_numpyro_adjusted_esh_sticking_outside_a_funnels_neck_is_named():
+    """``AdjustedESH`` on the centred eight schools, 4 chains x (1000 + 1000) at its defaults
+    (float32): no divergence, and (this key, the suite's compiler options) 0.2% of the draws
+    of ``tau`` below 0.5, where the posterior has 10% of its mass (a non-centred NUTS run of
+    4 x 10000 draws). Before the ``sticky`` check it said nothing here; now it names the
+    chains that stuck at the neck's edge (``docs/benchmarks.md``, "Notes on sticky chains":
+    10 of 10 keys warned, float32 and float64)."""
+    import esh_kernels.numpyro as kernels
+
+    mcmc, messages = _run_numpyro(kernels.AdjustedESH(_centred_eight_schools), 4, "vectorized",
+                                  seed=1, warmup=1000, samples=1000)
+    assert int(mcmc.get_extra_fields()["diverging"].sum()) == 0
+    found = mcmc.sampler.self_check_findings
+    sticky = [msg for chain, symptom, msg in found if symptom == "sticky"]
+    assert sticky, found
+    assert all(msg in messages for msg in sticky)
+    assert "draws in a row" in sticky[0] and "non-centred" in sticky[0] and "during sampling" in sticky[0]

@@ -48,6 +48,17 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
 * ``divergences``: (sampling) more than 1% of the draws are flagged ``diverging``: the
   trajectories hit a region the integrator cannot follow (a NaN region, a discontinuity,
   extreme curvature), where an adjusted kernel rejects and ESH's draws are biased;
+* ``sticky``: (sampling) a chain that is not ``frozen`` repeated one point for
+  ``STICKY_RUN`` draws in a row or more, a run that its own repeat rate ``r`` makes
+  improbable (``n r^K < STICKY_CHANCE`` over its ``n`` draws, were its repeats independent):
+  a region it reaches where its step size is too large, whose proposals are rejected, so
+  that the region is under-sampled and no divergence is flagged. Measured
+  (``docs/benchmarks.md``, "Notes on sticky chains"): on the centred eight schools
+  ``AdjustedESH``'s chains ran 9-35 repeats in a row and missed the funnel's neck (no
+  draw of ``tau`` below 0.58 where 10% of the posterior lies), at R-hat 1.01-1.03, without
+  a divergence and without a word; on posteriordb's ``one_comp`` (whose tail both adjusted
+  kernels miss) up to 92; healthy runs of the adjusted kernels on 20 posteriordb posteriors,
+  the model zoo and the benchmark targets at most 19, mostly under 10;
 * ``disagree``: chains run together (vectorized / batched) whose within-window means
   disagree, max split-free R-hat over coordinates above 1.2 at the end of warmup, 1.1 in
   sampling, or whose within-chain spreads differ by more than 2.5x in some coordinate (only
@@ -79,6 +90,8 @@ STEP_SIZE_SPREAD = 100.0
 CAP_FRACTION = 0.5
 MIN_ACCEPTANCE = 0.05
 MAX_DIVERGENT_FRACTION = 0.01
+STICKY_RUN = 25
+STICKY_CHANCE = 1e-3
 RHAT_WARMUP = 1.2
 RHAT_SAMPLING = 1.1
 RHAT_MIN_DRAWS = 200
@@ -104,6 +117,8 @@ class MonitorState(NamedTuple):
     recent_count: Any  # draws since the last recent checkpoint (:func:`recent_flags`)
     recent_repeats: Any  # of them, draws equal to the previous draw
     recent_divergent: Any  # of them, draws flagged diverging
+    run: Any  # draws in a row, up to the latest, that repeat the previous draw
+    longest: Any  # the longest such run in the window (``sticky``)
     chain: Any  # chain number, for the messages (-1: unknown, e.g. under pmap)
 
 
@@ -111,7 +126,7 @@ def monitor_init(x, chain):
     """Empty statistics for draws shaped like ``x`` (``(d,)`` or ``(C, d)``)."""
     zero = x[..., 0] * 0.0
     return MonitorState(zero, zero, zero, zero, zero, x * 0.0, x * 0.0, x * 0.0, x * 0.0,
-                        zero, zero, zero, chain)
+                        zero, zero, zero, zero, zero, chain)
 
 
 def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None):
@@ -133,10 +148,12 @@ def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None
     term = ((count > 1.0)[..., None] & (delta != 0.0)) * 1.0
     log_dev = m.log_dev + term * xp.log(xp.abs(delta) + (1.0 - term))
     log_count = m.log_count + term
+    run = (m.run + 1.0) * repeated
     return MonitorState(count, m.repeats + repeated, m.cap_hits + capped,
                         m.accept_sum + accept, m.divergent + diverging * 1.0, mean, m2, log_dev,
                         log_count, m.recent_count + 1.0, m.recent_repeats + repeated,
-                        m.recent_divergent + diverging * 1.0, m.chain)
+                        m.recent_divergent + diverging * 1.0, run, xp.maximum(m.longest, run),
+                        m.chain)
 
 
 #: the statistics of the recent window (:func:`recent_flags`), emptied on their own
@@ -174,13 +191,16 @@ def recent_window(m):
 
 def recent_flags(m, step_size):
     """:func:`problem_flags`' ``frozen`` (by repeated draws) over the recent window alone, and
-    its ``step_size`` (which says why the draws repeat); the other symptoms stay with the
-    whole sampling window, where the longer window keeps them from noise."""
+    its ``step_size`` (which says why the draws repeat); ``sticky`` over the whole sampling
+    window, looked at here too so that a run late in sampling is seen by the last recent
+    checkpoint (NumPyro's sampling checkpoints stop at ``100 * 2^k``); the other symptoms
+    stay with the whole sampling window, where the longer window keeps them from noise."""
     xp = namespace(m.mean)
     recent = recent_window(m)
     frozen = (recent.count >= MIN_DRAWS) & repeating(recent)
+    sticky = (m.count >= MIN_DRAWS) & ~repeating(m) & ~frozen & sticking(m)
     none = frozen & False
-    return frozen, collapsed_step(step_size), none, none, none, xp.any(none)
+    return frozen, collapsed_step(step_size), none, none, none, sticky, xp.any(none)
 
 
 def sampling_checkpoint(n):
@@ -210,10 +230,10 @@ def early_flags(m, step_size, scale_diag):
     (``cap``), raised as ``step_size``. Other symptoms wait for the end of warmup: early in
     warmup a chain is still finding the typical set."""
     xp = namespace(m.mean)
-    frozen, collapsed, capped, rejecting, divergent, disagree = problem_flags(
+    frozen, collapsed, capped, rejecting, divergent, sticky, disagree = problem_flags(
         m, step_size, scale_diag, False, False)
     none = frozen & False
-    return none, collapsed & capped, none, none, none, xp.any(none)
+    return none, collapsed & capped, none, none, none, none, xp.any(none)
 
 
 def phase_flags(phase, m, step_size, scale_diag, has_accept):
@@ -285,8 +305,15 @@ def collapsed_step(step_size):
     return collapsed
 
 
+def sticking(m):
+    """Per chain: the ``sticky`` symptom's run (module docstring), whatever the window."""
+    xp = namespace(m.mean)
+    rate = m.repeats / xp.where(m.count > 1.0, m.count, 1.0)
+    return (m.longest >= STICKY_RUN) & (m.count * rate**m.longest < STICKY_CHANCE)
+
+
 def problem_flags(m, step_size, scale_diag, sampling, has_accept):
-    """Per-chain booleans ``(frozen, step_size, cap, acceptance, divergences)`` and one
+    """Per-chain booleans ``(frozen, step_size, cap, acceptance, divergences, sticky)`` and one
     batch boolean ``disagree``, from the window statistics ``m`` and the chains' current step size and
     metric scale (:func:`esh_kernels.core.preconditioning.scale_diagonal`). ``sampling`` enables the checks that need a
     fixed metric (spread) and selects the R-hat threshold."""
@@ -300,6 +327,7 @@ def problem_flags(m, step_size, scale_diag, sampling, has_accept):
     capped = enough & (m.cap_hits / safe > CAP_FRACTION)
     rejecting = enough & (m.accept_sum / safe < MIN_ACCEPTANCE) if has_accept else enough & False
     divergent = enough & (m.divergent / safe > MAX_DIVERGENT_FRACTION) if sampling else enough & False
+    sticky = enough & ~frozen & sticking(m) if sampling else enough & False
     batch = m.mean.ndim >= 2 and m.mean.shape[0] >= 2
     if batch:
         threshold = RHAT_SAMPLING if sampling else RHAT_WARMUP
@@ -307,7 +335,7 @@ def problem_flags(m, step_size, scale_diag, sampling, has_accept):
         disagree = (xp.min(m.count) >= RHAT_MIN_DRAWS) & ((rhat(m) > threshold) | spread_apart)
     else:
         disagree = xp.any(enough) & False
-    return frozen, collapsed, capped, rejecting, divergent, disagree
+    return frozen, collapsed, capped, rejecting, divergent, sticky, disagree
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,6 +357,10 @@ CAUSES = {
                    "adjusted kernel rejects there and mixes slowly near it, ESH's draws "
                    "under-represent it",
     "disagree": "a chain is stuck in another mode or has not converged",
+    "sticky": "its step size is too large for a region it reaches (the neck of a funnel, a "
+              "hierarchical scale near zero, a horseshoe prior, a sharp ridge): proposals into "
+              "it are rejected, so the region is under-sampled and the estimates are biased, "
+              "which R-hat and the divergence count need not show",
     # a frozen chain most of whose draws diverged: the opposite cause of "frozen"
     "frozen_diverging": "the step size is too large for the posterior: the trajectories "
                         "diverge, so the draws do not move",
@@ -364,6 +396,8 @@ REMEDIES = {
                    "and smooth where it has support",
     "disagree": "use more warmup, a better init_strategy (e.g. init_to_median), and check the "
                 "model for multimodality",
+    "sticky": "reparameterise the model (e.g. non-centred), or raise target_accept_prob for a "
+              "smaller step size",
     "frozen_diverging": "let warmup tune the step size (adapt_step_size=True, the default) or "
                         "give a smaller step_size",
     "frozen_diverging_region": "give a better init_strategy (e.g. init_to_median) where the "
@@ -404,7 +438,8 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
     single = np.asarray(m.mean).dtype == np.float32
     remedies = {symptom: (advice[0] if single else advice[1]) if isinstance(advice, tuple) else advice
                 for symptom, advice in (remedies or {}).items()}
-    frozen, collapsed, capped, rejecting, divergent, disagree = (np.asarray(f) for f in flags)
+    frozen, collapsed, capped, rejecting, divergent, sticky, disagree = (np.asarray(f) for f in flags)
+    whole = type(m)(*(np.asarray(a, dtype=float) for a in m))  # ``sticky`` is over all of sampling
     if phase == "recent":
         m = recent_window(m)
     count = np.atleast_1d(np.asarray(m.count, dtype=float))
@@ -417,17 +452,17 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
     host = type(m)(*(np.asarray(a, dtype=float) for a in m))
     repeats_mostly = np.atleast_1d(repeating(host))
 
-    def say(c, symptom, what, cause=None):
+    def say(c, symptom, what, cause=None, when=None):
         """``cause``: the key of :data:`CAUSES` and :data:`REMEDIES` where it is not the
         symptom's own (a frozen chain whose draws diverged); the kernel's own advice is
         looked up by the cause, so advice for a symptom's usual cause is left out of its
-        other causes'."""
+        other causes'; ``when``: the window, where it is not the phase's."""
         cause = cause or symptom
         own = remedies.get(cause)
         advice = "; ".join(r for r in (own, REMEDIES[cause]) if r)
         name = _chain_name(chains[c]) if c is not None else "the chains"
         out.append((int(chains[c]) if c is not None else -1, symptom,
-                    f"{kernel}: {name} {what} {where}. Likely cause: {CAUSES[cause]}. "
+                    f"{kernel}: {name} {what} {when or where}. Likely cause: {CAUSES[cause]}. "
                     f"Remedy: {advice}."))
 
     repeats = np.atleast_1d(np.asarray(m.repeats, dtype=float))
@@ -467,6 +502,12 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
             say(c, "acceptance", f"accepted {accept[c] / n:.1%} of its proposals")
         if np.atleast_1d(divergent)[c]:
             say(c, "divergences", f"had {int(divs[c])} divergent draws of {int(count[c])}")
+        if np.atleast_1d(sticky)[c]:
+            runs, drawn = (np.atleast_1d(a)[c] for a in (whole.longest, whole.count))
+            rate = np.atleast_1d(whole.repeats)[c] / max(drawn, 1.0)
+            say(c, "sticky", f"stayed at one point for {int(runs)} draws in a row, where "
+                             f"{rate:.0%} of its {int(drawn)} draws repeat the previous one",
+                when="during sampling")
     if bool(np.any(disagree)):
         r, v = float(rhat(host)), float(spread_ratio(host))
         say(None, "disagree", f"disagree (R-hat {r:.2f}, within-chain spreads up to {v:.1f}x "
