@@ -19,7 +19,6 @@ process ran out of XLA's code mappings after 50 runs) and a time limit. Prints o
 is written.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -63,7 +62,7 @@ def run_one(name, kernel, seed, num_samples):
     verdict = judge(draws, reference)
     rhat = max(float(split_gelman_rubin(np.asarray(x))) for x in draws.values())
     potential = np.median(np.asarray(mcmc.get_extra_fields(group_by_chain=True)["potential_energy"]), axis=1)
-    found = sorted({(chain, symptom) for chain, symptom, _ in mcmc.sampler.self_check_findings})
+    found = runner.findings(mcmc)
     failed = "" if verdict["verdict"] == "pass" else f" {verdict['failed'][:2]}"
     return {"status": "ok", "line": (
         f"{name} {kernel} seed {seed}: {verdict['verdict']}{failed}; max R-hat {rhat:.3f}; "
@@ -72,19 +71,12 @@ def run_one(name, kernel, seed, num_samples):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kernels", nargs="+", choices=sorted(KERNELS), default=["TunedHMC"])
+    p = runner.runs_parser(__doc__, sorted(KERNELS), ["TunedHMC"])
     p.add_argument("--posteriors", nargs="+", choices=pdb.POSTERIORS, required=True)
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--time-limit", type=float, default=900.0, metavar="SECONDS")
     args = p.parse_args(argv)
-    for name in args.posteriors:
-        for kernel in args.kernels:
-            for seed in args.seeds:
-                rec = runner.run_in_process(run_one, (name, kernel, seed, args.num_samples), args.time_limit)
-                print(rec.get("line") or f"{name} {kernel} seed {seed}: {rec['status']} {rec.get('note', '')}",
-                      flush=True)
+    runner.print_runs(run_one, [(name, kernel, seed, args.num_samples) for name in args.posteriors
+                                for kernel in args.kernels for seed in args.seeds], args.time_limit)
     return 0
 
 

@@ -145,6 +145,34 @@ def run_in_process(measure, args, limit):
     return rec
 
 
+def runs_parser(doc, kernels, default_kernels):
+    """The per-run scripts' argument parser (``other_keys.py``, ``repeat_runs.py``), described
+    by the first paragraph of ``doc``: ``--kernels`` among ``kernels``, ``--seeds`` (default 1
+    2) and ``--time-limit`` per run (:func:`print_runs`); each script adds what it runs on."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--kernels", nargs="+", choices=list(kernels), default=list(default_kernels))
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--time-limit", type=float, default=900.0, metavar="SECONDS")
+    return p
+
+
+def findings(mcmc):
+    """The sorted ``(chain, symptom)`` pairs of a run's self-check findings."""
+    return sorted({(chain, symptom) for chain, symptom, _ in mcmc.sampler.self_check_findings})
+
+
+def print_runs(measure, cases, limit):
+    """Each case ``(name, kernel, seed, ...)`` as ``measure(*case)`` in :func:`run_in_process`;
+    prints the record's ``line``, or the case and why it gave none (a time-out, an error)."""
+    for case in cases:
+        rec = run_in_process(measure, case, limit)
+        name, kernel, seed = case[:3]
+        print(rec.get("line") or f"{name} {kernel} seed {seed}: {rec['status']} {rec.get('note', '')}",
+              flush=True)
+
+
 def _rel(path):
     return os.path.relpath(path, REPO)
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""The longest run of repeated draws of each chain: the statistic behind the self-check's
+``sticky`` symptom (``esh_kernels/core/self_check.py``; ``docs/benchmarks.md``, "Notes on
+sticky chains"), read on any target the benchmarks know.
+
+    python benchmarks/repeat_runs.py --kernels AdjustedESH TunedHMC \\
+        --targets eight_schools-eight_schools_centered garch-garch11 horseshoe --seeds 1 2
+
+A target is a posteriordb_dev posterior (``posteriordb.POSTERIORS``), one of the ten without
+references (``pdb_check.POSTERIORS``), a model of ``model_zoo.MODELS`` or a target of
+``targets.make_targets()``. Each run is ``MCMC(Kernel(model), num_warmup=1000,
+num_samples=1000, num_chains=4, chain_method="vectorized")`` at the kernel's defaults,
+float64, from ``PRNGKey(seed)`` (unsplit), in a process of its own
+(``runner.run_in_process``). One line per run: per chain the longest run of sampling draws
+that repeat the previous draw (every coordinate of the flattened draw equal) and the
+fraction of draws that do, and the self-check's findings. Prints only; nothing is written.
+"""
+
+import os
+import sys
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+
+import runner  # noqa: E402
+
+KERNELS = ("AdjustedESH", "ESH", "TunedHMC")
+
+
+def load_model(name):
+    """The NumPyro model of ``name``, from whichever benchmark defines it."""
+    import model_zoo
+    import pdb_check
+    import posteriordb as pdb
+    import targets
+
+    if name in pdb.POSTERIORS:
+        return pdb.model_module(name).numpyro_model(pdb.load_data(name))
+    if name in pdb_check.POSTERIORS:
+        return pdb_check.load_model(name)
+    if name in model_zoo.MODELS:
+        return model_zoo.MODELS[name][0]
+    found = targets.make_targets()
+    if name in found:
+        return found[name].model
+    raise SystemExit(f"unknown target {name!r}: not in posteriordb_dev, pdb_check, the model zoo "
+                     "or targets.make_targets()")
+
+
+def longest_runs(repeated):
+    """Per row of the boolean ``(chains, draws)`` array: the longest run of ``True``."""
+    out = []
+    for row in repeated:
+        best = run = 0
+        for r in row:
+            run = run + 1 if r else 0
+            best = max(best, run)
+        out.append(best)
+    return out
+
+
+def run_one(name, kernel, seed):
+    """One run (module level: it runs in a spawned process); its record holds the line."""
+    import jax
+    import numpyro
+    from numpyro.infer import MCMC
+
+    numpyro.enable_x64()
+    import esh_kernels.numpyro as ek
+
+    mcmc = MCMC(getattr(ek, kernel)(load_model(name)), num_warmup=1000, num_samples=1000,
+                num_chains=4, chain_method="vectorized", progress_bar=False)
+    start = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the findings are read below
+        mcmc.run(jax.random.PRNGKey(seed))
+    draws = np.concatenate([np.asarray(v).reshape(4, 1000, -1)
+                            for v in mcmc.get_samples(group_by_chain=True).values()], axis=-1)
+    repeated = np.all(draws[:, 1:] == draws[:, :-1], axis=-1)
+    found = runner.findings(mcmc)
+    return {"status": "ok", "line": (
+        f"{name} {kernel} seed {seed}: longest runs {longest_runs(repeated)}; repeated "
+        f"{np.array2string(repeated.mean(axis=1), precision=2)}; findings {found} "
+        f"[{time.time() - start:.0f} s]")}
+
+
+def main(argv=None):
+    p = runner.runs_parser(__doc__, KERNELS, ["AdjustedESH", "TunedHMC"])
+    p.add_argument("--targets", nargs="+", required=True)
+    args = p.parse_args(argv)
+    for name in args.targets:
+        load_model(name)  # an unknown name fails here, before any run
+    runner.print_runs(run_one, [(name, kernel, seed) for name in args.targets
+                                for kernel in args.kernels for seed in args.seeds], args.time_limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
