@@ -54,11 +54,12 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
   a region it reaches where its step size is too large, whose proposals are rejected, so
   that the region is under-sampled and no divergence is flagged. Measured
   (``docs/benchmarks.md``, "Notes on sticky chains"): on the centred eight schools
-  ``AdjustedESH``'s chains ran 9-35 repeats in a row and missed the funnel's neck (no
-  draw of ``tau`` below 0.58 where 10% of the posterior lies), at R-hat 1.01-1.03, without
-  a divergence and without a word; on posteriordb's ``one_comp`` (whose tail both adjusted
-  kernels miss) up to 92; healthy runs of the adjusted kernels on 20 posteriordb posteriors,
-  the model zoo and the benchmark targets at most 19, mostly under 10;
+  ``AdjustedESH``'s chains repeated one point up to 33-35 draws in a row and missed the
+  funnel's neck (smallest draws of ``tau`` 0.58-1.1, where 10% of the posterior lies below
+  0.5), at R-hat 1.005-1.013, without a divergence and, before this check, without a word;
+  on posteriordb's ``one_comp`` (whose tail both adjusted kernels miss) up to 92; healthy
+  runs of ``AdjustedESH`` and ``TunedHMC`` on 16 posteriordb posteriors, four models of the
+  zoo and the benchmark targets at most 10, the non-centred eight schools 19;
 * ``disagree``: chains run together (vectorized / batched) whose within-window means
   disagree, max split-free R-hat over coordinates above 1.2 at the end of warmup, 1.1 in
   sampling, or whose within-chain spreads differ by more than 2.5x in some coordinate (only
@@ -440,8 +441,7 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
                 for symptom, advice in (remedies or {}).items()}
     frozen, collapsed, capped, rejecting, divergent, sticky, disagree = (np.asarray(f) for f in flags)
     whole = type(m)(*(np.asarray(a, dtype=float) for a in m))  # ``sticky`` is over all of sampling
-    if phase == "recent":
-        m = recent_window(m)
+    m = host = recent_window(whole) if phase == "recent" else whole
     count = np.atleast_1d(np.asarray(m.count, dtype=float))
     chains = np.atleast_1d(np.asarray(m.chain))
     step = np.broadcast_to(np.atleast_1d(np.asarray(step_size, dtype=float)), count.shape)
@@ -449,7 +449,6 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
              "recent": f"over its last {int(count.max())} sampling draws"}.get(
         phase, f"in its first {int(count.max())} warmup iterations")
     out = []
-    host = type(m)(*(np.asarray(a, dtype=float) for a in m))
     repeats_mostly = np.atleast_1d(repeating(host))
 
     def say(c, symptom, what, cause=None, when=None):
