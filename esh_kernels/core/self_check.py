@@ -49,10 +49,12 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
   trajectories hit a region the integrator cannot follow (a NaN region, a discontinuity,
   extreme curvature), where an adjusted kernel rejects and ESH's draws are biased;
 * ``sticky``: (sampling) a chain that is not ``frozen`` repeated one point for
-  ``STICKY_RUN`` draws in a row or more, a run that its own repeat rate ``r`` makes
-  improbable (``n r^K < STICKY_CHANCE`` over its ``n`` draws, were its repeats independent):
-  a region it reaches where its step size is too large, whose proposals are rejected, so
-  that the region is under-sampled and no divergence is flagged. Measured
+  ``STICKY_RUN`` draws in a row or more and then moved on, a run that its own repeat rate
+  ``r`` makes improbable (``n r^K < STICKY_CHANCE`` over its ``n`` draws, were its repeats
+  independent): a region it reaches where its step size is too large, whose proposals are
+  rejected, so that the region is under-sampled and no divergence is flagged. A run still
+  going on is ``frozen``'s to judge (a chain that froze late, or stays next to a NaN region,
+  is named as frozen, not as sticky). Measured
   (``docs/benchmarks.md``, "Notes on sticky chains"): on the centred eight schools
   ``AdjustedESH``'s chains repeated one point up to 33-35 draws in a row and missed the
   funnel's neck (smallest draws of ``tau`` 0.58-1.1, where 10% of the posterior lies below
@@ -119,7 +121,7 @@ class MonitorState(NamedTuple):
     recent_repeats: Any  # of them, draws equal to the previous draw
     recent_divergent: Any  # of them, draws flagged diverging
     run: Any  # draws in a row, up to the latest, that repeat the previous draw
-    longest: Any  # the longest such run in the window (``sticky``)
+    longest: Any  # the longest such run in the window that has ended (``sticky``)
     chain: Any  # chain number, for the messages (-1: unknown, e.g. under pmap)
 
 
@@ -149,11 +151,12 @@ def monitor_update(m, x_prev, x, n_steps, max_steps, diverging, accept_prob=None
     term = ((count > 1.0)[..., None] & (delta != 0.0)) * 1.0
     log_dev = m.log_dev + term * xp.log(xp.abs(delta) + (1.0 - term))
     log_count = m.log_count + term
-    run = (m.run + 1.0) * repeated
+    # a run counts once it has ended: one still going on is ``frozen``'s to judge
+    longest = xp.maximum(m.longest, m.run * (1.0 - repeated))
     return MonitorState(count, m.repeats + repeated, m.cap_hits + capped,
                         m.accept_sum + accept, m.divergent + diverging * 1.0, mean, m2, log_dev,
                         log_count, m.recent_count + 1.0, m.recent_repeats + repeated,
-                        m.recent_divergent + diverging * 1.0, run, xp.maximum(m.longest, run),
+                        m.recent_divergent + diverging * 1.0, (m.run + 1.0) * repeated, longest,
                         m.chain)
 
 
