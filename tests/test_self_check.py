@@ -677,3 +677,38 @@ def test_numpyro_adjusted_esh_sticking_outside_a_funnels_neck_is_named():
     assert sticky, found
     assert all(msg in messages for msg in sticky)
     assert "draws in a row" in sticky[0] and "non-centred" in sticky[0] and "during sampling" in sticky[0]
+
+
+def test_pyro_adjusted_esh_sticking_outside_a_funnels_neck_is_named():
+    """The same in Pyro (``BatchedMCMC``, 8 chains x (1000 + 1000), float32): the Pyro kernels
+    run the same monitor on torch tensors and report at the recent checkpoints and at the
+    end of sampling. Measured (2026-12-07, seeds 0 and 1, float32 and float64): three or four
+    chains named sticky in every run, with at most 0.7% of the draws of ``tau`` below 0.5."""
+    pytest.importorskip("pyro")
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    import esh_kernels.pyro as kernels
+
+    torch.set_num_threads(1)
+    y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    sigma = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+    def model():
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+        with pyro.plate("J", 8):
+            theta = pyro.sample("theta", dist.Normal(mu, tau))
+            pyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc = kernels.BatchedMCMC(kernels.AdjustedESH(model), num_samples=1000, warmup_steps=1000,
+                                   num_chains=8, disable_progbar=True)
+        mcmc.run()
+    sticky = [msg for chain, symptom, msg in mcmc.kernel.self_check_findings if symptom == "sticky"]
+    assert sticky, mcmc.kernel.self_check_findings
+    assert all(any(str(w.message) == msg for w in caught) for msg in sticky)
+    assert "draws in a row" in sticky[0] and "non-centred" in sticky[0]
