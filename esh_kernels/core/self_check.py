@@ -49,9 +49,9 @@ scale, so a healthy step size is of order 0.1-10 for every kernel):
   trajectories hit a region the integrator cannot follow (a NaN region, a discontinuity,
   extreme curvature), where an adjusted kernel rejects and ESH's draws are biased;
 * ``sticky``: (sampling) a chain that is not ``frozen`` repeated one point for
-  ``STICKY_RUN`` draws in a row or more and then moved on, a run that its own repeat rate
-  ``r`` makes improbable (``n r^K < STICKY_CHANCE`` over its ``n`` draws, were its repeats
-  independent): a region it reaches where its step size is too large, whose proposals are
+  ``STICKY_RUN`` draws in a row or more and then moved on, a run (of ``K`` draws) that its
+  own repeat rate ``r`` makes improbable (``n r^K < STICKY_CHANCE`` over its ``n`` draws,
+  were its repeats independent): a region it reaches where its step size is too large, whose proposals are
   rejected, so that the region is under-sampled and no divergence is flagged. A run still
   going on is ``frozen``'s to judge (a chain that froze late, or stays next to a NaN region,
   is named as frozen, not as sticky). Measured
