@@ -12,8 +12,9 @@ references (``pdb_check.POSTERIORS``), a model of ``model_zoo.MODELS`` or a targ
 num_samples=1000, num_chains=4, chain_method="vectorized")`` at the kernel's defaults,
 float64, from ``PRNGKey(seed)`` (unsplit), in a process of its own
 (``runner.run_in_process``). One line per run: per chain the longest run of sampling draws
-that repeat the previous draw (every coordinate of the flattened draw equal) and the
-fraction of draws that do, and the self-check's findings. Prints only; nothing is written.
+that repeat the previous draw (every coordinate of the flattened draw equal; a run still
+going on at the end counts, where ``sticky`` leaves it to ``frozen``) and the fraction of
+draws that do, and the self-check's findings. Prints only; nothing is written.
 """
 
 import os

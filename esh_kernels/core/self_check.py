@@ -292,11 +292,16 @@ def spread_ratio(m):
     return xp.exp(xp.max(xp.where(xp.all(counted, axis=0), gap, 0.0)))
 
 
+def repeat_rate(m):
+    """Per chain: the fraction of the window's draws that repeat the previous draw."""
+    xp = namespace(m.mean)
+    return m.repeats / xp.where(m.count > 1.0, m.count, 1.0)
+
+
 def repeating(m):
     """Per chain: at least ``FROZEN_REPEAT_FRACTION`` of the window's draws repeat the previous
     draw (one of the two ways a chain is ``frozen``, :func:`problem_flags`)."""
-    xp = namespace(m.mean)
-    return m.repeats / xp.where(m.count > 1.0, m.count, 1.0) >= FROZEN_REPEAT_FRACTION
+    return repeat_rate(m) >= FROZEN_REPEAT_FRACTION
 
 
 def collapsed_step(step_size):
@@ -311,9 +316,7 @@ def collapsed_step(step_size):
 
 def sticking(m):
     """Per chain: the ``sticky`` symptom's run (module docstring), whatever the window."""
-    xp = namespace(m.mean)
-    rate = m.repeats / xp.where(m.count > 1.0, m.count, 1.0)
-    return (m.longest >= STICKY_RUN) & (m.count * rate**m.longest < STICKY_CHANCE)
+    return (m.longest >= STICKY_RUN) & (m.count * repeat_rate(m)**m.longest < STICKY_CHANCE)
 
 
 def problem_flags(m, step_size, scale_diag, sampling, has_accept):
@@ -505,8 +508,8 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
         if np.atleast_1d(divergent)[c]:
             say(c, "divergences", f"had {int(divs[c])} divergent draws of {int(count[c])}")
         if np.atleast_1d(sticky)[c]:
-            runs, drawn = (np.atleast_1d(a)[c] for a in (whole.longest, whole.count))
-            rate = np.atleast_1d(whole.repeats)[c] / max(drawn, 1.0)
+            runs, drawn, rate = (np.atleast_1d(a)[c] for a in (whole.longest, whole.count,
+                                                               repeat_rate(whole)))
             say(c, "sticky", f"stayed at one point for {int(runs)} draws in a row, where "
                              f"{rate:.0%} of its {int(drawn)} draws repeat the previous one",
                 when="during sampling")
