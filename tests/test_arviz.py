@@ -16,10 +16,9 @@ az = pytest.importorskip("arviz")
 
 import esh_kernels  # noqa: E402
 from esh_kernels.arviz import arviz_generation, to_arviz, sample_stats_fields  # noqa: E402
+from eight_schools_data import SIGMA, Y  # noqa: E402
 
 GEN = arviz_generation()
-Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
-SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
 SCHOOLS = list("ABCDEFGH")
 
 

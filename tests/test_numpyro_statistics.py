@@ -44,6 +44,8 @@ from esh_kernels.core import (
 )
 from esh_kernels.numpyro import ESH, AdjustedESH
 
+import eight_schools_data
+
 N_SE = 5.0
 ESH_VAR_BIAS = 0.03  # relative, on second moments (ESH is unadjusted)
 ESH_MEAN_BIAS = 0.03  # in units of the target's standard deviation, on means
@@ -363,10 +365,6 @@ def test_gaussian_mixture_2d(kernel_cls):
 # Real models against NumPyro NUTS
 
 
-EIGHT_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-EIGHT_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
 def eight_schools_noncentered(sigma, y=None):
     mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
     tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
@@ -380,8 +378,8 @@ def eight_schools_noncentered(sigma, y=None):
 def eight_schools_nuts():
     samples, div = run_mcmc(
         NUTS(eight_schools_noncentered, target_accept_prob=0.9),
-        jnp.asarray(EIGHT_SIGMA, jnp.float32),
-        jnp.asarray(EIGHT_Y, jnp.float32),
+        jnp.asarray(eight_schools_data.SIGMA, jnp.float32),
+        jnp.asarray(eight_schools_data.Y, jnp.float32),
         seed=100,
         num_warmup=500,
         num_samples=1000,
@@ -396,8 +394,8 @@ def test_eight_schools_against_nuts(kernel_cls, eight_schools_nuts):
     with NUTS within the combined MC error."""
     samples, _ = run_mcmc(
         kernel_cls(eight_schools_noncentered),
-        jnp.asarray(EIGHT_SIGMA, jnp.float32),
-        jnp.asarray(EIGHT_Y, jnp.float32),
+        jnp.asarray(eight_schools_data.SIGMA, jnp.float32),
+        jnp.asarray(eight_schools_data.Y, jnp.float32),
         seed=6,
         num_warmup=500,
         num_samples=1000,

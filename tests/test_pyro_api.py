@@ -22,6 +22,7 @@ import esh_kernels.pyro as ekp  # noqa: E402
 from esh_kernels.pyro import ESH, AdjustedESH, BatchedMCMC, run_batched  # noqa: E402
 from esh_kernels.pyro._model import SingleChainPotential  # noqa: E402
 from moments import GAMMA_3_2_MOMENTS, raw_moment_z  # noqa: E402
+import eight_schools_data  # noqa: E402
 
 # Short warmups here: cap the steps per draw so that a poorly tuned draw length cannot make
 # a test slow (before 7b5bfca, 40 warmup iterations sometimes tuned ESH's time per draw
@@ -48,8 +49,8 @@ def gauss_model(scale=(1.0, 2.0, 0.5)):
 
 
 def eight_schools(y=None, sigma=None):
-    y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]) if y is None else y
-    sigma = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]) if sigma is None else sigma
+    y = torch.tensor(eight_schools_data.Y) if y is None else y
+    sigma = torch.tensor(eight_schools_data.SIGMA) if sigma is None else sigma
 
     def model():
         mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
@@ -70,8 +71,8 @@ def run_mcmc(kernel, warmup=30, samples=20, chains=1, **kw):
     return mcmc
 
 
-Y8 = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA8 = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+Y8 = torch.tensor(eight_schools_data.Y)
+SIGMA8 = torch.tensor(eight_schools_data.SIGMA)
 
 
 def eight_schools_module_level():  # picklable (multi-process chains pickle the kernel)

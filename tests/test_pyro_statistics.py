@@ -29,6 +29,8 @@ from pyro.ops.stats import effective_sample_size  # noqa: E402
 import esh_kernels.pyro as ekp  # noqa: E402
 from esh_kernels.pyro import ESH, AdjustedESH, run_batched  # noqa: E402
 
+import eight_schools_data  # noqa: E402
+
 KERNELS = [AdjustedESH, ESH]
 if hasattr(ekp, "TunedHMC"):
     KERNELS.append(ekp.TunedHMC)
@@ -149,8 +151,8 @@ def test_block_full_mass_estimates_only_the_blocks(cls):
 
 # -- eight schools (non-centred) ------------------------------------------------------------
 
-Y8 = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=F64)
-SIGMA8 = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=F64)
+Y8 = torch.tensor(eight_schools_data.Y, dtype=F64)
+SIGMA8 = torch.tensor(eight_schools_data.SIGMA, dtype=F64)
 
 # Posterior means from NumPyro NUTS (target_accept_prob=0.9), 4 chains x 50000 draws after
 # 2000 warmup, float64, PRNGKey(123), 1 divergence in 200000 draws. Their Monte Carlo

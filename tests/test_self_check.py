@@ -9,6 +9,8 @@ import pytest
 
 from esh_kernels.core import self_check
 
+import eight_schools_data
+
 
 def _stream(rng, chains, draws, d, frozen_chain=None, shift_chain=None, diverging_chain=None):
     """Statistics of iid N(0, I) draws; one chain may repeat its first draw, another may
@@ -647,11 +649,6 @@ def test_sticky_statistics_are_the_same_in_torch():
     assert sticky.tolist() == list(self_check.sticking(m_np)) == [False, True]
 
 
-#: the eight schools' data (``benchmarks/targets.py``), for both backends' centred models below
-EIGHT_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
-EIGHT_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
-
-
 def _centred_eight_schools():
     import numpyro
     import numpyro.distributions as dist
@@ -659,7 +656,8 @@ def _centred_eight_schools():
     mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
     tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
     theta = numpyro.sample("theta", dist.Normal(mu, tau).expand([8]))
-    numpyro.sample("y", dist.Normal(theta, np.array(EIGHT_SIGMA)), obs=np.array(EIGHT_Y))
+    sigma, y = np.array(eight_schools_data.SIGMA), np.array(eight_schools_data.Y)
+    numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
 
 def test_numpyro_adjusted_esh_sticking_outside_a_funnels_neck_is_named():
@@ -695,7 +693,7 @@ def test_pyro_adjusted_esh_sticking_outside_a_funnels_neck_is_named():
     import esh_kernels.pyro as kernels
 
     torch.set_num_threads(1)
-    y, sigma = torch.tensor(EIGHT_Y), torch.tensor(EIGHT_SIGMA)
+    y, sigma = torch.tensor(eight_schools_data.Y), torch.tensor(eight_schools_data.SIGMA)
 
     def model():
         mu = pyro.sample("mu", dist.Normal(0.0, 5.0))

@@ -34,6 +34,8 @@ from esh_kernels.core.adaptation import (
 )
 from esh_kernels.numpyro import TunedHMC  # noqa: E402
 
+import eight_schools_data  # noqa: E402
+
 N_SE = 5.0
 FIELDS = ("n_steps", "accept_prob", "potential_energy", "energy", "energy_error",
           "adapt_state.step_size", "adapt_state.trajectory_length", "mean_accept_prob")
@@ -221,8 +223,8 @@ def eight_schools(sigma, y=None):
         numpyro.sample("obs", dist.Normal(mu + tau * theta_t, sigma), obs=y)
 
 
-Y8 = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA8 = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+Y8 = jnp.array(eight_schools_data.Y)
+SIGMA8 = jnp.array(eight_schools_data.SIGMA)
 
 
 def test_eight_schools_non_centred_matches_nuts():
