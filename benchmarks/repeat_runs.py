@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""The longest run of repeated draws of each chain: the statistic behind the self-check's
-``sticky`` symptom (``esh_kernels/core/self_check.py``; ``docs/benchmarks.md``, "Notes on
-sticky chains"), read on any target the benchmarks know.
+"""The longest run of repeated draws of each chain (the statistic behind the self-check's
+``sticky`` symptom, ``esh_kernels/core/self_check.py``), and the share of its draws that
+stepped beyond the leapfrog's stability limit (``step_curvature``, ``esh_math.md`` §7.9), read
+on any target the benchmarks know (``docs/benchmarks.md``, "Notes on sticky chains" and "Notes
+on unstable steps").
 
     python benchmarks/repeat_runs.py --kernels AdjustedESH TunedHMC \\
         --targets eight_schools-eight_schools_centered garch-garch11 horseshoe --seeds 1 2
@@ -14,7 +16,10 @@ float64, from ``PRNGKey(seed)`` (unsplit), in a process of its own
 (``runner.run_in_process``). One line per run: per chain the longest run of sampling draws
 that repeat the previous draw (every coordinate of the flattened draw equal; a run still
 going on at the end counts, where ``sticky`` leaves it to ``frozen``) and the fraction of
-draws that do, and the self-check's findings. Prints only; nothing is written.
+draws that do; for the kernels that record ``step_curvature`` (``AdjustedESH``, ``TunedHMC``),
+per chain the share of sampling draws whose proposal had a step above
+``core.hmc.LEAPFROG_STABILITY_LIMIT``, and the median and largest ``step_curvature``; and the
+self-check's findings. Prints only; nothing is written.
 """
 
 import os
@@ -73,19 +78,29 @@ def run_one(name, kernel, seed):
     numpyro.enable_x64()
     import esh_kernels.numpyro as ek
 
-    mcmc = MCMC(getattr(ek, kernel)(load_model(name)), num_warmup=1000, num_samples=1000,
+    from esh_kernels.core.hmc import LEAPFROG_STABILITY_LIMIT
+
+    cls = getattr(ek, kernel)
+    curvature = kernel != "ESH"  # the kernels that record ``step_curvature``
+    mcmc = MCMC(cls(load_model(name)), num_warmup=1000, num_samples=1000,
                 num_chains=4, chain_method="vectorized", progress_bar=False)
     start = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the findings are read below
-        mcmc.run(jax.random.PRNGKey(seed))
+        mcmc.run(jax.random.PRNGKey(seed), extra_fields=("step_curvature",) if curvature else ())
     draws = np.concatenate([np.asarray(v).reshape(4, 1000, -1)
                             for v in mcmc.get_samples(group_by_chain=True).values()], axis=-1)
     repeated = np.all(draws[:, 1:] == draws[:, :-1], axis=-1)
     found = runner.findings(mcmc)
+    unstable = ""
+    if curvature:
+        c = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["step_curvature"])
+        unstable = (f"; unstable {np.array2string((c > LEAPFROG_STABILITY_LIMIT).mean(axis=1), precision=4)}, "
+                    f"median {np.array2string(np.median(c, axis=1), precision=2)}, "
+                    f"largest {np.array2string(c.max(axis=1), precision=2)}")
     return {"status": "ok", "line": (
         f"{name} {kernel} seed {seed}: longest runs {longest_runs(repeated)}; repeated "
-        f"{np.array2string(repeated.mean(axis=1), precision=2)}; findings {found} "
+        f"{np.array2string(repeated.mean(axis=1), precision=2)}{unstable}; findings {found} "
         f"[{time.time() - start:.0f} s]")}
 
 

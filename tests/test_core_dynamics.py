@@ -719,3 +719,40 @@ def test_log_accept_prob(backend):
     np.testing.assert_array_equal(out[3:6], 0.0)  # energy went down -> always accept
     np.testing.assert_allclose(out[6:], [-0.25, -7.0], rtol=1e-7)
     assert not np.any(np.isnan(out))
+
+
+@pytest.mark.parametrize("scale_kind", ["diag", "dense"])
+def test_step_curvature_is_the_curvature_along_the_step_times_eps_squared(scale_kind):
+    """On a quadratic ``E = x^T A x / 2`` the curvature along a step ``dx`` is the Rayleigh
+    quotient ``<dx, A dx> / |L^{-1} dx|^2`` in the whitened frame: ``hmc.step_curvature`` of
+    a Euclidean leapfrog step is ``eps^2`` times it (the stability limit of leapfrog is 4),
+    ``isokinetic.step_curvature`` of an isokinetic step ``<dx, A dx> / (d - 1)`` (its unit
+    velocity makes ``|L^{-1} dx| = eps``), and along an eigenvector of the whitened ``A`` the
+    former is ``eps^2 lambda`` exactly."""
+    from esh_kernels.core import hmc, isokinetic
+
+    rng = np.random.default_rng(11)
+    d = 4
+    B = rng.normal(size=(d, d))
+    A = B @ B.T + d * np.eye(d)
+    value_and_grad = lambda x: (0.5 * x @ A @ x, A @ x)  # noqa: E731
+    scale = (np.exp(rng.normal(size=d)) if scale_kind == "diag"
+             else np.linalg.cholesky(np.linalg.inv(A) * (1.0 + 0.3 * np.eye(d))))
+    x0 = rng.normal(size=d)
+    start = IntegratorState(x0, rng.normal(size=d), 0.0, *value_and_grad(x0))
+    eps = 0.3
+    end = euclidean_leapfrog(start, eps, value_and_grad, scale)
+    dx = end.x - start.x
+    rayleigh = dx @ A @ dx / np.sum(precond_inverse(scale, dx) ** 2)
+    assert hmc.step_curvature(start, end, eps, scale) == pytest.approx(eps**2 * rayleigh, rel=1e-10)
+
+    L = np.diag(scale) if scale_kind == "diag" else scale
+    lam, vecs = np.linalg.eigh(L.T @ A @ L)  # the whitened Hessian
+    along = start._replace(u=vecs[:, -1], grad=A @ x0 * 0.0, x=x0 * 0.0, energy=0.0)
+    along_end = euclidean_leapfrog(along, eps, value_and_grad, scale)
+    assert hmc.step_curvature(along, along_end, eps, scale) == pytest.approx(eps**2 * lam[-1], rel=1e-10)
+
+    iso = start._replace(u=_unit(rng, d), r=0.0)
+    iso_end, _ = esh_leapfrog(iso, 0.7, value_and_grad, d - 1, scale)
+    dx = iso_end.x - iso.x
+    assert isokinetic.step_curvature(iso, iso_end) == pytest.approx(dx @ A @ dx / (d - 1), rel=1e-10)

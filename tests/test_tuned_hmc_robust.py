@@ -165,7 +165,7 @@ def test_adaptation_reads_rounding_as_no_error_only_on_a_steep_wall(backend):
         x0 = arr([[1.0, 1.0]])
         start = IntegratorState(x0, 0.0 * x0, arr([0.0]), arr([5.0]), arr(grad))
         end = start._replace(x=x0 + 1e-3, energy=start.energy + energy_error)
-        carry = hmc.Carry(arr([1.0]), end, end, arr([0.0]))
+        carry = hmc.Carry(arr([1.0]), end, end, arr([0.0]), arr([0.0]))
         return hmc.finish(carry, start, 0.0 * x0, arr([1.0]), 0.1, arr([0.5]), arr([0.0]) > 1.0,
                           1000.0, arr([1.0, 1.0]))
 

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.integrators import euclidean_leapfrog, finite_state
+from esh_kernels.core.integrators import _per_vector, euclidean_leapfrog, finite_state
 from esh_kernels.core.metropolis import beyond_rounding, log_accept_prob, position_rounding
-from esh_kernels.core.preconditioning import precond_inverse
+from esh_kernels.core.preconditioning import precond_adjoint, precond_inverse
 from esh_kernels.core import state_fields
 from esh_kernels.core.warmup import select_rows, steep_gradient
 
@@ -39,6 +39,7 @@ class TunedHMCState(NamedTuple):
     n_steps: Any  # gradient evaluations spent on this draw (U-turn tracking included)
     energy: Any  # Hamiltonian E(x) + |p|^2/2 at the start of the transition
     energy_error: Any
+    step_curvature: Any  # :attr:`Outcome.step_curvature` of this draw's proposal
     adapt_state: Any  # core.tuned_warmup.TunedHMCAdaptState
     rng_key: Any = None
     monitor: Any = None
@@ -53,6 +54,7 @@ class Carry(NamedTuple):
     last: Any  # IntegratorState where the trajectory is (momentum in ``u``)
     proposal: Any  # IntegratorState at step ``n``
     k_turn: Any  # step of the first U-turn (0: none yet)
+    curvature: Any  # largest eps^2 * (curvature along the step) over steps 1..n (:func:`step`)
 
 
 class Outcome(NamedTuple):
@@ -68,6 +70,7 @@ class Outcome(NamedTuple):
     duration: Any  # integration time of the proposal
     uturn_time: Any  # integration time to the first U-turn (0 when not tracked or unknown)
     start_energy: Any  # H at the start
+    step_curvature: Any  # largest eps^2 * (curvature along the step) of the proposal's steps
 
 
 def _gradient_finite(integ):
@@ -95,7 +98,7 @@ def start(integ, momentum, h, step_size, trajectory_length, max_steps, num_steps
     zero = xp.zeros_like(integ.energy)
     n = jittered_num_steps(h + zero, 0.5 * trajectory_length, step_size, max_steps, num_steps)
     init = integ._replace(u=momentum)
-    return Carry(zero, init, init, zero), n
+    return Carry(zero, init, init, zero, zero), n
 
 
 def running(c, n, track, max_steps):
@@ -104,17 +107,42 @@ def running(c, n, track, max_steps):
     return more & _gradient_finite(c.last)
 
 
+#: ``eps^2 lambda`` beyond which leapfrog on a quadratic of curvature ``lambda`` (whitened)
+#: is unstable: the energy error grows without bound along the trajectory
+LEAPFROG_STABILITY_LIMIT = 4.0
+
+
+def step_curvature(last, new, step_size, scale):
+    """``eps^2 rho`` for the leapfrog step from ``last`` to ``new``, where ``rho`` is the
+    target's curvature along the step in the whitened frame: ``<dx, dg> / |L^{-1} dx|^2``
+    (the Rayleigh quotient of the Hessian averaged over the step, ``esh_math.md`` §7.9). With
+    ``L^{-1} dx = eps p_half``, the half-step momentum ``p_half = (p_k + p_{k+1})/2 + (eps/4)
+    L^T dg``, this is ``eps <p_half, L^T dg> / |p_half|^2``. Leapfrog on a quadratic of
+    curvature ``lambda`` is stable only for ``eps^2 lambda <`` :data:`LEAPFROG_STABILITY_LIMIT`;
+    a step across a ridge or into a tail narrower than where the step size was tuned reads
+    above it. 0 where the step is not finite."""
+    xp = namespace(new.x)
+    dgw = precond_adjoint(scale, new.grad - last.grad)  # L^T dg
+    p_half = 0.5 * (last.u + new.u) + 0.25 * _per_vector(step_size, dgw) * dgw
+    norm2 = xp.sum(p_half * p_half, axis=-1)
+    value = step_size * xp.sum(p_half * dgw, axis=-1) / xp.where(norm2 > 0, norm2, 1.0)
+    return xp.where(xp.isfinite(value), value, 0.0)
+
+
 def step(c, n, x0, step_size, scale, white, dense, value_and_grad, track, track_uturn):
-    """One leapfrog step; ``track_uturn`` (a Python bool) adds the U-turn test."""
+    """One leapfrog step; ``track_uturn`` (a Python bool) adds the U-turn test. The proposal's
+    steps (``k <= n``) also update the largest :func:`step_curvature`."""
     xp = namespace(c.last.x)
     new = euclidean_leapfrog(c.last, step_size, value_and_grad, scale)
     k = c.k + 1.0
+    curvature = xp.where(k <= n, xp.maximum(c.curvature, step_curvature(c.last, new, step_size, scale)),
+                         c.curvature)
     proposal = select_rows(k == n, new, c.proposal)
     k_turn = c.k_turn
     if track_uturn:
         turned = xp.sum(_whiten(white, dense, new.x - x0) * new.u, axis=-1) < 0
         k_turn = xp.where(track & (k_turn == 0) & turned, k, k_turn)
-    return Carry(k, new, proposal, k_turn)
+    return Carry(k, new, proposal, k_turn, curvature)
 
 
 def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, divergence_threshold, scale):
@@ -155,7 +183,7 @@ def finish(c, start_integ, momentum, n, step_size, uniform_accept, track, diverg
         adapt_accept_prob=xp.exp(log_accept_prob(adapt_error)),
         energy_error=energy_error, diverging=diverging, valid=~diverging & ok,
         duration=xp.minimum(c.k, n) * step_size, uturn_time=k_turn * step_size,
-        start_energy=start_integ.energy + kinetic0,
+        start_energy=start_integ.energy + kinetic0, step_curvature=c.curvature,
     )
 
 

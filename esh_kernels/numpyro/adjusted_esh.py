@@ -68,7 +68,7 @@ class AdjustedESH(FlatKernel):
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(
             jnp.array(0, jnp.int32), self._to_z(x), self._model_energy(x, energy), integ, jnp.array(False),
-            zero, zero, jnp.array(0, jnp.int32), zero, adapt, rng_key,
+            zero, zero, jnp.array(0, jnp.int32), zero, zero, adapt, rng_key,
         )
 
     def _sample_chain(self, state, value_and_grad):
@@ -92,7 +92,7 @@ class AdjustedESH(FlatKernel):
         mean_accept = mean_accept_update(state.mean_accept_prob, accept_prob, i, self._num_warmup)
         return AdjustedESHState(
             i + 1, self._to_z(new.x), self._model_energy(new.x, new.energy), new, prop.diverging, accept_prob,
-            mean_accept, prop.num_steps, prop.energy_error, adapt, key,
+            mean_accept, prop.num_steps, prop.energy_error, prop.step_curvature, adapt, key,
         )
 
     def _warmup_config(self, num_warmup):

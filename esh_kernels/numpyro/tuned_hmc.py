@@ -196,7 +196,7 @@ class TunedHMC(FlatKernel):
         integ = IntegratorState(x, jnp.zeros_like(x), zero, energy, grad)
         return TunedHMCState(
             jnp.array(0, jnp.int32), self._to_z(x), energy, integ, jnp.array(False),
-            zero, zero, jnp.array(0, jnp.int32), energy, zero, adapt, rng_key,
+            zero, zero, jnp.array(0, jnp.int32), energy, zero, zero, adapt, rng_key,
         )
 
     def _sample_chain(self, state, value_and_grad):
@@ -239,7 +239,7 @@ class TunedHMC(FlatKernel):
             i + 1, self._to_z(out.new.x), out.new.energy, out.new._replace(u=jnp.zeros_like(x0)),
             out.diverging, out.accept_prob,
             mean_accept_update(state.mean_accept_prob, out.accept_prob, i, self._num_warmup),
-            carry.k.astype(jnp.int32), out.start_energy, out.energy_error, adapt, key,
+            carry.k.astype(jnp.int32), out.start_energy, out.energy_error, out.step_curvature, adapt, key,
         )
         return new_state, proposal
 

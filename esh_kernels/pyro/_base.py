@@ -103,7 +103,8 @@ class FlatKernel(KernelArguments, MCMCKernel):
     #: before the generic remedy in its warnings
     self_check_remedies = {}
     #: the state fields Pyro's ``MCMC`` collects per draw (its ``diagnostics()``)
-    iteration_stats = ("diverging", "accept_prob", "n_steps", "energy_error", "potential_energy")
+    iteration_stats = ("diverging", "accept_prob", "n_steps", "energy_error", "step_curvature",
+                       "potential_energy")
 
     @property
     def host_check_every(self):

@@ -41,16 +41,16 @@ class IsokineticTransition:
         start, step_size, scale = example
         zero = torch.zeros_like(start.energy)
         u = torch.ones_like(start.x) / math.sqrt(start.x.shape[-1])
-        args = (start.x, u, zero, start.energy, start.grad, zero, zero, zero, zero + 1.0,
+        args = (start.x, u, zero, start.energy, start.grad, zero, zero, zero, zero, zero + 1.0,
                 start.energy, step_size, scale)
         self.step = Compiled(self._step_fn, args, mode, "isokinetic leapfrog step",
                              jit_options, ignore_jit_warnings)
 
-    def _step_fn(self, x, u, r, energy, grad, k, sum_dr, sum_accept, n, energy0, step_size, scale):
-        c = isokinetic.Carry(k, IntegratorState(x, u, r, energy, grad), sum_dr, sum_accept)
+    def _step_fn(self, x, u, r, energy, grad, k, sum_dr, sum_accept, curvature, n, energy0, step_size, scale):
+        c = isokinetic.Carry(k, IntegratorState(x, u, r, energy, grad), sum_dr, sum_accept, curvature)
         stepped = isokinetic.step(c, energy0, step_size, scale, self.value_and_grad)
         c = where(isokinetic.running(c, n), stepped, c)
-        return (*c.integ, c.k, c.sum_dr, c.sum_accept)
+        return (*c.integ, c.k, c.sum_dr, c.sum_accept, c.curvature)
 
     def __call__(self, start, draws, step_size, trajectory_length, scale, max_steps, fetch=(),
                  descend=False, num_steps=None):
@@ -61,8 +61,8 @@ class IsokineticTransition:
         c, n = isokinetic.start(start, draws.normal, draws.uniform_steps, step_size,
                                 trajectory_length, max_steps, num_steps)
         host = torch.stack([n.max()] + [f.reshape(()).to(n.dtype) for f in fetch]).tolist()
-        flat = (*c.integ, c.k, c.sum_dr, c.sum_accept)
+        flat = (*c.integ, c.k, c.sum_dr, c.sum_accept, c.curvature)
         for _ in range(int(host[0])):
             flat = self.step(*flat, n, start.energy, step_size, scale)
-        c = isokinetic.Carry(flat[5], IntegratorState(*flat[:5]), flat[6], flat[7])
+        c = isokinetic.Carry(flat[5], IntegratorState(*flat[:5]), *flat[6:])
         return isokinetic.finish(c, start, draws.uniform_accept, descend), host[1:]

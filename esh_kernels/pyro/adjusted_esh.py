@@ -86,7 +86,7 @@ class AdjustedESH(FlatKernel):
         integ = IntegratorState(x, torch.zeros_like(x), zero, energy, grad)
         return AdjustedESHState(
             0, x, self._model_energy(x, energy), integ, torch.zeros_like(zero, dtype=torch.bool),
-            zero, zero, zero, zero, adapt,
+            zero, zero, zero, zero, zero, adapt,
         )
 
     # -- one transition ------------------------------------------------------------------
@@ -115,5 +115,5 @@ class AdjustedESH(FlatKernel):
         mean_accept = mean_accept_update(state.mean_accept_prob, accept_prob, i, self._num_warmup)
         return AdjustedESHState(
             i + 1, new.x, self._model_energy(new.x, new.energy), new, prop.diverging, accept_prob,
-            mean_accept, prop.num_steps, prop.energy_error, adapt,
+            mean_accept, prop.num_steps, prop.energy_error, prop.step_curvature, adapt,
         )

@@ -51,6 +51,16 @@ from esh_kernels.pyro._base import FlatKernel, where
 from esh_kernels.pyro._model import Compiled
 
 
+def _flat(c):
+    """A :class:`esh_kernels.core.hmc.Carry` as the flat tuple of tensors that the recorded
+    step takes and returns (:func:`_carry` reads it back)."""
+    return (*c.last, *c.proposal, c.k, c.k_turn, c.curvature)
+
+
+def _carry(flat):
+    return hmc.Carry(flat[10], IntegratorState(*flat[:5]), IntegratorState(*flat[5:10]), flat[11], flat[12])
+
+
 class TunedHMCDraws(NamedTuple):
     """The random numbers of one transition (injectable for tests)."""
 
@@ -75,7 +85,7 @@ class TunedHMC(FlatKernel):
 
     options_type = TunedHMCOptions
     iteration_stats = ("diverging", "accept_prob", "n_steps", "energy", "energy_error",
-                       "potential_energy")
+                       "step_curvature", "potential_energy")
     min_dim = 1
     #: single-chain rule: ``T = uturn_factor * mean U-turn time`` (``esh_math.md`` §7.3)
     uturn_factor = UTURN_FACTOR
@@ -114,7 +124,7 @@ class TunedHMC(FlatKernel):
         adapt = tuned_warmup_init(x, step, length, self._dense_mass, self._scale0,
                                   self._metric_mask)
         return TunedHMCState(0, x, energy, integ, torch.zeros_like(zero, dtype=torch.bool), zero,
-                             zero, zero, energy, zero, adapt)
+                             zero, zero, energy, zero, zero, adapt)
 
     def _search_step_size(self, start, step):
         """Initial step size per chain by the reasonable-step-size search (the NumPyro
@@ -130,12 +140,12 @@ class TunedHMC(FlatKernel):
 
     def _step_fn(self, *args, track_uturn=False):
         """One masked step of :func:`esh_kernels.core.hmc.step` for every chain."""
-        c = hmc.Carry(args[10], IntegratorState(*args[:5]), IntegratorState(*args[5:10]), args[11])
-        n, x0, step_size, scale, white, track, max_steps = args[12:]
+        c = _carry(args)
+        n, x0, step_size, scale, white, track, max_steps = args[13:]
         stepped = hmc.step(c, n, x0, step_size, scale, white, self._dense_mass,
                            self._value_and_grad, track, track_uturn)
         c = where(hmc.running(c, n, track, max_steps), stepped, c)
-        return (*c.last, *c.proposal, c.k, c.k_turn, hmc.running(c, n, track, max_steps))
+        return (*_flat(c), hmc.running(c, n, track, max_steps))
 
     def _build(self, x):
         s = self._state
@@ -145,7 +155,7 @@ class TunedHMC(FlatKernel):
         mode = "trace" if self._jit_compile else "eager"
         integ = s.integrator._replace(u=torch.ones_like(x) * 0.3)
         white = a.scale
-        example = (*integ, *integ, zero, zero, zero + 2.0, x, a.step_size, a.scale, white,
+        example = (*integ, *integ, zero, zero, zero, zero + 2.0, x, a.step_size, a.scale, white,
                    torch.ones_like(zero, dtype=torch.bool), zero + self._options.max_steps)
         self._compiled["HMC step"] = Compiled(
             lambda *args: self._step_fn(*args, track_uturn=False), example, mode, "HMC step",
@@ -177,7 +187,7 @@ class TunedHMC(FlatKernel):
                          float(self._options.max_steps), self._options.num_steps)
         track = torch.full_like(c.k, 1.0 if track_uturn else 0.0) > 0.5
         white = hmc.whitening(adapt.scale, self._dense_mass and track_uturn)
-        flat = (*c.last, *c.proposal, c.k, c.k_turn)
+        flat = _flat(c)
         max_steps = c.k + self._options.max_steps
         host = torch.stack([n.max(), adapt.step_size.mean(), state.mean_accept_prob.mean()]).tolist()
         self._set_log_values({"step size": f"{host[1]:.2e}", "acc. prob": f"{host[2]:.3f}"})
@@ -194,7 +204,7 @@ class TunedHMC(FlatKernel):
                     flat, still = out[:-1], out[-1]
                     done += 1
                 running = bool(still.any())
-        c = hmc.Carry(flat[10], IntegratorState(*flat[:5]), IntegratorState(*flat[5:10]), flat[11])
+        c = _carry(flat)
         out = hmc.finish(c, start, p0, n, adapt.step_size, draws.uniform_accept, track,
                          self.divergence_threshold, adapt.scale)
         if warm:
@@ -208,7 +218,7 @@ class TunedHMC(FlatKernel):
             i + 1, out.new.x, out.new.energy, out.new._replace(u=torch.zeros_like(x0)), out.diverging,
             out.accept_prob,
             mean_accept_update(state.mean_accept_prob, out.accept_prob, i, self._num_warmup),
-            c.k, out.start_energy, out.energy_error, adapt,
+            c.k, out.start_energy, out.energy_error, out.step_curvature, adapt,
         )
 
     def _adapt_cross_chain(self, adapt, i, x0, x, end, duration, accept_prob, valid):
