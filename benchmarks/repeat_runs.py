@@ -80,9 +80,8 @@ def run_one(name, kernel, seed):
 
     from esh_kernels.core.hmc import LEAPFROG_STABILITY_LIMIT
 
-    cls = getattr(ek, kernel)
     curvature = kernel != "ESH"  # the kernels that record ``step_curvature``
-    mcmc = MCMC(cls(load_model(name)), num_warmup=1000, num_samples=1000,
+    mcmc = MCMC(getattr(ek, kernel)(load_model(name)), num_warmup=1000, num_samples=1000,
                 num_chains=4, chain_method="vectorized", progress_bar=False)
     start = time.time()
     with warnings.catch_warnings():

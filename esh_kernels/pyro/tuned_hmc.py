@@ -58,6 +58,7 @@ def _flat(c):
 
 
 def _carry(flat):
+    """The :class:`esh_kernels.core.hmc.Carry` that :func:`_flat` flattened."""
     return hmc.Carry(flat[10], IntegratorState(*flat[:5]), IntegratorState(*flat[5:10]), flat[11], flat[12])
 
 
