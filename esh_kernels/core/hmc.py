@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from esh_kernels.core.adaptation import jittered_num_steps
 from esh_kernels.core.backend import namespace
-from esh_kernels.core.integrators import _per_vector, euclidean_leapfrog, finite_state
+from esh_kernels.core.integrators import euclidean_leapfrog, finite_state, per_vector
 from esh_kernels.core.metropolis import beyond_rounding, log_accept_prob, position_rounding
 from esh_kernels.core.preconditioning import precond_adjoint, precond_inverse
 from esh_kernels.core import state_fields
@@ -123,7 +123,7 @@ def step_curvature(last, new, step_size, scale):
     above it. 0 where the step is not finite."""
     xp = namespace(new.x)
     dgw = precond_adjoint(scale, new.grad - last.grad)  # L^T dg
-    p_half = 0.5 * (last.u + new.u) + 0.25 * _per_vector(step_size, dgw) * dgw
+    p_half = 0.5 * (last.u + new.u) + 0.25 * per_vector(step_size, dgw) * dgw
     norm2 = xp.sum(p_half * p_half, axis=-1)
     value = step_size * xp.sum(p_half * dgw, axis=-1) / xp.where(norm2 > 0, norm2, 1.0)
     return xp.where(xp.isfinite(value), value, 0.0)

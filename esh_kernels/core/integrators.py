@@ -12,7 +12,7 @@ from esh_kernels.core.dynamics import ur_half_step
 from esh_kernels.core.preconditioning import precond_adjoint, precond_forward
 
 
-def _per_vector(step_size, x):
+def per_vector(step_size, x):
     """A step size as a factor of vectors ``x`` of shape ``(..., d)``: unchanged if it is a
     scalar (or a 0-d array, e.g. one chain under ``vmap``); a batch of per-chain step sizes
     of shape ``(...)`` gets a trailing axis so that it scales each chain's vector."""
@@ -66,7 +66,7 @@ def esh_leapfrog(state, step_size, value_and_grad, D, scale=None, with_time=Fals
     half = 0.5 * step_size
     first = ur_half_step(u, r, precond_adjoint(scale, grad), half, D, with_time)
     u, r = first[0], first[1]
-    x = x + _per_vector(step_size, x) * precond_forward(scale, u)
+    x = x + per_vector(step_size, x) * precond_forward(scale, u)
     if position_map is not None:
         x, u = position_map(x, u)
     energy, grad = value_and_grad(x)
@@ -83,7 +83,7 @@ def euclidean_leapfrog(state, step_size, value_and_grad, scale=None):
     in the whitened frame: ``p -= (eps/2) L^T g; x += eps L p; p -= (eps/2) L^T g``.
     The step size is a scalar or one per chain (shape ``(...)``)."""
     x, p, r, _, grad = state
-    step_size = _per_vector(step_size, x)
+    step_size = per_vector(step_size, x)
     half = 0.5 * step_size
     p = p - half * precond_adjoint(scale, grad)
     x = x + step_size * precond_forward(scale, p)
