@@ -198,7 +198,9 @@ def test_chains_that_disagree_are_flagged():
 
 def test_chains_that_disagree_on_the_spread_are_flagged():
     """Same means, one chain 3x wider (a chain outside a funnel's neck): R-hat on x misses
-    it, the variance ratio does not."""
+    it, the spread ratio does not. Only in sampling: at the end of warmup the chains' spreads
+    also reflect their own step sizes and metrics changing over the window, and healthy runs
+    read 3.5-3.6x there (``self_check`` module docstring)."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 3))
     m = self_check.monitor_init(x, np.arange(4))
@@ -209,6 +211,7 @@ def test_chains_that_disagree_on_the_spread_are_flagged():
     assert self_check.rhat(m) < 1.1
     assert self_check.spread_ratio(m) > 2.5
     assert _flags(m)[-1]
+    assert not _flags(m, sampling=False)[-1]
 
 
 def test_heavy_tails_are_not_taken_for_chains_that_disagree():
