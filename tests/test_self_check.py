@@ -200,7 +200,8 @@ def test_chains_that_disagree_on_the_spread_are_flagged():
     """Same means, one chain 3x wider (a chain outside a funnel's neck): R-hat on x misses
     it, the spread ratio does not. Only in sampling: at the end of warmup the chains' spreads
     also reflect their own step sizes and metrics changing over the window, and healthy runs
-    read 3.5-3.6x there (``self_check`` module docstring)."""
+    read 3.5-3.6x there (``self_check`` module docstring). The message says how many draws
+    it was judged on."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 3))
     m = self_check.monitor_init(x, np.arange(4))
@@ -212,6 +213,10 @@ def test_chains_that_disagree_on_the_spread_are_flagged():
     assert self_check.spread_ratio(m) > 2.5
     assert _flags(m)[-1]
     assert not _flags(m, sampling=False)[-1]
+    found = self_check.findings("ESH", "sampling", m, np.ones(4), _flags(m), 1024)
+    [message] = [msg for chain, symptom, msg in found if symptom == "disagree"]
+    # the window it was judged on: a finding made early in a long run is not taken back
+    assert "during sampling (first 300 draws)" in message, message
 
 
 def test_heavy_tails_are_not_taken_for_chains_that_disagree():

@@ -460,7 +460,10 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
     count = np.atleast_1d(np.asarray(m.count, dtype=float))
     chains = np.atleast_1d(np.asarray(m.chain))
     step = np.broadcast_to(np.atleast_1d(np.asarray(step_size, dtype=float)), count.shape)
-    where = {"warmup": "over the second half of warmup", "sampling": "during sampling",
+    # the sampling window grows (checkpoints after 100, 200, 400, ... draws): saying how far
+    # it reached lets a user weigh a finding made early in a long run
+    where = {"warmup": "over the second half of warmup",
+             "sampling": f"during sampling (first {int(count.max())} draws)",
              "recent": f"over its last {int(count.max())} sampling draws"}.get(
         phase, f"in its first {int(count.max())} warmup iterations")
     out = []
