@@ -19,7 +19,9 @@ going on at the end counts, where ``sticky`` leaves it to ``frozen``) and the fr
 draws that do; for the kernels that record ``step_curvature`` (``AdjustedESH``, ``TunedHMC``),
 per chain the share of sampling draws whose proposal had a step above
 ``core.hmc.LEAPFROG_STABILITY_LIMIT``, and the median and largest ``step_curvature``; and the
-self-check's findings. Prints only; nothing is written.
+self-check's ``disagree`` statistics replayed on the draws at 200, 400, 800 and 1000 draws
+(:func:`checkpoint_statistics`; ``docs/benchmarks.md``, "Notes on the self-check's thresholds in
+sampling"); and the self-check's findings. Prints only; nothing is written.
 """
 
 import os
@@ -69,6 +71,29 @@ def longest_runs(repeated):
     return out
 
 
+#: sampling draws after which :func:`checkpoint_statistics` reads the self-check's statistics
+CHECKPOINTS = (200, 400, 800, 1000)
+
+
+def checkpoint_statistics(draws):
+    """The self-check's ``disagree`` statistics (``core.self_check.rhat``, the non-split R-hat
+    over coordinates, and ``spread_ratio``) over the first 200, 400, 800 and 1000 draws of
+    ``draws`` (``(chains, draws, d)``, in the sampler's unconstrained space, where the kernels
+    keep them): what the NumPyro kernels look at during sampling (their checkpoints are after
+    100, 200, 400, 800 draws), replayed on the stored draws."""
+    from esh_kernels.core import self_check
+
+    chains = draws.shape[0]
+    m = self_check.monitor_init(draws[:, 0], np.arange(chains))
+    out = []
+    for i in range(draws.shape[1]):
+        m = self_check.monitor_update(m, draws[:, max(i - 1, 0)], draws[:, i], np.ones(chains), 1024,
+                                      np.zeros(chains, bool))
+        if i + 1 in CHECKPOINTS:
+            out.append(f"{float(self_check.rhat(m)):.3f}/{float(self_check.spread_ratio(m)):.2f}")
+    return " ".join(out)
+
+
 def run_one(name, kernel, seed):
     """One run (module level: it runs in a spawned process); its record holds the line."""
     import jax
@@ -81,8 +106,10 @@ def run_one(name, kernel, seed):
     from esh_kernels.core.hmc import LEAPFROG_STABILITY_LIMIT
 
     curvature = kernel != "ESH"  # the kernels that record ``step_curvature``
+    # the draws as the sampler keeps them (unconstrained), which the self-check reads
     mcmc = MCMC(getattr(ek, kernel)(load_model(name)), num_warmup=1000, num_samples=1000,
-                num_chains=4, chain_method="vectorized", progress_bar=False)
+                num_chains=4, chain_method="vectorized", progress_bar=False,
+                postprocess_fn=lambda z: z)
     start = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the findings are read below
@@ -99,7 +126,8 @@ def run_one(name, kernel, seed):
                     f"largest {np.array2string(c.max(axis=1), precision=2)}")
     return {"status": "ok", "line": (
         f"{name} {kernel} seed {seed}: longest runs {longest_runs(repeated)}; repeated "
-        f"{np.array2string(repeated.mean(axis=1), precision=2)}{unstable}; findings {found} "
+        f"{np.array2string(repeated.mean(axis=1), precision=2)}{unstable}; self-check R-hat/spread "
+        f"after {', '.join(map(str, CHECKPOINTS))} draws: {checkpoint_statistics(draws)}; findings {found} "
         f"[{time.time() - start:.0f} s]")}
 
 
