@@ -216,7 +216,12 @@ def test_chains_that_disagree_on_the_spread_are_flagged():
     found = self_check.findings("ESH", "sampling", m, np.ones(4), _flags(m), 1024)
     [message] = [msg for chain, symptom, msg in found if symptom == "disagree"]
     # the window it was judged on: a finding made early in a long run is not taken back
-    assert "during sampling (first 300 draws)" in message, message
+    assert "during sampling (first 300 draws)" in message and "spreads up to 3." in message, message
+    # at the end of warmup, where only R-hat is judged, only R-hat is quoted
+    shifted = _stream(np.random.default_rng(2), 4, 300, 3, shift_chain=0)
+    found = self_check.findings("ESH", "warmup", shifted, np.ones(4), _flags(shifted, sampling=False), 1024)
+    [message] = [msg for chain, symptom, msg in found if symptom == "disagree"]
+    assert "R-hat" in message and "spreads" not in message and "second half of warmup" in message, message
 
 
 def test_heavy_tails_are_not_taken_for_chains_that_disagree():

@@ -530,9 +530,11 @@ def findings(kernel, phase, m, step_size, flags, max_steps, remedies=None, step_
                              f"{rate:.0%} of its {int(drawn)} draws repeat the previous one",
                 when="during sampling")
     if bool(np.any(disagree)):
-        r, v = float(rhat(host)), float(spread_ratio(host))
-        say(None, "disagree", f"disagree (R-hat {r:.2f}, within-chain spreads up to {v:.1f}x "
-                              f"apart, across {count.shape[0]} chains)")
+        # the spreads are judged in sampling only (module docstring), so only there are they quoted
+        r = float(rhat(host))
+        spreads = (f", within-chain spreads up to {float(spread_ratio(host)):.1f}x apart"
+                   if phase == "sampling" else "")
+        say(None, "disagree", f"disagree (R-hat {r:.2f}{spreads}, across {count.shape[0]} chains)")
     return out
 
 
