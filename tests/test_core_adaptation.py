@@ -913,3 +913,43 @@ def test_esh_phase_one_refits_its_metric_within_the_last_window_and_keeps_its_dr
         if i == 449:
             np.testing.assert_allclose(scale**2, np.var(draws[250:450], axis=0, ddof=1), rtol=1e-10)
     np.testing.assert_allclose(scale**2, np.var(draws[250:700], axis=0, ddof=1), rtol=1e-10)
+
+
+def test_a_diagonal_metric_reads_the_gradients_in_every_window_but_the_last():
+    """``esh_math.md`` §7.4: a diagonal layout keeps its windows' gradients beside the draws
+    and takes nutpie's ``sqrt(Var x / Var g)`` at every window end but warmup's last. A chain
+    that drifts through a window (as ``hier_500``'s ``log tau`` does early in warmup) spreads
+    the window's draws far wider than the posterior, and Stan's estimate, ``Var x``, keeps that
+    width; on a Gaussian the gradients give the posterior's variances whatever the drift. The
+    last window's draws are those sampling follows, and it keeps their variances. A dense
+    metric the user asked for keeps no gradients."""
+    from esh_kernels.core.warmup import MetricSchedule, gradients_init, metric_update
+
+    schedule = MetricSchedule.build(1000)
+    assert schedule.window_ends == (99, 149, 249, 449, 949)
+    rng = np.random.default_rng(1)
+    mu, sd = np.array([1.0, -2.0, 0.5]), np.array([0.1, 1.0, 3.0])
+    drift = np.zeros((1000, 3))
+    drift[:250, 0] = np.linspace(-200.0, 0.0, 250) * sd[0]  # 200 sds in, over the first windows
+    draws = mu + drift + rng.normal(size=(1000, 3)) * sd
+    grads = (draws - mu) / sd**2  # the potential's gradient of N(mu, sd^2)
+    welford, scale = welford_init(draws[0]), np.ones(3)
+    gradients = gradients_init(draws[0], False, None)
+    for i in range(1000):
+        welford, gradients, scale, ended = metric_update(schedule, i, welford, scale, draws[i],
+                                                         gradients=gradients, grad=grads[i],
+                                                         regularize=False)
+        if i in (99, 149, 249, 449):
+            window = slice(75 if i == 99 else schedule.window_ends[schedule.window_ends.index(i) - 1] + 1, i + 1)
+            np.testing.assert_allclose(scale**2, sd**2, rtol=1e-9)
+            if i < 250:  # the drift: Stan's estimate would be 10-1000x too wide in x_0
+                assert np.var(draws[window, 0], ddof=1) > 10.0 * sd[0] ** 2
+    np.testing.assert_allclose(scale**2, np.var(draws[450:950], axis=0, ddof=1), rtol=1e-10)
+    # regularised: Stan's shrinkage of the gradients' estimate (the window of 25 draws ending at 99)
+    welford, scale = welford_init(draws[0]), np.ones(3)
+    gradients = gradients_init(draws[0], False, None)
+    for i in range(100):
+        welford, gradients, scale, _ = metric_update(schedule, i, welford, scale, draws[i],
+                                                     gradients=gradients, grad=grads[i])
+    np.testing.assert_allclose(scale**2, 25 / 30 * sd**2 + 1e-3 * 5 / 30, rtol=1e-9)
+    assert gradients_init(draws[0], True, None) is None

@@ -109,14 +109,48 @@ def welford_covariance(state, regularize=True):
         return cov
     dense = cov.ndim == state.mean.ndim + 1
     variance = diagonal(cov) if dense else cov
-    shrink = (n / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
-    jitter = stan_jitter(n)[(...,) + (None,) * (variance.ndim - n.ndim)]
-    stan = shrink * variance + jitter
+    stan = stan_shrinkage(variance, n)
     if not dense:
         return stan
     # a coordinate that never moved in the window has no scale of its own: Stan's units
     units = xp.where(variance > 0.0, stan, 1.0)
+    shrink = (n / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
+    jitter = stan_jitter(n)[(...,) + (None,) * (variance.ndim - n.ndim)]
     return shrink[..., None] * cov + _diag_matrix(jitter * units)
+
+
+def stan_shrinkage(variance, count):
+    """Stan's regularised diagonal estimate ``n/(n+5) v + 1e-3 * 5/(n+5)`` of variances
+    ``v`` (``(..., d)``) from ``n = count`` window draws (``esh_math.md`` §7.4)."""
+    shape = (...,) + (None,) * (variance.ndim - count.ndim)
+    return (count / (count + 5.0))[shape] * variance + stan_jitter(count)[shape]
+
+
+def gradient_variances(var_x, var_g, fallback):
+    """nutpie's diagonal estimate of the posterior variances from draws and the potential's
+    gradients at them, ``sqrt(Var(x_i) / Var(dE/dx_i))`` (``nuts-rs``
+    ``transform/adapt/diagonal.rs``; ``esh_math.md`` §7.4, §7.7), ``fallback`` where either
+    variance is zero or their ratio is not finite. On a Gaussian with variances ``s_i^2``,
+    ``dE/dx_i = (x_i - mu_i) / s_i^2``, so it is ``s_i^2`` whatever the draws' own spread:
+    draws that drifted through a window, or an ensemble still at its initialisation, do not
+    inflate it."""
+    xp = namespace(var_x, var_g)
+    ok = (var_x > 0) & (var_g > 0)
+    ratio = var_x / xp.where(ok, var_g, 1.0)
+    ok = ok & xp.isfinite(ratio)
+    return xp.where(ok, xp.sqrt(xp.where(ok, ratio, 1.0)), fallback)
+
+
+def window_gradient_variances(state, joint, regularize=True):
+    """The variances a diagonal metric takes from a window that is not warmup's last
+    (``esh_math.md`` §7.4): :func:`gradient_variances` of the window's draws (``state``) and
+    their gradients (``joint``: the diagonal ``WelfordState`` of ``[x, g]`` side by side,
+    :func:`core.warmup.gradients_init`), the draws' variance where it is not defined, with
+    Stan's shrinkage (:func:`stan_shrinkage`) unless ``regularize`` is False."""
+    d = state.mean.shape[-1]
+    raw = welford_covariance(joint, regularize=False)
+    estimate = gradient_variances(raw[..., :d], raw[..., d:], raw[..., :d])
+    return stan_shrinkage(estimate, state.count) if regularize else estimate
 
 
 def diagonal_of(state, regularize=True):

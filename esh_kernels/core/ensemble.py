@@ -19,7 +19,7 @@ algorithm; each backend adds its random numbers and its loop.
 import math
 from typing import Any, NamedTuple
 
-from esh_kernels.core.adaptation import diagonal, gradient_covariance
+from esh_kernels.core.adaptation import diagonal, gradient_covariance, gradient_variances
 from esh_kernels.core.backend import namespace, norm
 from esh_kernels.core.checks import check_int, check_positive
 from esh_kernels.core.integrators import IntegratorState, esh_leapfrog
@@ -181,19 +181,12 @@ def step_size_factor(energy_error, d, bias, non_finite):
 
 def gradient_metric(x, grad):
     """Diagonal inverse mass matrix (the variances the preconditioner whitens) from the
-    ensemble: ``sqrt(Var(x_i) / Var(dE/dx_i))``, the estimate nutpie uses from a chain's
-    draws and gradients (``nuts-rs`` ``transform/adapt/diagonal.rs``), here across the
-    chains at one iteration. On a Gaussian with variances ``s_i^2`` (diagonal) it equals
-    ``s_i^2`` whatever the ensemble's own spread, since ``dE/dx_i = (x_i - mu_i)/s_i^2``;
-    so it is right from the first iteration of a cold start, where the ensemble variance
-    (LAPS's choice) is the initialisation's. A coordinate with no spread in ``x`` or in
-    the gradient gets 1.
+    ensemble: :func:`core.adaptation.gradient_variances` (nutpie's estimate from a chain's
+    draws and gradients) across the chains at one iteration. It is right from the first
+    iteration of a cold start, where the ensemble variance (LAPS's choice) is the
+    initialisation's. A coordinate with no spread in ``x`` or in the gradient gets 1.
     """
-    xp = namespace(x)
-    var_x, var_g = ensemble_variance(x), ensemble_variance(grad)
-    ok = (var_x > 0) & (var_g > 0)
-    ratio = var_x / xp.where(ok, var_g, 1.0)
-    return xp.where(ok & xp.isfinite(ratio), xp.sqrt(xp.where(ok, ratio, 1.0)), 1.0)
+    return gradient_variances(ensemble_variance(x), ensemble_variance(grad), 1.0)
 
 
 def ensemble_covariance(a):

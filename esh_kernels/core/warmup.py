@@ -21,6 +21,7 @@ from esh_kernels.core.adaptation import (
     dual_averaging_init,
     dual_averaging_update,
     has_correlations,
+    window_gradient_variances,
     metric_covariance,
     position_autocorrelation_time,
     step_size_predictor_init,
@@ -189,9 +190,12 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     diagonal while a dense window has too few draws: :func:`metric_covariance`, §7.4) and
     restart the estimate. ``mask``: block structure of a dense metric, or
     ``AUTO_METRIC`` (:func:`metric_covariance`), which reads the window's autocorrelation
-    from ``decorrelation`` (the window's ``DecorrelationState``, if the kernel keeps one)
-    and, where the kernel keeps ``gradients`` (the window's estimate of the covariance of
-    the potential's gradient ``grad`` at ``x``), also the gradient-based estimate of §7.6.
+    from ``decorrelation`` (the window's ``DecorrelationState``, if the kernel keeps one).
+    Where the state keeps ``gradients`` (the window's estimate of the draws and the
+    potential's gradient ``grad`` at them, :func:`gradients_init`) the metric also reads
+    them: a diagonal layout takes nutpie's estimate in every window but warmup's last
+    (``core.adaptation.window_gradient_variances``, §7.4), the automatic metric's dense
+    layout the gradient-based estimate of §7.6.
     ``regularize=False``: the raw window estimates (NumPyro's ``regularize_mass_matrix``).
     Returns ``(welford, gradients, scale, window_ended)``."""
     welford = welford_update(welford, x, schedule.weight(i))
@@ -210,10 +214,13 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
         if mask is AUTO_METRIC and decorrelation is not None:
             tau = position_autocorrelation_time(decorrelation)
             was_dense = has_correlations(scale) if dense else None
+        last = schedule.last_window_end(i)
         cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
-                                gradients=gradients if with_gradients else None,
-                                regularize=regularize, last=schedule.last_window_end(i))
-        empty_gradients = welford_init(gradients.mean, dense=True) if with_gradients else gradients
+                                gradients=gradients if with_gradients and dense else None,
+                                regularize=regularize, last=last)
+        if with_gradients and not dense:  # a diagonal layout: nutpie's estimate but in the last window
+            cov = select(last, cov, window_gradient_variances(welford, gradients, regularize))
+        empty_gradients = welford_init(gradients.mean, dense=dense) if with_gradients else gradients
         # the estimate restarts, except past the ends it continues (``MetricSchedule.continued``)
         kept = select(schedule.continues(i), (welford, gradients), (welford_init(x, dense=dense), empty_gradients))
         return (*kept, scale_from_covariance(cov, dense=dense))
@@ -431,21 +438,23 @@ class AdjustedWarmupConfig(NamedTuple):
 
 
 def reads_gradients(dense, mask):
-    """Whether a metric layout keeps the window estimate of the gradients' covariance: the
-    automatic metric (``mask`` is ``AUTO_METRIC``) on a dense layout. The warmup init
-    functions decide with it (:func:`gradients_init`); :func:`metric_update` reads the
-    decision back from the state (None: not kept)."""
-    return bool(dense) and mask is AUTO_METRIC
+    """Whether a metric layout keeps a window estimate of the gradients at the draws: a
+    diagonal layout (their variances, §7.4) and the automatic metric (``mask`` is
+    ``AUTO_METRIC``) on a dense layout (their covariance, §7.6), not a dense metric the user
+    asked for. The warmup init functions decide with it (:func:`gradients_init`);
+    :func:`metric_update` reads the decision back from the state (None: not kept)."""
+    return not dense or mask is AUTO_METRIC
 
 
 def gradients_init(x, dense, mask):
-    """The window estimate of the gradients' covariance (§7.6) where the layout reads it
-    (:func:`reads_gradients`), else None: a dense estimate of the draws and their gradients
-    side by side (``[x, g]``, ``2d`` long), whose cross-covariance sets the window's bend
+    """The window estimate of the draws and their gradients side by side (``[x, g]``,
+    ``2d`` long) where the layout reads it (:func:`reads_gradients`), else None: their
+    variances for a diagonal layout (``core.adaptation.window_gradient_variances``), their
+    covariance for a dense one, whose cross-covariance also sets the window's bend
     (``core.adaptation.curved``)."""
     if not reads_gradients(dense, mask):
         return None
-    return welford_init(namespace(x).concatenate([x, x], axis=-1), dense=True)
+    return welford_init(namespace(x).concatenate([x, x], axis=-1), dense=bool(dense))
 
 
 def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None, mask=None):
