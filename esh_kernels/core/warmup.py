@@ -218,7 +218,7 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
         cov = metric_covariance(welford, mask=mask, tau=tau, was_dense=was_dense,
                                 gradients=gradients if with_gradients and dense else None,
                                 regularize=regularize, last=last)
-        if with_gradients and not dense:  # a diagonal layout: nutpie's estimate but in the last window
+        if with_gradients and not dense:  # a diagonal layout: nutpie's estimate, except at the last window's end
             cov = select(last, cov, window_gradient_variances(welford, gradients, regularize))
         empty_gradients = welford_init(gradients.mean, dense=dense) if with_gradients else gradients
         # the estimate restarts, except past the ends it continues (``MetricSchedule.continued``)
