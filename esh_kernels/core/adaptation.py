@@ -109,21 +109,27 @@ def welford_covariance(state, regularize=True):
         return cov
     dense = cov.ndim == state.mean.ndim + 1
     variance = diagonal(cov) if dense else cov
-    stan = stan_shrinkage(variance, n)
+    shrink, jitter = _stan_weights(n, variance)
+    stan = shrink * variance + jitter
     if not dense:
         return stan
     # a coordinate that never moved in the window has no scale of its own: Stan's units
     units = xp.where(variance > 0.0, stan, 1.0)
-    shrink = (n / (n + 5.0))[(...,) + (None,) * (variance.ndim - n.ndim)]
-    jitter = stan_jitter(n)[(...,) + (None,) * (variance.ndim - n.ndim)]
     return shrink[..., None] * cov + _diag_matrix(jitter * units)
+
+
+def _stan_weights(count, variance):
+    """Stan's shrinkage ``n/(n+5)`` and jitter ``1e-3 * 5/(n+5)`` after ``n = count`` window
+    draws, shaped to broadcast against variances ``(..., d)``."""
+    shape = (...,) + (None,) * (variance.ndim - count.ndim)
+    return (count / (count + 5.0))[shape], stan_jitter(count)[shape]
 
 
 def stan_shrinkage(variance, count):
     """Stan's regularised diagonal estimate ``n/(n+5) v + 1e-3 * 5/(n+5)`` of variances
     ``v`` (``(..., d)``) from ``n = count`` window draws (``esh_math.md`` §7.4)."""
-    shape = (...,) + (None,) * (variance.ndim - count.ndim)
-    return (count / (count + 5.0))[shape] * variance + stan_jitter(count)[shape]
+    shrink, jitter = _stan_weights(count, variance)
+    return shrink * variance + jitter
 
 
 def gradient_variances(var_x, var_g, fallback):
@@ -141,15 +147,14 @@ def gradient_variances(var_x, var_g, fallback):
     return xp.where(ok, xp.sqrt(xp.where(ok, ratio, 1.0)), fallback)
 
 
-def window_gradient_variances(state, joint, regularize=True):
+def window_gradient_variances(state, gradients, regularize=True):
     """The variances a diagonal metric takes from a window that is not warmup's last
     (``esh_math.md`` §7.4): :func:`gradient_variances` of the window's draws (``state``) and
-    their gradients (``joint``: the diagonal ``WelfordState`` of ``[x, g]`` side by side,
+    of the potential's gradients at them (``gradients``, their diagonal ``WelfordState``,
     :func:`core.warmup.gradients_init`), the draws' variance where it is not defined, with
     Stan's shrinkage (:func:`stan_shrinkage`) unless ``regularize`` is False."""
-    d = state.mean.shape[-1]
-    raw = welford_covariance(joint, regularize=False)
-    estimate = gradient_variances(raw[..., :d], raw[..., d:], raw[..., :d])
+    var_x = welford_covariance(state, regularize=False)
+    estimate = gradient_variances(var_x, welford_covariance(gradients, regularize=False), var_x)
     return stan_shrinkage(estimate, state.count) if regularize else estimate
 
 

@@ -191,8 +191,8 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     restart the estimate. ``mask``: block structure of a dense metric, or
     ``AUTO_METRIC`` (:func:`metric_covariance`), which reads the window's autocorrelation
     from ``decorrelation`` (the window's ``DecorrelationState``, if the kernel keeps one).
-    Where the state keeps ``gradients`` (the window's estimate of the draws and the
-    potential's gradient ``grad`` at them, :func:`gradients_init`) the metric also reads
+    Where the state keeps ``gradients`` (the window's estimate of the potential's gradient
+    ``grad`` at the draws, :func:`gradients_init`) the metric also reads
     them: a diagonal layout takes nutpie's estimate in every window but warmup's last
     (``core.adaptation.window_gradient_variances``, §7.4), the automatic metric's dense
     layout the gradient-based estimate of §7.6.
@@ -201,9 +201,9 @@ def metric_update(schedule, i, welford, scale, x, mask=None, decorrelation=None,
     welford = welford_update(welford, x, schedule.weight(i))
     # the state keeps ``gradients`` only where the metric reads them (:func:`reads_gradients`)
     with_gradients = gradients is not None and grad is not None
-    if with_gradients:
-        gradients = welford_update(gradients, namespace(x).concatenate([x, grad], axis=-1),
-                                   schedule.weight(i))
+    if with_gradients:  # a dense layout keeps the draws beside their gradients (cross-covariance)
+        joint = namespace(x).concatenate([x, grad], axis=-1) if welford_is_dense(gradients) else grad
+        gradients = welford_update(gradients, joint, schedule.weight(i))
     ended = schedule.window_end(i)
     if ended is False:
         return welford, gradients, scale, ended
@@ -447,14 +447,16 @@ def reads_gradients(dense, mask):
 
 
 def gradients_init(x, dense, mask):
-    """The window estimate of the draws and their gradients side by side (``[x, g]``,
-    ``2d`` long) where the layout reads it (:func:`reads_gradients`), else None: their
-    variances for a diagonal layout (``core.adaptation.window_gradient_variances``), their
-    covariance for a dense one, whose cross-covariance also sets the window's bend
-    (``core.adaptation.curved``)."""
+    """The window estimate of the gradients where the layout reads it (:func:`reads_gradients`),
+    else None: for a diagonal layout their variances (the draws' are the window's own
+    estimate; ``core.adaptation.window_gradient_variances``), for a dense one the covariance
+    of the draws and their gradients side by side (``[x, g]``, ``2d`` long), whose
+    cross-covariance also sets the window's bend (``core.adaptation.curved``)."""
     if not reads_gradients(dense, mask):
         return None
-    return welford_init(namespace(x).concatenate([x, x], axis=-1), dense=bool(dense))
+    if not dense:
+        return welford_init(x)
+    return welford_init(namespace(x).concatenate([x, x], axis=-1), dense=True)
 
 
 def adjusted_warmup_init(x, step_size, trajectory_length, dense, scale=None, mask=None):
